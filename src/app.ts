@@ -1,0 +1,74 @@
+import { randomUUID } from 'node:crypto';
+import { Hono } from 'hono';
+import { cors } from 'hono/cors';
+import { QueryError } from './catalog/qido.js';
+import type { Env, Services } from './context.js';
+import { DicomParseError } from './dicom/parse.js';
+import { UidError } from './dicom/uid.js';
+import { qidoRouter } from './dicomweb/qido.js';
+import { stowRouter } from './dicomweb/stow.js';
+import { wadoRouter } from './dicomweb/wado.js';
+import { HttpError } from './errors.js';
+import { ObjectNotFound } from './storage/object-store.js';
+
+/** Assembles the HTTP app: middleware, then the routers. */
+export function createApp(services: Services) {
+  const app = new Hono<Env>();
+  const { config, log } = services;
+
+  app.use(async (c, next) => {
+    const requestId = c.req.header('x-request-id')?.slice(0, 100) || randomUUID();
+    const started = performance.now();
+    c.set('requestId', requestId);
+    c.set('log', log.child({ requestId }));
+    await next();
+    c.header('X-Request-Id', requestId);
+    c.var.log.info(
+      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) },
+      'request',
+    );
+  });
+
+  // Every response, errors included, carries CORS headers (DESIGN decision 5).
+  app.use(
+    cors({
+      origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
+      allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id'],
+      allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
+      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After'],
+      maxAge: 600,
+    }),
+  );
+
+  app.get('/healthz', async (c) => {
+    const checks = await Promise.allSettled([services.catalog.check(), services.store.check()]);
+    const [index, objects] = checks.map((r) => (r.status === 'fulfilled' ? 'ok' : String((r as PromiseRejectedResult).reason?.message ?? r.reason)));
+    const healthy = index === 'ok' && objects === 'ok';
+    return c.json({ status: healthy ? 'ok' : 'unavailable', index, objectStore: objects }, healthy ? 200 : 503);
+  });
+
+  app.route('/dicom-web', stowRouter(services));
+  app.route('/dicom-web', qidoRouter(services));
+  app.route('/dicom-web', wadoRouter(services));
+
+  app.notFound((c) => c.json({ error: 'not-found', detail: `no route for ${c.req.method} ${c.req.path}` }, 404));
+
+  app.onError((err, c) => {
+    const known = asHttpError(err);
+    if (known) {
+      for (const [name, value] of Object.entries(known.headers)) c.header(name, value);
+      return c.json({ error: known.code, detail: known.message }, known.status);
+    }
+    c.var.log?.error({ err }, 'unhandled error');
+    return c.json({ error: 'internal', detail: `the server failed on this request; quote request id ${c.var.requestId} to the administrator` }, 500);
+  });
+
+  return app;
+}
+
+function asHttpError(err: Error): HttpError | undefined {
+  if (err instanceof HttpError) return err;
+  if (err instanceof UidError || err instanceof QueryError || err instanceof DicomParseError) return new HttpError(400, 'bad-request', err.message);
+  if (err instanceof ObjectNotFound) return new HttpError(404, 'not-found', `${err.message}; run the verify command to reconcile the index`);
+  return undefined;
+}

@@ -1,0 +1,38 @@
+import type { IndexRecord } from './record.js';
+import type { QidoQuery } from './qido.js';
+
+export type StoredInstance = {
+  sopUid: string;
+  seriesUid: string;
+  studyUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+  numberOfFrames: number;
+  objectKey: string;
+  size: number;
+  sha256: string;
+  inflated: boolean;
+  frames: string;
+  json: string;
+};
+
+export type StudyRow = { json: string; numSeries: number; numInstances: number; modalities: string; studyUid: string };
+export type SeriesRow = { json: string; numInstances: number; studyUid: string; seriesUid: string; studyJson: string };
+export type InstanceRow = { json: string; studyUid: string; seriesUid: string; sopUid: string; studyJson: string; seriesJson: string };
+
+export type IndexOutcome = 'stored' | 'duplicate' | 'conflict';
+
+/** The study/series/instance index; SQLite by default. */
+export interface Catalog {
+  /** sha256 of each already indexed SOP Instance UID among those asked. */
+  checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
+  /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */
+  index(records: IndexRecord[], overwrite: boolean): Promise<IndexOutcome[]>;
+  studies(query: QidoQuery): Promise<StudyRow[]>;
+  series(query: QidoQuery): Promise<SeriesRow[]>;
+  instances(query: QidoQuery): Promise<InstanceRow[]>;
+  /** Stored instances in a study, optionally narrowed to a series or an instance, in series/instance order. */
+  storedInstances(scope: { studyUid: string; seriesUid?: string; sopUid?: string }): Promise<StoredInstance[]>;
+  check(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,111 @@
+import { firstString, type DicomJson, type JsonAttribute } from '../dicom/json.js';
+import { Tag } from '../dicom/tags.js';
+import type { FrameRange } from '../dicom/frames.js';
+
+/** Attributes answered at study and series level (PS3.18 Table 10.6.3-3 and 10.6.3-4, plus common extras). */
+export const STUDY_TAGS = [
+  Tag.SpecificCharacterSet, Tag.StudyDate, Tag.StudyTime, Tag.AccessionNumber, '00080051', '00080201',
+  Tag.ReferringPhysicianName, Tag.StudyDescription, Tag.PatientName, Tag.PatientID, '00100021',
+  Tag.PatientBirthDate, Tag.PatientSex, '00101010', '00101020', '00101030', '00102160', '00104000',
+  Tag.StudyInstanceUID, Tag.StudyID,
+] as const;
+export const SERIES_TAGS = [
+  Tag.SpecificCharacterSet, Tag.Modality, Tag.SeriesInstanceUID, Tag.SeriesNumber, Tag.SeriesDescription,
+  Tag.SeriesDate, Tag.SeriesTime, '00180015', '00080070', '00081090', '00200060', '00400244', '00400245', '00400275',
+] as const;
+/** Instance-level defaults of PS3.18 Table 10.6.3-5, plus what viewers sort and lay out by. */
+export const INSTANCE_TAGS = [
+  Tag.SpecificCharacterSet, Tag.SOPClassUID, Tag.SOPInstanceUID, Tag.InstanceNumber, Tag.Rows, Tag.Columns,
+  Tag.BitsAllocated, Tag.NumberOfFrames, '00080023', '00080033', '00200032', '00200037', '00201041',
+] as const;
+
+export function pick(json: DicomJson, tags: readonly string[]): DicomJson {
+  const out: DicomJson = {};
+  for (const tag of tags) if (json[tag]) out[tag] = json[tag];
+  return out;
+}
+
+export type IndexRecord = {
+  studyUid: string;
+  seriesUid: string;
+  sopUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+  objectKey: string;
+  size: number;
+  sha256: string;
+  inflated: boolean;
+  frames: FrameRange[];
+  json: DicomJson;
+};
+
+/** Row values for the three levels, taken from one instance's DICOM JSON. */
+export function rowsOf(record: IndexRecord, now = Date.now()) {
+  const j = record.json;
+  const name = nameGroups(j[Tag.PatientName]);
+  const int = (tag: string) => {
+    const v = Number(firstString(j, tag));
+    return Number.isFinite(v) ? Math.trunc(v) : null;
+  };
+  return {
+    study: {
+      studyUid: record.studyUid,
+      patientId: firstString(j, Tag.PatientID) ?? null,
+      patientNameAlphabetic: name.alphabetic,
+      patientNameIdeographic: name.ideographic,
+      patientNamePhonetic: name.phonetic,
+      patientBirthDate: firstString(j, Tag.PatientBirthDate) ?? null,
+      patientSex: firstString(j, Tag.PatientSex) ?? null,
+      studyDate: firstString(j, Tag.StudyDate) ?? null,
+      studyTime: normalizeTime(firstString(j, Tag.StudyTime)),
+      accessionNumber: firstString(j, Tag.AccessionNumber) ?? null,
+      studyId: firstString(j, Tag.StudyID) ?? null,
+      studyDescription: firstString(j, Tag.StudyDescription) ?? null,
+      referringPhysicianName: nameGroups(j[Tag.ReferringPhysicianName]).alphabetic,
+      json: JSON.stringify(pick(j, STUDY_TAGS)),
+      updatedAt: now,
+    },
+    series: {
+      seriesUid: record.seriesUid,
+      studyUid: record.studyUid,
+      modality: firstString(j, Tag.Modality) ?? null,
+      seriesNumber: int(Tag.SeriesNumber),
+      seriesDescription: firstString(j, Tag.SeriesDescription) ?? null,
+      seriesDate: firstString(j, Tag.SeriesDate) ?? null,
+      seriesTime: normalizeTime(firstString(j, Tag.SeriesTime)),
+      bodyPartExamined: firstString(j, '00180015') ?? null,
+      performedProcedureStepStartDate: firstString(j, Tag.PerformedProcedureStepStartDate) ?? null,
+      json: JSON.stringify(pick(j, SERIES_TAGS)),
+    },
+    instance: {
+      sopUid: record.sopUid,
+      seriesUid: record.seriesUid,
+      studyUid: record.studyUid,
+      sopClassUid: record.sopClassUid,
+      instanceNumber: int(Tag.InstanceNumber),
+      transferSyntaxUid: record.transferSyntaxUid,
+      numberOfFrames: Math.max(1, int(Tag.NumberOfFrames) ?? 1),
+      rows: int(Tag.Rows),
+      columns: int(Tag.Columns),
+      objectKey: record.objectKey,
+      size: record.size,
+      sha256: record.sha256,
+      inflated: record.inflated,
+      frames: JSON.stringify(record.frames),
+      json: JSON.stringify(j),
+      createdAt: now,
+    },
+  };
+}
+
+/** Lower-cased, NFC-normalised groups of the first person name value, for case-insensitive matching. */
+export function nameGroups(attribute: JsonAttribute | undefined): { alphabetic: string | null; ideographic: string | null; phonetic: string | null } {
+  const value = attribute?.Value?.[0] as Record<string, string> | null | undefined;
+  const norm = (s: string | undefined) => (s ? s.normalize('NFC').toLowerCase().replace(/\^+$/, '') : null);
+  return { alphabetic: norm(value?.Alphabetic), ideographic: norm(value?.Ideographic), phonetic: norm(value?.Phonetic) };
+}
+
+/** TM values compare as text once colons (ACR-NEMA style) are dropped. */
+export function normalizeTime(tm: string | undefined): string | null {
+  return tm ? tm.replace(/:/g, '') : null;
+}

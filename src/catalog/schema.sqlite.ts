@@ -1,0 +1,75 @@
+import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+
+/** Matching keys are columns (DESIGN decision 4); names are stored lower-cased per group for case-insensitive matching. */
+export const studies = sqliteTable(
+  'studies',
+  {
+    studyUid: text('study_uid').primaryKey(),
+    patientId: text('patient_id'),
+    patientNameAlphabetic: text('patient_name_alphabetic'),
+    patientNameIdeographic: text('patient_name_ideographic'),
+    patientNamePhonetic: text('patient_name_phonetic'),
+    patientBirthDate: text('patient_birth_date'),
+    patientSex: text('patient_sex'),
+    studyDate: text('study_date'),
+    studyTime: text('study_time'),
+    accessionNumber: text('accession_number'),
+    studyId: text('study_id'),
+    studyDescription: text('study_description'),
+    referringPhysicianName: text('referring_physician_name'),
+    modalities: text('modalities').notNull().default(''),
+    numSeries: integer('num_series').notNull().default(0),
+    numInstances: integer('num_instances').notNull().default(0),
+    json: text('json').notNull(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [
+    index('studies_patient_id').on(t.patientId),
+    index('studies_date').on(t.studyDate, t.studyTime),
+    index('studies_accession').on(t.accessionNumber),
+    index('studies_name').on(t.patientNameAlphabetic),
+  ],
+);
+
+export const series = sqliteTable(
+  'series',
+  {
+    seriesUid: text('series_uid').primaryKey(),
+    studyUid: text('study_uid').notNull(),
+    modality: text('modality'),
+    seriesNumber: integer('series_number'),
+    seriesDescription: text('series_description'),
+    seriesDate: text('series_date'),
+    seriesTime: text('series_time'),
+    bodyPartExamined: text('body_part_examined'),
+    performedProcedureStepStartDate: text('pps_start_date'),
+    numInstances: integer('num_instances').notNull().default(0),
+    json: text('json').notNull(),
+  },
+  (t) => [index('series_study').on(t.studyUid, t.seriesNumber)],
+);
+
+export const instances = sqliteTable(
+  'instances',
+  {
+    sopUid: text('sop_uid').primaryKey(),
+    seriesUid: text('series_uid').notNull(),
+    studyUid: text('study_uid').notNull(),
+    sopClassUid: text('sop_class_uid').notNull(),
+    instanceNumber: integer('instance_number'),
+    transferSyntaxUid: text('transfer_syntax_uid').notNull(),
+    numberOfFrames: integer('number_of_frames').notNull(),
+    rows: integer('rows'),
+    columns: integer('columns'),
+    objectKey: text('object_key').notNull(),
+    size: integer('size').notNull(),
+    sha256: text('sha256').notNull(),
+    /** True for Deflated Explicit VR Little Endian: frame offsets refer to the inflated data set. */
+    inflated: integer('inflated', { mode: 'boolean' }).notNull().default(false),
+    /** JSON array of frames, each an array of [offset, length] ranges. */
+    frames: text('frames').notNull(),
+    json: text('json').notNull(),
+    createdAt: integer('created_at').notNull(),
+  },
+  (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid)],
+);

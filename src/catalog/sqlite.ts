@@ -1,0 +1,144 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
+import type { Catalog, IndexOutcome, InstanceRow, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import { whereClauses, type QidoQuery } from './qido.js';
+import { rowsOf, type IndexRecord } from './record.js';
+import * as schema from './schema.sqlite.js';
+
+const MIGRATIONS = fileURLToPath(new URL('../../migrations/sqlite', import.meta.url));
+
+export class SqliteCatalog implements Catalog {
+  private readonly sqlite: Database.Database;
+  private readonly db: BetterSQLite3Database<typeof schema>;
+
+  constructor(file: string) {
+    this.sqlite = new Database(file);
+    // WAL lets readers run beside the writer; FULL makes an acknowledged commit survive power loss.
+    this.sqlite.pragma('journal_mode = WAL');
+    this.sqlite.pragma('synchronous = FULL');
+    this.sqlite.pragma('busy_timeout = 10000');
+    this.db = drizzle(this.sqlite, { schema });
+    migrate(this.db, { migrationsFolder: MIGRATIONS });
+  }
+
+  static open(storageDir: string): SqliteCatalog {
+    return new SqliteCatalog(path.join(storageDir, 'index.sqlite'));
+  }
+
+  async checksumsOf(sopUids: string[]): Promise<Map<string, string>> {
+    if (sopUids.length === 0) return new Map();
+    const rows = this.db
+      .select({ sopUid: schema.instances.sopUid, sha256: schema.instances.sha256 })
+      .from(schema.instances)
+      .where(inArray(schema.instances.sopUid, sopUids))
+      .all();
+    return new Map(rows.map((r) => [r.sopUid, r.sha256]));
+  }
+
+  async index(records: IndexRecord[], overwrite: boolean): Promise<IndexOutcome[]> {
+    const { studies, series, instances } = schema;
+    return this.db.transaction((tx) => {
+      const outcomes: IndexOutcome[] = [];
+      const touchedSeries = new Set<string>();
+      const touchedStudies = new Set<string>();
+      for (const record of records) {
+        const rows = rowsOf(record);
+        const existing = tx.select({ sha256: instances.sha256 }).from(instances).where(eq(instances.sopUid, record.sopUid)).get();
+        if (existing && existing.sha256 === record.sha256) {
+          outcomes.push('duplicate');
+          continue;
+        }
+        if (existing && !overwrite) {
+          outcomes.push('conflict');
+          continue;
+        }
+        tx.insert(studies).values(rows.study).onConflictDoNothing().run();
+        tx.insert(series).values(rows.series).onConflictDoNothing().run();
+        tx.insert(instances).values(rows.instance).onConflictDoUpdate({ target: instances.sopUid, set: rows.instance }).run();
+        touchedSeries.add(record.seriesUid);
+        touchedStudies.add(record.studyUid);
+        outcomes.push('stored');
+      }
+      for (const uid of touchedSeries) {
+        tx.run(sql`UPDATE series SET num_instances = (SELECT count(*) FROM instances WHERE series_uid = ${uid}) WHERE series_uid = ${uid}`);
+      }
+      for (const uid of touchedStudies) {
+        const modalities = tx
+          .selectDistinct({ modality: series.modality })
+          .from(series)
+          .where(eq(series.studyUid, uid))
+          .orderBy(series.modality)
+          .all()
+          .flatMap((r) => (r.modality ? [r.modality] : []));
+        tx.run(sql`UPDATE studies SET
+          num_series = (SELECT count(*) FROM series WHERE study_uid = ${uid}),
+          num_instances = (SELECT count(*) FROM instances WHERE study_uid = ${uid}),
+          modalities = ${modalities.join('\\')},
+          updated_at = ${Date.now()}
+          WHERE study_uid = ${uid}`);
+      }
+      return outcomes;
+    });
+  }
+
+  async studies(query: QidoQuery): Promise<StudyRow[]> {
+    return this.db.all<StudyRow>(sql`
+      SELECT studies.json AS json, studies.num_series AS "numSeries", studies.num_instances AS "numInstances",
+             studies.modalities AS modalities, studies.study_uid AS "studyUid"
+      FROM studies ${where(whereClauses(query))}
+      ORDER BY coalesce(studies.study_date, '') DESC, coalesce(studies.study_time, '') DESC, studies.study_uid
+      LIMIT ${query.limit} OFFSET ${query.offset}`);
+  }
+
+  async series(query: QidoQuery): Promise<SeriesRow[]> {
+    return this.db.all<SeriesRow>(sql`
+      SELECT series.json AS json, series.num_instances AS "numInstances", series.study_uid AS "studyUid",
+             series.series_uid AS "seriesUid", studies.json AS "studyJson"
+      FROM series JOIN studies ON studies.study_uid = series.study_uid ${where(whereClauses(query))}
+      ORDER BY series.study_uid, series.series_number IS NULL, series.series_number, series.series_uid
+      LIMIT ${query.limit} OFFSET ${query.offset}`);
+  }
+
+  async instances(query: QidoQuery): Promise<InstanceRow[]> {
+    return this.db.all<InstanceRow>(sql`
+      SELECT instances.json AS json, instances.study_uid AS "studyUid", instances.series_uid AS "seriesUid",
+             instances.sop_uid AS "sopUid", studies.json AS "studyJson", series.json AS "seriesJson"
+      FROM instances JOIN series ON series.series_uid = instances.series_uid
+           JOIN studies ON studies.study_uid = instances.study_uid ${where(whereClauses(query))}
+      ORDER BY instances.series_uid, instances.instance_number IS NULL, instances.instance_number, instances.sop_uid
+      LIMIT ${query.limit} OFFSET ${query.offset}`);
+  }
+
+  async storedInstances(scope: { studyUid: string; seriesUid?: string; sopUid?: string }): Promise<StoredInstance[]> {
+    const i = schema.instances;
+    const conditions: SQL[] = [sql`${i.studyUid} = ${scope.studyUid}`];
+    if (scope.seriesUid) conditions.push(sql`${i.seriesUid} = ${scope.seriesUid}`);
+    if (scope.sopUid) conditions.push(sql`${i.sopUid} = ${scope.sopUid}`);
+    return this.db
+      .select({
+        sopUid: i.sopUid, seriesUid: i.seriesUid, studyUid: i.studyUid, sopClassUid: i.sopClassUid,
+        transferSyntaxUid: i.transferSyntaxUid, numberOfFrames: i.numberOfFrames, objectKey: i.objectKey,
+        size: i.size, sha256: i.sha256, inflated: i.inflated, frames: i.frames, json: i.json,
+      })
+      .from(i)
+      .where(sql.join(conditions, sql` AND `))
+      .orderBy(i.seriesUid, sql`${i.instanceNumber} IS NULL`, i.instanceNumber, i.sopUid)
+      .all();
+  }
+
+  async check(): Promise<void> {
+    this.sqlite.prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    this.sqlite.close();
+  }
+}
+
+function where(conditions: SQL[]): SQL {
+  return conditions.length ? sql`WHERE ${sql.join(conditions, sql` AND `)}` : sql``;
+}

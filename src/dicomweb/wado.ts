@@ -1,0 +1,167 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { Hono, type Context } from 'hono';
+import { assertUid } from '../dicom/uid.js';
+import { BadRequest, HttpError, NotFound } from '../errors.js';
+import type { Env, Services } from '../context.js';
+import { readBulkData, readFrames } from './retrieve.js';
+import { negotiate, parseAccept, type Offer } from './media-type.js';
+import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
+import { absolutizeBulkData, dicomwebRoot } from './urls.js';
+import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+
+/** Assembled metadata documents by ETag: a series is assembled and gzipped once, then served from memory. */
+const metadataCache = new Map<string, Buffer>();
+const METADATA_CACHE_ENTRIES = 64;
+
+/** WADO-RS (PS3.18 10.4): instances as stored, metadata from the index, frames as ranged reads. */
+export function wadoRouter(services: Services) {
+  const { catalog, store, config } = services;
+  const router = new Hono<Env>();
+
+  const scopeOf = (c: Context<Env>) => {
+    const study = c.req.param('study');
+    const series = c.req.param('series');
+    const sop = c.req.param('instance');
+    return {
+      studyUid: assertUid('StudyInstanceUID in the URL', study),
+      seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
+      sopUid: sop === undefined ? undefined : assertUid('SOPInstanceUID in the URL', sop),
+    };
+  };
+  const instancesOf = async (c: Context<Env>) => {
+    const scope = scopeOf(c);
+    const found = await catalog.storedInstances(scope);
+    if (found.length === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
+    return found;
+  };
+
+  const retrieve = async (c: Context<Env>) => {
+    const found = await instancesOf(c);
+    const syntaxes = [...new Set(found.map((i) => i.transferSyntaxUid))];
+    const offers: Offer[] = syntaxes.map((ts) => ({ mediaType: 'multipart/related', type: 'application/dicom', transferSyntax: ts }));
+    const accepted = negotiate(parseAccept(c.req.header('accept')), offers);
+    if (!accepted || (syntaxes.length > 1 && accepted.transferSyntax !== undefined && !acceptsAnySyntax(c))) {
+      throw new HttpError(406, 'not-acceptable', `instances are stored as ${syntaxes.join(', ')}; ask for multipart/related; type="application/dicom"; transfer-syntax=* to receive them as stored`);
+    }
+    const boundary = multipartBoundary();
+    const parts = (async function* () {
+      for (const instance of found) {
+        yield {
+          contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`,
+          body: await store.get(instance.objectKey),
+        };
+      }
+    })();
+    return c.body(streamOf(multipartBody(parts, boundary)), 200, {
+      'Content-Type': multipartContentType('application/dicom', boundary),
+    });
+  };
+  router.get('/studies/:study', retrieve);
+  router.get('/studies/:study/series/:series', retrieve);
+  router.get('/studies/:study/series/:series/instances/:instance', retrieve);
+
+  const metadata = async (c: Context<Env>) => {
+    const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'application/dicom+json' }, { mediaType: 'application/json' }]);
+    if (!accepted) throw new HttpError(406, 'not-acceptable', 'metadata is available as application/dicom+json only');
+    const found = await instancesOf(c);
+    const root = dicomwebRoot(c, config.publicUrl);
+    const etag = `"${createHash('sha1').update(root).update(found.map((i) => i.sha256).join()).digest('base64url')}"`;
+    const headers = { 'Content-Type': `${accepted.mediaType}; charset=utf-8`, ETag: etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
+    if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
+    const gzip = /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
+    let zipped = metadataCache.get(etag);
+    if (!zipped) {
+      const document = absolutizeBulkData(`[${found.map((i) => i.json).join(',')}]`, root);
+      if (!gzip) return c.body(document, 200, headers);
+      zipped = gzipSync(document, { level: 6 });
+      remember(etag, zipped);
+    }
+    if (gzip) return c.body(new Uint8Array(zipped), 200, { ...headers, 'Content-Encoding': 'gzip' });
+    return c.body(absolutizeBulkData(`[${found.map((i) => i.json).join(',')}]`, root), 200, headers);
+  };
+  router.get('/studies/:study/metadata', metadata);
+  router.get('/studies/:study/series/:series/metadata', metadata);
+  router.get('/studies/:study/series/:series/instances/:instance/metadata', metadata);
+
+  router.get('/studies/:study/series/:series/instances/:instance/frames/:frames', async (c) => {
+    const [instance] = await instancesOf(c);
+    const numbers = parseFrameList(c.req.param('frames'), instance!.numberOfFrames);
+    const syntax = frameTransferSyntax(instance!.transferSyntaxUid);
+    const accepted = negotiate(parseAccept(c.req.header('accept')), [
+      { mediaType: 'multipart/related', type: 'application/octet-stream', transferSyntax: syntax },
+      ...(syntax === instance!.transferSyntaxUid && instance!.transferSyntaxUid !== '1.2.840.10008.1.2.1'
+        ? [{ mediaType: 'multipart/related', type: mediaTypeOfSyntax(syntax) ?? 'application/octet-stream', transferSyntax: syntax }]
+        : []),
+    ]);
+    if (!accepted) {
+      throw new HttpError(406, 'not-acceptable', `frames are available as multipart/related; type="application/octet-stream"; transfer-syntax=${syntax} (or transfer-syntax=*)`);
+    }
+    const boundary = multipartBoundary();
+    const frames = readFrames(store, instance!, numbers);
+    const partType = `${accepted.type ?? 'application/octet-stream'}; transfer-syntax=${syntax}`;
+    const parts = (async function* () {
+      for await (const frame of frames) yield { contentType: partType, body: frame };
+    })();
+    return c.body(streamOf(multipartBody(parts, boundary)), 200, {
+      'Content-Type': multipartContentType(accepted.type ?? 'application/octet-stream', boundary),
+    });
+  });
+
+  router.get('/studies/:study/series/:series/instances/:instance/bulkdata/*', async (c) => {
+    const [instance] = await instancesOf(c);
+    const marker = '/bulkdata/';
+    const path = decodeURIComponent(c.req.path.slice(c.req.path.indexOf(marker) + marker.length));
+    const bytes = await readBulkData(store, instance!, path);
+    const accept = parseAccept(c.req.header('accept'));
+    const accepted = negotiate(accept, [{ mediaType: 'multipart/related', type: 'application/octet-stream' }, { mediaType: 'application/octet-stream' }]);
+    if (!accepted) throw new HttpError(406, 'not-acceptable', 'bulk data is available as multipart/related; type="application/octet-stream" or application/octet-stream');
+    if (accepted.mediaType === 'multipart/related') {
+      const boundary = multipartBoundary();
+      const parts = (async function* () {
+        yield { contentType: 'application/octet-stream', body: bytes };
+      })();
+      return c.body(streamOf(multipartBody(parts, boundary)), 200, {
+        'Content-Type': multipartContentType('application/octet-stream', boundary),
+      });
+    }
+    return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/octet-stream' });
+  });
+
+  return router;
+}
+
+function acceptsAnySyntax(c: Context<Env>): boolean {
+  return /transfer-syntax\s*=\s*"?\*/i.test(c.req.header('accept') ?? '');
+}
+
+function parseFrameList(text: string, count: number): number[] {
+  const numbers = text.split(',').map((s) => s.trim());
+  return numbers.map((s) => {
+    if (!/^\d+$/.test(s)) throw new BadRequest(`frame list must be numbers separated by commas, not "${text}"`);
+    const n = Number(s);
+    if (n < 1 || n > count) throw new NotFound(`frame ${n} does not exist: the instance has ${count} frame(s)`);
+    return n;
+  });
+}
+
+/** PS3.18 Table 8.7.3-2: image media types of compressed transfer syntaxes. */
+function mediaTypeOfSyntax(ts: string): string | undefined {
+  if (/^1\.2\.840\.10008\.1\.2\.4\.(50|51|57|70)$/.test(ts)) return 'image/jpeg';
+  if (/^1\.2\.840\.10008\.1\.2\.4\.8[01]$/.test(ts)) return 'image/jls';
+  if (/^1\.2\.840\.10008\.1\.2\.4\.9[0-3]$/.test(ts)) return 'image/jp2';
+  if (/^1\.2\.840\.10008\.1\.2\.4\.20[123]$/.test(ts)) return 'image/jphc';
+  if (ts === '1.2.840.10008.1.2.5') return 'image/dicom-rle';
+  return undefined;
+}
+
+function remember(key: string, value: Buffer): void {
+  metadataCache.set(key, value);
+  if (metadataCache.size > METADATA_CACHE_ENTRIES) metadataCache.delete(metadataCache.keys().next().value!);
+}
+
+
+function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream {
+  return Readable.toWeb(Readable.from(chunks)) as ReadableStream;
+}

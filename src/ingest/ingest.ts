@@ -1,0 +1,155 @@
+import fs from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { Catalog } from '../catalog/catalog.js';
+import type { IndexRecord } from '../catalog/record.js';
+import { DicomParseError } from '../dicom/parse.js';
+import { UidError } from '../dicom/uid.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { instanceKey } from '../storage/keys.js';
+import { readInstanceHeader } from './read-header.js';
+import { spool, TooLarge, type Spooled } from './spool.js';
+
+/** PS3.4 Annex B / PS3.7 Annex C status codes used as FailureReason (0008,1197). */
+export const FailureReason = {
+  ProcessingFailure: 0x0110,
+  DuplicateSopInstance: 0x0111,
+  OutOfResources: 0xa700,
+  DataSetDoesNotMatch: 0xa900,
+  CannotUnderstand: 0xc000,
+} as const;
+
+export type InstanceOutcome = {
+  sopClassUid?: string;
+  sopInstanceUid?: string;
+  studyUid?: string;
+  seriesUid?: string;
+  /** stored now, or stored earlier with the same bytes */
+  status: 'stored' | 'duplicate' | 'failed';
+  failureReason?: number;
+  reason?: string;
+};
+
+export type IngestDeps = {
+  store: ObjectStore;
+  catalog: Catalog;
+  spoolDir: string;
+  maxInstanceBytes: number;
+  overwriteDifferent: boolean;
+  log: Logger;
+};
+
+type Pending = { spooled: Spooled; record: IndexRecord; outcome: InstanceOutcome };
+
+/**
+ * One batch of instances (a STOW request, an import chunk): each is spooled and checked as it arrives,
+ * then all good ones are made durable together and indexed in one transaction (DESIGN decision 2).
+ */
+export class IngestBatch {
+  private readonly pending: Pending[] = [];
+  readonly outcomes: InstanceOutcome[] = [];
+
+  constructor(
+    private readonly deps: IngestDeps,
+    private readonly expectedStudyUid?: string,
+  ) {}
+
+  /** Receives one instance. Never throws for a bad instance: it becomes a failed outcome. */
+  async add(body: AsyncIterable<Uint8Array>): Promise<void> {
+    let spooled: Spooled | undefined;
+    try {
+      spooled = await spool(body, this.deps.spoolDir, this.deps.maxInstanceBytes);
+      const header = await readInstanceHeader(spooled.path, spooled.size);
+      const outcome: InstanceOutcome = {
+        sopClassUid: header.sopClassUID,
+        sopInstanceUid: header.sopInstanceUID,
+        studyUid: header.studyInstanceUID,
+        seriesUid: header.seriesInstanceUID,
+        status: 'stored',
+      };
+      if (this.expectedStudyUid && header.studyInstanceUID !== this.expectedStudyUid) {
+        this.fail(outcome, FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`);
+        await fs.rm(spooled.path, { force: true });
+        return;
+      }
+      const record: IndexRecord = {
+        studyUid: header.studyInstanceUID,
+        seriesUid: header.seriesInstanceUID,
+        sopUid: header.sopInstanceUID,
+        sopClassUid: header.sopClassUID,
+        transferSyntaxUid: header.transferSyntaxUID,
+        objectKey: instanceKey(header.studyInstanceUID, header.seriesInstanceUID, header.sopInstanceUID),
+        size: spooled.size,
+        sha256: spooled.sha256,
+        inflated: header.inflated,
+        frames: header.frames,
+        json: header.json,
+      };
+      this.outcomes.push(outcome);
+      this.pending.push({ spooled, record, outcome });
+    } catch (e) {
+      if (spooled) await fs.rm(spooled.path, { force: true });
+      if (e instanceof TooLarge) {
+        // The rest of this part is unread; the caller's reader skips it.
+        this.fail({ status: 'failed' }, FailureReason.OutOfResources, e.message);
+      } else if (e instanceof DicomParseError || e instanceof UidError) {
+        this.fail({ status: 'failed' }, FailureReason.CannotUnderstand, e.message);
+      } else {
+        throw e;
+      }
+    }
+  }
+
+  /** Rejects an instance that never reached parsing (bad part headers, part too large in framing). */
+  reject(reason: number, text: string): void {
+    this.fail({ status: 'failed' }, reason, text);
+  }
+
+  /** Makes every accepted instance durable, then indexes them; outcomes are final when it resolves. */
+  async commit(): Promise<InstanceOutcome[]> {
+    const { store, catalog, overwriteDifferent, log } = this.deps;
+    const known = await catalog.checksumsOf(this.pending.map((p) => p.record.sopUid));
+    const toStore: Pending[] = [];
+    for (const p of this.pending) {
+      const earlier = known.get(p.record.sopUid);
+      if (earlier === p.record.sha256) {
+        p.outcome.status = 'duplicate';
+      } else if (earlier !== undefined && !overwriteDifferent) {
+        this.fail(p.outcome, FailureReason.DuplicateSopInstance, `SOP Instance ${p.record.sopUid} is already stored with different content; delete it first or ask the administrator to allow overwriting`);
+      } else {
+        known.set(p.record.sopUid, p.record.sha256); // the same instance twice in one batch is stored once
+        toStore.push(p);
+        continue;
+      }
+      await fs.rm(p.spooled.path, { force: true });
+    }
+    if (toStore.length > 0) {
+      try {
+        await store.putFiles(toStore.map((p) => ({ key: p.record.objectKey, localPath: p.spooled.path, sha256: p.record.sha256 })));
+        const results = await catalog.index(toStore.map((p) => p.record), overwriteDifferent);
+        results.forEach((result, i) => {
+          const outcome = toStore[i]!.outcome;
+          if (result === 'duplicate') outcome.status = 'duplicate';
+          if (result === 'conflict') this.fail(outcome, FailureReason.DuplicateSopInstance, 'another upload stored this SOP Instance with different content at the same moment');
+        });
+      } catch (e) {
+        log.error({ err: e }, 'storing a batch failed');
+        for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
+        await Promise.all(toStore.map((p) => fs.rm(p.spooled.path, { force: true })));
+      }
+    }
+    return this.outcomes;
+  }
+
+  /** Drops everything received so far (the request itself failed): nothing is stored. */
+  async abort(): Promise<void> {
+    await Promise.all(this.pending.map((p) => fs.rm(p.spooled.path, { force: true })));
+    this.pending.length = 0;
+  }
+
+  private fail(outcome: InstanceOutcome, reason: number, text: string): void {
+    outcome.status = 'failed';
+    outcome.failureReason = reason;
+    outcome.reason = text;
+    if (!this.outcomes.includes(outcome)) this.outcomes.push(outcome);
+  }
+}

@@ -1,0 +1,46 @@
+import fs from 'node:fs/promises';
+import { frameRanges, numberOfFrames, type ByteReader, type FrameRange } from '../dicom/frames.js';
+import { toDicomJson, type DicomJson } from '../dicom/json.js';
+import { DicomParseError, NeedMoreBytes, parsePart10, type ParsedHeader } from '../dicom/parse.js';
+import { Tag } from '../dicom/tags.js';
+import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+
+const FIRST_READ = 256 * 1024;
+/** A header (everything but pixel data) beyond this is not a medical image: refuse rather than buffer it. */
+const MAX_HEADER_BYTES = 128 * 1024 * 1024;
+
+export type InstanceHeader = ParsedHeader & { frames: FrameRange[]; json: DicomJson };
+
+/** Reads what the index needs from a file: parse once, up to the pixel data, and walk the frames. */
+export async function readInstanceHeader(file: string, size: number): Promise<InstanceHeader> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const reader: ByteReader = {
+      size,
+      async read(offset, length) {
+        const buffer = Buffer.allocUnsafe(length);
+        const { bytesRead } = await handle.read(buffer, 0, length, offset);
+        return buffer.subarray(0, bytesRead);
+      },
+    };
+    let want = Math.min(size, FIRST_READ);
+    for (;;) {
+      try {
+        const header = parsePart10(await reader.read(0, want), size);
+        const frames = await frameRanges(header, reader);
+        const base = `studies/${header.studyInstanceUID}/series/${header.seriesInstanceUID}/instances/${header.sopInstanceUID}`;
+        const json = toDicomJson(header.dataSet, { bulkDataBase: base });
+        // Viewers rely on these two (DESIGN decision 3): frames count, and the syntax frames are served in.
+        json[Tag.NumberOfFrames] ??= { vr: 'IS', Value: [numberOfFrames(header)] };
+        if (header.pixelData) json[Tag.AvailableTransferSyntaxUID] = { vr: 'UI', Value: [frameTransferSyntax(header.transferSyntaxUID)] };
+        return { ...header, frames, json };
+      } catch (e) {
+        if (!(e instanceof NeedMoreBytes) || want >= size) throw e;
+        if (want >= MAX_HEADER_BYTES) throw new DicomParseError(`the attributes before the pixel data exceed ${MAX_HEADER_BYTES} bytes`);
+        want = Math.min(size, Math.max(e.atLeast, want * 2), MAX_HEADER_BYTES);
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+}

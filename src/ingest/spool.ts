@@ -1,0 +1,46 @@
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+export type Spooled = { path: string; size: number; sha256: string };
+
+export class TooLarge extends Error {
+  constructor(readonly limit: number) {
+    super(`the instance is larger than the ${formatBytes(limit)} limit (PACS_MAX_INSTANCE_BYTES)`);
+  }
+}
+
+/**
+ * Writes a part to a local temp file while hashing and counting it, so nothing is held in memory and the
+ * checksum costs no second pass. The caller owns the file afterwards (moves it into the store or removes it).
+ */
+export async function spool(body: AsyncIterable<Uint8Array>, dir: string, maxBytes: number): Promise<Spooled> {
+  const file = path.join(dir, `${randomUUID()}.part`);
+  const handle = await fs.open(file, 'w');
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      size += chunk.byteLength;
+      if (size > maxBytes) throw new TooLarge(maxBytes);
+      hash.update(chunk);
+      await handle.write(chunk);
+    }
+  } catch (e) {
+    await handle.close();
+    await fs.rm(file, { force: true });
+    throw e;
+  }
+  await handle.close();
+  return { path: file, size, sha256: hash.digest('hex') };
+}
+
+export function formatBytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
+}

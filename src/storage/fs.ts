@@ -1,0 +1,100 @@
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { ObjectNotFound, type ByteRange, type ObjectStore } from './object-store.js';
+
+/** Objects as plain files under one folder: temp file, fsync, rename, fsync of the folder. */
+export class FileObjectStore implements ObjectStore {
+  constructor(readonly root: string) {}
+
+  async init(): Promise<this> {
+    await fs.mkdir(this.root, { recursive: true });
+    return this;
+  }
+
+  async putFiles(batch: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
+    await Promise.all(batch.map((item) => fsyncFile(item.localPath)));
+    const folders = new Set<string>();
+    for (const item of batch) {
+      const target = this.pathOf(item.key);
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await fs.rename(item.localPath, target);
+      for (let dir = path.dirname(target); dir.length >= this.root.length; dir = path.dirname(dir)) folders.add(dir);
+    }
+    // New folders and new names are durable only once their parents are synced.
+    await Promise.all([...folders].map(fsyncFile));
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    const target = this.pathOf(key);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const temp = `${target}.${process.pid}.${Date.now()}.tmp`;
+    await fs.writeFile(temp, body);
+    await fs.rename(temp, target);
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const file = this.pathOf(key);
+    const handle = await fs.open(file, 'r').catch((e) => rethrowMissing(e, key));
+    return createReadStream('', {
+      fd: handle,
+      start: range?.offset,
+      end: range ? range.offset + range.length - 1 : undefined,
+      highWaterMark: 256 * 1024,
+    });
+  }
+
+  async read(key: string, range: ByteRange): Promise<Buffer> {
+    const handle = await fs.open(this.pathOf(key), 'r').catch((e) => rethrowMissing(e, key));
+    try {
+      const buffer = Buffer.allocUnsafe(range.length);
+      const { bytesRead } = await handle.read(buffer, 0, range.length, range.offset);
+      return buffer.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    const stat = await fs.stat(this.pathOf(key)).catch(() => undefined);
+    return stat?.isFile() ? { size: stat.size } : undefined;
+  }
+
+  async delete(key: string): Promise<void> {
+    await fs.rm(this.pathOf(key), { force: true });
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const start = this.pathOf(prefix.replace(/\/+$/, '') || '.');
+    const entries = await fs.readdir(start, { recursive: true, withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      if (!entry.isFile() || entry.name.endsWith('.tmp')) continue;
+      yield path.relative(this.root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/');
+    }
+  }
+
+  async check(): Promise<void> {
+    await fs.access(this.root, fs.constants.W_OK);
+  }
+
+  private pathOf(key: string): string {
+    const full = path.resolve(this.root, key);
+    if (full !== this.root && !full.startsWith(this.root + path.sep)) throw new Error(`key ${key} leaves the store`);
+    return full;
+  }
+}
+
+async function fsyncFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function rethrowMissing(e: NodeJS.ErrnoException, key: string): never {
+  if (e.code === 'ENOENT') throw new ObjectNotFound(key);
+  throw e;
+}

@@ -1,0 +1,108 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+export type RunningServer = {
+  url: string;
+  dicomweb: string;
+  dataDir: string;
+  process: ChildProcess;
+  /** Lines the server logged, parsed where they are JSON. */
+  logs: string[];
+  stop(): Promise<void>;
+  kill9(): Promise<void>;
+};
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** Starts the real server as its own process on a random loopback port, with its own data folder. */
+export async function startServer(opts: { env?: Record<string, string>; dataDir?: string } = {}): Promise<RunningServer> {
+  const dataDir = opts.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-test-')));
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        logs.push(line);
+        if (line.includes('"listening"')) resolve(JSON.parse(line).port);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (chunk: Buffer) => logs.push(chunk.toString()));
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening:\n${logs.join('\n')}`)));
+    setTimeout(() => reject(new Error(`server did not start in 30 s:\n${logs.join('\n')}`)), 30_000).unref();
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    url,
+    dicomweb: `${url}/dicom-web`,
+    dataDir,
+    process: child,
+    logs,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+    async kill9() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** A multipart/related STOW-RS body, as a modality or uploader would send it. */
+export function stowBody(files: Buffer[], boundary = `b-${randomUUID()}`): { body: Buffer; contentType: string } {
+  const chunks: Buffer[] = [];
+  for (const file of files) {
+    chunks.push(Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), file, Buffer.from('\r\n'));
+  }
+  chunks.push(Buffer.from(`--${boundary}--\r\n`));
+  return { body: Buffer.concat(chunks), contentType: `multipart/related; type="application/dicom"; boundary=${boundary}` };
+}
+
+export async function stow(dicomweb: string, files: Buffer[], studyUID?: string, headers: Record<string, string> = {}): Promise<Response> {
+  const { body, contentType } = stowBody(files);
+  return fetch(`${dicomweb}/studies${studyUID ? `/${studyUID}` : ''}`, {
+    method: 'POST',
+    headers: { 'Content-Type': contentType, Accept: 'application/dicom+json', ...headers },
+    body,
+  });
+}
+
+/** Splits a multipart/related response into its parts' bodies and headers. */
+export async function readMultipartResponse(response: Response): Promise<Array<{ headers: Record<string, string>; body: Buffer }>> {
+  const type = response.headers.get('content-type') ?? '';
+  const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
+  if (!boundary) throw new Error(`no boundary in ${type}`);
+  const bytes = Buffer.from(await response.arrayBuffer());
+  const delimiter = Buffer.from(`\r\n--${boundary}`);
+  const parts: Array<{ headers: Record<string, string>; body: Buffer }> = [];
+  let position = bytes.indexOf(`--${boundary}`);
+  for (;;) {
+    const lineEnd = bytes.indexOf('\r\n', position);
+    if (bytes.subarray(position, lineEnd).toString().trim() === `--${boundary}--`) break;
+    const headerEnd = bytes.indexOf('\r\n\r\n', lineEnd);
+    const headers: Record<string, string> = {};
+    for (const line of bytes.subarray(lineEnd + 2, headerEnd).toString().split('\r\n')) {
+      const colon = line.indexOf(':');
+      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const next = bytes.indexOf(delimiter, headerEnd + 4);
+    if (next < 0) throw new Error('multipart response ends without a closing boundary');
+    parts.push({ headers, body: bytes.subarray(headerEnd + 4, next) });
+    position = next + 2;
+  }
+  return parts;
+}
