@@ -8,10 +8,7 @@ import { FileObjectStore } from './storage/fs.js';
 
 /** Opens the object store and the index named by the configuration; main.ts and the CLI share it. */
 export async function openServices(config: Config, log: Logger): Promise<Services> {
-  const spoolDir = path.join(config.storageDir, 'tmp');
-  // Leftovers of an interrupted upload were never acknowledged: they go.
-  await fs.rm(spoolDir, { recursive: true, force: true });
-  await fs.mkdir(spoolDir, { recursive: true });
+  const spoolDir = await freshSpoolDir(path.join(config.storageDir, 'tmp'));
   const store = await new FileObjectStore(path.join(config.storageDir, 'objects')).init();
   const catalog = SqliteCatalog.open(config.storageDir);
   return {
@@ -21,4 +18,29 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     log,
     ingest: { store, catalog, spoolDir, maxInstanceBytes: config.maxInstanceBytes, overwriteDifferent: config.overwriteDifferent, log },
   };
+}
+
+/**
+ * Each process (server, CLI import) spools into its own folder. Folders of processes that are gone hold
+ * uploads that were never acknowledged: they go.
+ */
+async function freshSpoolDir(parent: string): Promise<string> {
+  await fs.mkdir(parent, { recursive: true });
+  for (const name of await fs.readdir(parent)) {
+    const pid = Number(name);
+    if (Number.isInteger(pid) && pid !== process.pid && !isRunning(pid)) await fs.rm(path.join(parent, name), { recursive: true, force: true });
+  }
+  const dir = path.join(parent, String(process.pid));
+  await fs.rm(dir, { recursive: true, force: true });
+  await fs.mkdir(dir);
+  return dir;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -1,0 +1,96 @@
+import fs from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import path from 'node:path';
+import { loadConfig } from './config.js';
+import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
+import { createLogger } from './logger.js';
+import { openServices } from './services.js';
+
+const USAGE = `usage: npm run cli -- <command>
+  import <folder>   store every DICOM file found under the folder (by content, not by name)`;
+
+/** Files per batch: one fsync round and one index transaction each (DESIGN decision 2). */
+const BATCH = 32;
+
+async function main(argv: string[]) {
+  const [command, ...args] = argv;
+  if (command === 'import' && args[0]) return importFolder(args[0]);
+  console.error(USAGE);
+  process.exitCode = 2;
+}
+
+async function importFolder(folder: string) {
+  const config = loadConfig();
+  const log = createLogger('warn');
+  const services = await openServices(config, log);
+  const files = await findDicomFiles(path.resolve(folder));
+  const progress = new Progress(files.length);
+  const totals = { stored: 0, duplicate: 0, failed: 0 };
+  const failures: string[] = [];
+  for (let i = 0; i < files.length; i += BATCH) {
+    const chunk = files.slice(i, i + BATCH);
+    const batch = new IngestBatch(services.ingest);
+    const owners = new Map<InstanceOutcome, string>();
+    for (const file of chunk) {
+      const before = batch.outcomes.length;
+      await batch.add(createReadStream(file));
+      for (const outcome of batch.outcomes.slice(before)) owners.set(outcome, file);
+    }
+    for (const outcome of await batch.commit()) {
+      totals[outcome.status === 'stored' ? 'stored' : outcome.status === 'duplicate' ? 'duplicate' : 'failed']++;
+      if (outcome.status === 'failed') failures.push(`${owners.get(outcome) ?? '?'}: ${outcome.reason}`);
+    }
+    progress.update(Math.min(i + BATCH, files.length));
+  }
+  progress.done();
+  await services.catalog.close();
+  console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
+  for (const line of failures.slice(0, 50)) console.log(`  refused ${line}`);
+  if (failures.length > 50) console.log(`  … and ${failures.length - 50} more`);
+  if (totals.failed > 0) process.exitCode = 1;
+}
+
+/** DICOM files carry "DICM" at byte 128 (PS3.10 7.1), whatever their name (DICOMDIR media use none). */
+async function findDicomFiles(folder: string): Promise<string[]> {
+  const entries = await fs.readdir(folder, { recursive: true, withFileTypes: true });
+  const found: string[] = [];
+  const probe = Buffer.alloc(4);
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    const handle = await fs.open(file, 'r');
+    try {
+      const { bytesRead } = await handle.read(probe, 0, 4, 128);
+      if (bytesRead === 4 && probe.toString('latin1') === 'DICM' && entry.name !== 'DICOMDIR') found.push(file);
+    } finally {
+      await handle.close();
+    }
+  }
+  return found.sort();
+}
+
+class Progress {
+  private readonly started = Date.now();
+  private lastLine = 0;
+  constructor(private readonly total: number) {}
+
+  update(done: number) {
+    const fraction = this.total ? done / this.total : 1;
+    const perSecond = done / Math.max((Date.now() - this.started) / 1000, 0.001);
+    const text = `${done}/${this.total} ${(fraction * 100).toFixed(0)}% ${perSecond.toFixed(0)} files/s`;
+    if (process.stderr.isTTY) {
+      const width = 30;
+      const bar = '#'.repeat(Math.round(fraction * width)).padEnd(width, '.');
+      process.stderr.write(`\r[${bar}] ${text}`);
+    } else if (Date.now() - this.lastLine > 2000 || done === this.total) {
+      this.lastLine = Date.now();
+      process.stderr.write(`${text}\n`);
+    }
+  }
+
+  done() {
+    if (process.stderr.isTTY) process.stderr.write('\n');
+  }
+}
+
+await main(process.argv.slice(2));
