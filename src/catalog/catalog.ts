@@ -33,6 +33,8 @@ export interface Catalog {
   instances(query: QidoQuery): Promise<InstanceRow[]>;
   /** Stored instances in a study, optionally narrowed to a series or an instance, in series/instance order. */
   storedInstances(scope: { studyUid: string; seriesUid?: string; sopUid?: string }): Promise<StoredInstance[]>;
+  /** Every indexed object with its checksum, for verification. */
+  allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }>;
   check(): Promise<void>;
   close(): Promise<void>;
 }

@@ -130,6 +130,11 @@ export class SqliteCatalog implements Catalog {
       .all();
   }
 
+  async *allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }> {
+    const statement = this.sqlite.prepare('SELECT sop_uid AS sopUid, object_key AS objectKey, size, sha256 FROM instances ORDER BY sop_uid');
+    yield* statement.iterate() as Iterable<{ sopUid: string; objectKey: string; size: number; sha256: string }>;
+  }
+
   async check(): Promise<void> {
     this.sqlite.prepare('SELECT 1').get();
   }

@@ -77,7 +77,7 @@ export async function stow(dicomweb: string, files: Buffer[], studyUID?: string,
   return fetch(`${dicomweb}/studies${studyUID ? `/${studyUID}` : ''}`, {
     method: 'POST',
     headers: { 'Content-Type': contentType, Accept: 'application/dicom+json', ...headers },
-    body,
+    body: new Uint8Array(body),
   });
 }
 
