@@ -24,7 +24,7 @@ export function stowRouter(services: Services) {
     const batch = new IngestBatch(services.ingest, studyUid);
     let parts = 0;
     try {
-      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes })) {
+      for await (const part of readMultipart(body as unknown as AsyncIterable<Uint8Array>, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes })) {
         parts++;
         const partType = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
         if (partType !== 'application/dicom') {
