@@ -6,7 +6,7 @@ import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
 import { readBulkData, readFrames } from './retrieve.js';
-import { negotiate, parseAccept, type Offer } from './media-type.js';
+import { negotiate, parseAccept } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
 import { absolutizeBulkData, dicomwebRoot } from './urls.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
@@ -40,10 +40,11 @@ export function wadoRouter(services: Services) {
   const retrieve = async (c: Context<Env>) => {
     const found = await instancesOf(c);
     const syntaxes = [...new Set(found.map((i) => i.transferSyntaxUid))];
-    const offers: Offer[] = syntaxes.map((ts) => ({ mediaType: 'multipart/related', type: 'application/dicom', transferSyntax: ts }));
-    const accepted = negotiate(parseAccept(c.req.header('accept')), offers);
-    if (!accepted || (syntaxes.length > 1 && accepted.transferSyntax !== undefined && !acceptsAnySyntax(c))) {
-      throw new HttpError(406, 'not-acceptable', `instances are stored as ${syntaxes.join(', ')}; ask for multipart/related; type="application/dicom"; transfer-syntax=* to receive them as stored`);
+    // Instances go out as stored: acceptable unless the client names syntaxes and some instance is in none of them.
+    const entries = parseAccept(c.req.header('accept')).filter((e) => e.q > 0 && negotiate([e], [{ mediaType: 'multipart/related', type: 'application/dicom' }]));
+    const named = entries.map((e) => e.params['transfer-syntax']);
+    if (entries.length === 0 || (!named.some((ts) => ts === undefined || ts === '*') && !syntaxes.every((ts) => named.includes(ts)))) {
+      throw new HttpError(406, 'not-acceptable', `instances are stored as ${syntaxes.join(', ')} and sent as stored; ask for multipart/related; type="application/dicom"; transfer-syntax=*`);
     }
     const boundary = multipartBoundary();
     const parts = (async function* () {
@@ -130,10 +131,6 @@ export function wadoRouter(services: Services) {
   });
 
   return router;
-}
-
-function acceptsAnySyntax(c: Context<Env>): boolean {
-  return /transfer-syntax\s*=\s*"?\*/i.test(c.req.header('accept') ?? '');
 }
 
 function parseFrameList(text: string, count: number): number[] {
