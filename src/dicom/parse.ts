@@ -115,7 +115,8 @@ function describeParserError(e: unknown): string {
   const inner = (e as { exception?: unknown })?.exception ?? e;
   if (inner instanceof RangeError) return 'structure too deeply nested';
   const text = inner instanceof Error ? inner.message : String(inner);
-  return text.replace(/^dicomParser\.\w+: /, '').slice(0, 200);
+  if (/buffer overrun|past end of buffer|beyond the end/i.test(text)) return 'an element declares a length past the end of the file (truncated or corrupt)';
+  return text.replace(/^dicomParser[.:]\w+: /, '').slice(0, 200);
 }
 
 export { TransferSyntax };

@@ -173,7 +173,7 @@ class ChunkReader {
       }
       // Keep a tail that could be the start of the needle; release the rest.
       const safe = this.buffer.length - (needle.length - 1);
-      if (safe > 64 * 1024) {
+      if (safe > 0) {
         const data = this.buffer.subarray(0, safe);
         this.buffer = this.buffer.subarray(safe);
         return { data, found: false };
@@ -186,7 +186,7 @@ class ChunkReader {
   }
 
   async skipUntil(needle: Buffer, atStart: boolean): Promise<boolean> {
-    if (atStart && this.buffer.length === 0) await this.pull();
+    while (atStart && this.buffer.length < needle.length && (await this.pull()));
     if (atStart && this.buffer.subarray(0, needle.length).equals(needle)) {
       this.buffer = this.buffer.subarray(needle.length);
       return true;
