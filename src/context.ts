@@ -15,6 +15,8 @@ export type Services = {
 
 /** Hono context values, typed once (STYLE.md). */
 export type Env = {
+  /** Present under @hono/node-server: the Node request, whose body streams faster than its web wrapper. */
+  Bindings: { incoming?: AsyncIterable<Uint8Array> };
   Variables: {
     log: Logger;
     requestId: string;

@@ -17,14 +17,14 @@ export function stowRouter(services: Services) {
     if (type && type.toLowerCase() !== 'application/dicom') {
       throw new HttpError(415, 'unsupported-media-type', `this server stores application/dicom parts; "${type}" (metadata and bulk data) is not supported`);
     }
-    const body = c.req.raw.body;
+    const body = c.env?.incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array> | null);
     if (!body) throw new HttpError(400, 'bad-request', 'the request has no body');
 
     const { config } = services;
     const batch = new IngestBatch(services.ingest, studyUid);
     let parts = 0;
     try {
-      for await (const part of readMultipart(body as unknown as AsyncIterable<Uint8Array>, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes })) {
+      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes })) {
         parts++;
         const partType = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
         if (partType !== 'application/dicom') {

@@ -58,7 +58,7 @@ export class IngestBatch {
     let spooled: Spooled | undefined;
     try {
       spooled = await spool(body, this.deps.spoolDir, this.deps.maxInstanceBytes);
-      const header = await readInstanceHeader(spooled.path, spooled.size);
+      const header = await readInstanceHeader(spooled.path, spooled.size, spooled.head);
       const outcome: InstanceOutcome = {
         sopClassUid: header.sopClassUID,
         sopInstanceUid: header.sopInstanceUID,

@@ -11,19 +11,24 @@ const MAX_HEADER_BYTES = 128 * 1024 * 1024;
 
 export type InstanceHeader = ParsedHeader & { frames: FrameRange[]; json: DicomJson };
 
-/** Reads what the index needs from a file: parse once, up to the pixel data, and walk the frames. */
-export async function readInstanceHeader(file: string, size: number): Promise<InstanceHeader> {
-  const handle = await fs.open(file, 'r');
+/**
+ * Reads what the index needs from a spooled file: parse once, up to the pixel data, and walk the frames.
+ * `head` (the first bytes, kept while spooling) usually holds all of it; the file is opened only when not.
+ */
+export async function readInstanceHeader(file: string, size: number, head: Buffer): Promise<InstanceHeader> {
+  let handle: fs.FileHandle | undefined;
   try {
     const reader: ByteReader = {
       size,
       async read(offset, length) {
+        if (offset + length <= head.length) return head.subarray(offset, offset + length);
+        handle ??= await fs.open(file, 'r');
         const buffer = Buffer.allocUnsafe(length);
         const { bytesRead } = await handle.read(buffer, 0, length, offset);
         return buffer.subarray(0, bytesRead);
       },
     };
-    let want = Math.min(size, FIRST_READ);
+    let want = Math.min(size, Math.max(head.length, FIRST_READ));
     for (;;) {
       try {
         const header = parsePart10(await reader.read(0, want), size);
@@ -41,6 +46,6 @@ export async function readInstanceHeader(file: string, size: number): Promise<In
       }
     }
   } finally {
-    await handle.close();
+    await handle?.close();
   }
 }
