@@ -20,6 +20,8 @@ export type StudyRow = { json: string; numSeries: number; numInstances: number; 
 export type SeriesRow = { json: string; numInstances: number; studyUid: string; seriesUid: string; studyJson: string };
 export type InstanceRow = { json: string; studyUid: string; seriesUid: string; sopUid: string; studyJson: string; seriesJson: string };
 
+export type Scope = { studyUid: string; seriesUid?: string; sopUid?: string };
+
 export type IndexOutcome = 'stored' | 'duplicate' | 'conflict';
 
 /** The study/series/instance index; SQLite by default. */
@@ -32,9 +34,11 @@ export interface Catalog {
   series(query: QidoQuery): Promise<SeriesRow[]>;
   instances(query: QidoQuery): Promise<InstanceRow[]>;
   /** Stored instances in a study, optionally narrowed to a series or an instance, in series/instance order. */
-  storedInstances(scope: { studyUid: string; seriesUid?: string; sopUid?: string }): Promise<StoredInstance[]>;
+  storedInstances(scope: Scope): Promise<StoredInstance[]>;
   /** Every indexed object with its checksum, for verification. */
   allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }>;
+  /** SHA-256 of each instance in scope, in the same order as storedInstances: a cheap fingerprint for ETags. */
+  checksums(scope: Scope): Promise<string[]>;
   check(): Promise<void>;
   close(): Promise<void>;
 }

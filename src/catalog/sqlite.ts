@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
-import type { Catalog, IndexOutcome, InstanceRow, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { Catalog, IndexOutcome, InstanceRow, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import { whereClauses, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
 import * as schema from './schema.sqlite.js';
@@ -113,11 +113,8 @@ export class SqliteCatalog implements Catalog {
       LIMIT ${query.limit} OFFSET ${query.offset}`);
   }
 
-  async storedInstances(scope: { studyUid: string; seriesUid?: string; sopUid?: string }): Promise<StoredInstance[]> {
+  async storedInstances(scope: Scope): Promise<StoredInstance[]> {
     const i = schema.instances;
-    const conditions: SQL[] = [sql`${i.studyUid} = ${scope.studyUid}`];
-    if (scope.seriesUid) conditions.push(sql`${i.seriesUid} = ${scope.seriesUid}`);
-    if (scope.sopUid) conditions.push(sql`${i.sopUid} = ${scope.sopUid}`);
     return this.db
       .select({
         sopUid: i.sopUid, seriesUid: i.seriesUid, studyUid: i.studyUid, sopClassUid: i.sopClassUid,
@@ -125,9 +122,15 @@ export class SqliteCatalog implements Catalog {
         size: i.size, sha256: i.sha256, inflated: i.inflated, frames: i.frames, json: i.json,
       })
       .from(i)
-      .where(sql.join(conditions, sql` AND `))
-      .orderBy(i.seriesUid, sql`${i.instanceNumber} IS NULL`, i.instanceNumber, i.sopUid)
+      .where(inScope(scope))
+      .orderBy(...INSTANCE_ORDER)
       .all();
+  }
+
+  async checksums(scope: Scope): Promise<string[]> {
+    const i = schema.instances;
+    const rows = this.db.select({ sha256: i.sha256 }).from(i).where(inScope(scope)).orderBy(...INSTANCE_ORDER).all();
+    return rows.map((r) => r.sha256);
   }
 
   async *allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }> {
@@ -142,6 +145,16 @@ export class SqliteCatalog implements Catalog {
   async close(): Promise<void> {
     this.sqlite.close();
   }
+}
+
+const INSTANCE_ORDER = [schema.instances.seriesUid, sql`${schema.instances.instanceNumber} IS NULL`, schema.instances.instanceNumber, schema.instances.sopUid];
+
+function inScope(scope: Scope): SQL {
+  const i = schema.instances;
+  const conditions: SQL[] = [sql`${i.studyUid} = ${scope.studyUid}`];
+  if (scope.seriesUid) conditions.push(sql`${i.seriesUid} = ${scope.seriesUid}`);
+  if (scope.sopUid) conditions.push(sql`${i.sopUid} = ${scope.sopUid}`);
+  return sql.join(conditions, sql` AND `);
 }
 
 function where(conditions: SQL[]): SQL {

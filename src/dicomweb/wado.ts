@@ -66,21 +66,22 @@ export function wadoRouter(services: Services) {
   const metadata = async (c: Context<Env>) => {
     const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'application/dicom+json' }, { mediaType: 'application/json' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'metadata is available as application/dicom+json only');
-    const found = await instancesOf(c);
+    const scope = scopeOf(c);
+    const checksums = await catalog.checksums(scope);
+    if (checksums.length === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
     const root = dicomwebRoot(c, config.publicUrl);
-    const etag = `"${createHash('sha1').update(root).update(found.map((i) => i.sha256).join()).digest('base64url')}"`;
+    const etag = `"${createHash('sha1').update(root).update(checksums.join()).digest('base64url')}"`;
     const headers = { 'Content-Type': `${accepted.mediaType}; charset=utf-8`, ETag: etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
     if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
     const gzip = /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
-    let zipped = metadataCache.get(etag);
-    if (!zipped) {
-      const document = absolutizeBulkData(`[${found.map((i) => i.json).join(',')}]`, root);
-      if (!gzip) return c.body(document, 200, headers);
-      zipped = gzipSync(document, { level: 6 });
-      remember(etag, zipped);
-    }
-    if (gzip) return c.body(new Uint8Array(zipped), 200, { ...headers, 'Content-Encoding': 'gzip' });
-    return c.body(absolutizeBulkData(`[${found.map((i) => i.json).join(',')}]`, root), 200, headers);
+    const cached = metadataCache.get(etag);
+    if (cached && gzip) return c.body(new Uint8Array(cached), 200, { ...headers, 'Content-Encoding': 'gzip' });
+    const found = await catalog.storedInstances(scope);
+    const document = absolutizeBulkData(`[${found.map((i) => i.json).join(',')}]`, root);
+    if (!gzip) return c.body(document, 200, headers);
+    const zipped = gzipSync(document, { level: 6 });
+    remember(etag, zipped);
+    return c.body(new Uint8Array(zipped), 200, { ...headers, 'Content-Encoding': 'gzip' });
   };
   router.get('/studies/:study/metadata', metadata);
   router.get('/studies/:study/series/:series/metadata', metadata);
