@@ -1,0 +1,62 @@
+/** @type {AppTypes.Config} */
+
+// OHIF v3 configuration for PACS-lite. Copy it over the viewer's own app-config.js.
+//
+// Edit PACS_LITE below to the address the *browser* reaches PACS-lite at (for example
+// 'https://pacs.clinic.local/dicom-web'), and add the viewer's origin to PACS_CORS_ORIGINS on the
+// server if the viewer is served from another host or port.
+const PACS_LITE = 'http://localhost:8080/dicom-web';
+
+window.config = {
+  name: 'pacs-lite',
+  routerBasename: null,
+  extensions: [],
+  modes: [],
+  customizationService: {},
+  showStudyList: true,
+  // some Windows systems have trouble with more than 3 web workers
+  maxNumberOfWebWorkers: 3,
+  showWarningMessageForCrossOrigin: true,
+  showCPUFallbackMessage: true,
+  showLoadingIndicator: true,
+  strictZSpacingForVolumeViewport: true,
+  groupEnabledModesFirst: true,
+  maxNumRequests: {
+    interaction: 100,
+    thumbnail: 5,
+    prefetch: 25,
+  },
+  showErrorDetails: 'always',
+  defaultDataSourceName: 'pacs-lite',
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'pacs-lite',
+      configuration: {
+        friendlyName: 'PACS-lite',
+        name: 'pacs-lite',
+        qidoRoot: PACS_LITE,
+        wadoRoot: PACS_LITE,
+        wadoUriRoot: PACS_LITE,
+        // PACS-lite answers includefield from the stored DICOM JSON, named or `all`.
+        qidoSupportsIncludeField: true,
+        imageRendering: 'wadors',
+        thumbnailRendering: 'wadors',
+        enableStudyLazyLoad: true,
+        // Person names match case-insensitively per component, with * and ? wildcards.
+        supportsFuzzyMatching: true,
+        supportsWildcard: true,
+        // Metadata and frames come from the index, not from precomputed static files.
+        staticWado: false,
+        singlepart: 'bulkdata,video',
+        // Metadata carries BulkDataURIs instead of inline bulk data; fetch them on demand.
+        bulkDataURI: {
+          enabled: true,
+          relativeResolution: 'studies',
+        },
+        // Accept: multipart/related; type=application/octet-stream — PACS-lite takes either form.
+        omitQuotationForMultipartRequest: true,
+      },
+    },
+  ],
+};
