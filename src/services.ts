@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { SqliteCatalog } from './catalog/sqlite.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
+import { GroupCommit } from './ingest/group-commit.js';
 import { FileObjectStore } from './storage/fs.js';
 
 /** Opens the object store and the index named by the configuration; main.ts and the CLI share it. */
@@ -16,7 +17,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     store,
     catalog,
     log,
-    ingest: { store, catalog, spoolDir, maxInstanceBytes: config.maxInstanceBytes, overwriteDifferent: config.overwriteDifferent, log },
+    ingest: { catalog, durable: new GroupCommit(store, catalog, config.overwriteDifferent), spoolDir, maxInstanceBytes: config.maxInstanceBytes, overwriteDifferent: config.overwriteDifferent, log },
   };
 }
 

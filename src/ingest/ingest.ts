@@ -4,8 +4,8 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
 import { DicomParseError } from '../dicom/parse.js';
 import { UidError } from '../dicom/uid.js';
-import type { ObjectStore } from '../storage/object-store.js';
 import { instanceKey } from '../storage/keys.js';
+import type { GroupCommit } from './group-commit.js';
 import { readInstanceHeader } from './read-header.js';
 import { spool, TooLarge, type Spooled } from './spool.js';
 
@@ -30,8 +30,8 @@ export type InstanceOutcome = {
 };
 
 export type IngestDeps = {
-  store: ObjectStore;
   catalog: Catalog;
+  durable: GroupCommit;
   spoolDir: string;
   maxInstanceBytes: number;
   overwriteDifferent: boolean;
@@ -106,7 +106,7 @@ export class IngestBatch {
 
   /** Makes every accepted instance durable, then indexes them; outcomes are final when it resolves. */
   async commit(): Promise<InstanceOutcome[]> {
-    const { store, catalog, overwriteDifferent, log } = this.deps;
+    const { catalog, durable, overwriteDifferent, log } = this.deps;
     const known = await catalog.checksumsOf(this.pending.map((p) => p.record.sopUid));
     const toStore: Pending[] = [];
     for (const p of this.pending) {
@@ -124,8 +124,7 @@ export class IngestBatch {
     }
     if (toStore.length > 0) {
       try {
-        await store.putFiles(toStore.map((p) => ({ key: p.record.objectKey, localPath: p.spooled.path, sha256: p.record.sha256 })));
-        const results = await catalog.index(toStore.map((p) => p.record), overwriteDifferent);
+        const results = await durable.commit(toStore.map((p) => ({ record: p.record, localPath: p.spooled.path })));
         results.forEach((result, i) => {
           const outcome = toStore[i]!.outcome;
           if (result === 'duplicate') outcome.status = 'duplicate';

@@ -1,0 +1,49 @@
+import type { Catalog, IndexOutcome } from '../catalog/catalog.js';
+import type { IndexRecord } from '../catalog/record.js';
+import type { ObjectStore } from '../storage/object-store.js';
+
+type Item = { record: IndexRecord; localPath: string };
+type Waiting = { items: Item[]; resolve: (r: IndexOutcome[]) => void; reject: (e: unknown) => void };
+
+/**
+ * DESIGN decision 2, group commit: batches that finish receiving while another is being made durable
+ * wait and then go together, so concurrent uploads share one round of fsyncs and one index transaction.
+ */
+export class GroupCommit {
+  private readonly queue: Waiting[] = [];
+  private running = false;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly catalog: Catalog,
+    private readonly overwrite: boolean,
+  ) {}
+
+  /** Resolves once the objects are durable and indexed, with one outcome per item. */
+  commit(items: Item[]): Promise<IndexOutcome[]> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ items, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    while (this.queue.length > 0) {
+      const group = this.queue.splice(0);
+      const items = group.flatMap((w) => w.items);
+      try {
+        await this.store.putFiles(items.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
+        const outcomes = await this.catalog.index(items.map((i) => i.record), this.overwrite);
+        let at = 0;
+        for (const waiting of group) {
+          waiting.resolve(outcomes.slice(at, at + waiting.items.length));
+          at += waiting.items.length;
+        }
+      } catch (e) {
+        for (const waiting of group) waiting.reject(e);
+      }
+    }
+    this.running = false;
+  }
+}
