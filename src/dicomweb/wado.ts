@@ -89,7 +89,10 @@ export function wadoRouter(services: Services) {
 
   router.get('/studies/:study/series/:series/instances/:instance/frames/:frames', async (c) => {
     const [instance] = await instancesOf(c);
-    const numbers = parseFrameList(c.req.param('frames'), instance!.numberOfFrames);
+    // Checked before streaming starts: once parts flow, an error can no longer become a status.
+    const frameCount = (JSON.parse(instance!.frames) as unknown[]).length;
+    if (frameCount === 0) throw new NotFound('this instance has no pixel data, so it has no frames');
+    const numbers = parseFrameList(c.req.param('frames'), frameCount);
     const syntax = frameTransferSyntax(instance!.transferSyntaxUid);
     const accepted = negotiate(parseAccept(c.req.header('accept')), [
       { mediaType: 'multipart/related', type: 'application/octet-stream', transferSyntax: syntax },
