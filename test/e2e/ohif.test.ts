@@ -63,9 +63,10 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
         await page
           .getByText(name, { exact: true })
           .first()
-          .waitFor({ timeout: 60_000 })
+          .waitFor({ timeout: 45_000 })
           .catch(async () => fail(`study list never showed ${name}`, page, journal));
       }
+      await expectCleanConversation(page, journal);
     } finally {
       await page.context().close();
     }
@@ -79,6 +80,10 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
       const image = await waitForImage(viewport, page, journal, 'ct');
       expect(image.greyLevels).toBeGreaterThanOrEqual(48);
       expect(image.longestWhiteRun).toBeGreaterThanOrEqual(0.15 * image.side);
+      // Window 40/400 after rescale -1024 clips an eighth of the background to black; a viewer that
+      // missed the VOI or rescale attributes in the metadata would show no black at all.
+      expect(image.blackFraction).toBeGreaterThan(0.05);
+      await expectCleanConversation(page, journal);
     } finally {
       await page.context().close();
     }
@@ -90,6 +95,10 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
       await page.goto(`${ohif.url}/viewer?StudyInstanceUIDs=${usStudy}`);
       const viewport = await firstViewport(page, journal);
       const first = await waitForImage(viewport, page, journal, 'us-frame-1');
+      // If cine played by itself, a change after scrolling would prove nothing.
+      await page.waitForTimeout(1_000);
+      const still = await picture(viewport);
+      if (changedFraction(first, still) > 0.001) await fail('the ultrasound changes without any scrolling (cine playing?)', page, journal, still);
 
       const box = (await viewport.boundingBox())!;
       await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
@@ -98,6 +107,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
 
       await page.keyboard.press('ArrowDown');
       await waitForChange(viewport, afterWheel, page, journal, 'us-after-arrow-down');
+      await expectCleanConversation(page, journal);
     } finally {
       await page.context().close();
     }
@@ -130,20 +140,30 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
         journal.problems.push(`${response.status()} from ${response.request().method()} ${response.url()} (Accept: ${response.request().headers()['accept']})`);
       }
     });
-    page.on('requestfailed', (request) => journal.problems.push(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`));
+    page.on('requestfailed', (request) => {
+      const what = fromPacs(request.url()) ? 'DICOMweb request failed' : 'request failed';
+      journal.problems.push(`${what}: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
+    });
     return { page, journal };
+  }
+
+  /** OHIF talked to PACS-lite without an error status or a failed request (CORS refusals show up as failures). */
+  async function expectCleanConversation(page: Page, journal: Journal): Promise<void> {
+    // An abort is OHIF cancelling its own prefetch, not an answer from the server.
+    const pacsErrors = journal.problems.filter((p) => (p.startsWith('DICOMweb request failed') && !p.endsWith('net::ERR_ABORTED')) || /^\d{3} from /.test(p));
+    if (pacsErrors.length) await fail(`the viewer met ${pacsErrors.length} failed or refused DICOMweb requests`, page, journal);
   }
 
   async function firstViewport(page: Page, journal: Journal): Promise<Locator> {
     const viewport = page.locator('.cornerstone-viewport-element').first();
-    await viewport.waitFor({ state: 'visible', timeout: 90_000 }).catch(() => fail('no viewport appeared', page, journal));
+    await viewport.waitFor({ state: 'visible', timeout: 40_000 }).catch(() => fail('no viewport appeared', page, journal));
     return viewport;
   }
 
   /** Polls the viewport until it shows a windowed image: many grey levels and a wide white area (the disc). */
   async function waitForImage(viewport: Locator, page: Page, journal: Journal, label: string): Promise<Picture> {
     let last: Picture | undefined;
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await page.waitForTimeout(500)) {
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await page.waitForTimeout(500)) {
       last = await picture(viewport);
       if (last.greyLevels >= 48 && last.longestWhiteRun >= 0.15 * last.side) return last;
     }
@@ -152,7 +172,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
 
   async function waitForChange(viewport: Locator, before: Picture, page: Page, journal: Journal, label: string): Promise<Picture> {
     let last: Picture | undefined;
-    for (const deadline = Date.now() + 20_000; Date.now() < deadline; await page.waitForTimeout(250)) {
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline; await page.waitForTimeout(250)) {
       last = await picture(viewport);
       if (last.greyLevels >= 48 && changedFraction(before, last) > 0.01) return last;
     }
@@ -180,7 +200,16 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
 });
 
 /** A screenshot of the middle of a viewport: the corners and edges hold text overlays and markers. */
-type Picture = { png: Buffer; grey: Uint8Array; width: number; height: number; side: number; greyLevels: number; longestWhiteRun: number };
+type Picture = {
+  png: Buffer;
+  grey: Uint8Array;
+  width: number;
+  height: number;
+  side: number;
+  greyLevels: number;
+  longestWhiteRun: number;
+  blackFraction: number;
+};
 
 async function picture(viewport: Locator): Promise<Picture> {
   const png = await viewport.screenshot({ animations: 'disabled', caret: 'hide' });
@@ -192,15 +221,18 @@ async function picture(viewport: Locator): Promise<Picture> {
   const grey = new Uint8Array(await sharp(png).extract({ left, top, width, height }).greyscale().raw().toBuffer());
   const levels = new Set(grey);
   let longestWhiteRun = 0;
+  let black = 0;
   for (let y = 0; y < height; y++) {
     let run = 0;
     for (let x = 0; x < width; x++) {
-      run = grey[y * width + x]! >= 245 ? run + 1 : 0;
+      const value = grey[y * width + x]!;
+      run = value >= 245 ? run + 1 : 0;
+      if (value <= 10) black++;
       if (run > longestWhiteRun) longestWhiteRun = run;
     }
   }
   // The image is fitted to the viewport's shorter side; the disc is at least 30 % of it across.
-  return { png, grey, width, height, side: Math.min(fullWidth!, fullHeight!), greyLevels: levels.size, longestWhiteRun };
+  return { png, grey, width, height, side: Math.min(fullWidth!, fullHeight!), greyLevels: levels.size, longestWhiteRun, blackFraction: black / grey.length };
 }
 
 function changedFraction(a: Picture, b: Picture): number {
