@@ -22,8 +22,3 @@ export class BadRequest extends HttpError {
   }
 }
 
-export class ServiceUnavailable extends HttpError {
-  constructor(detail: string) {
-    super(503, 'unavailable', detail, { 'Retry-After': '5' });
-  }
-}

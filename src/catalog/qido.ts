@@ -55,16 +55,7 @@ const MATCHABLE: Record<string, Matchable> = {
   '00280011': inst('columns', 'int'),
 };
 
-export function isMatchable(tag: string, level: Level): boolean {
-  const m = MATCHABLE[tag];
-  return m !== undefined && LEVEL_RANK[m.level] <= LEVEL_RANK[level];
-}
 
-export function matchableKeywords(level: Level): string[] {
-  return Object.entries(MATCHABLE)
-    .filter(([, m]) => LEVEL_RANK[m.level] <= LEVEL_RANK[level])
-    .map(([tag]) => tag);
-}
 
 /** WHERE conditions for a query, shared by both SQL dialects (LIKE with an explicit escape). */
 export function whereClauses(query: QidoQuery): SQL[] {

@@ -54,10 +54,6 @@ function decoder(label: string): TextDecoder {
   return d;
 }
 
-export function isKnownCharacterSet(term: string): boolean {
-  const t = term.trim();
-  return t === '' || t === 'ISO_IR 6' || t in WHOLE || t in EXTENDED || t in INITIAL_G1;
-}
 
 export function decodeText(bytes: Uint8Array, specificCharacterSet: string | string[] | undefined, vr: string): string {
   const terms = (Array.isArray(specificCharacterSet) ? specificCharacterSet : (specificCharacterSet ?? '').split('\\')).map((t) => t.trim());
