@@ -55,7 +55,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
     await pacs?.stop();
   });
 
-  it('lists the stored studies by patient name', async () => {
+  it('lists the stored studies by patient name and filters them by part of a name', async () => {
     const { page, journal } = await openPage(browser, pacs);
     try {
       await page.goto(`${ohif.url}/`);
@@ -66,6 +66,14 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
           .waitFor({ timeout: 45_000 })
           .catch(async () => fail(`study list never showed ${name}`, page, journal));
       }
+      // OHIF sends PatientName=*sOnO* (wildcards, as supportsWildcard promises); matching is case-insensitive.
+      await page.goto(`${ohif.url}/?patientName=sOnO`);
+      await page
+        .getByText(US_PATIENT.shown, { exact: true })
+        .first()
+        .waitFor({ timeout: 30_000 })
+        .catch(async () => fail(`filtered study list never showed ${US_PATIENT.shown}`, page, journal));
+      if (await page.getByText(CT_PATIENT.shown, { exact: true }).count()) await fail(`filter "sOnO" still lists ${CT_PATIENT.shown}`, page, journal);
       await expectCleanConversation(page, journal);
     } finally {
       await page.context().close();
