@@ -5,6 +5,7 @@ import path from 'node:path';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { startServer, stow, type RunningServer } from '../helpers/server.js';
 import { serveOhif, type OhifServer } from '../../viewer/serve-ohif.js';
@@ -29,22 +30,20 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
   let pacs: RunningServer;
   let ohif: OhifServer;
   let browser: Browser;
-  let ctStudy: string;
-  let usStudy: string;
+  const ctStudy = newUid();
+  const usStudy = newUid();
   const artifacts = path.join(os.tmpdir(), `pacs-e2e-${process.pid}`);
 
   beforeAll(async () => {
     if (!haveChromium) throw new Error(`CI=true but there is no Chromium at ${CHROMIUM}; install Debian's chromium package`);
     await fs.mkdir(artifacts, { recursive: true });
     pacs = await startServer();
-    const ct = syntheticSeries(20, { modality: 'CT', rows: 256, columns: 256, patientName: CT_PATIENT.dicom, patientID: 'E2E-CT', studyDescription: 'CT phantom' });
-    const us = syntheticInstance({ modality: 'US', frames: 40, rows: 256, columns: 256, patientName: US_PATIENT.dicom, patientID: 'E2E-US', studyDescription: 'US cine' });
+    const ct = syntheticSeries(20, { studyUID: ctStudy, modality: 'CT', rows: 256, columns: 256, patientName: CT_PATIENT.dicom, patientID: 'E2E-CT', studyDescription: 'CT phantom' });
+    const us = syntheticInstance({ studyUID: usStudy, modality: 'US', frames: 40, rows: 256, columns: 256, patientName: US_PATIENT.dicom, patientID: 'E2E-US', studyDescription: 'US cine' });
     for (const files of [ct, [us]]) {
       const response = await stow(pacs.dicomweb, files);
       expect(response.status, await response.text()).toBe(200);
     }
-    ctStudy = studyUidOf(ct[0]!);
-    usStudy = studyUidOf(us);
     ohif = await serveOhif({ dicomwebRoot: pacs.dicomweb });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
   }, 180_000);
@@ -86,11 +85,9 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
       await page.goto(`${ohif.url}/viewer?StudyInstanceUIDs=${ctStudy}`);
       const viewport = await firstViewport(page, journal);
       const image = await waitForImage(viewport, page, journal, 'ct');
-      expect(image.greyLevels).toBeGreaterThanOrEqual(48);
-      expect(image.longestWhiteRun).toBeGreaterThanOrEqual(0.15 * image.side);
       // Window 40/400 after rescale -1024 clips an eighth of the background to black; a viewer that
       // missed the VOI or rescale attributes in the metadata would show no black at all.
-      expect(image.blackFraction).toBeGreaterThan(0.05);
+      if (image.blackFraction < 0.05) await fail(`ct: drawn without its window (${summary(image)})`, page, journal, image);
       await expectCleanConversation(page, journal);
     } finally {
       await page.context().close();
@@ -251,13 +248,7 @@ function changedFraction(a: Picture, b: Picture): number {
 }
 
 function summary(p: Picture | undefined): string {
-  return p ? `${p.greyLevels} grey levels, longest white run ${p.longestWhiteRun} px of ${p.side}` : 'no capture';
-}
-
-/** Study Instance UID (0020,000D) read from the Part 10 bytes, so the test needs no parser of its own. */
-function studyUidOf(part10: Buffer): string {
-  const tag = Buffer.from([0x20, 0x00, 0x0d, 0x00, 0x55, 0x49]); // (0020,000D) UI, explicit VR little endian
-  const at = part10.indexOf(tag);
-  const length = part10.readUInt16LE(at + 6);
-  return part10.subarray(at + 8, at + 8 + length).toString('latin1').replace(/\0+$/, '');
+  return p
+    ? `${p.greyLevels} grey levels, longest white run ${p.longestWhiteRun} px of ${p.side}, ${(p.blackFraction * 100).toFixed(1)} % black`
+    : 'no capture';
 }
