@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
@@ -37,14 +38,16 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium', () => {
   beforeAll(async () => {
     if (!haveChromium) throw new Error(`CI=true but there is no Chromium at ${CHROMIUM}; install Debian's chromium package`);
     await fs.mkdir(artifacts, { recursive: true });
-    pacs = await startServer();
+    // Allow exactly the viewer's origin, as a clinic would, rather than the default `*`.
+    const viewerPort = await freePort();
+    pacs = await startServer({ env: { PACS_CORS_ORIGINS: `http://127.0.0.1:${viewerPort}` } });
     const ct = syntheticSeries(20, { studyUID: ctStudy, modality: 'CT', rows: 256, columns: 256, patientName: CT_PATIENT.dicom, patientID: 'E2E-CT', studyDescription: 'CT phantom' });
     const us = syntheticInstance({ studyUID: usStudy, modality: 'US', frames: 40, rows: 256, columns: 256, patientName: US_PATIENT.dicom, patientID: 'E2E-US', studyDescription: 'US cine' });
     for (const files of [ct, [us]]) {
       const response = await stow(pacs.dicomweb, files);
       expect(response.status, await response.text()).toBe(200);
     }
-    ohif = await serveOhif({ dicomwebRoot: pacs.dicomweb });
+    ohif = await serveOhif({ dicomwebRoot: pacs.dicomweb, port: viewerPort });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
   }, 180_000);
 
@@ -251,4 +254,15 @@ function summary(p: Picture | undefined): string {
   return p
     ? `${p.greyLevels} grey levels, longest white run ${p.longestWhiteRun} px of ${p.side}, ${(p.blackFraction * 100).toFixed(1)} % black`
     : 'no capture';
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }
