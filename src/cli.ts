@@ -46,7 +46,7 @@ async function importFolder(folder: string) {
     progress.update(Math.min(i + BATCH, files.length));
   }
   progress.done();
-  await services.catalog.close();
+  await services.close();
   console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
   for (const line of failures.slice(0, 50)) console.log(`  refused ${line}`);
   if (failures.length > 50) console.log(`  … and ${failures.length - 50} more`);
@@ -77,7 +77,7 @@ async function verify() {
       problems.push(`UNINDEXED ${key}: stored but not in the index (an upload interrupted before it was acknowledged); import it again or delete it`);
     }
   }
-  await catalog.close();
+  await services.close();
   console.log(`${checked} indexed object(s) checked, ${orphans} unindexed object(s), ${problems.length} problem(s)`);
   for (const p of problems) console.log(`  ${p}`);
   if (problems.length > 0) process.exitCode = 1;

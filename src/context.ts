@@ -11,6 +11,8 @@ export type Services = {
   catalog: Catalog;
   ingest: IngestDeps;
   log: Logger;
+  /** Closes the index and removes this process's spool folder. */
+  close(): Promise<void>;
 };
 
 /** Hono context values, typed once (STYLE.md). */

@@ -27,7 +27,7 @@ async function main() {
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     server.close(async () => {
-      await services.catalog.close();
+      await services.close();
       process.exit(0);
     });
     setTimeout(() => process.exit(0), 10_000).unref();

@@ -18,6 +18,10 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     catalog,
     log,
     ingest: { catalog, durable: new GroupCommit(store, catalog, config.overwriteDifferent), spoolDir, maxInstanceBytes: config.maxInstanceBytes, overwriteDifferent: config.overwriteDifferent, log },
+    async close() {
+      await catalog.close();
+      await fs.rm(spoolDir, { recursive: true, force: true });
+    },
   };
 }
 
