@@ -65,6 +65,13 @@ function generatedFixtures(): Array<{ fixture: Fixture; bytes: Buffer }> {
   return out;
 }
 
+/** Start marker of each compressed frame: SOI for the JPEG family (PS3.5 A.4.1-A.4.3), SOC for JPEG 2000; both end with FFD9. */
+function codestreamStart(transferSyntaxUID: string): number | undefined {
+  if (/^1\.2\.840\.10008\.1\.2\.4\.(50|51|57|70|80|81)$/.test(transferSyntaxUID)) return 0xffd8;
+  if (/^1\.2\.840\.10008\.1\.2\.4\.9[01]$/.test(transferSyntaxUID)) return 0xff4f;
+  return undefined;
+}
+
 const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
 
 let server: RunningServer;
@@ -184,8 +191,12 @@ describe('WADO-RS', () => {
       for (const part of parts) {
         expect(part.headers['content-type'], fixture.path).toContain(`transfer-syntax=${native ? '1.2.840.10008.1.2.1' : fixture.transferSyntaxUID}`);
         if (native) expect(part.body.length % (fixture.rows * fixture.columns)).toBe(0);
-        if (fixture.transferSyntaxUID.startsWith('1.2.840.10008.1.2.4.5') || fixture.transferSyntaxUID === '1.2.840.10008.1.2.4.70') {
-          expect(part.body.readUInt16BE(0), `${fixture.path} frame starts with SOI`).toBe(0xffd8);
+        const start = codestreamStart(fixture.transferSyntaxUID);
+        if (start) {
+          // A whole frame, however many fragments it was stored in: its codestream's first and last markers.
+          expect(part.body.readUInt16BE(0), `${fixture.path} frame starts its codestream`).toBe(start);
+          const end = part.body.at(-1) === 0 ? part.body.length - 3 : part.body.length - 2; // fragments are padded to even length
+          expect(part.body.readUInt16BE(end), `${fixture.path} frame ends its codestream`).toBe(0xffd9);
         }
       }
       if (parts.length > 1) expect(parts[0]!.body.equals(parts[1]!.body), `${fixture.path}: frames differ`).toBe(false);
