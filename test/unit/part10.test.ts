@@ -1,0 +1,71 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { frameRanges, type ByteReader } from '../../src/dicom/frames.js';
+import { DicomParseError, NeedMoreBytes, parsePart10 } from '../../src/dicom/parse.js';
+
+const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
+type Fixture = { path: string; transferSyntaxUID: string; studyUID: string; seriesUID: string; sopInstanceUID: string; numberOfFrames: number };
+const manifest: Fixture[] = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8'));
+const reader = (file: Buffer): ByteReader => ({ size: file.length, read: async (offset, length) => file.subarray(offset, offset + length) });
+
+/** Lengths of the pixel data items as dcmtk's dcmdump lists them, the offset table first. */
+function dcmtkItemLengths(file: string): number[] {
+  const dump = execFileSync('dcmdump', ['-q', file], { encoding: 'latin1' });
+  return [...dump.matchAll(/^\s*\(fffe,e000\) pi .*#\s+(\d+), 1 Item$/gm)].map((m) => Number(m[1]));
+}
+
+describe('Part 10 parsing', () => {
+  for (const fixture of manifest) {
+    it(`reads the UIDs and syntax of ${fixture.path}`, () => {
+      const header = parsePart10(readFileSync(path.join(FIXTURES, fixture.path)));
+      expect(header.transferSyntaxUID).toBe(fixture.transferSyntaxUID);
+      expect([header.studyInstanceUID, header.seriesInstanceUID, header.sopInstanceUID]).toEqual([fixture.studyUID, fixture.seriesUID, fixture.sopInstanceUID]);
+      expect(header.pixelData).toBeDefined();
+    });
+  }
+
+  it('asks for more bytes when given only a prefix of the header', () => {
+    const file = readFileSync(path.join(FIXTURES, 'explicit-le.dcm'));
+    expect(() => parsePart10(file.subarray(0, 300), file.length)).toThrow(NeedMoreBytes);
+  });
+
+  it('refuses a file without the DICM prefix, naming what is missing', () => {
+    expect(() => parsePart10(Buffer.alloc(400))).toThrow(DicomParseError);
+    expect(() => parsePart10(Buffer.alloc(400))).toThrow(/preamble and "DICM" prefix/);
+  });
+});
+
+describe('frame byte ranges', () => {
+  for (const fixture of manifest) {
+    it(`finds every frame of ${fixture.path}`, async () => {
+      const file = readFileSync(path.join(FIXTURES, fixture.path));
+      const header = parsePart10(file);
+      const frames = await frameRanges(header, reader(file));
+      expect(frames).toHaveLength(fixture.numberOfFrames);
+      const bytes = header.inflated ? header.bytes : file;
+      for (const frame of frames) {
+        for (const [offset, length] of frame) {
+          expect(offset).toBeGreaterThan(header.pixelData!.dataOffset - 1);
+          expect(offset + length).toBeLessThanOrEqual(bytes.length);
+        }
+      }
+      // Frames never overlap and come in order.
+      const flat = frames.flat();
+      for (let i = 1; i < flat.length; i++) expect(flat[i]![0]).toBeGreaterThanOrEqual(flat[i - 1]![0] + flat[i - 1]![1]);
+    });
+  }
+
+  it('gathers every fragment of a frame, as dcmtk lists them, with or without a Basic Offset Table', async () => {
+    for (const name of ['multiframe-fragments-bot.dcm', 'multiframe-fragments-no-bot.dcm']) {
+      const file = readFileSync(path.join(FIXTURES, name));
+      const frames = await frameRanges(parsePart10(file), reader(file));
+      const [, ...fragments] = dcmtkItemLengths(path.join(FIXTURES, name));
+      expect(fragments.length, name).toBeGreaterThan(8);
+      expect(frames.flat().map(([, length]) => length), name).toEqual(fragments);
+      expect(frames.some((f) => f.length > 1), `${name} has frames in several fragments`).toBe(true);
+      for (const frame of frames) expect(file.readUInt16BE(frame[0]![0]), `${name}: each frame begins with SOI`).toBe(0xffd8);
+    }
+  });
+});
