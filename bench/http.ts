@@ -1,0 +1,76 @@
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+
+export type Reply = { status: number; headers: http.IncomingHttpHeaders; body: Buffer; ms: number };
+
+/**
+ * Plain node:http with keep-alive, the same for both servers: no transparent decompression or
+ * buffering policy of a higher-level client sits inside the timings.
+ */
+const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+
+/** Time from sending the request to the last byte of the answer. Bodies are written piece by piece, never joined. */
+export function request(
+  url: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: Buffer[]; timeoutMs?: number } = {},
+): Promise<Reply> {
+  const body = opts.body ?? [];
+  const length = body.reduce((n, b) => n + b.length, 0);
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = http.request(url, {
+      method: opts.method ?? 'GET',
+      agent,
+      headers: { ...opts.headers, ...(opts.body ? { 'Content-Length': String(length) } : {}) },
+    });
+    req.setTimeout(opts.timeoutMs ?? 120_000, () => req.destroy(new Error(`no answer from ${url} within ${opts.timeoutMs ?? 120_000} ms`)));
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('error', reject);
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), ms: performance.now() - started }));
+    });
+    void writeAll(req, body).catch((e: unknown) => req.destroy(e as Error));
+  });
+}
+
+async function writeAll(req: http.ClientRequest, pieces: Buffer[]): Promise<void> {
+  for (const piece of pieces) {
+    if (!req.write(piece)) await new Promise<void>((resolve) => req.once('drain', resolve));
+  }
+  req.end();
+}
+
+/** A STOW-RS body (PS3.18 10.5.1.2): one application/dicom part per file, as pieces to write in order. */
+export function stowBody(files: Buffer[]): { pieces: Buffer[]; contentType: string } {
+  const boundary = `bench-${randomUUID()}`;
+  const pieces = files.flatMap((file) => [Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), file, Buffer.from('\r\n')]);
+  pieces.push(Buffer.from(`--${boundary}--\r\n`));
+  return { pieces, contentType: `multipart/related; type="application/dicom"; boundary=${boundary}` };
+}
+
+/** The bodies of the parts of a multipart/related answer. */
+export function multipartParts(reply: Reply): Buffer[] {
+  const type = reply.headers['content-type'] ?? '';
+  const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
+  if (!boundary) throw new Error(`expected a multipart answer, got Content-Type "${type}"`);
+  const bytes = reply.body;
+  const parts: Buffer[] = [];
+  const delimiter = Buffer.from(`\r\n--${boundary}`);
+  // The first delimiter may lack its leading CRLF (RFC 2046 5.1.1).
+  let position = bytes.indexOf(`--${boundary}`);
+  while (position >= 0 && bytes.toString('latin1', position + boundary.length + 2, position + boundary.length + 4) !== '--') {
+    const headersEnd = bytes.indexOf('\r\n\r\n', position);
+    const next = bytes.indexOf(delimiter, headersEnd + 4);
+    if (headersEnd < 0 || next < 0) throw new Error('multipart answer ends without its closing delimiter');
+    parts.push(bytes.subarray(headersEnd + 4, next));
+    position = next + 2;
+  }
+  return parts;
+}
+
+/** Closes idle keep-alive sockets, so that a server being stopped has no client connection to wait for. */
+export function dropConnections(): void {
+  agent.destroy();
+}

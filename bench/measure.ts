@@ -1,0 +1,81 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+
+export type Latency = {
+  /** The first call, before any cache of the server is warm. */
+  firstMs: number;
+  medianMs: number;
+  p95Ms: number;
+  /** Timed calls after the first. */
+  n: number;
+  samplesMs: number[];
+};
+
+/**
+ * Calls `once` sequentially: first on its own, then up to `reps` times or until `seconds` have passed
+ * (at least 3 timed calls). `once` returns the duration of its request and throws on a wrong answer,
+ * so a fast error can never pass for a fast answer.
+ */
+export async function latency(once: (i: number) => Promise<number>, reps: number, seconds: number): Promise<Latency> {
+  const firstMs = await once(0);
+  const samplesMs: number[] = [];
+  const deadline = performance.now() + seconds * 1000;
+  for (let i = 1; i <= reps && (samplesMs.length < 3 || performance.now() < deadline); i++) samplesMs.push(await once(i));
+  return { firstMs, medianMs: percentile(samplesMs, 0.5), p95Ms: percentile(samplesMs, 0.95), n: samplesMs.length, samplesMs };
+}
+
+/** Nearest-rank percentile. */
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
+}
+
+export type RssReport = { peakMB: number; sampledPeakMB: number; samples: number };
+
+/**
+ * Samples a process's resident memory every `everyMs`. The kernel's own high-water mark (VmHWM) is read at
+ * the end too, so a peak between two samples is not missed.
+ */
+export function sampleRss(pid: number, everyMs = 100): { stop(): Promise<RssReport> } {
+  let sampledPeakKb = 0;
+  let samples = 0;
+  const timer = setInterval(() => {
+    void statusField(pid, 'VmRSS').then((kb) => {
+      sampledPeakKb = Math.max(sampledPeakKb, kb);
+      samples++;
+    }, () => undefined);
+  }, everyMs);
+  return {
+    async stop() {
+      clearInterval(timer);
+      const hwmKb = await statusField(pid, 'VmHWM');
+      return { peakMB: Math.max(hwmKb, sampledPeakKb) / 1024, sampledPeakMB: sampledPeakKb / 1024, samples };
+    },
+  };
+}
+
+/** Resets the kernel's peak-RSS mark, so that VmHWM covers only what follows (proc(5): clear_refs, value 5). */
+export async function resetPeakRss(pid: number): Promise<void> {
+  await fs.writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => undefined);
+}
+
+async function statusField(pid: number, field: string): Promise<number> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+  if (!match) throw new Error(`no ${field} for process ${pid}`);
+  return Number(match[1]);
+}
+
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** User + system CPU seconds a process has used so far (proc(5), /proc/pid/stat fields 14 and 15). */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** Flushes dirty pages left by an earlier phase, so that they are not written back during the next one. */
+export function syncDisks(): void {
+  execFileSync('sync');
+}

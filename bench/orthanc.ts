@@ -1,0 +1,90 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { assertLoopbackOnly, freePort, spawnServer, type RunningServer } from './server-process.js';
+import type { Settings } from './settings.js';
+
+/**
+ * Orthanc's configuration for the comparison: its defaults, except where they would make it do more
+ * (or less) work than PACS-lite for the same answers. Written out in full so the report can quote it.
+ */
+export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlugin: string }) {
+  return {
+    Name: 'pacs-lite-bench',
+    StorageDirectory: path.join(opts.dataDir, 'storage'),
+    IndexDirectory: path.join(opts.dataDir, 'index'),
+    HttpPort: opts.port,
+    // Only HTTP is compared; no DICOM port is opened.
+    DicomServerEnabled: false,
+    // Loopback only, no credentials: the same as PACS-lite in this benchmark.
+    RemoteAccessAllowed: false,
+    AuthenticationEnabled: false,
+    Plugins: [opts.dicomWebPlugin],
+    DicomWeb: {
+      Enable: true,
+      Root: '/dicom-web/',
+      EnableWado: false,
+      // Full metadata is what OHIF needs; the cheaper MainDicomTags mode would not draw the images.
+      SeriesMetadata: 'Full',
+      StudiesMetadata: 'Full',
+      // PACS-lite matches person names case-insensitively; so must Orthanc, for the same answers.
+      QidoCaseSensitive: false,
+    },
+    // Files are stored as received by both (Orthanc's default, stated because it matters most).
+    StorageCompression: false,
+    // Both make an acknowledged instance durable: Orthanc fsyncs each file (its default).
+    SyncStorageArea: true,
+    // Orthanc's performance advice for finds: answer from the index, as PACS-lite does; every
+    // attribute OHIF's study list asks for is one of Orthanc's main DICOM tags.
+    StorageAccessOnFind: 'Never',
+    // Jobs are not used; not persisting them saves index writes.
+    SaveJobs: false,
+    OverwriteInstances: false,
+    HttpCompressionEnabled: true,
+    KeepAlive: true,
+    TcpNoDelay: true,
+  };
+}
+
+/** Orthanc with the DICOMweb plugin, on a loopback port, with its storage and index in `workDir`. */
+export async function startOrthanc(settings: Settings, workDir: string): Promise<RunningServer> {
+  const port = await freePort();
+  const dataDir = path.join(workDir, 'orthanc-data');
+  await fs.mkdir(dataDir, { recursive: true });
+  const configFile = path.join(workDir, 'orthanc.json');
+  await fs.writeFile(configFile, JSON.stringify(orthancConfig({ dataDir, port, dicomWebPlugin: settings.orthancDicomWeb }), null, 2));
+  const shim = compileLoopbackShim(settings.root, workDir);
+  const url = `http://127.0.0.1:${port}`;
+  const server = await spawnServer({
+    command: settings.orthanc,
+    args: [configFile],
+    cwd: workDir,
+    env: { ...process.env, LD_PRELOAD: shim },
+    logFile: path.join(workDir, 'orthanc.log'),
+    readyUrl: `${url}/system`,
+  });
+  try {
+    await assertLoopbackOnly(port);
+    return { name: 'orthanc', version: await orthancVersion(url), dicomweb: `${url}/dicom-web`, pid: server.pid, stop: server.stop };
+  } catch (e) {
+    await server.stop();
+    throw e;
+  }
+}
+
+/** Builds loopback-bind.c (see there why) into workDir; a C compiler is the one extra tool this needs. */
+function compileLoopbackShim(root: string, workDir: string): string {
+  const output = path.join(workDir, 'loopback-bind.so');
+  try {
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', output, path.join(root, 'bench/loopback-bind.c'), '-ldl'], { stdio: 'pipe' });
+  } catch (e) {
+    throw new Error(`cannot build bench/loopback-bind.c, which keeps Orthanc on 127.0.0.1 (install gcc): ${(e as Error).message}`);
+  }
+  return output;
+}
+
+async function orthancVersion(url: string): Promise<string> {
+  const system = (await (await fetch(`${url}/system`)).json()) as { Version: string };
+  const plugin = (await (await fetch(`${url}/plugins/dicom-web`)).json()) as { Version: string };
+  return `Orthanc ${system.Version}, DICOMweb plugin ${plugin.Version}`;
+}

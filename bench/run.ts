@@ -1,0 +1,149 @@
+/**
+ * npm run bench: PACS-lite and Orthanc side by side on one corpus, with the machine's own limits,
+ * against the targets of the issue. See bench/README.md.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { loadCorpus, type Corpus } from './corpus.js';
+import { dropConnections } from './http.js';
+import { rawCopyWithFsync, sha256Pass, warmCorpus } from './limits.js';
+import { startOrthanc, orthancConfig } from './orthanc.js';
+import { startPacsLite } from './pacs-lite.js';
+import { summarizeProfile } from './profile.js';
+import { describeRun, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
+import { scenarioOf, type Scenario } from './scenario.js';
+import type { RunningServer } from './server-process.js';
+import { readSettings, type ServerName, type Settings } from './settings.js';
+import { ingest, INSTANCES_PER_REQUEST, measureReads, readProbes, REQUESTS_IN_FLIGHT } from './workload.js';
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+/** Undone in reverse order at the end, on error, and on Ctrl-C: servers stopped, temp folders removed. */
+const cleanups: Array<() => Promise<unknown>> = [];
+async function cleanUp(): Promise<void> {
+  for (let action = cleanups.pop(); action; action = cleanups.pop()) await action().catch((e: unknown) => log(`cleanup: ${(e as Error).message}`));
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping servers and removing temp data`);
+    void cleanUp().finally(() => process.exit(130));
+  });
+}
+
+async function main(): Promise<number> {
+  const settings = readSettings();
+  const startedAt = new Date();
+  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-bench-run-'));
+  cleanups.push(() => fs.rm(workDir, { recursive: true, force: true }));
+
+  const corpus = await loadCorpus(settings, log);
+  const scenario = scenarioOf(corpus);
+  log(`corpus: ${corpus.instances.length} instances, ${(corpus.bytes / 1e9).toFixed(2)} GB in ${corpus.dir}`);
+  log('reading the corpus once so every phase starts from the same page cache');
+  await warmCorpus(corpus);
+  log('measuring the limits: SHA-256 pass, then copy with fsync');
+  const limits = { sha256: await sha256Pass(corpus), copyWithFsync: await rawCopyWithFsync(corpus, path.join(workDir, 'raw-copy')) };
+
+  const probes = readProbes(corpus, scenario);
+  const servers: BenchResults['servers'] = {};
+  let profileSummary: string | undefined;
+  for (const name of settings.servers) {
+    const profileDir = name === 'pacs-lite' && settings.profile ? path.join(settings.outDir, `profile-${stamp(startedAt)}`) : undefined;
+    servers[name] = await benchServer(name, settings, workDir, corpus, probes, profileDir);
+    if (profileDir) profileSummary = await summarizeProfile(profileDir, settings.root);
+  }
+
+  const results: BenchResults = {
+    startedAt: startedAt.toISOString(),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
+      memoryGiB: os.totalmem() / 1024 ** 3,
+      os: `${os.type()} ${os.release()}`,
+      node: process.version,
+    },
+    corpus: { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes },
+    scenario: describeScenario(scenario),
+    limits,
+    servers,
+    orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
+  };
+  await fs.mkdir(settings.outDir, { recursive: true });
+  const jsonFile = path.join(settings.outDir, `bench-${stamp(startedAt)}.json`);
+  await fs.writeFile(jsonFile, JSON.stringify(results, null, 2));
+
+  console.log(`\nPACS-lite benchmark, ${results.startedAt}`);
+  console.log(describeRun(results));
+  console.log();
+  console.log(renderTable(tableRows(results, rowLabels(scenario))));
+  if (profileSummary) console.log(`\n${profileSummary}`);
+  console.log(`\nresults: ${jsonFile}`);
+  const failed = Object.entries(servers).filter(([, s]) => s.error || Object.values(s.reads).some((r) => 'error' in r));
+  for (const [name, s] of failed) console.log(`${name} failed: ${s.error ?? Object.values(s.reads).flatMap((r) => ('error' in r ? [r.error] : [])).join('; ')}`);
+  return failed.length ? 1 : 0;
+}
+
+/** One server from start to stop: ingest the corpus, then every read line. Its data folder goes afterwards. */
+async function benchServer(
+  name: ServerName,
+  settings: Settings,
+  workDir: string,
+  corpus: Corpus,
+  probes: ReturnType<typeof readProbes>,
+  profileDir?: string,
+): Promise<ServerResults> {
+  const serverDir = path.join(workDir, name);
+  await fs.mkdir(serverDir);
+  log(`starting ${name}`);
+  const server: RunningServer = name === 'pacs-lite' ? await startPacsLite(settings, serverDir, profileDir) : await startOrthanc(settings, serverDir);
+  cleanups.push(server.stop);
+  const results: ServerResults = { version: server.version, reads: {} };
+  try {
+    log(`${server.version}: STOW ingest of the corpus, ${INSTANCES_PER_REQUEST} instances per request, ${REQUESTS_IN_FLIGHT} requests in flight`);
+    results.ingest = await ingest(server, corpus, log);
+    log(`${name}: ${results.ingest.instancesPerSecond.toFixed(0)} instances/s, ${results.ingest.mbPerSecond.toFixed(1)} MB/s; reads`);
+    results.reads = await measureReads(server, probes, settings.reps, settings.lineSeconds, log);
+  } catch (e) {
+    results.error = (e as Error).message;
+    log(`${name} failed: ${results.error}`);
+  } finally {
+    dropConnections();
+    await server.stop();
+    await fs.rm(serverDir, { recursive: true, force: true });
+  }
+  return results;
+}
+
+function describeScenario(s: Scenario): Record<string, string> {
+  return {
+    'metadata and frame series': `${s.series.modality}, ${s.series.instances.length} instances`,
+    'deep frame': s.multiFrame ? `frame ${s.multiFrame.frame} of ${s.multiFrame.instances.length} instance(s) of ${s.multiFrame.instances[0]!.frames} frames` : 'none in corpus',
+    'study list': `/studies?${decodeURIComponent(s.studyList.query)} (${s.studyList.expected} answers)`,
+    'filtered study list': `/studies?${decodeURIComponent(s.filteredStudyList.query)} (${s.filteredStudyList.expected} answers)`,
+  };
+}
+
+function rowLabels(s: Scenario): Record<string, string> {
+  return {
+    seriesMetadata: `series metadata (${s.series.instances.length} ${s.series.modality})`,
+    seriesFrame: `${s.series.modality} frame 1`,
+    deepFrame: `multi-frame frame ${s.multiFrame?.frame ?? ''}`,
+    studyList: 'QIDO study list',
+    filteredStudyList: 'QIDO name+date filter',
+  };
+}
+
+function stamp(d: Date): string {
+  return d.toISOString().replace(/[:.]/g, '-');
+}
+
+let exitCode = 1;
+try {
+  exitCode = await main();
+} catch (e) {
+  log(`benchmark failed: ${(e as Error).stack ?? e}`);
+} finally {
+  await cleanUp();
+}
+process.exit(exitCode);
