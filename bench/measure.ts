@@ -75,6 +75,30 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+export type MachineCpu = { busyPercent: number; iowaitPercent: number };
+
+/**
+ * Starts watching the whole machine's CPU (proc(5), first line of /proc/stat): how busy all cores were,
+ * and how much they waited on the disk, over the phase. Tells a saturated machine from a waiting server.
+ */
+export async function watchMachineCpu(): Promise<{ stop(): Promise<MachineCpu> }> {
+  const read = async () => {
+    const line = (await fs.readFile('/proc/stat', 'utf8')).split('\n')[0]!;
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number) as number[];
+    return { total: user! + nice! + system! + idle! + iowait! + irq! + softirq! + steal!, idle: idle!, iowait: iowait! };
+  };
+  const before = await read();
+  return {
+    async stop() {
+      const after = await read();
+      const total = after.total - before.total || 1;
+      const idle = after.idle - before.idle;
+      const iowait = after.iowait - before.iowait;
+      return { busyPercent: (100 * (total - idle - iowait)) / total, iowaitPercent: (100 * iowait) / total };
+    },
+  };
+}
+
 /** Flushes dirty pages left by an earlier phase, so that they are not written back during the next one. */
 export function syncDisks(): void {
   execFileSync('sync');

@@ -52,6 +52,9 @@ export function tableRows(r: BenchResults, labels: Record<string, string>): Row[
     result: pacsRss === undefined ? '' : pacsRss < 300 ? 'PASS' : 'MISS',
   });
   rows.push(compared('server CPU during ingest, s', ingestOf(pacs)?.serverCpuSeconds, ingestOf(orthanc)?.serverCpuSeconds, 'lower', undefined, '', 1));
+  rows.push(compared('bench client CPU during ingest, s', ingestOf(pacs)?.clientCpuSeconds, ingestOf(orthanc)?.clientCpuSeconds, 'lower', undefined, '', 1, undefined, false));
+  rows.push(compared('all cores busy during ingest, %', ingestOf(pacs)?.machine.busyPercent, ingestOf(orthanc)?.machine.busyPercent, 'lower', undefined, '', 0, undefined, false));
+  rows.push(compared('cores waiting on disk (iowait), %', ingestOf(pacs)?.machine.iowaitPercent, ingestOf(orthanc)?.machine.iowaitPercent, 'lower', undefined, '', 0, undefined, false));
 
   const latencyLines: Array<[key: string, factor: number, target: string]> = [
     ['seriesMetadata', 10, '≥ 10× faster'],
@@ -80,8 +83,18 @@ function limitRow(metric: string, value: number): Row {
  * A figure of both servers. The ratio is always "how many times better PACS-lite is": PACS-lite/Orthanc
  * for a rate, Orthanc/PACS-lite for a time. With `factor`, the ratio is judged against it.
  */
-function compared(metric: string, pacs: number | undefined, orthanc: number | undefined, better: 'higher' | 'lower', factor: number | undefined, target: string, digits: number, error?: string): Row {
-  const ratio = pacs === undefined || orthanc === undefined ? undefined : better === 'higher' ? pacs / orthanc : orthanc / pacs;
+function compared(
+  metric: string,
+  pacs: number | undefined,
+  orthanc: number | undefined,
+  better: 'higher' | 'lower',
+  factor: number | undefined,
+  target: string,
+  digits: number,
+  error?: string,
+  showRatio = true,
+): Row {
+  const ratio = !showRatio || pacs === undefined || orthanc === undefined ? undefined : better === 'higher' ? pacs / orthanc : orthanc / pacs;
   const result: Verdict = error ? 'MISS' : ratio === undefined || factor === undefined ? '' : ratio >= factor ? 'PASS' : 'MISS';
   return {
     metric,

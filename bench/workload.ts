@@ -4,7 +4,7 @@ import { gunzipSync, inflateSync } from 'node:zlib';
 import { expectedFrame, type Corpus, type CorpusInstance } from './corpus.js';
 import { multipartParts, request, stowBody, type Reply } from './http.js';
 import { throughput, type Throughput } from './limits.js';
-import { cpuSeconds, latency, resetPeakRss, sampleRss, syncDisks, type Latency } from './measure.js';
+import { cpuSeconds, latency, resetPeakRss, sampleRss, syncDisks, watchMachineCpu, type Latency, type MachineCpu } from './measure.js';
 import type { Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 
@@ -20,6 +20,9 @@ export type IngestResult = Throughput & {
   sampledPeakRssMB: number;
   rssSamples: number;
   serverCpuSeconds: number;
+  /** The benchmark's own share of the machine: reading files and sending requests. */
+  clientCpuSeconds: number;
+  machine: MachineCpu;
 };
 
 /** Sends the whole corpus by STOW-RS while watching the server's memory and CPU. Every answer is checked. */
@@ -30,6 +33,8 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
   await resetPeakRss(server.pid);
   const rss = sampleRss(server.pid);
   const cpuBefore = await cpuSeconds(server.pid);
+  const clientBefore = process.cpuUsage();
+  const machine = await watchMachineCpu();
   const started = performance.now();
   let next = 0;
   let done = 0;
@@ -47,6 +52,8 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
   }
   const elapsedMs = performance.now() - started;
   const serverCpu = (await cpuSeconds(server.pid)) - cpuBefore;
+  const client = process.cpuUsage(clientBefore);
+  const machineCpu = await machine.stop();
   const memory = await rss.stop();
   const result = throughput(corpus.bytes, elapsedMs);
   return {
@@ -58,6 +65,8 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
     sampledPeakRssMB: memory.sampledPeakMB,
     rssSamples: memory.samples,
     serverCpuSeconds: serverCpu,
+    clientCpuSeconds: (client.user + client.system) / 1e6,
+    machine: machineCpu,
   };
 }
 
