@@ -1,6 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { isValidUid } from '../dicom/uid.js';
-import { normalizeTime } from './record.js';
+import { foldText, normalizeTime, trimNameComponents } from './record.js';
 
 export type Level = 'study' | 'series' | 'instance';
 export type MatchKey = { tag: string; keyword: string; value: string };
@@ -17,56 +17,72 @@ export type QidoQuery = {
 /** A bad query value: the route answers 400 with this message. */
 export class QueryError extends Error {}
 
-type Kind = 'uid' | 'text' | 'ci-text' | 'date' | 'time' | 'pn' | 'int' | 'modalities';
-type Matchable = { level: Level; table: 'studies' | 'series' | 'instances'; column: string; kind: Kind };
+type Kind = 'uid' | 'text' | 'folded-text' | 'date' | 'time' | 'pn' | 'int' | 'modalities';
+type Table = 'studies' | 'series' | 'instances';
+/** A matching key: the column (for names, one column per component group) and the rule that answers it. */
+type Matchable = { level: Level; table: Table; columns: string[]; kind: Kind };
 
 const LEVEL_RANK: Record<Level, number> = { study: 0, series: 1, instance: 2 };
-const study = (column: string, kind: Kind): Matchable => ({ level: 'study', table: 'studies', column, kind });
-const serie = (column: string, kind: Kind): Matchable => ({ level: 'series', table: 'series', column, kind });
-const inst = (column: string, kind: Kind): Matchable => ({ level: 'instance', table: 'instances', column, kind });
+const study = (kind: Kind, ...columns: string[]): Matchable => ({ level: 'study', table: 'studies', columns, kind });
+const serie = (kind: Kind, ...columns: string[]): Matchable => ({ level: 'series', table: 'series', columns, kind });
+const inst = (kind: Kind, ...columns: string[]): Matchable => ({ level: 'instance', table: 'instances', columns, kind });
 
-/** PS3.18 Tables 10.6.1-5 to 10.6.1-7 matching keys, each with the column and rule that answers it. */
+/** PS3.18 Table 10.6.1-5 matching keys and a few more clinics search by. */
 const MATCHABLE: Record<string, Matchable> = {
-  '0020000D': study('study_uid', 'uid'),
-  '00100010': study('patient_name', 'pn'),
-  '00100020': study('patient_id', 'text'),
-  '00100030': study('patient_birth_date', 'date'),
-  '00100040': study('patient_sex', 'text'),
-  '00080020': study('study_date', 'date'),
-  '00080030': study('study_time', 'time'),
-  '00080050': study('accession_number', 'text'),
-  '00200010': study('study_id', 'text'),
-  '00081030': study('study_description', 'ci-text'),
-  '00080090': study('referring_physician_name', 'ci-text'),
-  '00080061': study('modalities', 'modalities'),
-  '0020000E': serie('series_uid', 'uid'),
-  '00080060': serie('modality', 'text'),
-  '00200011': serie('series_number', 'int'),
-  '0008103E': serie('series_description', 'ci-text'),
-  '00080021': serie('series_date', 'date'),
-  '00080031': serie('series_time', 'time'),
-  '00180015': serie('body_part_examined', 'text'),
-  '00400244': serie('pps_start_date', 'date'),
-  '00080018': inst('sop_uid', 'uid'),
-  '00080016': inst('sop_class_uid', 'uid'),
-  '00200013': inst('instance_number', 'int'),
-  '00280008': inst('number_of_frames', 'int'),
-  '00280010': inst('rows', 'int'),
-  '00280011': inst('columns', 'int'),
+  '0020000D': study('uid', 'study_uid'),
+  '00100010': study('pn', 'patient_name_alphabetic', 'patient_name_ideographic', 'patient_name_phonetic'),
+  '00100020': study('text', 'patient_id'),
+  '00100030': study('date', 'patient_birth_date'),
+  '00100040': study('text', 'patient_sex'),
+  '00080020': study('date', 'study_date'),
+  '00080030': study('time', 'study_time'),
+  '00080050': study('text', 'accession_number'),
+  '00200010': study('text', 'study_id'),
+  // Descriptions are not PN, but people type them in any case: matched folded, like names.
+  '00081030': study('folded-text', 'study_description'),
+  '00080090': study('pn', 'referring_physician_name'),
+  // Matched on the Modality of the study's series, so that it is always current.
+  '00080061': { level: 'study', table: 'series', columns: ['modality'], kind: 'modalities' },
+  '0020000E': serie('uid', 'series_uid'),
+  '00080060': serie('text', 'modality'),
+  '00200011': serie('int', 'series_number'),
+  '0008103E': serie('folded-text', 'series_description'),
+  '00080021': serie('date', 'series_date'),
+  '00080031': serie('time', 'series_time'),
+  '00180015': serie('text', 'body_part_examined'),
+  '00400244': serie('date', 'pps_start_date'),
+  '00080018': inst('uid', 'sop_uid'),
+  '00080016': inst('uid', 'sop_class_uid'),
+  '00200013': inst('int', 'instance_number'),
+  '00280008': inst('int', 'number_of_frames'),
+  '00280010': inst('int', 'rows'),
+  '00280011': inst('int', 'columns'),
 };
 
+/** Whether a key can narrow a search (a UID list key may then repeat, PS3.18 8.3.4.1). */
+export function isUidListKey(tag: string): boolean {
+  return MATCHABLE[tag]?.kind === 'uid';
+}
 
+/** An empty value or `*` is Universal Matching (PS3.4 C.2.2.2.3, C.2.2.2.4): a return key that narrows nothing. */
+export function isUniversal(value: string): boolean {
+  return /^\**$/.test(value.trim());
+}
 
-/** WHERE conditions for a query, shared by both SQL dialects (LIKE with an explicit escape). */
+/**
+ * WHERE conditions for a query, shared by both SQL dialects. LIKE carries an explicit escape and must be
+ * case-sensitive, as in Postgres: case-insensitive keys are compared folded on both sides instead.
+ */
 export function whereClauses(query: QidoQuery): SQL[] {
   const where: SQL[] = [];
   if (query.studyUid) where.push(sql`studies.study_uid = ${query.studyUid}`);
   if (query.seriesUid) where.push(sql`series.series_uid = ${query.seriesUid}`);
   for (const key of query.keys) {
+    if (isUniversal(key.value)) continue;
     const m = MATCHABLE[key.tag];
-    if (!m || LEVEL_RANK[m.level] > LEVEL_RANK[query.level]) {
-      throw new QueryError(`${key.keyword} cannot be used as a matching key at ${query.level} level`);
-    }
+    const refuse = (why: string) => new QueryError(`${key.keyword} cannot be used as a matching key at ${query.level} level: ${why}`);
+    if (!m) throw refuse('this server does not match on it (ask for it with includefield instead)');
+    if (LEVEL_RANK[m.level] > LEVEL_RANK[query.level]) throw refuse(`it belongs to the ${m.level} level`);
     const condition = matchCondition(m, key, query.fuzzy);
     if (condition) where.push(condition);
   }
@@ -75,93 +91,118 @@ export function whereClauses(query: QidoQuery): SQL[] {
 
 function matchCondition(m: Matchable, key: MatchKey, fuzzy: boolean): SQL | undefined {
   const value = key.value.trim();
-  if (value === '' || value === '*') return undefined; // universal match
-  const col = sql.raw(`${m.table}.${m.column}`);
+  const col = sql.raw(`${m.table}.${m.columns[0]}`);
   switch (m.kind) {
     case 'uid': {
-      const uids = value.split(/[\\,]/).map((u) => u.trim()).filter(Boolean);
+      const uids = listValues(key, value);
       for (const uid of uids) if (!isValidUid(uid)) throw new QueryError(`${key.keyword}: "${uid}" is not a valid UID`);
       return sql`${col} IN (${sql.join(uids.map((u) => sql`${u}`), sql`, `)})`;
     }
     case 'text':
-      return textMatch(col, value, false);
-    case 'ci-text':
-      return textMatch(col, value, true);
+      return textMatch(col, value);
+    case 'folded-text':
+      return textMatch(col, foldText(value));
     case 'int': {
       if (!/^[+-]?\d+$/.test(value)) throw new QueryError(`${key.keyword}: "${value}" is not an integer`);
       return sql`${col} = ${Number(value)}`;
     }
     case 'date':
-      return rangeMatch(col, key, value, /^\d{8}$/, (v) => v, 'YYYYMMDD');
+      return rangeMatch(col, key, value, parseDate, 'YYYYMMDD');
     case 'time':
-      return rangeMatch(col, key, value, /^\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?$/, (v) => normalizeTime(v)!, 'HHMMSS.FFFFFF');
+      return rangeMatch(col, key, value, parseTime, 'HHMMSS.FFFFFF');
     case 'modalities': {
-      const modalities = value.split(/[\\,]/).map((s) => s.trim()).filter(Boolean);
-      return sql`EXISTS (SELECT 1 FROM series m WHERE m.study_uid = studies.study_uid AND m.modality IN (${sql.join(
-        modalities.map((x) => sql`${x}`),
-        sql`, `,
-      )}))`;
+      // Any of the listed modalities (PS3.4 C.6.1.1.3.1: ModalitiesInStudy matches if one of its values does).
+      const any = listValues(key, value).map((modality) => textMatch(sql.raw(`m.${m.columns[0]}`), modality));
+      return sql`EXISTS (SELECT 1 FROM series m WHERE m.study_uid = studies.study_uid AND (${sql.join(any, sql` OR `)}))`;
     }
     case 'pn':
-      return personNameMatch(value, fuzzy);
+      return personNameMatch(m, value, fuzzy);
   }
 }
 
-function textMatch(col: SQL, value: string, caseInsensitive: boolean): SQL {
-  const target = caseInsensitive ? sql`lower(${col})` : col;
-  const v = caseInsensitive ? value.toLowerCase() : value;
-  if (/[*?]/.test(v)) return sql`${target} LIKE ${wildcardToLike(v)} ESCAPE '\\'`;
-  return sql`${target} = ${v}`;
+/** UID lists and several modalities come separated by backslash (DICOM) or comma (PS3.18 uid-list-match). */
+function listValues(key: MatchKey, value: string): string[] {
+  const values = value.split(/[\\,]/).map((v) => v.trim()).filter(Boolean);
+  if (values.length === 0) throw new QueryError(`${key.keyword}: "${value}" lists no value`);
+  return values;
 }
 
-function rangeMatch(col: SQL, key: MatchKey, value: string, form: RegExp, normalize: (v: string) => string, shape: string): SQL {
-  const parts = value.split('-');
+function textMatch(col: SQL, value: string): SQL {
+  if (/[*?]/.test(value)) return sql`${col} LIKE ${wildcardToLike(value)} ESCAPE '\\'`;
+  return sql`${col} = ${value}`;
+}
+
+/**
+ * PS3.4 C.2.2.2.5 range matching, open at either end. A value given to the day, minute or second stands
+ * for all of it: `1015` matches 10:15:00 to 10:15:59.999999, alone or as either bound.
+ */
+function rangeMatch(col: SQL, key: MatchKey, value: string, parse: (v: string) => string | undefined, shape: string): SQL {
   const bad = () => new QueryError(`${key.keyword}: "${value}" is not a ${shape} value or range (${shape}-${shape}, open ends allowed)`);
-  if (parts.length === 1) {
-    if (!form.test(value)) throw bad();
-    return sql`${col} = ${normalize(value)}`;
-  }
-  const [from, to] = parts;
-  if (parts.length !== 2 || (from === '' && to === '') || (from && !form.test(from)) || (to && !form.test(to!))) throw bad();
+  const parts = value.split('-');
+  if (parts.length > 2) throw bad();
+  const [from, to] = parts.length === 1 ? [value, value] : (parts as [string, string]);
+  if (from === '' && to === '') throw bad();
   const conditions: SQL[] = [];
-  if (from) conditions.push(sql`${col} >= ${normalize(from)}`);
-  // An upper bound given to the minute or second includes the whole of it.
-  if (to) conditions.push(sql`${col} <= ${normalize(to) + '\uffff'}`);
+  if (from) {
+    const bound = parse(from);
+    if (bound === undefined) throw bad();
+    conditions.push(sql`${col} >= ${bound}`);
+  }
+  if (to) {
+    const bound = parse(to);
+    if (bound === undefined) throw bad();
+    conditions.push(sql`${col} <= ${bound + '\uffff'}`);
+  }
   return sql.join(conditions, sql` AND `);
 }
 
-const NAME_GROUPS = ['patient_name_alphabetic', 'patient_name_ideographic', 'patient_name_phonetic'] as const;
-
-/**
- * PS3.4 C.2.2.2.1 for PN: case-insensitive, wildcards, against each component group. A query with '='
- * names its groups. Fuzzy matching (PS3.4 C.2.2.2.1.1, left to the implementation): each word of the
- * query must begin some name component, in any order.
- */
-function personNameMatch(value: string, fuzzy: boolean): SQL {
-  const query = value.normalize('NFC').toLowerCase().replace(/\^+$/, '');
-  if (query.includes('=')) {
-    const groups = query.split('=');
-    const conditions = groups.flatMap((g, i) => (g && g !== '*' && NAME_GROUPS[i] ? [nameGroupMatch(NAME_GROUPS[i], g, fuzzy)] : []));
-    return conditions.length ? sql`(${sql.join(conditions, sql` AND `)})` : sql`1 = 1`;
-  }
-  return sql`(${sql.join(NAME_GROUPS.map((g) => nameGroupMatch(g, query, fuzzy)), sql` OR `)})`;
+function parseDate(v: string): string | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(v);
+  if (!m) return undefined;
+  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCMonth() === month - 1 && date.getUTCDate() === day ? v : undefined;
 }
 
-function nameGroupMatch(group: string, query: string, fuzzy: boolean): SQL {
-  const col = sql.raw(`studies.${group}`);
-  if (fuzzy && !/[*?]/.test(query)) {
-    const words = query.split(/[\^ ,]+/).filter(Boolean);
-    const spaced = sql`(' ' || replace(${col}, '^', ' '))`;
-    return sql`(${sql.join(words.map((w) => sql`${spaced} LIKE ${'% ' + escapeLike(w) + '%'} ESCAPE '\\'`), sql` AND `)})`;
+function parseTime(v: string): string | undefined {
+  // PS3.5 TM: HH[MM[SS[.F{1,6}]]], 60 for a leap second; colons of the ACR-NEMA form tolerated.
+  return /^([01]\d|2[0-3])(:?[0-5]\d(:?([0-5]\d|60)(\.\d{1,6})?)?)?$/.test(v) ? normalizeTime(v)! : undefined;
+}
+
+/**
+ * PS3.4 C.2.2.2.1 and C.2.2.2.4 for PN, which leave case and wildcards to the implementation: folded (case-
+ * and form-insensitive), `*` and `?`, matched against every component group, or against the groups a
+ * query names with `=`. Fuzzy matching (PS3.18 8.3.4.2): each word of the query begins some name component,
+ * in any order.
+ */
+function personNameMatch(m: Matchable, value: string, fuzzy: boolean): SQL | undefined {
+  const query = foldText(value);
+  const groups = m.columns.map((c) => sql.raw(`${m.table}.${c}`));
+  if (!query.includes('=')) {
+    const name = trimNameComponents(query);
+    return sql`(${sql.join(groups.map((g) => nameGroupMatch(g, name, fuzzy)), sql` OR `)})`;
   }
-  if (/[*?]/.test(query)) return sql`${col} LIKE ${wildcardToLike(query)} ESCAPE '\\'`;
-  return sql`${col} = ${query}`;
+  const conditions = query.split('=').flatMap((part, i) => {
+    const name = trimNameComponents(part);
+    if (isUniversal(name)) return [];
+    // A group this index does not keep (a referring physician's ideographic name) cannot match.
+    return [groups[i] ? nameGroupMatch(groups[i], name, fuzzy) : sql`1 = 0`];
+  });
+  return conditions.length ? sql`(${sql.join(conditions, sql` AND `)})` : undefined;
+}
+
+function nameGroupMatch(col: SQL, name: string, fuzzy: boolean): SQL {
+  if (/[*?]/.test(name)) return sql`${col} LIKE ${wildcardToLike(name)} ESCAPE '\\'`;
+  const words = name.split(/[\^ ,]+/).filter(Boolean);
+  if (!fuzzy || words.length === 0) return sql`${col} = ${name}`;
+  const spaced = sql`(' ' || replace(${col}, '^', ' '))`;
+  return sql`(${sql.join(words.map((w) => sql`${spaced} LIKE ${'% ' + escapeLike(w) + '%'} ESCAPE '\\'`), sql` AND `)})`;
 }
 
 function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (c) => '\\' + c);
 }
 
-export function wildcardToLike(query: string): string {
+function wildcardToLike(query: string): string {
   return escapeLike(query).replace(/\*/g, '%').replace(/\?/g, '_');
 }

@@ -47,6 +47,11 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
     const v = Number(firstString(j, tag));
     return Number.isFinite(v) ? Math.trunc(v) : null;
   };
+  // Descriptions are matched case-insensitively, so their columns hold the folded text (the JSON keeps the original).
+  const folded = (tag: string) => {
+    const v = firstString(j, tag);
+    return v === undefined ? null : foldText(v);
+  };
   return {
     study: {
       studyUid: record.studyUid,
@@ -60,7 +65,7 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
       studyTime: normalizeTime(firstString(j, Tag.StudyTime)),
       accessionNumber: firstString(j, Tag.AccessionNumber) ?? null,
       studyId: firstString(j, Tag.StudyID) ?? null,
-      studyDescription: firstString(j, Tag.StudyDescription) ?? null,
+      studyDescription: folded(Tag.StudyDescription),
       referringPhysicianName: nameGroups(j[Tag.ReferringPhysicianName]).alphabetic,
       json: JSON.stringify(pick(j, STUDY_TAGS)),
       updatedAt: now,
@@ -70,7 +75,7 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
       studyUid: record.studyUid,
       modality: firstString(j, Tag.Modality) ?? null,
       seriesNumber: int(Tag.SeriesNumber),
-      seriesDescription: firstString(j, Tag.SeriesDescription) ?? null,
+      seriesDescription: folded(Tag.SeriesDescription),
       seriesDate: firstString(j, Tag.SeriesDate) ?? null,
       seriesTime: normalizeTime(firstString(j, Tag.SeriesTime)),
       bodyPartExamined: firstString(j, '00180015') ?? null,
@@ -98,11 +103,23 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
   };
 }
 
-/** Lower-cased, NFC-normalised groups of the first person name value, for case-insensitive matching. */
+/**
+ * Text as case-insensitive matching compares it, index and query alike: NFC, lower case, and final sigma as
+ * sigma, since toLowerCase turns a word-final Σ into ς and "ΔΙΟΝΥΣ*" must still find "Διονυσιος".
+ */
+export function foldText(text: string): string {
+  return text.normalize('NFC').toLowerCase().replaceAll('ς', 'σ');
+}
+
+/** Folded groups of the first person name value; trailing empty components (`Doe^Jane^^^`) say nothing. */
 export function nameGroups(attribute: JsonAttribute | undefined): { alphabetic: string | null; ideographic: string | null; phonetic: string | null } {
   const value = attribute?.Value?.[0] as Record<string, string> | null | undefined;
-  const norm = (s: string | undefined) => (s ? s.normalize('NFC').toLowerCase().replace(/\^+$/, '') : null);
+  const norm = (s: string | undefined) => (s ? trimNameComponents(foldText(s)) || null : null);
   return { alphabetic: norm(value?.Alphabetic), ideographic: norm(value?.Ideographic), phonetic: norm(value?.Phonetic) };
+}
+
+export function trimNameComponents(group: string): string {
+  return group.replace(/[\^ ]+$/, '');
 }
 
 /** TM values compare as text once colons (ACR-NEMA style) are dropped. */

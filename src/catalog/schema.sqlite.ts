@@ -1,6 +1,6 @@
 import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
 
-/** Matching keys are columns (DESIGN decision 4); names are stored lower-cased per group for case-insensitive matching. */
+/** Matching keys are columns (DESIGN decision 4); names (per group) and descriptions are stored folded for case-insensitive matching. */
 export const studies = sqliteTable(
   'studies',
   {

@@ -21,6 +21,8 @@ export class SqliteCatalog implements Catalog {
     this.sqlite.pragma('journal_mode = WAL');
     this.sqlite.pragma('synchronous = FULL');
     this.sqlite.pragma('busy_timeout = 10000');
+    // QIDO wildcards are case-sensitive outside person names (PS3.4 C.2.2.2.4), as LIKE is in Postgres.
+    this.sqlite.pragma('case_sensitive_like = ON');
     this.db = drizzle(this.sqlite, { schema });
     migrate(this.db, { migrationsFolder: MIGRATIONS });
   }
