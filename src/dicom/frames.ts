@@ -27,7 +27,7 @@ export async function frameRanges(header: ParsedHeader, reader: ByteReader): Pro
   if (!isEncapsulated(header.transferSyntaxUID)) {
     if (pixels.hadUndefinedLength) throw new DicomParseError('native pixel data must have a defined length');
     if (pixels.dataOffset + pixels.length > size) {
-      throw new DicomParseError(`PixelData declares ${pixels.length} bytes but the file ends ${size - pixels.dataOffset} bytes after it starts`);
+      throw new DicomParseError(`PixelData declares ${pixels.length} bytes but the file ends ${size - pixels.dataOffset} bytes after it starts: the file is cut short or corrupt`);
     }
     const ds = header.dataSet;
     const rows = ds.uint16('x00280010') ?? 0;

@@ -58,7 +58,7 @@ export class IngestBatch {
     let spooled: Spooled | undefined;
     try {
       spooled = await spool(body, this.deps.spoolDir, this.deps.maxInstanceBytes);
-      const header = await readInstanceHeader(spooled.path, spooled.size, spooled.head);
+      const header = await readInstanceHeader(spooled.path, spooled.size, spooled.head, this.deps.maxInstanceBytes);
       const outcome: InstanceOutcome = {
         sopClassUid: header.sopClassUID,
         sopInstanceUid: header.sopInstanceUID,
@@ -89,7 +89,7 @@ export class IngestBatch {
     } catch (e) {
       if (spooled) await fs.rm(spooled.path, { force: true });
       if (e instanceof TooLarge) {
-        // The rest of this part is unread; the caller's reader skips it.
+        // Too large to receive (the caller's reader skips the rest of the part) or to inflate.
         this.fail({ status: 'failed' }, FailureReason.OutOfResources, e.message);
       } else if (e instanceof DicomParseError || e instanceof UidError) {
         this.fail({ status: 'failed' }, FailureReason.CannotUnderstand, e.message);

@@ -11,8 +11,11 @@ const HEAD_BYTES = 1024 * 1024;
 const WRITE_BYTES = 1024 * 1024;
 
 export class TooLarge extends Error {
-  constructor(readonly limit: number) {
-    super(`the instance is larger than the ${formatBytes(limit)} limit (PACS_MAX_INSTANCE_BYTES)`);
+  constructor(
+    readonly limit: number,
+    detail = `the instance is larger than the ${formatBytes(limit)} limit (PACS_MAX_INSTANCE_BYTES)`,
+  ) {
+    super(detail);
   }
 }
 
