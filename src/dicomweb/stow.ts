@@ -3,9 +3,13 @@ import { Tag } from '../dicom/tags.js';
 import { assertUid } from '../dicom/uid.js';
 import { HttpError } from '../errors.js';
 import { FailureReason, IngestBatch, type InstanceOutcome } from '../ingest/ingest.js';
+import { formatBytes } from '../ingest/spool.js';
 import type { Env, Services } from '../context.js';
 import { MultipartError, parseMultipartRelated, readMultipart } from './multipart.js';
 import { dicomwebRoot } from './urls.js';
+
+/** Errors of a Node request body whose client went away (node:http 'aborted', a stream closed before its end). */
+const CONNECTION_LOST = new Set(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE']);
 
 /** STOW-RS (PS3.18 10.5): every part is judged on its own; a bad one never stops its neighbours. */
 export function stowRouter(services: Services) {
@@ -17,10 +21,13 @@ export function stowRouter(services: Services) {
     if (type && type.toLowerCase() !== 'application/dicom') {
       throw new HttpError(415, 'unsupported-media-type', `this server stores application/dicom parts; "${type}" (metadata and bulk data) is not supported`);
     }
+    const { config } = services;
+    // A declared length over the limit is refused before a byte of the body is read; other bodies are counted.
+    const declared = Number(c.req.header('content-length'));
+    if (declared > config.maxRequestBytes) throw requestTooLarge(config.maxRequestBytes, declared);
     const body = c.env?.incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array> | null);
     if (!body) throw new HttpError(400, 'bad-request', 'the request has no body');
 
-    const { config } = services;
     const batch = new IngestBatch(services.ingest, studyUid);
     let parts = 0;
     try {
@@ -36,8 +43,12 @@ export function stowRouter(services: Services) {
     } catch (e: unknown) {
       await batch.abort();
       if (e instanceof MultipartError) {
-        if (e.code === 'too-large') throw new HttpError(413, 'too-large', `the request is larger than the ${config.maxRequestBytes}-byte limit (PACS_MAX_REQUEST_BYTES); nothing was stored, send fewer instances per request`);
+        if (e.code === 'too-large') throw requestTooLarge(config.maxRequestBytes);
         throw new HttpError(400, 'bad-multipart', `${e.message}; nothing was stored`);
+      }
+      // The client hung up mid-upload: its mistake or its network's, not a server failure to report as one.
+      if (CONNECTION_LOST.has((e as NodeJS.ErrnoException).code ?? '')) {
+        throw new HttpError(400, 'upload-interrupted', 'the connection closed before the whole body arrived; nothing was stored, send it again');
       }
       throw e;
     }
@@ -52,6 +63,11 @@ export function stowRouter(services: Services) {
   router.post('/studies', store);
   router.post('/studies/:study', store);
   return router;
+}
+
+function requestTooLarge(limit: number, declared?: number): HttpError {
+  const size = declared === undefined ? 'larger' : `${formatBytes(declared)}, larger`;
+  return new HttpError(413, 'too-large', `the request is ${size} than the ${formatBytes(limit)} limit (PACS_MAX_REQUEST_BYTES); nothing was stored, send fewer instances per request`);
 }
 
 function multipartOf(contentType: string | undefined) {
