@@ -63,11 +63,12 @@ export async function startServer(opts: { env?: Record<string, string>; dataDir?
   };
 }
 
-/** A multipart/related STOW-RS body, as a modality or uploader would send it. */
-export function stowBody(files: Buffer[], boundary = `b-${randomUUID()}`): { body: Buffer; contentType: string } {
+/** A multipart/related STOW-RS body, as a modality or uploader would send it; parts are application/dicom unless typed. */
+export function stowBody(parts: Array<Buffer | { contentType: string; body: Buffer }>, boundary = `b-${randomUUID()}`): { body: Buffer; contentType: string } {
   const chunks: Buffer[] = [];
-  for (const file of files) {
-    chunks.push(Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), file, Buffer.from('\r\n'));
+  for (const part of parts) {
+    const { contentType, body } = Buffer.isBuffer(part) ? { contentType: 'application/dicom', body: part } : part;
+    chunks.push(Buffer.from(`--${boundary}\r\nContent-Type: ${contentType}\r\n\r\n`), body, Buffer.from('\r\n'));
   }
   chunks.push(Buffer.from(`--${boundary}--\r\n`));
   return { body: Buffer.concat(chunks), contentType: `multipart/related; type="application/dicom"; boundary=${boundary}` };
