@@ -35,7 +35,7 @@ export function createApp(services: Services) {
       origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
       allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id'],
       allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
-      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After'],
+      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning'],
       maxAge: 600,
     }),
   );

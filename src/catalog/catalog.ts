@@ -17,8 +17,9 @@ export type StoredInstance = {
 };
 
 export type StudyRow = { json: string; numSeries: number; numInstances: number; modalities: string; studyUid: string };
-export type SeriesRow = { json: string; numInstances: number; studyUid: string; seriesUid: string; studyJson: string };
-export type InstanceRow = { json: string; studyUid: string; seriesUid: string; sopUid: string; studyJson: string; seriesJson: string };
+/** A series with its study, whose attributes a search of all series answers too (PS3.18 10.6.3.3.2). */
+export type SeriesRow = { json: string; numInstances: number; studyUid: string; seriesUid: string; study: StudyRow };
+export type InstanceRow = { json: string; studyUid: string; seriesUid: string; sopUid: string; series: SeriesRow };
 
 export type Scope = { studyUid: string; seriesUid?: string; sopUid?: string };
 

@@ -11,12 +11,12 @@ export const STUDY_TAGS = [
 ] as const;
 export const SERIES_TAGS = [
   Tag.SpecificCharacterSet, Tag.Modality, Tag.SeriesInstanceUID, Tag.SeriesNumber, Tag.SeriesDescription,
-  Tag.SeriesDate, Tag.SeriesTime, '00180015', '00080070', '00081090', '00200060', '00400244', '00400245', '00400275',
+  Tag.SeriesDate, Tag.SeriesTime, '00180015', '00080070', '00081090', '00200060', '00400244', '00400245', '00400275', '00080201',
 ] as const;
 /** Instance-level defaults of PS3.18 Table 10.6.3-5, plus what viewers sort and lay out by. */
 export const INSTANCE_TAGS = [
   Tag.SpecificCharacterSet, Tag.SOPClassUID, Tag.SOPInstanceUID, Tag.InstanceNumber, Tag.Rows, Tag.Columns,
-  Tag.BitsAllocated, Tag.NumberOfFrames, '00080023', '00080033', '00200032', '00200037', '00201041',
+  Tag.BitsAllocated, Tag.NumberOfFrames, '00080023', '00080033', '00200032', '00200037', '00201041', '00080201',
 ] as const;
 
 export function pick(json: DicomJson, tags: readonly string[]): DicomJson {

@@ -89,30 +89,28 @@ export class SqliteCatalog implements Catalog {
 
   async studies(query: QidoQuery): Promise<StudyRow[]> {
     return this.db.all<StudyRow>(sql`
-      SELECT studies.json AS json, studies.num_series AS "numSeries", studies.num_instances AS "numInstances",
-             studies.modalities AS modalities, studies.study_uid AS "studyUid"
-      FROM studies ${where(whereClauses(query))}
+      SELECT ${sql.raw(studyColumns())} FROM studies ${where(whereClauses(query))}
       ORDER BY coalesce(studies.study_date, '') DESC, coalesce(studies.study_time, '') DESC, studies.study_uid
       LIMIT ${query.limit} OFFSET ${query.offset}`);
   }
 
   async series(query: QidoQuery): Promise<SeriesRow[]> {
-    return this.db.all<SeriesRow>(sql`
-      SELECT series.json AS json, series.num_instances AS "numInstances", series.study_uid AS "studyUid",
-             series.series_uid AS "seriesUid", studies.json AS "studyJson"
+    const rows = this.db.all<FlatSeriesRow>(sql`
+      SELECT ${SERIES_COLUMNS}
       FROM series JOIN studies ON studies.study_uid = series.study_uid ${where(whereClauses(query))}
       ORDER BY series.study_uid, series.series_number IS NULL, series.series_number, series.series_uid
       LIMIT ${query.limit} OFFSET ${query.offset}`);
+    return rows.map(nestSeries);
   }
 
   async instances(query: QidoQuery): Promise<InstanceRow[]> {
-    return this.db.all<InstanceRow>(sql`
-      SELECT instances.json AS json, instances.study_uid AS "studyUid", instances.series_uid AS "seriesUid",
-             instances.sop_uid AS "sopUid", studies.json AS "studyJson", series.json AS "seriesJson"
+    const rows = this.db.all<FlatSeriesRow & { sopUid: string; instanceJson: string }>(sql`
+      SELECT instances.json AS "instanceJson", instances.sop_uid AS "sopUid", ${SERIES_COLUMNS}
       FROM instances JOIN series ON series.series_uid = instances.series_uid
            JOIN studies ON studies.study_uid = instances.study_uid ${where(whereClauses(query))}
       ORDER BY instances.series_uid, instances.instance_number IS NULL, instances.instance_number, instances.sop_uid
       LIMIT ${query.limit} OFFSET ${query.offset}`);
+    return rows.map((r) => ({ json: r.instanceJson, studyUid: r.studyUid, seriesUid: r.seriesUid, sopUid: r.sopUid, series: nestSeries(r) }));
   }
 
   async storedInstances(scope: Scope): Promise<StoredInstance[]> {
@@ -147,6 +145,22 @@ export class SqliteCatalog implements Catalog {
   async close(): Promise<void> {
     this.sqlite.close();
   }
+}
+
+/** A study row's columns; beside a series row they are named `study.…` and nested by nestSeries. */
+function studyColumns(prefix = ''): string {
+  const as = (name: keyof StudyRow) => `"${prefix}${name}"`;
+  return `studies.json AS ${as('json')}, studies.num_series AS ${as('numSeries')}, studies.num_instances AS ${as('numInstances')},
+    studies.modalities AS ${as('modalities')}, studies.study_uid AS ${as('studyUid')}`;
+}
+const SERIES_COLUMNS = sql.raw(`series.json AS json, series.num_instances AS "numInstances", series.study_uid AS "studyUid",
+  series.series_uid AS "seriesUid", ${studyColumns('study.')}`);
+
+type FlatSeriesRow = Omit<SeriesRow, 'study'> & { [K in keyof StudyRow as `study.${K}`]: StudyRow[K] };
+
+function nestSeries(r: FlatSeriesRow): SeriesRow {
+  const study = { json: r['study.json'], numSeries: r['study.numSeries'], numInstances: r['study.numInstances'], modalities: r['study.modalities'], studyUid: r['study.studyUid'] };
+  return { json: r.json, numInstances: r.numInstances, studyUid: r.studyUid, seriesUid: r.seriesUid, study };
 }
 
 const INSTANCE_ORDER = [schema.instances.seriesUid, sql`${schema.instances.instanceNumber} IS NULL`, schema.instances.instanceNumber, schema.instances.sopUid];

@@ -1,6 +1,6 @@
 import { Hono, type Context } from 'hono';
 import type { InstanceRow, SeriesRow, StudyRow } from '../catalog/catalog.js';
-import { type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
+import { isUidListKey, isUniversal, type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
 import { INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, pick } from '../catalog/record.js';
 import type { DicomJson } from '../dicom/json.js';
 import { Tag, resolveAttribute } from '../dicom/tags.js';
@@ -14,30 +14,32 @@ const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10000;
 const CONTROL_PARAMS = new Set(['limit', 'offset', 'fuzzymatching', 'includefield']);
 
+type Include = { all: boolean; tags: string[] };
+/** What the search was of (PS3.18 Table 10.6.1-2): a search of all series also answers study attributes. */
+type Target = { study?: string; series?: string };
+type Search = { sql: QidoQuery; include: Include; target: Target };
+
 /** QIDO-RS (PS3.18 10.6): search studies, series and instances, answered from the index alone. */
 export function qidoRouter(services: Services) {
   const { catalog, config } = services;
   const router = new Hono<Env>();
 
-  router.get('/studies', async (c) => {
-    const query = parseQuery(c, 'study');
-    const rows = await catalog.studies(query.sql);
-    return answer(c, rows.map((row) => studyJson(row, query.include, dicomwebRoot(c, config.publicUrl))));
-  });
+  const search =
+    <R>(level: Level, find: (query: QidoQuery) => Promise<R[]>, toJson: (row: R, search: Search, root: string) => DicomJson) =>
+    async (c: Context<Env>) => {
+      const query = parseQuery(c, level);
+      // One row past the page tells whether more results can be asked for (PS3.18 8.3.4.4).
+      const rows = await find({ ...query.sql, limit: query.sql.limit + 1 });
+      const root = dicomwebRoot(c, config.publicUrl);
+      if (rows.length > query.sql.limit) c.header('Warning', `299 ${root}: There are additional results that can be requested`);
+      return answer(c, rows.slice(0, query.sql.limit).map((row) => sortedJson(toJson(row, query, root))));
+    };
 
-  const seriesSearch = async (c: Context<Env>) => {
-    const query = parseQuery(c, 'series');
-    const rows = await catalog.series(query.sql);
-    return answer(c, rows.map((row) => seriesJson(row, query.include, dicomwebRoot(c, config.publicUrl))));
-  };
+  router.get('/studies', search('study', (q) => catalog.studies(q), studyJson));
+  const seriesSearch = search('series', (q) => catalog.series(q), seriesJson);
   router.get('/series', seriesSearch);
   router.get('/studies/:study/series', seriesSearch);
-
-  const instanceSearch = async (c: Context<Env>) => {
-    const query = parseQuery(c, 'instance');
-    const rows = await catalog.instances(query.sql);
-    return answer(c, rows.map((row) => instanceJson(row, query.include, dicomwebRoot(c, config.publicUrl))));
-  };
+  const instanceSearch = search('instance', (q) => catalog.instances(q), instanceJson);
   router.get('/instances', instanceSearch);
   router.get('/studies/:study/instances', instanceSearch);
   router.get('/studies/:study/series/:series/instances', instanceSearch);
@@ -45,44 +47,50 @@ export function qidoRouter(services: Services) {
   return router;
 }
 
-type Include = { all: boolean; tags: string[] };
-
-function parseQuery(c: Context<Env>, level: Level): { sql: QidoQuery; include: Include } {
-  const url = new URL(c.req.url);
-  const params = url.searchParams;
+function parseQuery(c: Context<Env>, level: Level): Search {
+  const params = new URL(c.req.url).searchParams;
   const keys: MatchKey[] = [];
   const include: Include = { all: false, tags: [] };
-  for (const [name, value] of params) {
+  for (const name of new Set(params.keys())) {
+    const values = params.getAll(name);
     if (name === 'includefield') {
-      for (const field of value.split(',').map((f) => f.trim()).filter(Boolean)) {
+      for (const field of values.flatMap((v) => v.split(',')).map((f) => f.trim()).filter(Boolean)) {
         if (field === 'all') include.all = true;
         else include.tags.push(attribute(field, 'includefield').tag);
       }
-    } else if (!CONTROL_PARAMS.has(name)) {
-      if (name.includes('.')) throw new BadRequest(`${name}: sequence matching keys are not supported`);
-      const entry = attribute(name, 'query key');
-      keys.push({ tag: entry.tag, keyword: entry.keyword, value });
+      continue;
     }
+    if (CONTROL_PARAMS.has(name)) {
+      if (values.length > 1) throw new BadRequest(`${name} is given ${values.length} times; give it once`);
+      continue;
+    }
+    if (name.includes('.')) throw new BadRequest(`${name}: sequence matching keys are not supported`);
+    const entry = attribute(name, 'query key');
+    // PS3.18 8.3.4.1: a key appears once, except a UID list key, whose values then form the list.
+    if (values.length > 1 && !isUidListKey(entry.tag)) {
+      throw new BadRequest(`${name} is given ${values.length} times; only UID list keys may repeat`);
+    }
+    const value = values.join('\\');
+    // A universal key asks for the attribute to be returned (PS3.18 8.3.4.3), like includefield.
+    if (isUniversal(value)) include.tags.push(entry.tag);
+    keys.push({ tag: entry.tag, keyword: entry.keyword, value });
   }
   const study = c.req.param('study');
   const series = c.req.param('series');
-  try {
-    return {
-      include,
-      sql: {
-        level,
-        studyUid: study === undefined ? undefined : assertUid('StudyInstanceUID in the URL', study),
-        seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
-        keys,
-        fuzzy: params.get('fuzzymatching') === 'true',
-        limit: integerParam(params.get('limit'), 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT),
-        offset: integerParam(params.get('offset'), 'offset', 0, 0, Number.MAX_SAFE_INTEGER),
-      },
-    };
-  } catch (e) {
-    if (e instanceof Error && !(e instanceof HttpError)) throw new BadRequest(e.message);
-    throw e;
-  }
+  const target: Target = {
+    study: study === undefined ? undefined : assertUid('StudyInstanceUID in the URL', study),
+    series: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
+  };
+  const sql: QidoQuery = {
+    level,
+    studyUid: target.study,
+    seriesUid: target.series,
+    keys,
+    fuzzy: booleanParam(params.get('fuzzymatching'), 'fuzzymatching'),
+    limit: integerParam(params.get('limit'), 'limit', DEFAULT_LIMIT, MAX_LIMIT),
+    offset: integerParam(params.get('offset'), 'offset', 0, Number.MAX_SAFE_INTEGER),
+  };
+  return { sql, include, target };
 }
 
 function attribute(name: string, what: string) {
@@ -91,10 +99,17 @@ function attribute(name: string, what: string) {
   return entry;
 }
 
-function integerParam(raw: string | null, name: string, fallback: number, min: number, max: number): number {
+function booleanParam(raw: string | null, name: string): boolean {
+  if (raw === null || raw === 'false') return false;
+  if (raw === 'true') return true;
+  throw new BadRequest(`${name} must be true or false, not "${raw}"`);
+}
+
+/** limit=0 is a fair question (is there anything?): it answers no results and the Warning when there are. */
+function integerParam(raw: string | null, name: string, fallback: number, max: number): number {
   if (raw === null || raw === '') return fallback;
   if (!/^\d+$/.test(raw)) throw new BadRequest(`${name} must be a whole number, not "${raw}"`);
-  return Math.min(Math.max(Number(raw), min), max);
+  return Math.min(Number(raw), max);
 }
 
 async function answer(c: Context<Env>, results: string[]) {
@@ -106,42 +121,67 @@ async function answer(c: Context<Env>, results: string[]) {
   return c.body(`[${results.join(',')}]`, 200, { 'Content-Type': `${accepted.mediaType}; charset=utf-8` });
 }
 
-function withIncluded(base: DicomJson, source: DicomJson, include: Include): DicomJson {
-  if (include.all) return { ...source, ...base };
-  for (const tag of include.tags) if (source[tag] && !base[tag]) base[tag] = source[tag];
-  return base;
+/** Stored attributes asked for by includefield (or by a universal key); `all` gives every one stored. */
+function included(stored: DicomJson, include: Include): DicomJson {
+  return include.all ? stored : pick(stored, include.tags);
 }
 
-function studyJson(row: StudyRow, include: Include, root: string): string {
+/** The study attributes every study result carries (PS3.18 Table 10.6.3-3), counts kept in the index. */
+function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
+  return {
+    ...pick(stored, STUDY_TAGS),
+    [Tag.ModalitiesInStudy]: row.modalities ? { vr: 'CS', Value: row.modalities.split('\\') } : { vr: 'CS' },
+    [Tag.NumberOfStudyRelatedSeries]: { vr: 'IS', Value: [row.numSeries] },
+    [Tag.NumberOfStudyRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
+  };
+}
+
+/** The series attributes every series result carries (PS3.18 Table 10.6.3-4). */
+function seriesAttributes(row: SeriesRow, stored: DicomJson, study: DicomJson): DicomJson {
+  return {
+    ...pick(stored, SERIES_TAGS),
+    [Tag.StudyInstanceUID]: study[Tag.StudyInstanceUID]!,
+    [Tag.NumberOfSeriesRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
+  };
+}
+
+const retrieveUrl = (url: string) => ({ [Tag.RetrieveURL]: { vr: 'UR', Value: [url] } });
+
+function studyJson(row: StudyRow, { include }: Search, root: string): DicomJson {
   const stored = JSON.parse(row.json) as DicomJson;
-  const json = withIncluded(pick(stored, STUDY_TAGS), stored, include);
-  json[Tag.ModalitiesInStudy] = { vr: 'CS', Value: row.modalities ? row.modalities.split('\\') : [] };
-  json[Tag.NumberOfStudyRelatedSeries] = { vr: 'IS', Value: [row.numSeries] };
-  json[Tag.NumberOfStudyRelatedInstances] = { vr: 'IS', Value: [row.numInstances] };
-  json[Tag.RetrieveURL] = { vr: 'UR', Value: [`${root}/studies/${row.studyUid}`] };
-  return sortedJson(json);
+  return { ...included(stored, include), ...studyAttributes(row, stored), ...retrieveUrl(`${root}/studies/${row.studyUid}`) };
 }
 
-function seriesJson(row: SeriesRow, include: Include, root: string): string {
+function seriesJson(row: SeriesRow, { include, target }: Search, root: string): DicomJson {
+  const study = JSON.parse(row.study.json) as DicomJson;
   const stored = JSON.parse(row.json) as DicomJson;
-  const study = JSON.parse(row.studyJson) as DicomJson;
-  const json = withIncluded(withIncluded(pick(stored, SERIES_TAGS), stored, include), study, include);
-  json[Tag.StudyInstanceUID] = study[Tag.StudyInstanceUID]!;
-  json[Tag.NumberOfSeriesRelatedInstances] = { vr: 'IS', Value: [row.numInstances] };
-  json[Tag.RetrieveURL] = { vr: 'UR', Value: [`${root}/studies/${row.studyUid}/series/${row.seriesUid}`] };
-  return sortedJson(json);
+  return {
+    ...included(study, include),
+    ...(target.study ? {} : studyAttributes(row.study, study)),
+    ...included(stored, include),
+    ...seriesAttributes(row, stored, study),
+    ...retrieveUrl(`${root}/studies/${row.studyUid}/series/${row.seriesUid}`),
+  };
 }
 
-function instanceJson(row: InstanceRow, include: Include, root: string): string {
+/** PS3.18 10.6.3.3.3: a search of all instances answers study and series attributes, one in a study series attributes. */
+function instanceJson(row: InstanceRow, { include, target }: Search, root: string): DicomJson {
+  const study = JSON.parse(row.series.study.json) as DicomJson;
+  const series = JSON.parse(row.series.json) as DicomJson;
   const stored = JSON.parse(absolutizeBulkData(row.json, root)) as DicomJson;
-  const series = JSON.parse(row.seriesJson) as DicomJson;
-  const study = JSON.parse(row.studyJson) as DicomJson;
-  const json = withIncluded(withIncluded(pick(stored, INSTANCE_TAGS), stored, include), { ...study, ...series }, include);
-  json[Tag.StudyInstanceUID] = study[Tag.StudyInstanceUID]!;
-  json[Tag.SeriesInstanceUID] = series[Tag.SeriesInstanceUID]!;
-  if (series[Tag.Modality]) json[Tag.Modality] = series[Tag.Modality];
-  json[Tag.RetrieveURL] = { vr: 'UR', Value: [`${root}/studies/${row.studyUid}/series/${row.seriesUid}/instances/${row.sopUid}`] };
-  return sortedJson(json);
+  return {
+    ...included(study, include),
+    ...(target.study ? {} : studyAttributes(row.series.study, study)),
+    ...included(series, include),
+    ...(target.series ? {} : seriesAttributes(row.series, series, study)),
+    // Viewers place an instance by these whatever the target.
+    [Tag.StudyInstanceUID]: study[Tag.StudyInstanceUID]!,
+    [Tag.SeriesInstanceUID]: series[Tag.SeriesInstanceUID]!,
+    ...pick(series, [Tag.Modality]),
+    ...included(stored, include),
+    ...pick(stored, INSTANCE_TAGS),
+    ...retrieveUrl(`${root}/studies/${row.studyUid}/series/${row.seriesUid}/instances/${row.sopUid}`),
+  };
 }
 
 /** DICOM JSON lists attributes in tag order (PS3.18 F.2.1). */
@@ -150,4 +190,3 @@ function sortedJson(json: DicomJson): string {
   for (const tag of Object.keys(json).sort()) sorted[tag] = json[tag]!;
   return JSON.stringify(sorted);
 }
-

@@ -282,6 +282,7 @@ describe('modalities and counts', () => {
     expect(muller).toMatchObject({ modalities: 'CT\\MR', numSeries: 2, numInstances: 4 });
     const ct = await catalog.series(query('series', { SeriesInstanceUID: seriesUid('muller', 0) }));
     expect(ct.map((s) => s.numInstances)).toEqual([3]);
+    expect(ct[0]!.study).toMatchObject({ studyUid: studyUid('muller'), numSeries: 2, numInstances: 4, modalities: 'CT\\MR' });
   });
 });
 
