@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
@@ -8,7 +7,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
-import { startServer, stow, type RunningServer } from '../helpers/server.js';
+import { freePort, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { serveOhif, type OhifServer } from '../../viewer/serve-ohif.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -254,15 +253,4 @@ function summary(p: Picture | undefined): string {
   return p
     ? `${p.greyLevels} grey levels, longest white run ${p.longestWhiteRun} px of ${p.side}, ${(p.blackFraction * 100).toFixed(1)} % black`
     : 'no capture';
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }

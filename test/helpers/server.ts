@@ -109,7 +109,8 @@ export async function readMultipartResponse(response: Response): Promise<Array<{
   return parts;
 }
 
-function freePort(): Promise<number> {
+/** A port nothing listens on now, on loopback. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once('error', reject);
