@@ -8,7 +8,7 @@ import { syntheticInstance, type SopClass } from '../test/fixtures/synthetic.js'
 import type { Settings } from './settings.js';
 
 /** Bump when the recipe below changes, so a cached corpus of the old recipe is not reused. */
-const CORPUS_VERSION = 1;
+const CORPUS_VERSION = 2;
 
 export type CorpusInstance = {
   /** Relative to the corpus folder. */
@@ -22,7 +22,7 @@ export type CorpusInstance = {
   frames: number;
 };
 
-export type CorpusStudy = { studyUid: string; patientName: string; studyDate: string };
+export type CorpusStudy = { studyUid: string; patientName: string; studyDate: string; studyDescription: string };
 
 export type Corpus = {
   dir: string;
@@ -151,7 +151,12 @@ async function scanCorpus(dir: string, origin: string): Promise<Corpus> {
       frames: parsed.pixelData ? numberOfFrames(parsed) : 0,
     });
     if (!studies.has(parsed.studyInstanceUID)) {
-      studies.set(parsed.studyInstanceUID, { studyUid: parsed.studyInstanceUID, patientName: ds.string('x00100010') ?? '', studyDate: ds.string('x00080020') ?? '' });
+      studies.set(parsed.studyInstanceUID, {
+        studyUid: parsed.studyInstanceUID,
+        patientName: ds.string('x00100010') ?? '',
+        studyDate: ds.string('x00080020') ?? '',
+        studyDescription: ds.string('x00081030') ?? '',
+      });
     }
   }
   return { dir, origin, instances, studies: [...studies.values()], bytes: instances.reduce((n, i) => n + i.size, 0) };

@@ -70,7 +70,25 @@ const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf
 
 /** User + system CPU seconds a process has used so far (proc(5), /proc/pid/stat fields 14 and 15). */
 export async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+  return statCpuSeconds(await fs.readFile(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/**
+ * CPU seconds used so far by a process's threads: the main thread apart, the others summed by thread
+ * name (Node's file-system pool and V8's helpers are all "node"). Shows which part of a server is busy.
+ */
+export async function cpuSecondsByThread(pid: number): Promise<Record<string, number>> {
+  const byName: Record<string, number> = {};
+  for (const task of await fs.readdir(`/proc/${pid}/task`).catch(() => [])) {
+    const stat = await fs.readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => undefined);
+    if (!stat) continue; // the thread ended meanwhile
+    const name = task === String(pid) ? 'main thread' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))} threads`;
+    byName[name] = (byName[name] ?? 0) + statCpuSeconds(stat);
+  }
+  return byName;
+}
+
+function statCpuSeconds(stat: string): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }

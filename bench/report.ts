@@ -7,7 +7,7 @@ export type ServerResults = { version: string; ingest?: IngestResult; reads: Rec
 
 export type BenchResults = {
   startedAt: string;
-  machine: { cpus: number; cpuModel: string; memoryGiB: number; os: string; node: string };
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; os: string; node: string; loadAverageAtStart: number[] };
   corpus: { origin: string; dir: string; instances: number; studies: number; bytes: number };
   scenario: Record<string, string>;
   limits: { copyWithFsync: Throughput; sha256: Throughput };
@@ -129,12 +129,22 @@ export function renderTable(rows: Row[]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
+/** Below the table: which threads of each server did the ingest work. */
+export function describeIngestThreads(r: BenchResults): string {
+  return Object.entries(r.servers)
+    .flatMap(([name, s]) => {
+      const threads = Object.entries(s.ingest?.serverCpuByThread ?? {}).filter(([, seconds]) => seconds >= 0.05);
+      return threads.length ? [`${name} CPU during ingest by thread: ${threads.map(([t, seconds]) => `${t} ${seconds.toFixed(1)} s`).join(', ')}`] : [];
+    })
+    .join('\n');
+}
+
 /** The lines above the table: what ran, on what. */
 export function describeRun(r: BenchResults): string {
   const m = r.machine;
   const versions = Object.values(r.servers).map((s) => s.version);
   return [
-    `machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB.toFixed(1)} GiB RAM, ${m.os}, Node ${m.node}`,
+    `machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB.toFixed(1)} GiB RAM, ${m.os}, Node ${m.node}; load average at start ${m.loadAverageAtStart.map((l) => l.toFixed(2)).join(' ')}`,
     ...versions.map((v) => `server: ${v}`),
     `corpus: ${r.corpus.instances.toLocaleString('en-US')} instances in ${r.corpus.studies.toLocaleString('en-US')} studies, ${(r.corpus.bytes / 1e9).toFixed(2)} GB (${r.corpus.origin}) at ${r.corpus.dir}`,
     ...Object.entries(r.scenario).map(([k, v]) => `${k}: ${v}`),

@@ -11,7 +11,7 @@ import { rawCopyWithFsync, sha256Pass, warmCorpus } from './limits.js';
 import { startOrthanc, orthancConfig } from './orthanc.js';
 import { startPacsLite } from './pacs-lite.js';
 import { summarizeProfile } from './profile.js';
-import { describeRun, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
+import { describeIngestThreads, describeRun, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
 import { scenarioOf, type Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 import { readSettings, type ServerName, type Settings } from './settings.js';
@@ -34,6 +34,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 async function main(): Promise<number> {
   const settings = readSettings();
   const startedAt = new Date();
+  const loadAtStart = os.loadavg();
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-bench-run-'));
   cleanups.push(() => fs.rm(workDir, { recursive: true, force: true }));
 
@@ -62,6 +63,8 @@ async function main(): Promise<number> {
       memoryGiB: os.totalmem() / 1024 ** 3,
       os: `${os.type()} ${os.release()}`,
       node: process.version,
+      // Other work on the machine shows in every figure; this says how much there was.
+      loadAverageAtStart: loadAtStart,
     },
     corpus: { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes },
     scenario: describeScenario(scenario),
@@ -77,6 +80,7 @@ async function main(): Promise<number> {
   console.log(describeRun(results));
   console.log();
   console.log(renderTable(tableRows(results, rowLabels(scenario))));
+  console.log(`\n${describeIngestThreads(results)}`);
   if (profileSummary) console.log(`\n${profileSummary}`);
   console.log(`\nresults: ${jsonFile}`);
   const failed = Object.entries(servers).filter(([, s]) => s.error || Object.values(s.reads).some((r) => 'error' in r));

@@ -1,13 +1,18 @@
 import type { Corpus, CorpusInstance } from './corpus.js';
 
-/** OHIF 3.13's study list asks for these (mapParams in @ohif/extension-default), with Accept: application/dicom+json. */
-const OHIF_STUDY_LIST = {
-  limit: '101',
-  offset: '0',
+/**
+ * OHIF 3.13's study list asks for these (mapParams in @ohif/extension-default), with Accept: application/dicom+json.
+ * OHIF joins the includefield attributes with commas; they are sent here as repeated parameters, which PS3.18
+ * defines as the same query, because Orthanc's DICOMweb plugin 1.7 ignores a comma-separated list and would
+ * answer without StudyDescription, doing less work than asked.
+ */
+const OHIF_STUDY_LIST: Array<[string, string]> = [
+  ['limit', '101'],
+  ['offset', '0'],
   // viewer/app-config.js sets supportsFuzzyMatching, so OHIF sends true to PACS-lite.
-  fuzzymatching: 'true',
-  includefield: '00081030,00080060,00080090,00100030',
-};
+  ['fuzzymatching', 'true'],
+  ...['00081030', '00080060', '00080090', '00100030'].map((tag): [string, string] => ['includefield', tag]),
+];
 
 export type StudyQuery = { label: string; query: string; expected: number };
 
@@ -63,6 +68,6 @@ function filteredStudyList(corpus: Corpus): StudyQuery {
   const fragment = pick.patientName.slice(0, 3).toLowerCase();
   const year = pick.studyDate.slice(0, 4);
   const matching = corpus.studies.filter((s) => s.patientName.toLowerCase().includes(fragment) && s.studyDate.startsWith(year)).length;
-  const query = new URLSearchParams({ PatientName: `*${fragment}*`, ...OHIF_STUDY_LIST, StudyDate: `${year}0101-${year}1231` });
+  const query = new URLSearchParams([['PatientName', `*${fragment}*`], ...OHIF_STUDY_LIST, ['StudyDate', `${year}0101-${year}1231`]]);
   return { label: `QIDO study list, name *${fragment}* in ${year}`, query: query.toString(), expected: Math.min(101, matching) };
 }
