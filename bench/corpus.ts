@@ -5,6 +5,7 @@ import { frameRanges, numberOfFrames } from '../src/dicom/frames.js';
 import { TransferSyntax } from '../src/dicom/transfer-syntax.js';
 import { newUid } from '../src/dicom/write.js';
 import { syntheticInstance, type SopClass } from '../test/fixtures/synthetic.js';
+import { checkInterrupted } from './interrupt.js';
 import type { Settings } from './settings.js';
 
 /** Bump when the recipe below changes, so a cached corpus of the old recipe is not reused. */
@@ -105,6 +106,7 @@ async function generateCorpus(dir: string, plan: SeriesPlan[][], log: (line: str
   let written = 0;
   let lastReport = Date.now();
   for (const [k, series] of plan.entries()) {
+    checkInterrupted();
     const identity = { ...studyIdentity(k, series[0]!.modality), studyUID: newUid() };
     const studyDir = path.join(dir, `${String(k).padStart(5, '0')}-${series[0]!.modality}`);
     for (const [s, { modality, instances, rows, columns, frames }] of series.entries()) {

@@ -8,12 +8,14 @@ export type Reply = { status: number; headers: http.IncomingHttpHeaders; body: B
  * buffering policy of a higher-level client sits inside the timings.
  */
 const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+let closed = false;
 
 /** Time from sending the request to the last byte of the answer. Bodies are written piece by piece, never joined. */
 export function request(
   url: string,
   opts: { method?: string; headers?: Record<string, string>; body?: Buffer[]; timeoutMs?: number } = {},
 ): Promise<Reply> {
+  if (closed) return Promise.reject(new Error('the benchmark was interrupted'));
   const body = opts.body ?? [];
   const length = body.reduce((n, b) => n + b.length, 0);
   return new Promise((resolve, reject) => {
@@ -72,5 +74,11 @@ export function multipartParts(reply: Reply): Buffer[] {
 
 /** Closes idle keep-alive sockets, so that a server being stopped has no client connection to wait for. */
 export function dropConnections(): void {
+  agent.destroy();
+}
+
+/** Ends every request under way and refuses new ones: on Ctrl-C, servers then stop at once. */
+export function closeClient(): void {
+  closed = true;
   agent.destroy();
 }

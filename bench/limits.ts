@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Corpus } from './corpus.js';
+import { checkInterrupted } from './interrupt.js';
 import { syncDisks } from './measure.js';
 
 export type Throughput = { seconds: number; bytes: number; mbPerSecond: number };
@@ -11,7 +12,10 @@ const COPY_CONCURRENCY = 4;
 
 /** Reads the whole corpus once, untimed, so that every timed phase starts from the same page cache. */
 export async function warmCorpus(corpus: Corpus): Promise<void> {
-  for (const instance of corpus.instances) await fs.readFile(path.join(corpus.dir, instance.file));
+  for (const instance of corpus.instances) {
+    checkInterrupted();
+    await fs.readFile(path.join(corpus.dir, instance.file));
+  }
 }
 
 /**
@@ -25,6 +29,7 @@ export async function rawCopyWithFsync(corpus: Corpus, targetDir: string): Promi
   let next = 0;
   const worker = async () => {
     for (let i = next++; i < corpus.instances.length; i = next++) {
+      checkInterrupted();
       const bytes = await fs.readFile(path.join(corpus.dir, corpus.instances[i]!.file));
       const handle = await fs.open(path.join(targetDir, `${i}.dcm`), 'w');
       try {
@@ -48,6 +53,7 @@ export async function rawCopyWithFsync(corpus: Corpus, targetDir: string): Promi
 export async function sha256Pass(corpus: Corpus): Promise<Throughput> {
   const started = performance.now();
   for (const instance of corpus.instances) {
+    checkInterrupted();
     createHash('sha256').update(await fs.readFile(path.join(corpus.dir, instance.file))).digest();
   }
   return throughput(corpus.bytes, performance.now() - started);

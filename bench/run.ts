@@ -6,8 +6,9 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { loadCorpus, type Corpus } from './corpus.js';
-import { dropConnections } from './http.js';
+import { closeClient, dropConnections } from './http.js';
 import { rawCopyWithFsync, sha256Pass, warmCorpus } from './limits.js';
+import { checkInterrupted, interrupt, interrupted } from './interrupt.js';
 import { startOrthanc, orthancConfig } from './orthanc.js';
 import { startPacsLite } from './pacs-lite.js';
 import { summarizeProfile } from './profile.js';
@@ -19,15 +20,19 @@ import { ingest, INSTANCES_PER_REQUEST, measureReads, readProbes, REQUESTS_IN_FL
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-/** Undone in reverse order at the end, on error, and on Ctrl-C: servers stopped, temp folders removed. */
+/** Undone in reverse order at the end, also after an error or Ctrl-C: servers stopped, temp folders removed. */
 const cleanups: Array<() => Promise<unknown>> = [];
 async function cleanUp(): Promise<void> {
   for (let action = cleanups.pop(); action; action = cleanups.pop()) await action().catch((e: unknown) => log(`cleanup: ${(e as Error).message}`));
 }
+const running = new Set<RunningServer>();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
+    if (interrupted()) process.exit(130); // a second Ctrl-C: leave now
     log(`${signal}: stopping servers and removing temp data`);
-    void cleanUp().finally(() => process.exit(130));
+    interrupt(signal);
+    closeClient();
+    for (const server of running) void server.stop();
   });
 }
 
@@ -52,6 +57,7 @@ async function main(): Promise<number> {
   for (const name of settings.servers) {
     const profileDir = name === 'pacs-lite' && settings.profile ? path.join(settings.outDir, `profile-${stamp(startedAt)}`) : undefined;
     servers[name] = await benchServer(name, settings, workDir, corpus, probes, profileDir);
+    checkInterrupted();
     if (profileDir) profileSummary = await summarizeProfile(profileDir, settings.root);
   }
 
@@ -99,11 +105,13 @@ async function benchServer(
 ): Promise<ServerResults> {
   const serverDir = path.join(workDir, name);
   await fs.mkdir(serverDir);
+  checkInterrupted();
   log(`starting ${name}`);
   const server: RunningServer = name === 'pacs-lite' ? await startPacsLite(settings, serverDir, profileDir) : await startOrthanc(settings, serverDir);
-  cleanups.push(server.stop);
+  running.add(server);
   const results: ServerResults = { version: server.version, reads: {} };
   try {
+    checkInterrupted();
     log(`${server.version}: STOW ingest of the corpus, ${INSTANCES_PER_REQUEST} instances per request, ${REQUESTS_IN_FLIGHT} requests in flight`);
     results.ingest = await ingest(server, corpus, log);
     log(`${name}: ${results.ingest.instancesPerSecond.toFixed(0)} instances/s, ${results.ingest.mbPerSecond.toFixed(1)} MB/s; reads`);
@@ -114,6 +122,7 @@ async function benchServer(
   } finally {
     dropConnections();
     await server.stop();
+    running.delete(server);
     await fs.rm(serverDir, { recursive: true, force: true });
   }
   return results;
@@ -146,8 +155,8 @@ let exitCode = 1;
 try {
   exitCode = await main();
 } catch (e) {
-  log(`benchmark failed: ${(e as Error).stack ?? e}`);
+  if (!interrupted()) log(`benchmark failed: ${(e as Error).stack ?? e}`);
 } finally {
   await cleanUp();
 }
-process.exit(exitCode);
+process.exit(interrupted() ? 130 : exitCode);

@@ -5,6 +5,7 @@ import { expectedFrame, type Corpus, type CorpusInstance } from './corpus.js';
 import { multipartParts, request, stowBody, type Reply } from './http.js';
 import { throughput, type Throughput } from './limits.js';
 import { cpuSeconds, cpuSecondsByThread, latency, resetPeakRss, sampleRss, syncDisks, watchMachineCpu, type Latency, type MachineCpu } from './measure.js';
+import { checkInterrupted } from './interrupt.js';
 import type { Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 
@@ -160,6 +161,7 @@ export async function measureReads(server: RunningServer, probes: ReadProbe[], r
     try {
       results[probe.key] = await latency((i) => probe.once(server, i), reps, seconds);
     } catch (e) {
+      checkInterrupted();
       results[probe.key] = { error: (e as Error).message };
       log(`  ${server.name} ${probe.key} failed: ${(e as Error).message}`);
     }
