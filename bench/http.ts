@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
+import { gunzipSync, inflateSync } from 'node:zlib';
 
 export type Reply = { status: number; headers: http.IncomingHttpHeaders; body: Buffer; ms: number };
 
@@ -81,4 +82,18 @@ export function dropConnections(): void {
 export function closeClient(): void {
   closed = true;
   agent.destroy();
+}
+
+/** The body as sent before any Content-Encoding (browsers offer gzip; servers may use it). */
+export function decodedBody(reply: Reply): Buffer {
+  const encoding = reply.headers['content-encoding'];
+  if (encoding === 'gzip') return gunzipSync(reply.body);
+  if (encoding === 'deflate') return inflateSync(reply.body);
+  return reply.body;
+}
+
+/** The JSON of a 200 answer; anything else is an error that names the request. */
+export function expectJson(reply: Reply, what: string): unknown {
+  if (reply.status !== 200) throw new Error(`${what}: HTTP ${reply.status} ${decodedBody(reply).toString('utf8', 0, 300)}`);
+  return JSON.parse(decodedBody(reply).toString('utf8'));
 }

@@ -1,7 +1,8 @@
 import type { Throughput } from './limits.js';
 import type { Latency } from './measure.js';
 import type { ServerName } from './settings.js';
-import type { IngestResult, ReadResult } from './workload.js';
+import type { IngestResult } from './ingest.js';
+import type { ReadResult } from './reads.js';
 
 export type ServerResults = { version: string; ingest?: IngestResult; reads: Record<string, ReadResult>; error?: string };
 

@@ -16,7 +16,8 @@ import { describeIngestThreads, describeRun, renderTable, tableRows, type BenchR
 import { scenarioOf, type Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 import { readSettings, type ServerName, type Settings } from './settings.js';
-import { ingest, INSTANCES_PER_REQUEST, measureReads, readProbes, REQUESTS_IN_FLIGHT } from './workload.js';
+import { ingest, INSTANCES_PER_REQUEST, REQUESTS_IN_FLIGHT } from './ingest.js';
+import { measureReads, readProbes, type ReadProbe } from './reads.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -100,7 +101,7 @@ async function benchServer(
   settings: Settings,
   workDir: string,
   corpus: Corpus,
-  probes: ReturnType<typeof readProbes>,
+  probes: ReadProbe[],
   profileDir?: string,
 ): Promise<ServerResults> {
   const serverDir = path.join(workDir, name);

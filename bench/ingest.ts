@@ -1,0 +1,97 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Corpus, CorpusInstance } from './corpus.js';
+import { expectJson, request, stowBody } from './http.js';
+import { throughput, type Throughput } from './limits.js';
+import { cpuSeconds, cpuSecondsByThread, resetPeakRss, sampleRss, syncDisks, watchMachineCpu, type MachineCpu } from './measure.js';
+import type { RunningServer } from './server-process.js';
+
+/** As the issue states the ingest target: 10 instances per STOW request, 4 requests in flight. */
+export const INSTANCES_PER_REQUEST = 10;
+export const REQUESTS_IN_FLIGHT = 4;
+
+export type IngestResult = Throughput & {
+  instances: number;
+  instancesPerSecond: number;
+  requests: number;
+  peakRssMB: number;
+  sampledPeakRssMB: number;
+  rssSamples: number;
+  serverCpuSeconds: number;
+  /** The server's CPU seconds by thread name, largest first (threads that ended during ingest are missed). */
+  serverCpuByThread: Record<string, number>;
+  /** The benchmark's own share of the machine: reading files and sending requests. */
+  clientCpuSeconds: number;
+  machine: MachineCpu;
+};
+
+/** Sends the whole corpus by STOW-RS while watching the server's memory and CPU. Every answer is checked. */
+export async function ingest(server: RunningServer, corpus: Corpus, log: (line: string) => void): Promise<IngestResult> {
+  const batches: CorpusInstance[][] = [];
+  for (let i = 0; i < corpus.instances.length; i += INSTANCES_PER_REQUEST) batches.push(corpus.instances.slice(i, i + INSTANCES_PER_REQUEST));
+  syncDisks();
+  await resetPeakRss(server.pid);
+  const rss = sampleRss(server.pid);
+  const cpuBefore = await cpuSeconds(server.pid);
+  const threadsBefore = await cpuSecondsByThread(server.pid);
+  const clientBefore = process.cpuUsage();
+  const machine = await watchMachineCpu();
+  const started = performance.now();
+  let next = 0;
+  let done = 0;
+  const progress = setInterval(() => log(`  ${server.name}: ${done}/${batches.length} requests after ${((performance.now() - started) / 1000).toFixed(0)} s`), 10_000);
+  try {
+    const worker = async () => {
+      for (let i = next++; i < batches.length; i = next++) {
+        await stowBatch(server, corpus, batches[i]!);
+        done++;
+      }
+    };
+    await Promise.all(Array.from({ length: REQUESTS_IN_FLIGHT }, worker));
+  } finally {
+    clearInterval(progress);
+  }
+  const elapsedMs = performance.now() - started;
+  const serverCpu = (await cpuSeconds(server.pid)) - cpuBefore;
+  const threadsAfter = await cpuSecondsByThread(server.pid);
+  const client = process.cpuUsage(clientBefore);
+  const machineCpu = await machine.stop();
+  const memory = await rss.stop();
+  const result = throughput(corpus.bytes, elapsedMs);
+  return {
+    ...result,
+    instances: corpus.instances.length,
+    instancesPerSecond: corpus.instances.length / result.seconds,
+    requests: batches.length,
+    peakRssMB: memory.peakMB,
+    sampledPeakRssMB: memory.sampledPeakMB,
+    rssSamples: memory.samples,
+    serverCpuSeconds: serverCpu,
+    serverCpuByThread: Object.fromEntries(
+      Object.entries(threadsAfter)
+        .map(([name, seconds]) => [name, seconds - (threadsBefore[name] ?? 0)] as const)
+        .sort((a, b) => b[1] - a[1]),
+    ),
+    clientCpuSeconds: (client.user + client.system) / 1e6,
+    machine: machineCpu,
+  };
+}
+
+const STOW_TIMEOUT_MS = 10 * 60_000;
+
+async function stowBatch(server: RunningServer, corpus: Corpus, batch: CorpusInstance[]): Promise<void> {
+  const files = await Promise.all(batch.map((i) => fs.readFile(path.join(corpus.dir, i.file))));
+  const { pieces, contentType } = stowBody(files);
+  const reply = await request(`${server.dicomweb}/studies`, {
+    method: 'POST',
+    headers: { 'Content-Type': contentType, Accept: 'application/dicom+json' },
+    body: pieces,
+    timeoutMs: STOW_TIMEOUT_MS,
+  });
+  const answer = expectJson(reply, `STOW of ${batch[0]!.file}…`) as Record<string, { Value?: unknown[] } | undefined>;
+  const stored = answer['00081199']?.Value?.length ?? 0;
+  const failed = answer['00081198']?.Value?.length ?? 0;
+  if (stored !== batch.length || failed !== 0) {
+    throw new Error(`${server.name} stored ${stored} and refused ${failed} of ${batch.length} instances from ${batch[0]!.file}…: ${reply.body.toString('utf8', 0, 600)}`);
+  }
+}
