@@ -19,44 +19,48 @@ export type BenchResults = {
 type Verdict = 'PASS' | 'MISS' | '';
 type Row = { metric: string; pacs: string; orthanc: string; limit: string; ratio: string; target: string; result: Verdict };
 
+/** A figure of each server, and how to compare them. */
+type Figure = {
+  metric: string;
+  of: (s: ServerResults) => number | undefined;
+  /** A rate (higher is better) or a time or cost (lower is better); omitted: no ratio is shown. */
+  better?: 'higher' | 'lower';
+  /** The ratio, "how many times better PACS-lite is", that passes; omitted: no target. */
+  factor?: number;
+  target?: string;
+  digits: number;
+  /** Why a line could not be measured, if it could not. */
+  error?: (s: ServerResults) => string | undefined;
+};
+
 /** The issue's targets, one line per figure; latency lines are judged on the median and on p95 alike. */
 export function tableRows(r: BenchResults, labels: Record<string, string>): Row[] {
-  const pacs = r.servers['pacs-lite'];
-  const orthanc = r.servers.orthanc;
+  const servers = { pacs: r.servers['pacs-lite'], orthanc: r.servers.orthanc };
+  const row = (f: Figure) => comparedRow(f, servers.pacs, servers.orthanc);
+  const raw = r.limits.copyWithFsync.mbPerSecond;
+  const pacsIngest = servers.pacs?.ingest;
+  const ofRaw = pacsIngest && pacsIngest.mbPerSecond / raw;
   const rows: Row[] = [
-    limitRow('raw copy + fsync, MB/s', r.limits.copyWithFsync.mbPerSecond),
+    limitRow('raw copy + fsync, MB/s', raw),
     limitRow('raw SHA-256 (one thread), MB/s', r.limits.sha256.mbPerSecond),
+    row({ metric: 'STOW ingest, instances/s', of: (s) => s.ingest?.instancesPerSecond, better: 'higher', factor: 2, target: '≥ 2× Orthanc', digits: 0 }),
+    {
+      ...row({ metric: 'STOW ingest, MB/s', of: (s) => s.ingest?.mbPerSecond, digits: 1 }),
+      limit: fixed(raw, 1),
+      ratio: ofRaw === undefined ? '' : `${(ofRaw * 100).toFixed(0)}% of raw`,
+      target: '≥ 70% of raw copy',
+      result: verdict(ofRaw, 0.7),
+    },
+    {
+      ...row({ metric: 'peak RSS during ingest, MB', of: (s) => s.ingest?.peakRssMB, digits: 0 }),
+      target: 'PACS-lite < 300 MB',
+      result: pacsIngest ? (pacsIngest.peakRssMB < 300 ? 'PASS' : 'MISS') : '',
+    },
+    row({ metric: 'server CPU during ingest, s', of: (s) => s.ingest?.serverCpuSeconds, better: 'lower', digits: 1 }),
+    row({ metric: 'bench client CPU during ingest, s', of: (s) => s.ingest?.clientCpuSeconds, digits: 1 }),
+    row({ metric: 'all cores busy during ingest, %', of: (s) => s.ingest?.machine.busyPercent, digits: 0 }),
+    row({ metric: 'cores waiting on disk (iowait), %', of: (s) => s.ingest?.machine.iowaitPercent, digits: 0 }),
   ];
-  const ingestOf = (s?: ServerResults) => s?.ingest;
-  rows.push(
-    compared('STOW ingest, instances/s', ingestOf(pacs)?.instancesPerSecond, ingestOf(orthanc)?.instancesPerSecond, 'higher', 2, '≥ 2× Orthanc', 0),
-  );
-  const pacsMBs = ingestOf(pacs)?.mbPerSecond;
-  const ofRaw = pacsMBs === undefined ? undefined : pacsMBs / r.limits.copyWithFsync.mbPerSecond;
-  rows.push({
-    metric: 'STOW ingest, MB/s',
-    pacs: fixed(pacsMBs, 1),
-    orthanc: fixed(ingestOf(orthanc)?.mbPerSecond, 1),
-    limit: fixed(r.limits.copyWithFsync.mbPerSecond, 1),
-    ratio: ofRaw === undefined ? '' : `${(ofRaw * 100).toFixed(0)}% of raw`,
-    target: '≥ 70% of raw copy',
-    result: ofRaw === undefined ? '' : ofRaw >= 0.7 ? 'PASS' : 'MISS',
-  });
-  const pacsRss = ingestOf(pacs)?.peakRssMB;
-  rows.push({
-    metric: 'peak RSS during ingest, MB',
-    pacs: fixed(pacsRss, 0),
-    orthanc: fixed(ingestOf(orthanc)?.peakRssMB, 0),
-    limit: '',
-    ratio: '',
-    target: 'PACS-lite < 300 MB',
-    result: pacsRss === undefined ? '' : pacsRss < 300 ? 'PASS' : 'MISS',
-  });
-  rows.push(compared('server CPU during ingest, s', ingestOf(pacs)?.serverCpuSeconds, ingestOf(orthanc)?.serverCpuSeconds, 'lower', undefined, '', 1));
-  rows.push(compared('bench client CPU during ingest, s', ingestOf(pacs)?.clientCpuSeconds, ingestOf(orthanc)?.clientCpuSeconds, 'lower', undefined, '', 1, undefined, false));
-  rows.push(compared('all cores busy during ingest, %', ingestOf(pacs)?.machine.busyPercent, ingestOf(orthanc)?.machine.busyPercent, 'lower', undefined, '', 0, undefined, false));
-  rows.push(compared('cores waiting on disk (iowait), %', ingestOf(pacs)?.machine.iowaitPercent, ingestOf(orthanc)?.machine.iowaitPercent, 'lower', undefined, '', 0, undefined, false));
-
   const latencyLines: Array<[key: string, factor: number, target: string]> = [
     ['seriesMetadata', 10, '≥ 10× faster'],
     ['seriesFrame', 1, 'no slower'],
@@ -65,13 +69,13 @@ export function tableRows(r: BenchResults, labels: Record<string, string>): Row[
     ['filteredStudyList', 5, '≥ 5× faster'],
   ];
   for (const [key, factor, target] of latencyLines) {
-    const p = pacs?.reads[key];
-    const o = orthanc?.reads[key];
-    if (!p && !o) continue;
+    if (!servers.pacs?.reads[key] && !servers.orthanc?.reads[key]) continue;
     const label = labels[key] ?? key;
-    if (key === 'seriesMetadata') rows.push(compared(`${label}, first call ms`, latencyOf(p)?.firstMs, latencyOf(o)?.firstMs, 'lower', undefined, '', 1));
-    rows.push(compared(`${label}, median ms`, latencyOf(p)?.medianMs, latencyOf(o)?.medianMs, 'lower', factor, target, 2, errorOf(p) ?? errorOf(o)));
-    rows.push(compared(`${label}, p95 ms`, latencyOf(p)?.p95Ms, latencyOf(o)?.p95Ms, 'lower', factor, target, 2, errorOf(p) ?? errorOf(o)));
+    const latency = (s: ServerResults) => latencyOf(s.reads[key]);
+    const error = (s: ServerResults) => errorOf(s.reads[key]);
+    if (key === 'seriesMetadata') rows.push(row({ metric: `${label}, first call ms`, of: (s) => latency(s)?.firstMs, better: 'lower', digits: 1 }));
+    rows.push(row({ metric: `${label}, median ms`, of: (s) => latency(s)?.medianMs, better: 'lower', factor, target, digits: 2, error }));
+    rows.push(row({ metric: `${label}, p95 ms`, of: (s) => latency(s)?.p95Ms, better: 'lower', factor, target, digits: 2, error }));
   }
   return rows;
 }
@@ -80,32 +84,26 @@ function limitRow(metric: string, value: number): Row {
   return { metric, pacs: '', orthanc: '', limit: fixed(value, 1), ratio: '', target: '', result: '' };
 }
 
-/**
- * A figure of both servers. The ratio is always "how many times better PACS-lite is": PACS-lite/Orthanc
- * for a rate, Orthanc/PACS-lite for a time. With `factor`, the ratio is judged against it.
- */
-function compared(
-  metric: string,
-  pacs: number | undefined,
-  orthanc: number | undefined,
-  better: 'higher' | 'lower',
-  factor: number | undefined,
-  target: string,
-  digits: number,
-  error?: string,
-  showRatio = true,
-): Row {
-  const ratio = !showRatio || pacs === undefined || orthanc === undefined ? undefined : better === 'higher' ? pacs / orthanc : orthanc / pacs;
-  const result: Verdict = error ? 'MISS' : ratio === undefined || factor === undefined ? '' : ratio >= factor ? 'PASS' : 'MISS';
+/** Both servers' figure, the ratio (PACS-lite/Orthanc for a rate, Orthanc/PACS-lite for a time) and its verdict. */
+function comparedRow(f: Figure, pacs: ServerResults | undefined, orthanc: ServerResults | undefined): Row {
+  const p = pacs && f.of(pacs);
+  const o = orthanc && f.of(orthanc);
+  const failed = (s: ServerResults | undefined) => (s && f.error?.(s) ? 'error' : undefined);
+  const ratio = p === undefined || o === undefined || !f.better ? undefined : f.better === 'higher' ? p / o : o / p;
+  const anyError = failed(pacs) ?? failed(orthanc);
   return {
-    metric,
-    pacs: error && pacs === undefined ? 'error' : fixed(pacs, digits),
-    orthanc: error && orthanc === undefined ? 'error' : fixed(orthanc, digits),
+    metric: f.metric,
+    pacs: failed(pacs) ?? fixed(p, f.digits),
+    orthanc: failed(orthanc) ?? fixed(o, f.digits),
     limit: '',
     ratio: ratio === undefined ? '' : `${ratio.toFixed(ratio < 10 ? 2 : 1)}×`,
-    target,
-    result,
+    target: f.target ?? '',
+    result: anyError ? 'MISS' : f.factor === undefined ? '' : verdict(ratio, f.factor),
   };
+}
+
+function verdict(value: number | undefined, atLeast: number): Verdict {
+  return value === undefined ? '' : value >= atLeast ? 'PASS' : 'MISS';
 }
 
 function latencyOf(r: ReadResult | undefined): Latency | undefined {
