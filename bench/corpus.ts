@@ -189,15 +189,25 @@ async function readHeader(file: string): Promise<{ parsed: ParsedHeader; size: n
 /**
  * The bytes a server should answer for frame n (1-based) of a stored instance, or undefined when they
  * cannot be predicted without decoding (big endian, deflated): the answer is then checked by size only.
+ * Only the header and the frame are read, so that checking an answer makes little garbage.
  */
 export async function expectedFrame(corpus: Corpus, instance: CorpusInstance, n: number): Promise<Buffer | undefined> {
   const predictable = [TransferSyntax.ExplicitVRLittleEndian, TransferSyntax.ImplicitVRLittleEndian] as string[];
   if (!predictable.includes(instance.transferSyntaxUid)) return undefined;
   const file = path.join(corpus.dir, instance.file);
-  const bytes = await fs.readFile(file);
-  const header = parsePart10(bytes);
-  const reader = { size: bytes.length, read: async (offset: number, length: number) => bytes.subarray(offset, offset + length) };
-  const ranges = (await frameRanges(header, reader))[n - 1];
-  if (!ranges) throw new Error(`${instance.file} has no frame ${n}`);
-  return Buffer.concat(ranges.map(([offset, length]) => bytes.subarray(offset, offset + length)));
+  const header = await readHeader(file);
+  if (!header) throw new Error(`${instance.file} is no longer a DICOM file`);
+  const handle = await fs.open(file, 'r');
+  try {
+    const read = async (offset: number, length: number) => {
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, offset);
+      return buffer;
+    };
+    const ranges = (await frameRanges(header.parsed, { size: header.size, read }))[n - 1];
+    if (!ranges) throw new Error(`${instance.file} has no frame ${n}`);
+    return Buffer.concat(await Promise.all(ranges.map(([offset, length]) => read(offset, length))));
+  } finally {
+    await handle.close();
+  }
 }
