@@ -1,4 +1,3 @@
-import fs from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
@@ -7,7 +6,7 @@ import { UidError } from '../dicom/uid.js';
 import { instanceKey } from '../storage/keys.js';
 import type { GroupCommit } from './group-commit.js';
 import { readInstanceHeader } from './read-header.js';
-import { spool, TooLarge, type Spooled } from './spool.js';
+import { discard, spool, TooLarge, type Spooled } from './spool.js';
 
 /** PS3.4 Annex B / PS3.7 Annex C status codes used as FailureReason (0008,1197). */
 export const FailureReason = {
@@ -58,7 +57,7 @@ export class IngestBatch {
     let spooled: Spooled | undefined;
     try {
       spooled = await spool(body, this.deps.spoolDir, this.deps.maxInstanceBytes);
-      const header = await readInstanceHeader(spooled.path, spooled.size, spooled.head, this.deps.maxInstanceBytes);
+      const header = await readInstanceHeader(spooled, this.deps.maxInstanceBytes);
       const outcome: InstanceOutcome = {
         sopClassUid: header.sopClassUID,
         sopInstanceUid: header.sopInstanceUID,
@@ -68,7 +67,7 @@ export class IngestBatch {
       };
       if (this.expectedStudyUid && header.studyInstanceUID !== this.expectedStudyUid) {
         this.fail(outcome, FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`);
-        await fs.rm(spooled.path, { force: true });
+        await discard(spooled);
         return;
       }
       const record: IndexRecord = {
@@ -87,7 +86,7 @@ export class IngestBatch {
       this.outcomes.push(outcome);
       this.pending.push({ spooled, record, outcome });
     } catch (e) {
-      if (spooled) await fs.rm(spooled.path, { force: true });
+      if (spooled) await discard(spooled);
       if (e instanceof TooLarge) {
         // Too large to receive (the caller's reader skips the rest of the part) or to inflate.
         this.fail({ status: 'failed' }, FailureReason.OutOfResources, e.message);
@@ -120,8 +119,9 @@ export class IngestBatch {
         toStore.push(p);
         continue;
       }
-      await fs.rm(p.spooled.path, { force: true });
+      await discard(p.spooled);
     }
+    await this.awaitSpools(toStore);
     if (toStore.length > 0) {
       try {
         const results = await durable.commit(toStore.map((p) => ({ record: p.record, localPath: p.spooled.path })));
@@ -133,7 +133,7 @@ export class IngestBatch {
       } catch (e) {
         log.error({ err: e }, 'storing a batch failed');
         for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
-        await Promise.all(toStore.map((p) => fs.rm(p.spooled.path, { force: true })));
+        await Promise.all(toStore.map((p) => discard(p.spooled)));
       }
     }
     return this.outcomes;
@@ -141,8 +141,21 @@ export class IngestBatch {
 
   /** Drops everything received so far (the request itself failed): nothing is stored. */
   async abort(): Promise<void> {
-    await Promise.all(this.pending.map((p) => fs.rm(p.spooled.path, { force: true })));
+    await Promise.all(this.pending.map((p) => discard(p.spooled)));
     this.pending.length = 0;
+  }
+
+  /** Waits until every spooled file is on disk; one that could not be written fails alone and is taken out. */
+  private async awaitSpools(toStore: Pending[]): Promise<void> {
+    const settled = await Promise.allSettled(toStore.map((p) => p.spooled.synced));
+    for (let i = settled.length - 1; i >= 0; i--) {
+      const result = settled[i]!;
+      if (result.status === 'fulfilled') continue;
+      const [p] = toStore.splice(i, 1);
+      this.deps.log.error({ err: result.reason }, 'writing an upload to the spool folder failed');
+      this.fail(p!.outcome, FailureReason.OutOfResources, `the server could not write this instance to its disk (${(result.reason as NodeJS.ErrnoException).code ?? 'I/O error'}); nothing was kept, tell the administrator`);
+      await discard(p!.spooled);
+    }
   }
 
   private fail(outcome: InstanceOutcome, reason: number, text: string): void {

@@ -4,7 +4,7 @@ import { toDicomJson, type DicomJson } from '../dicom/json.js';
 import { DicomParseError, InflateLimitExceeded, NeedMoreBytes, parsePart10, type ParsedHeader } from '../dicom/parse.js';
 import { Tag } from '../dicom/tags.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
-import { formatBytes, TooLarge } from './spool.js';
+import { formatBytes, TooLarge, type Spooled } from './spool.js';
 
 const FIRST_READ = 256 * 1024;
 /** A header (everything but pixel data) beyond this is not a medical image: refuse rather than buffer it. */
@@ -18,7 +18,8 @@ export type InstanceHeader = ParsedHeader & { frames: FrameRange[]; json: DicomJ
  * Reads what the index needs from a spooled file: parse once, up to the pixel data, and walk the frames.
  * `head` (the first bytes, kept while spooling) usually holds all of it; the file is opened only when not.
  */
-export async function readInstanceHeader(file: string, size: number, head: Buffer, maxInstanceBytes: number): Promise<InstanceHeader> {
+export async function readInstanceHeader(spooled: Spooled, maxInstanceBytes: number): Promise<InstanceHeader> {
+  const { size, head } = spooled;
   const maxInflatedBytes = Math.min(maxInstanceBytes, MAX_INFLATED_BYTES);
   let handle: fs.FileHandle | undefined;
   try {
@@ -26,7 +27,10 @@ export async function readInstanceHeader(file: string, size: number, head: Buffe
       size,
       async read(offset, length) {
         if (offset + length <= head.length) return head.subarray(offset, offset + length);
-        handle ??= await fs.open(file, 'r');
+        if (!handle) {
+          await spooled.written;
+          handle = await fs.open(spooled.path, 'r');
+        }
         const buffer = Buffer.allocUnsafe(length);
         const { bytesRead } = await handle.read(buffer, 0, length, offset);
         return buffer.subarray(0, bytesRead);

@@ -2,13 +2,20 @@ import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
-/** `head` keeps the first bytes in memory so that parsing the header needs no read back. */
-export type Spooled = { path: string; size: number; sha256: string; head: Buffer };
+/**
+ * A part received into a local temp file. `head` keeps the first bytes in memory so that parsing the header
+ * needs no read back. The file is written and flushed in the background while the next part is received:
+ * `written` resolves once every byte is in the file (it may then be read), `synced` once it is also on disk
+ * and closed. Both must be awaited (or the file discarded) before the file is moved or removed.
+ */
+export type Spooled = { path: string; size: number; sha256: string; head: Buffer; written: Promise<void>; synced: Promise<void> };
 
 /** Enough for the header of nearly every instance; larger ones are read back from the file. */
-const HEAD_BYTES = 1024 * 1024;
+const HEAD_BYTES = 256 * 1024;
 /** Chunks are gathered into writes of this size: fewer round trips to the thread pool. */
 const WRITE_BYTES = 1024 * 1024;
+/** Received bytes waiting for the disk, per part: past this the reader waits, so a slow disk slows the client down. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export class TooLarge extends Error {
   constructor(
@@ -21,23 +28,19 @@ export class TooLarge extends Error {
 
 /**
  * Writes a part to a local temp file while hashing and counting it, so nothing is held in memory and the
- * checksum costs no second pass. The caller owns the file afterwards (moves it into the store or removes it).
+ * checksum costs no second pass. Writes and the fsync run behind the reader: receiving never waits on the disk
+ * until MAX_QUEUED_BYTES are queued (DESIGN decision 2, paid while the rest of the request arrives).
+ * The caller owns the file afterwards (moves it into the store or discards it).
  */
 export async function spool(body: AsyncIterable<Uint8Array>, dir: string, maxBytes: number): Promise<Spooled> {
   const file = path.join(dir, `${randomUUID()}.part`);
-  const handle = await fs.open(file, 'w');
+  const writer = new BackgroundFile(file);
   const hash = createHash('sha256');
   let size = 0;
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   const head: Buffer[] = [];
   let headBytes = 0;
-  const flush = async () => {
-    if (pendingBytes === 0) return;
-    await handle.writev(pending);
-    pending = [];
-    pendingBytes = 0;
-  };
   try {
     for await (const chunk of body) {
       size += chunk.byteLength;
@@ -51,16 +54,76 @@ export async function spool(body: AsyncIterable<Uint8Array>, dir: string, maxByt
       }
       pending.push(owned);
       pendingBytes += owned.length;
-      if (pendingBytes >= WRITE_BYTES) await flush();
+      if (pendingBytes >= WRITE_BYTES) {
+        writer.write(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+        if (writer.queuedBytes > MAX_QUEUED_BYTES) await writer.written();
+      }
     }
-    await flush();
+    writer.write(pending, pendingBytes);
   } catch (e) {
-    await handle.close();
-    await fs.rm(file, { force: true });
+    await discardFile(file, writer.close());
     throw e;
   }
-  await handle.close();
-  return { path: file, size, sha256: hash.digest('hex'), head: Buffer.concat(head).subarray(0, Math.min(size, HEAD_BYTES)) };
+  const written = writer.written();
+  const synced = writer.syncAndClose();
+  return { path: file, size, sha256: hash.digest('hex'), head: Buffer.concat(head).subarray(0, Math.min(size, HEAD_BYTES)), written, synced };
+}
+
+/** Removes a spooled file once its background writes have settled, whatever their outcome. */
+export async function discard(spooled: Spooled): Promise<void> {
+  await discardFile(spooled.path, spooled.synced);
+}
+
+async function discardFile(file: string, settled: Promise<void>): Promise<void> {
+  await settled.catch(() => undefined);
+  await fs.rm(file, { force: true });
+}
+
+/** A file written by a chain of writes that run in order on the thread pool, while the caller goes on. */
+class BackgroundFile {
+  private chain: Promise<fs.FileHandle>;
+  queuedBytes = 0;
+
+  constructor(file: string) {
+    this.chain = fs.open(file, 'w');
+  }
+
+  write(buffers: Buffer[], bytes: number): void {
+    if (bytes === 0) return;
+    this.queuedBytes += bytes;
+    this.chain = this.chain.then(async (handle) => {
+      await handle.writev(buffers);
+      this.queuedBytes -= bytes;
+      return handle;
+    });
+    // A failed write is reported by written()/syncAndClose(), whoever asks first; never as an unhandled rejection.
+    this.chain.catch(() => undefined);
+  }
+
+  async written(): Promise<void> {
+    await this.chain;
+  }
+
+  syncAndClose(): Promise<void> {
+    const done = this.chain.then(async (handle) => {
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    });
+    done.catch(() => undefined);
+    return done;
+  }
+
+  /** Closes the file without syncing it (it is about to be removed). */
+  close(): Promise<void> {
+    const done = this.chain.then((handle) => handle.close());
+    done.catch(() => undefined);
+    return done;
+  }
 }
 
 export function formatBytes(n: number): string {
