@@ -14,16 +14,20 @@ export class FileObjectStore implements ObjectStore {
   }
 
   async putFiles(batch: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
-    await Promise.all(batch.map((item) => fsyncFile(item.localPath)));
-    const folders = new Set<string>();
-    for (const item of batch) {
-      const target = this.pathOf(item.key);
-      await fs.mkdir(path.dirname(target), { recursive: true });
-      await fs.rename(item.localPath, target);
-      for (let dir = path.dirname(target); dir.length >= this.root.length; dir = path.dirname(dir)) folders.add(dir);
-    }
-    // New folders and new names are durable only once their parents are synced.
-    await Promise.all([...folders].map(fsyncFile));
+    const targets = batch.map((item) => this.pathOf(item.key));
+    const folders = [...new Set(targets.map((t) => path.dirname(t)))];
+    // A new name is durable once its folder is synced; a new folder, once its parent is too.
+    const changed = new Set(folders);
+    await Promise.all(
+      folders.map(async (folder) => {
+        const first = await fs.mkdir(folder, { recursive: true });
+        if (!first) return;
+        for (let dir = folder; dir.length > first.length; dir = path.dirname(dir)) changed.add(path.dirname(dir));
+        changed.add(path.dirname(first));
+      }),
+    );
+    await Promise.all(batch.map((item, i) => fs.rename(item.localPath, targets[i]!)));
+    await Promise.all([...changed].map(fsyncFile));
   }
 
   async put(key: string, body: Buffer): Promise<void> {

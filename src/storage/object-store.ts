@@ -5,8 +5,8 @@ export type ByteRange = { offset: number; length: number };
 /** Where objects live. Keys come from storage/keys.ts only, so they are always safe paths. */
 export interface ObjectStore {
   /**
-   * Moves complete local files into the store. When it resolves, every object is durable:
-   * the batch pays for durability once (DESIGN decision 2, group commit).
+   * Moves complete local files, already flushed to disk by the caller, into the store. When it resolves,
+   * every object is durable: the batch pays for durability once (DESIGN decision 2, group commit).
    */
   putFiles(batch: ReadonlyArray<{ key: string; localPath: string; sha256: string }>): Promise<void>;
   put(key: string, body: Buffer, contentType: string): Promise<void>;
