@@ -44,31 +44,46 @@ export class SqliteCatalog implements Catalog {
   async index(records: IndexRecord[], overwrite: boolean): Promise<IndexOutcome[]> {
     const { studies, series, instances } = schema;
     return this.db.transaction((tx) => {
+      const known = new Map(
+        tx
+          .select({ sopUid: instances.sopUid, sha256: instances.sha256 })
+          .from(instances)
+          .where(inArray(instances.sopUid, records.map((r) => r.sopUid)))
+          .all()
+          .map((r) => [r.sopUid, r.sha256]),
+      );
       const outcomes: IndexOutcome[] = [];
-      const touchedSeries = new Set<string>();
-      const touchedStudies = new Set<string>();
+      const fresh: IndexRecord[] = [];
+      const replaced: IndexRecord[] = [];
       for (const record of records) {
-        const rows = rowsOf(record);
-        const existing = tx.select({ sha256: instances.sha256 }).from(instances).where(eq(instances.sopUid, record.sopUid)).get();
-        if (existing && existing.sha256 === record.sha256) {
-          outcomes.push('duplicate');
-          continue;
+        const existing = known.get(record.sopUid);
+        if (existing === record.sha256) outcomes.push('duplicate');
+        else if (existing !== undefined && !overwrite) outcomes.push('conflict');
+        else {
+          (existing === undefined ? fresh : replaced).push(record);
+          known.set(record.sopUid, record.sha256); // the same instance twice in one batch is stored once
+          outcomes.push('stored');
         }
-        if (existing && !overwrite) {
-          outcomes.push('conflict');
-          continue;
-        }
-        tx.insert(studies).values(rows.study).onConflictDoNothing().run();
-        tx.insert(series).values(rows.series).onConflictDoNothing().run();
-        tx.insert(instances).values(rows.instance).onConflictDoUpdate({ target: instances.sopUid, set: rows.instance }).run();
-        touchedSeries.add(record.seriesUid);
-        touchedStudies.add(record.studyUid);
-        outcomes.push('stored');
       }
-      for (const uid of touchedSeries) {
+      const rows = [...fresh, ...replaced].map((r) => rowsOf(r));
+      if (rows.length === 0) return outcomes;
+      // One statement per level for the whole batch: building SQL per row cost more than running it.
+      for (const chunk of chunks(rows, INSERT_CHUNK)) {
+        tx.insert(studies).values(uniqueBy(chunk.map((r) => r.study), (s) => s.studyUid)).onConflictDoNothing().run();
+        tx.insert(series).values(uniqueBy(chunk.map((r) => r.series), (s) => s.seriesUid)).onConflictDoNothing().run();
+      }
+      const freshRows = rows.slice(0, fresh.length);
+      for (const chunk of chunks(freshRows, INSERT_CHUNK)) tx.insert(instances).values(chunk.map((r) => r.instance)).run();
+      // A replaced instance (overwrite allowed) may carry corrected study and series attributes too.
+      for (const row of rows.slice(fresh.length)) {
+        tx.insert(studies).values(row.study).onConflictDoUpdate({ target: studies.studyUid, set: row.study }).run();
+        tx.insert(series).values(row.series).onConflictDoUpdate({ target: series.seriesUid, set: row.series }).run();
+        tx.insert(instances).values(row.instance).onConflictDoUpdate({ target: instances.sopUid, set: row.instance }).run();
+      }
+      for (const uid of new Set(rows.map((r) => r.series.seriesUid))) {
         tx.run(sql`UPDATE series SET num_instances = (SELECT count(*) FROM instances WHERE series_uid = ${uid}) WHERE series_uid = ${uid}`);
       }
-      for (const uid of touchedStudies) {
+      for (const uid of new Set(rows.map((r) => r.study.studyUid))) {
         const modalities = tx
           .selectDistinct({ modality: series.modality })
           .from(series)
@@ -175,4 +190,18 @@ function inScope(scope: Scope): SQL {
 
 function where(conditions: SQL[]): SQL {
   return conditions.length ? sql`WHERE ${sql.join(conditions, sql` AND `)}` : sql``;
+}
+
+/** Rows per multi-row INSERT, well inside SQLite's limit of bound parameters per statement. */
+const INSERT_CHUNK = 500;
+
+function chunks<T>(items: T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+}
+
+/** The first item of each key: the first instance of a study or series in a batch describes it. */
+function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
+  const first = new Map<string, T>();
+  for (const item of items) if (!first.has(key(item))) first.set(key(item), item);
+  return [...first.values()];
 }

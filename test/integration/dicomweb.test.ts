@@ -130,6 +130,41 @@ describe('STOW-RS', () => {
   });
 });
 
+describe('STOW-RS duplicates, on a server that allows overwriting', () => {
+  let other: RunningServer;
+  beforeAll(async () => {
+    other = await startServer({ env: { PACS_OVERWRITE_DIFFERENT: 'true' } });
+  });
+  afterAll(async () => {
+    await other?.stop();
+  });
+  const retrieve = (dicomweb: string, f: { studyUID: string; seriesUID: string; sopInstanceUID: string }) =>
+    fetch(`${dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}`, { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+
+  it('stores an instance sent twice in one request once', async () => {
+    const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
+    const file = syntheticInstance(ids);
+    const response = await stow(other.dicomweb, [file, file]);
+    expect(response.status).toBe(200);
+    const [study] = await (await fetch(`${other.dicomweb}/studies?StudyInstanceUID=${ids.studyUID}`)).json();
+    expect(study['00201208'].Value).toEqual([1]);
+  });
+
+  it('replaces an instance re-sent with other bytes, corrected names included', async () => {
+    const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
+    const first = syntheticInstance({ ...ids, patientName: 'First^Version' });
+    const second = syntheticInstance({ ...ids, patientName: 'Second^Version' });
+    expect((await stow(other.dicomweb, [first])).status).toBe(200);
+    expect((await stow(other.dicomweb, [second])).status).toBe(200);
+    const [part] = await readMultipartResponse(await retrieve(other.dicomweb, ids));
+    expect(sha256(part!.body)).toBe(sha256(second));
+    const [study] = await (await fetch(`${other.dicomweb}/studies?StudyInstanceUID=${ids.studyUID}`)).json();
+    expect(study['00201208'].Value).toEqual([1]);
+    expect(study['00100010'].Value).toEqual([{ Alphabetic: 'Second^Version' }]);
+  });
+
+});
+
 describe('WADO-RS', () => {
   it('returns every instance byte for byte as stored', async () => {
     for (const fixture of manifest) {
