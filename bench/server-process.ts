@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import type { ServerName } from './settings.js';
+
+export { freePort } from '../test/helpers/server.js';
 
 /** A server under test, whatever it is: where to reach it and how to watch and stop its process. */
 export type RunningServer = {
@@ -60,17 +61,6 @@ async function waitUntilReady(child: ChildProcess, url: string): Promise<void> {
     if (ok) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 /** Throws unless every socket listening on `port` is bound to the loopback address (from /proc/net/tcp{,6}). */
