@@ -184,10 +184,23 @@ function postInPieces(pieces: Buffer[], headers: Record<string, string>, end = t
     void (async () => {
       for (const piece of pieces) {
         if (request.destroyed) return;
-        if (!request.write(piece)) await Promise.race([once(request, 'drain'), once(request, 'close')]);
+        if (!request.write(piece)) await drainedOrClosed(request);
       }
       if (end && !request.destroyed) request.end();
     })();
+  });
+}
+
+/** Waits for room to write, or for the end of the request, leaving no listener behind. */
+function drainedOrClosed(request: http.ClientRequest): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      request.off('drain', done);
+      request.off('close', done);
+      resolve();
+    };
+    request.on('drain', done);
+    request.on('close', done);
   });
 }
 
