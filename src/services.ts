@@ -17,7 +17,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     store,
     catalog,
     log,
-    ingest: { catalog, durable: new GroupCommit(store, catalog, config.overwriteDifferent), spoolDir, maxInstanceBytes: config.maxInstanceBytes, overwriteDifferent: config.overwriteDifferent, log },
+    ingest: { durable: new GroupCommit(store, catalog, config.overwriteDifferent), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log },
     async close() {
       await catalog.close();
       await fs.rm(spoolDir, { recursive: true, force: true });

@@ -33,8 +33,7 @@ export class GroupCommit {
       const group = this.queue.splice(0);
       const items = group.flatMap((w) => w.items);
       try {
-        await this.store.putFiles(items.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
-        const outcomes = await this.catalog.index(items.map((i) => i.record), this.overwrite);
+        const outcomes = await this.storeGroup(items);
         let at = 0;
         for (const waiting of group) {
           waiting.resolve(outcomes.slice(at, at + waiting.items.length));
@@ -45,5 +44,28 @@ export class GroupCommit {
       }
     }
     this.running = false;
+  }
+
+  /**
+   * Decided here, where groups go one at a time: a file is moved into place only when the index will take it,
+   * so uploads racing with one SOP Instance UID never leave one upload's bytes under the other's checksum.
+   */
+  private async storeGroup(items: Item[]): Promise<IndexOutcome[]> {
+    const known = await this.catalog.checksumsOf(items.map((i) => i.record.sopUid));
+    const claimed = new Set<string>();
+    const outcomes = items.map(({ record }): IndexOutcome => {
+      const existing = known.get(record.sopUid);
+      if (existing === record.sha256) return 'duplicate';
+      // Within one group the first upload of an instance wins: renames in parallel have no order.
+      if (existing !== undefined && (!this.overwrite || claimed.has(record.sopUid))) return 'conflict';
+      known.set(record.sopUid, record.sha256);
+      claimed.add(record.sopUid);
+      return 'stored';
+    });
+    const toStore = items.filter((_, i) => outcomes[i] === 'stored');
+    await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
+    const indexed = await this.catalog.index(toStore.map((i) => i.record), this.overwrite);
+    let next = 0;
+    return outcomes.map((outcome) => (outcome === 'stored' ? indexed[next++]! : outcome));
   }
 }

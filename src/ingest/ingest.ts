@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import type { Catalog } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
 import { DicomParseError } from '../dicom/parse.js';
 import { UidError } from '../dicom/uid.js';
@@ -29,11 +28,9 @@ export type InstanceOutcome = {
 };
 
 export type IngestDeps = {
-  catalog: Catalog;
   durable: GroupCommit;
   spoolDir: string;
   maxInstanceBytes: number;
-  overwriteDifferent: boolean;
   log: Logger;
 };
 
@@ -105,36 +102,23 @@ export class IngestBatch {
 
   /** Makes every accepted instance durable, then indexes them; outcomes are final when it resolves. */
   async commit(): Promise<InstanceOutcome[]> {
-    const { catalog, durable, overwriteDifferent, log } = this.deps;
-    const known = await catalog.checksumsOf(this.pending.map((p) => p.record.sopUid));
-    const toStore: Pending[] = [];
-    for (const p of this.pending) {
-      const earlier = known.get(p.record.sopUid);
-      if (earlier === p.record.sha256) {
-        p.outcome.status = 'duplicate';
-      } else if (earlier !== undefined && !overwriteDifferent) {
-        this.fail(p.outcome, FailureReason.DuplicateSopInstance, `SOP Instance ${p.record.sopUid} is already stored with different content; delete it first or ask the administrator to allow overwriting`);
-      } else {
-        known.set(p.record.sopUid, p.record.sha256); // the same instance twice in one batch is stored once
-        toStore.push(p);
-        continue;
-      }
-      await discard(p.spooled);
-    }
+    const { durable, log } = this.deps;
+    const toStore = [...this.pending];
     await this.awaitSpools(toStore);
-    if (toStore.length > 0) {
-      try {
-        const results = await durable.commit(toStore.map((p) => ({ record: p.record, localPath: p.spooled.path })));
-        results.forEach((result, i) => {
-          const outcome = toStore[i]!.outcome;
-          if (result === 'duplicate') outcome.status = 'duplicate';
-          if (result === 'conflict') this.fail(outcome, FailureReason.DuplicateSopInstance, 'another upload stored this SOP Instance with different content at the same moment');
-        });
-      } catch (e) {
-        log.error({ err: e }, 'storing a batch failed');
-        for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
-        await Promise.all(toStore.map((p) => discard(p.spooled)));
+    if (toStore.length === 0) return this.outcomes;
+    try {
+      const results = await durable.commit(toStore.map((p) => ({ record: p.record, localPath: p.spooled.path })));
+      for (const [i, result] of results.entries()) {
+        const p = toStore[i]!;
+        if (result === 'stored') continue;
+        await discard(p.spooled); // not moved into the store: this instance is there already
+        if (result === 'duplicate') p.outcome.status = 'duplicate';
+        else this.fail(p.outcome, FailureReason.DuplicateSopInstance, `SOP Instance ${p.record.sopUid} is already stored with different content; delete it first or ask the administrator to allow overwriting`);
       }
+    } catch (e) {
+      log.error({ err: e }, 'storing a batch failed');
+      for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
+      await Promise.all(toStore.map((p) => discard(p.spooled)));
     }
     return this.outcomes;
   }

@@ -121,3 +121,24 @@ describe('durability', () => {
     expect(await fs.readdir(path.join(dir, 'tmp'))).toEqual([String(server!.process.pid)]);
   });
 });
+
+describe('racing uploads', () => {
+  it('keeps the stored bytes and their recorded checksum together when two uploads send one SOP Instance UID with different bytes', async () => {
+    const server = await startServer();
+    try {
+      const races = Array.from({ length: 12 }, () => {
+        const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid(), rows: 128, columns: 128 };
+        return [syntheticInstance({ ...ids, patientName: 'Racer^One' }), syntheticInstance({ ...ids, patientName: 'Racer^Two' })] as const;
+      });
+      const statuses = await Promise.all(races.flatMap(([a, b]) => [stow(server.dicomweb, [a]), stow(server.dicomweb, [b])].map((r) => r.then((x) => x.status))));
+      // Of each pair exactly one is stored; the other is refused as a conflicting duplicate.
+      for (let i = 0; i < races.length; i++) expect([statuses[2 * i], statuses[2 * i + 1]].sort(), `race ${i}`).toEqual([200, 409]);
+      const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'verify'], { cwd: ROOT, env: { ...process.env, PACS_STORAGE_DIR: server.dataDir } }).catch(
+        (e) => e as { stdout: string },
+      );
+      expect(stdout).toMatch(/^12 indexed object\(s\) checked, 0 unindexed object\(s\), 0 problem\(s\)/m);
+    } finally {
+      await server.stop();
+    }
+  });
+});
