@@ -83,36 +83,35 @@ async function discardFile(file: string, settled: Promise<void>): Promise<void> 
 
 /** A file written by a chain of writes that run in order on the thread pool, while the caller goes on. */
 class BackgroundFile {
-  private chain: Promise<fs.FileHandle>;
+  private readonly opened: Promise<fs.FileHandle>;
+  private chain: Promise<void>;
   queuedBytes = 0;
 
   constructor(file: string) {
-    this.chain = fs.open(file, 'w');
+    this.opened = fs.open(file, 'w');
+    this.chain = this.opened.then(() => undefined);
+    this.chain.catch(() => undefined);
   }
 
   write(buffers: Buffer[], bytes: number): void {
     if (bytes === 0) return;
     this.queuedBytes += bytes;
-    this.chain = this.chain.then(async (handle) => {
-      await handle.writev(buffers);
+    this.chain = this.chain.then(async () => {
+      await (await this.opened).writev(buffers);
       this.queuedBytes -= bytes;
-      return handle;
     });
     // A failed write is reported by written()/syncAndClose(), whoever asks first; never as an unhandled rejection.
     this.chain.catch(() => undefined);
   }
 
-  async written(): Promise<void> {
-    await this.chain;
+  written(): Promise<void> {
+    return this.chain;
   }
 
   syncAndClose(): Promise<void> {
-    const done = this.chain.then(async (handle) => {
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+    const done = this.finish(async (handle) => {
+      await this.chain;
+      await handle.sync();
     });
     done.catch(() => undefined);
     return done;
@@ -120,9 +119,17 @@ class BackgroundFile {
 
   /** Closes the file without syncing it (it is about to be removed). */
   close(): Promise<void> {
-    const done = this.chain.then((handle) => handle.close());
-    done.catch(() => undefined);
-    return done;
+    return this.finish(() => this.chain.catch(() => undefined));
+  }
+
+  /** Runs `last` on the open file, then closes it whatever happened, so no handle is left open. */
+  private async finish(last: (handle: fs.FileHandle) => Promise<void>): Promise<void> {
+    const handle = await this.opened;
+    try {
+      await last(handle);
+    } finally {
+      await handle.close();
+    }
   }
 }
 
