@@ -1,10 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import { cors } from 'hono/cors';
+import { accessApi } from './api/access.js';
+import { studiesApi } from './api/studies.js';
+import { auditTrail, authenticate, dicomwebAccess } from './auth/middleware.js';
+import { credentialLabel } from './auth/principal.js';
 import { QueryError } from './catalog/qido.js';
 import type { Env, Services } from './context.js';
 import { DicomParseError } from './dicom/parse.js';
 import { UidError } from './dicom/uid.js';
+import { deleteRouter } from './dicomweb/delete.js';
 import { qidoRouter } from './dicomweb/qido.js';
 import { stowRouter } from './dicomweb/stow.js';
 import { wadoRouter } from './dicomweb/wado.js';
@@ -24,7 +29,7 @@ export function createApp(services: Services) {
     await next();
     c.header('X-Request-Id', requestId);
     c.var.log.info(
-      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) },
+      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started), credential: credentialLabel(c.var.principal) },
       'request',
     );
   });
@@ -35,7 +40,7 @@ export function createApp(services: Services) {
       origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
       allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id'],
       allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
-      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning'],
+      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning', 'WWW-Authenticate'],
       maxAge: 600,
     }),
   );
@@ -47,9 +52,17 @@ export function createApp(services: Services) {
     return c.json({ status: healthy ? 'ok' : 'unavailable', index, objectStore: objects }, healthy ? 200 : 503);
   });
 
+  // Health tells nothing of patients and is what load balancers probe: no credential.
+  app.use('/dicom-web/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess());
+  app.use('/api/*', auditTrail(services.auth.audit), authenticate(services.auth));
+
   app.route('/dicom-web', stowRouter(services));
   app.route('/dicom-web', qidoRouter(services));
   app.route('/dicom-web', wadoRouter(services));
+  app.route('/dicom-web', deleteRouter(services));
+
+  app.route('/api/v1', studiesApi(services));
+  app.route('/api/v1', accessApi(services));
 
   app.notFound((c) => c.json({ error: 'not-found', detail: `no route for ${c.req.method} ${c.req.path}` }, 404));
 

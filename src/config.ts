@@ -10,6 +10,12 @@ const bytes = z
   .regex(/^\d+(\.\d+)?\s*([kmgt]i?b?)?$/i, 'a byte size such as 500MB, 2GiB or 1048576')
   .transform(parseByteSize);
 
+const seconds = z.coerce.number().int().min(1).max(7 * 24 * 3600);
+
+const signingKey = z
+  .string()
+  .regex(/^[A-Za-z0-9+/_-]{43,}={0,2}$/, 'at least 32 random bytes in base64; make one with `openssl rand -base64 32`');
+
 const schema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
@@ -20,7 +26,17 @@ const schema = z.object({
   PACS_MAX_INSTANCE_BYTES: bytes.default(2 * 1024 ** 3),
   PACS_OVERWRITE_DIFFERENT: bool.default(false),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PACS_ANONYMOUS_READ: bool.default(false),
+  PACS_ADMIN_KEY: z.string().min(24, 'at least 24 characters; make one with `openssl rand -base64 32`').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+  PACS_VIEWER_URL: z.url().optional(),
+  PACS_VIEWER_TOKEN_TTL: seconds.default(3600),
+  PACS_VIEWER_TOKEN_MAX_TTL: seconds.default(12 * 3600),
+  PACS_VIEWER_SIGNING_KEY: signingKey.optional(),
+  PACS_VIEWER_SIGNING_KEY_PREVIOUS: signingKey.optional(),
 });
+
+/** Variables whose values never appear in a message. */
+const SECRETS = new Set(['PACS_ADMIN_KEY', 'PACS_VIEWER_SIGNING_KEY', 'PACS_VIEWER_SIGNING_KEY_PREVIOUS']);
 
 export type Config = Readonly<{
   port: number;
@@ -32,6 +48,11 @@ export type Config = Readonly<{
   maxInstanceBytes: number;
   overwriteDifferent: boolean;
   logLevel: string;
+  /** Opt-in for a trusted LAN: reads (QIDO, WADO, study summaries) without a credential. */
+  anonymousRead: boolean;
+  adminKey?: string;
+  viewerUrl?: string;
+  viewerToken: Readonly<{ defaultTtl: number; maxTtl: number; signingKey?: string; previousSigningKey?: string }>;
 }>;
 
 export class ConfigError extends Error {}
@@ -41,7 +62,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const known = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = schema.safeParse(known);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}=${JSON.stringify(known[String(i.path[0])])}: ${i.message}`);
+    const shown = (name: string) => (SECRETS.has(name) ? '(hidden)' : JSON.stringify(known[name]));
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}=${shown(String(i.path[0]))}: ${i.message}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
@@ -55,6 +77,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxInstanceBytes: e.PACS_MAX_INSTANCE_BYTES,
     overwriteDifferent: e.PACS_OVERWRITE_DIFFERENT,
     logLevel: e.PACS_LOG_LEVEL,
+    anonymousRead: e.PACS_ANONYMOUS_READ,
+    adminKey: e.PACS_ADMIN_KEY,
+    viewerUrl: e.PACS_VIEWER_URL?.replace(/\/+$/, ''),
+    viewerToken: Object.freeze({
+      defaultTtl: Math.min(e.PACS_VIEWER_TOKEN_TTL, e.PACS_VIEWER_TOKEN_MAX_TTL),
+      maxTtl: e.PACS_VIEWER_TOKEN_MAX_TTL,
+      signingKey: e.PACS_VIEWER_SIGNING_KEY,
+      previousSigningKey: e.PACS_VIEWER_SIGNING_KEY_PREVIOUS,
+    }),
   });
 }
 

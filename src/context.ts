@@ -1,4 +1,7 @@
+import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
+import type { Auth } from './auth/middleware.js';
+import type { Principal } from './auth/principal.js';
 import type { Catalog } from './catalog/catalog.js';
 import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
@@ -10,6 +13,7 @@ export type Services = {
   store: ObjectStore;
   catalog: Catalog;
   ingest: IngestDeps;
+  auth: Auth;
   log: Logger;
   /** Closes the index and removes this process's spool folder. */
   close(): Promise<void>;
@@ -18,9 +22,13 @@ export type Services = {
 /** Hono context values, typed once (STYLE.md). */
 export type Env = {
   /** Present under @hono/node-server: the Node request, whose body streams faster than its web wrapper. */
-  Bindings: { incoming?: AsyncIterable<Uint8Array> };
+  Bindings: { incoming?: IncomingMessage };
   Variables: {
     log: Logger;
     requestId: string;
+    /** Who is asking; unset when nobody said and anonymous reads are off. */
+    principal?: Principal;
+    /** The study a request touched when its path does not name it (a STOW to /studies). */
+    auditStudyUid?: string;
   };
 };

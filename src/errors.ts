@@ -22,3 +22,22 @@ export class BadRequest extends HttpError {
   }
 }
 
+
+/**
+ * 401 with an RFC 6750 challenge. Without a credential the challenge names no error; with a bad one it
+ * says what was wrong, so that an integrator sees "expired" rather than guessing.
+ */
+export class Unauthorized extends HttpError {
+  constructor(detail: string, credentialGiven: boolean) {
+    const reason = detail.replace(/["\\]/g, "'");
+    super(401, 'unauthorized', detail, {
+      'WWW-Authenticate': credentialGiven ? `Bearer realm="pacs-lite", error="invalid_token", error_description="${reason}"` : 'Bearer realm="pacs-lite"',
+    });
+  }
+}
+
+export class Forbidden extends HttpError {
+  constructor(detail: string) {
+    super(403, 'forbidden', detail);
+  }
+}

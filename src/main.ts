@@ -2,6 +2,7 @@ import { serve } from '@hono/node-server';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
+import type { Services } from './context.js';
 import { openServices } from './services.js';
 
 async function main() {
@@ -17,6 +18,7 @@ async function main() {
   }
   const log = createLogger(config.logLevel);
   const services = await openServices(config, log);
+  await warnAboutAccess(services);
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (info) => {
     log.info({ port: info.port, host: config.host, storage: config.storageDir }, 'listening');
@@ -34,6 +36,19 @@ async function main() {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/** An open server is the operator's explicit choice, and said loudly; a server nobody can use is said too. */
+async function warnAboutAccess({ config, auth, log }: Services) {
+  if (config.anonymousRead) {
+    log.warn(
+      '*** PACS_ANONYMOUS_READ=true: anyone who can reach this server can read every study without a credential. Use it only on a trusted LAN. ***',
+    );
+  }
+  const usable = (await auth.keys.list()).some((k) => k.revokedAt === null && (k.expiresAt === null || k.expiresAt > Date.now()));
+  if (!usable) {
+    log.warn('no API key is usable yet: set PACS_ADMIN_KEY, or create one with `npm run cli -- keys create --role admin --name <who>`');
+  }
 }
 
 await main();

@@ -1,6 +1,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { ApiKeys } from './auth/api-keys.js';
+import { AuditLog } from './auth/audit.js';
+import { SigningKeys } from './auth/signing-keys.js';
+import { CLOCK_TOLERANCE_SECONDS, ViewerTokens } from './auth/viewer-tokens.js';
 import { SqliteCatalog } from './catalog/sqlite.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
@@ -12,17 +16,31 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const spoolDir = await freshSpoolDir(path.join(config.storageDir, 'tmp'));
   const store = await new FileObjectStore(path.join(config.storageDir, 'objects')).init();
   const catalog = SqliteCatalog.open(config.storageDir);
+  const records = catalog.access();
+  const signingKeys = config.viewerToken.signingKey
+    ? SigningKeys.configured(config.viewerToken.signingKey, config.viewerToken.previousSigningKey)
+    : await SigningKeys.stored(config.storageDir, retiredKeyLife(config));
+  const audit = new AuditLog(records, log);
+  const auth = { keys: new ApiKeys(records), tokens: new ViewerTokens(signingKeys, records, config.viewerToken), audit, anonymousRead: config.anonymousRead };
+  if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
   return {
     config,
     store,
     catalog,
     log,
+    auth,
     ingest: { durable: new GroupCommit(store, catalog, config.overwriteDifferent), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log },
     async close() {
+      await audit.close();
       await catalog.close();
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A rotated-out signing key verifies for as long as the tokens it signed can live. */
+export function retiredKeyLife(config: Config): number {
+  return (config.viewerToken.maxTtl + CLOCK_TOLERANCE_SECONDS) * 1000;
 }
 
 /**

@@ -25,6 +25,9 @@ export type Scope = { studyUid: string; seriesUid?: string; sopUid?: string };
 
 export type IndexOutcome = 'stored' | 'duplicate' | 'conflict';
 
+/** What a removal took out of the index, and the objects the caller deletes next (DESIGN decision 2). */
+export type Removal = { studies: number; series: number; instances: number; objectKeys: string[] };
+
 /** The study/series/instance index; SQLite by default. */
 export interface Catalog {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
@@ -36,6 +39,11 @@ export interface Catalog {
   instances(query: QidoQuery): Promise<InstanceRow[]>;
   /** Stored instances in a study, optionally narrowed to a series or an instance, in series/instance order. */
   storedInstances(scope: Scope): Promise<StoredInstance[]>;
+  /**
+   * Removes the instances in scope in one transaction, with the series and the study they leave empty, and
+   * recounts what remains. The objects are not touched: the caller deletes them after the commit.
+   */
+  remove(scope: Scope): Promise<Removal>;
   /** Every indexed object with its checksum, for verification. */
   allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }>;
   /** SHA-256 of each instance in scope, in the same order as storedInstances: a cheap fingerprint for ETags. */

@@ -1,4 +1,4 @@
-import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** Matching keys are columns (DESIGN decision 4); names (per group) and descriptions are stored folded for case-insensitive matching. */
 export const studies = sqliteTable(
@@ -72,4 +72,54 @@ export const instances = sqliteTable(
     createdAt: integer('created_at').notNull(),
   },
   (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid)],
+);
+
+/** API keys (DESIGN decision 8): only the SHA-256 of a key is kept; the key itself is shown once. */
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    role: text('role').notNull(),
+    keyHash: text('key_hash').notNull(),
+    /** The key's first characters, so that an administrator can tell keys apart without the secret. */
+    hint: text('hint').notNull(),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at'),
+    revokedAt: integer('revoked_at'),
+  },
+  (t) => [uniqueIndex('api_keys_hash').on(t.keyHash)],
+);
+
+/** Viewer tokens revoked one by one, kept until they would have expired anyway. */
+export const revokedTokens = sqliteTable('revoked_tokens', {
+  jti: text('jti').primaryKey(),
+  expiresAt: integer('expires_at').notNull(),
+  revokedAt: integer('revoked_at').notNull(),
+});
+
+/** Every viewer token of a study issued at or before `issuedBefore` (seconds) is revoked. */
+export const studyTokenRevocations = sqliteTable('study_token_revocations', {
+  studyUid: text('study_uid').primaryKey(),
+  issuedBefore: integer('issued_before').notNull(),
+});
+
+/** Who touched which patient data, from where, and what they were answered. */
+export const auditEvents = sqliteTable(
+  'audit_events',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    at: integer('at').notNull(),
+    credential: text('credential').notNull(),
+    ip: text('ip'),
+    method: text('method').notNull(),
+    path: text('path').notNull(),
+    query: text('query'),
+    studyUid: text('study_uid'),
+    seriesUid: text('series_uid'),
+    sopUid: text('sop_uid'),
+    status: integer('status').notNull(),
+    requestId: text('request_id').notNull(),
+  },
+  (t) => [index('audit_at').on(t.at), index('audit_study').on(t.studyUid, t.at), index('audit_credential').on(t.credential, t.at)],
 );

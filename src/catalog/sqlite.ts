@@ -4,10 +4,12 @@ import Database from 'better-sqlite3';
 import { eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
-import type { Catalog, IndexOutcome, InstanceRow, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { Catalog, IndexOutcome, InstanceRow, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import { whereClauses, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
+import type { AccessRecords } from '../auth/records.js';
 import * as schema from './schema.sqlite.js';
+import { SqliteAccessRecords } from './sqlite-access.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/sqlite', import.meta.url));
 
@@ -25,6 +27,11 @@ export class SqliteCatalog implements Catalog {
     this.sqlite.pragma('case_sensitive_like = ON');
     this.db = drizzle(this.sqlite, { schema });
     migrate(this.db, { migrationsFolder: MIGRATIONS });
+  }
+
+  /** Keys, revocations and the audit trail live in the same database. */
+  access(): AccessRecords {
+    return new SqliteAccessRecords(this.db);
   }
 
   static open(storageDir: string): SqliteCatalog {
@@ -80,26 +87,43 @@ export class SqliteCatalog implements Catalog {
         tx.insert(series).values(row.series).onConflictDoUpdate({ target: series.seriesUid, set: row.series }).run();
         tx.insert(instances).values(row.instance).onConflictDoUpdate({ target: instances.sopUid, set: row.instance }).run();
       }
-      for (const uid of new Set(rows.map((r) => r.series.seriesUid))) {
-        tx.run(sql`UPDATE series SET num_instances = (SELECT count(*) FROM instances WHERE series_uid = ${uid}) WHERE series_uid = ${uid}`);
-      }
-      for (const uid of new Set(rows.map((r) => r.study.studyUid))) {
-        const modalities = tx
-          .selectDistinct({ modality: series.modality })
-          .from(series)
-          .where(eq(series.studyUid, uid))
-          .orderBy(series.modality)
-          .all()
-          .flatMap((r) => (r.modality ? [r.modality] : []));
-        tx.run(sql`UPDATE studies SET
-          num_series = (SELECT count(*) FROM series WHERE study_uid = ${uid}),
-          num_instances = (SELECT count(*) FROM instances WHERE study_uid = ${uid}),
-          modalities = ${modalities.join('\\')},
-          updated_at = ${Date.now()}
-          WHERE study_uid = ${uid}`);
-      }
+      recount(tx, new Set(rows.map((r) => r.series.seriesUid)), new Set(rows.map((r) => r.study.studyUid)));
       return outcomes;
     });
+  }
+
+  async remove(scope: Scope): Promise<Removal> {
+    const { instances } = schema;
+    // IMMEDIATE: the write lock is taken before the read, so another process cannot change the rows in between.
+    return this.db.transaction(
+      (tx) => {
+        const doomed = tx.select({ seriesUid: instances.seriesUid, objectKey: instances.objectKey }).from(instances).where(inScope(scope)).all();
+        if (doomed.length === 0) return { studies: 0, series: 0, instances: 0, objectKeys: [] };
+        tx.delete(instances).where(inScope(scope)).run();
+        const touchedSeries = new Set(doomed.map((r) => r.seriesUid));
+        const touchedStudies = new Set([scope.studyUid]);
+        const keptSeries = new Set<string>();
+        for (const uid of touchedSeries) {
+          const owner = tx.get<{ studyUid: string } | undefined>(sql`SELECT study_uid AS "studyUid" FROM series WHERE series_uid = ${uid}`);
+          if (owner) touchedStudies.add(owner.studyUid);
+          const gone = tx.run(sql`DELETE FROM series WHERE series_uid = ${uid} AND NOT EXISTS (SELECT 1 FROM instances WHERE series_uid = ${uid})`);
+          if (gone.changes === 0) keptSeries.add(uid);
+        }
+        const keptStudies = new Set<string>();
+        for (const uid of touchedStudies) {
+          const gone = tx.run(sql`DELETE FROM studies WHERE study_uid = ${uid} AND NOT EXISTS (SELECT 1 FROM series WHERE study_uid = ${uid})`);
+          if (gone.changes === 0) keptStudies.add(uid);
+        }
+        recount(tx, keptSeries, keptStudies);
+        return {
+          studies: touchedStudies.size - keptStudies.size,
+          series: touchedSeries.size - keptSeries.size,
+          instances: doomed.length,
+          objectKeys: doomed.map((r) => r.objectKey),
+        };
+      },
+      { behavior: 'immediate' },
+    );
   }
 
   async studies(query: QidoQuery): Promise<StudyRow[]> {
@@ -159,6 +183,31 @@ export class SqliteCatalog implements Catalog {
 
   async close(): Promise<void> {
     this.sqlite.close();
+  }
+}
+
+type Transaction = Parameters<Parameters<BetterSQLite3Database<typeof schema>['transaction']>[0]>[0];
+
+/** The counts QIDO answers without counting (DESIGN decision 4), recomputed for the series and studies a write touched. */
+function recount(tx: Transaction, seriesUids: Iterable<string>, studyUids: Iterable<string>): void {
+  const { series } = schema;
+  for (const uid of seriesUids) {
+    tx.run(sql`UPDATE series SET num_instances = (SELECT count(*) FROM instances WHERE series_uid = ${uid}) WHERE series_uid = ${uid}`);
+  }
+  for (const uid of studyUids) {
+    const modalities = tx
+      .selectDistinct({ modality: series.modality })
+      .from(series)
+      .where(eq(series.studyUid, uid))
+      .orderBy(series.modality)
+      .all()
+      .flatMap((r) => (r.modality ? [r.modality] : []));
+    tx.run(sql`UPDATE studies SET
+      num_series = (SELECT count(*) FROM series WHERE study_uid = ${uid}),
+      num_instances = (SELECT count(*) FROM instances WHERE study_uid = ${uid}),
+      modalities = ${modalities.join('\\')},
+      updated_at = ${Date.now()}
+      WHERE study_uid = ${uid}`);
   }
 }
 

@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import { studyScope } from '../auth/principal.js';
 import type { InstanceRow, SeriesRow, StudyRow } from '../catalog/catalog.js';
 import { isUidListKey, isUniversal, type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
 import { INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, pick } from '../catalog/record.js';
@@ -12,7 +13,8 @@ import { absolutizeBulkData, dicomwebRoot } from './urls.js';
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10000;
-const CONTROL_PARAMS = new Set(['limit', 'offset', 'fuzzymatching', 'includefield']);
+/** Not matching keys; `token` is a viewer token given in the URL (auth/middleware.ts). */
+const CONTROL_PARAMS = new Set(['limit', 'offset', 'fuzzymatching', 'includefield', 'token']);
 
 type Include = { all: boolean; tags: string[] };
 /** What the search was of (PS3.18 Table 10.6.1-2): a search of all series also answers study attributes. */
@@ -83,7 +85,8 @@ function parseQuery(c: Context<Env>, level: Level): Search {
   };
   const sql: QidoQuery = {
     level,
-    studyUid: target.study,
+    // A viewer token's search covers its own study only (the path was checked against it already).
+    studyUid: target.study ?? studyScope(c.var.principal),
     seriesUid: target.series,
     keys,
     fuzzy: booleanParam(params.get('fuzzymatching'), 'fuzzymatching'),

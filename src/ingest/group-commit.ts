@@ -4,13 +4,14 @@ import type { ObjectStore } from '../storage/object-store.js';
 
 type Item = { record: IndexRecord; localPath: string };
 type Waiting = { items: Item[]; resolve: (r: IndexOutcome[]) => void; reject: (e: unknown) => void };
+type Job = { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
 
 /**
  * DESIGN decision 2, group commit: batches that finish receiving while another is being made durable
  * wait and then go together, so concurrent uploads share one round of fsyncs and one index transaction.
  */
 export class GroupCommit {
-  private readonly queue: Waiting[] = [];
+  private readonly queue: Array<Waiting | Job> = [];
   private running = false;
 
   constructor(
@@ -27,10 +28,28 @@ export class GroupCommit {
     });
   }
 
+  /**
+   * Runs `work` between groups, never beside one: a deletion then cannot remove a file that an upload
+   * of the same instance has just moved into place and is about to index.
+   */
+  exclusive(work: () => Promise<void>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ run: work, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
   private async drain(): Promise<void> {
     this.running = true;
     while (this.queue.length > 0) {
-      const group = this.queue.splice(0);
+      const first = this.queue[0]!;
+      if ('run' in first) {
+        this.queue.shift();
+        await first.run().then(first.resolve, first.reject);
+        continue;
+      }
+      const jobAt = this.queue.findIndex((w) => 'run' in w);
+      const group = this.queue.splice(0, jobAt < 0 ? this.queue.length : jobAt) as Waiting[];
       const items = group.flatMap((w) => w.items);
       try {
         const outcomes = await this.storeGroup(items);

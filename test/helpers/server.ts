@@ -18,13 +18,24 @@ export type RunningServer = {
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
+/** Every test server starts with this admin key (PACS_ADMIN_KEY), unless a test sets its own. */
+export const TEST_ADMIN_KEY = 'test-admin-key-0123456789abcdef';
+export const AS_ADMIN = { Authorization: `Bearer ${TEST_ADMIN_KEY}` };
+
+/** fetch as the clinic's administrator, unless the request carries its own Authorization. */
+export function adminFetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  if (!headers.has('authorization')) headers.set('authorization', AS_ADMIN.Authorization);
+  return fetch(url, { ...init, headers });
+}
+
 /** Starts the real server as its own process on a random loopback port, with its own data folder. */
 export async function startServer(opts: { env?: Record<string, string>; dataDir?: string } = {}): Promise<RunningServer> {
   const dataDir = opts.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-test-')));
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', ...opts.env },
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
@@ -74,9 +85,10 @@ export function stowBody(parts: Array<Buffer | { contentType: string; body: Buff
   return { body: Buffer.concat(chunks), contentType: `multipart/related; type="application/dicom"; boundary=${boundary}` };
 }
 
+/** A STOW-RS request, sent as the administrator unless `headers` carry another Authorization. */
 export async function stow(dicomweb: string, files: Buffer[], studyUID?: string, headers: Record<string, string> = {}): Promise<Response> {
   const { body, contentType } = stowBody(files);
-  return fetch(`${dicomweb}/studies${studyUID ? `/${studyUID}` : ''}`, {
+  return adminFetch(`${dicomweb}/studies${studyUID ? `/${studyUID}` : ''}`, {
     method: 'POST',
     headers: { 'Content-Type': contentType, Accept: 'application/dicom+json', ...headers },
     body: new Uint8Array(body),

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TransferSyntax } from '../../src/dicom/transfer-syntax.js';
 import { newUid, writePart10 } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
-import { startServer, stowBody, type RunningServer } from '../helpers/server.js';
+import { AS_ADMIN, adminFetch, startServer, stowBody, type RunningServer } from '../helpers/server.js';
 
 /**
  * The "bad input" requirement: every malformed upload gets the right DICOMweb status and a reason a person can
@@ -37,7 +37,7 @@ afterEach(async () => {
   const good = goodInstance();
   const result = await send([good.bytes]);
   expect(result.status, JSON.stringify(result.body)).toBe(200);
-  expect(await (await fetch(`${server.url}/healthz`)).json()).toMatchObject({ status: 'ok' });
+  expect(await (await adminFetch(`${server.url}/healthz`)).json()).toMatchObject({ status: 'ok' });
   // Bad input is the client's problem: nothing the server logs as its own failure (pino level 50 and up).
   expect(server.logs.filter((line) => /"level":[5-9]\d/.test(line))).toEqual([]);
 });
@@ -127,7 +127,7 @@ type StowResult = { status: number; body: any; stored: string[]; failed: Failure
 /** One STOW-RS request with the files as application/dicom parts (or parts of another type). */
 async function send(parts: Array<Buffer | { contentType: string; body: Buffer }>, studyUID?: string): Promise<StowResult> {
   const { body, contentType } = stowBody(parts);
-  const response = await fetch(`${server.dicomweb}/studies${studyUID ? `/${studyUID}` : ''}`, {
+  const response = await adminFetch(`${server.dicomweb}/studies${studyUID ? `/${studyUID}` : ''}`, {
     method: 'POST',
     headers: { 'Content-Type': contentType, Accept: 'application/dicom+json' },
     body: new Uint8Array(body),
@@ -172,7 +172,7 @@ async function expectRefusedBesideGood(bad: Buffer, reason: number, comment: Reg
  */
 function postInPieces(pieces: Buffer[], headers: Record<string, string>, end = true): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
-    const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers });
+    const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers: { ...AS_ADMIN, ...headers } });
     request.setTimeout(15_000, () => request.destroy(new Error('no answer within 15 s')));
     request.on('error', reject); // once answered, a reset of the rest of the upload changes nothing
     request.on('response', async (response) => {
@@ -238,7 +238,7 @@ async function expectConsistentStore(): Promise<void> {
   expect((await filesUnder(path.join(server.dataDir, 'objects'))).sort()).toEqual(keys.sort());
   expect(await fs.readdir(spoolDir())).toEqual([]);
   expect(await fs.readdir(path.join(server.dataDir, 'tmp'))).toEqual([String(server.process.pid)]);
-  const others = (await fs.readdir(server.dataDir)).filter((name) => !/^(objects|tmp|index\.sqlite(-wal|-shm)?)$/.test(name));
+  const others = (await fs.readdir(server.dataDir)).filter((name) => !/^(objects|tmp|secrets|index\.sqlite(-wal|-shm)?)$/.test(name));
   expect(others).toEqual([]);
 }
 
@@ -372,7 +372,7 @@ describe('STOW-RS refuses a bad instance and stores its neighbours', () => {
 
     const before = indexRows().length;
     const { body, contentType } = stowBody([goodInstance().bytes]);
-    const response = await fetch(`${server.dicomweb}/studies/..%2F..%2Fetc`, { method: 'POST', headers: { 'Content-Type': contentType }, body: new Uint8Array(body) });
+    const response = await adminFetch(`${server.dicomweb}/studies/..%2F..%2Fetc`, { method: 'POST', headers: { 'Content-Type': contentType }, body: new Uint8Array(body) });
     expect(response.status).toBe(400);
     expect(await response.json()).toMatchObject({ error: 'bad-request', detail: expect.stringMatching(/StudyInstanceUID in the URL "\.\.\/\.\.\/etc" is not a valid DICOM UID/) });
     expect(indexRows()).toHaveLength(before);
@@ -419,7 +419,7 @@ describe('STOW-RS refuses a broken multipart body whole', () => {
   const good = () => goodInstance();
 
   async function expectRefused(contentType: string, body: Buffer, status: number, error: string, detail: RegExp, notStored: string[]) {
-    const response = await fetch(`${server.dicomweb}/studies`, { method: 'POST', headers: { 'Content-Type': contentType }, body: new Uint8Array(body), signal: AbortSignal.timeout(15_000) });
+    const response = await adminFetch(`${server.dicomweb}/studies`, { method: 'POST', headers: { 'Content-Type': contentType }, body: new Uint8Array(body), signal: AbortSignal.timeout(15_000) });
     expect(response.status).toBe(status);
     expect(response.headers.get('content-type')).toMatch(/^application\/json/);
     expect(await response.json()).toMatchObject({ error, detail: expect.stringMatching(detail) });
@@ -460,7 +460,7 @@ describe('STOW-RS and a client that goes away', () => {
   it('stores nothing and cleans its spool when the client disconnects mid-upload', async () => {
     const [a, b] = [goodInstance(), goodInstance({ rows: 500, columns: 500 })];
     const { body, contentType } = stowBody([a.bytes, b.bytes]);
-    const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers: { 'Content-Type': contentType, 'Content-Length': String(body.length) } });
+    const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers: { ...AS_ADMIN, 'Content-Type': contentType, 'Content-Length': String(body.length) } });
     request.on('error', () => {}); // we are the ones hanging up
     request.write(body.subarray(0, body.length / 2));
     // The server is receiving: the second instance is being spooled.

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { syntheticSeries } from '../fixtures/synthetic.js';
-import { startServer } from '../helpers/server.js';
+import { adminFetch, startServer } from '../helpers/server.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -38,7 +38,7 @@ describe('command-line import', () => {
 
     const server = await startServer({ dataDir });
     try {
-      const studies = await (await fetch(`${server.dicomweb}/studies?PatientName=import*`)).json();
+      const studies = await (await adminFetch(`${server.dicomweb}/studies?PatientName=import*`)).json();
       expect(studies).toHaveLength(1);
       expect(studies[0]['00201208'].Value).toEqual([5]);
     } finally {

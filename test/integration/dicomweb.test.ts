@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { SopClass, syntheticInstance, type SyntheticOptions } from '../fixtures/synthetic.js';
-import { readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 type Fixture = {
   path: string;
@@ -93,7 +93,7 @@ describe('STOW-RS', () => {
     expect(response.status).toBe(200);
     const body = await response.json();
     expect(body['00081199'].Value[0]['00081155'].Value).toEqual([fixture.sopInstanceUID]);
-    const search = await fetch(`${server.dicomweb}/instances?SOPInstanceUID=${fixture.sopInstanceUID}`);
+    const search = await adminFetch(`${server.dicomweb}/instances?SOPInstanceUID=${fixture.sopInstanceUID}`);
     expect(await search.json()).toHaveLength(1);
   });
 
@@ -106,7 +106,7 @@ describe('STOW-RS', () => {
     const failed = (await response.json())['00081198'].Value[0];
     expect(failed['00081197'].Value).toEqual([0x0111]);
     expect(failed['00000902'].Value[0]).toMatch(/already stored with different content/);
-    const retrieved = await fetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}`, {
+    const retrieved = await adminFetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}`, {
       headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
     });
     const [part] = await readMultipartResponse(retrieved);
@@ -124,7 +124,7 @@ describe('STOW-RS', () => {
   });
 
   it('answers 415 to a body that is not multipart/related', async () => {
-    const response = await fetch(`${server.dicomweb}/studies`, { method: 'POST', headers: { 'Content-Type': 'application/dicom' }, body: new Uint8Array(bytesOf(manifest[0]!)) });
+    const response = await adminFetch(`${server.dicomweb}/studies`, { method: 'POST', headers: { 'Content-Type': 'application/dicom' }, body: new Uint8Array(bytesOf(manifest[0]!)) });
     expect(response.status).toBe(415);
     expect((await response.json()).error).toBe('unsupported-media-type');
   });
@@ -139,14 +139,14 @@ describe('STOW-RS duplicates, on a server that allows overwriting', () => {
     await other?.stop();
   });
   const retrieve = (dicomweb: string, f: { studyUID: string; seriesUID: string; sopInstanceUID: string }) =>
-    fetch(`${dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}`, { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+    adminFetch(`${dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}`, { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
 
   it('stores an instance sent twice in one request once', async () => {
     const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
     const file = syntheticInstance(ids);
     const response = await stow(other.dicomweb, [file, file]);
     expect(response.status).toBe(200);
-    const [study] = await (await fetch(`${other.dicomweb}/studies?StudyInstanceUID=${ids.studyUID}`)).json();
+    const [study] = await (await adminFetch(`${other.dicomweb}/studies?StudyInstanceUID=${ids.studyUID}`)).json();
     expect(study['00201208'].Value).toEqual([1]);
   });
 
@@ -158,7 +158,7 @@ describe('STOW-RS duplicates, on a server that allows overwriting', () => {
     expect((await stow(other.dicomweb, [second])).status).toBe(200);
     const [part] = await readMultipartResponse(await retrieve(other.dicomweb, ids));
     expect(sha256(part!.body)).toBe(sha256(second));
-    const [study] = await (await fetch(`${other.dicomweb}/studies?StudyInstanceUID=${ids.studyUID}`)).json();
+    const [study] = await (await adminFetch(`${other.dicomweb}/studies?StudyInstanceUID=${ids.studyUID}`)).json();
     expect(study['00201208'].Value).toEqual([1]);
     expect(study['00100010'].Value).toEqual([{ Alphabetic: 'Second^Version' }]);
   });
@@ -168,7 +168,7 @@ describe('STOW-RS duplicates, on a server that allows overwriting', () => {
 describe('WADO-RS', () => {
   it('returns every instance byte for byte as stored', async () => {
     for (const fixture of manifest) {
-      const response = await fetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}`, {
+      const response = await adminFetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}`, {
         headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
       });
       expect(response.status, fixture.path).toBe(200);
@@ -180,14 +180,14 @@ describe('WADO-RS', () => {
   it('returns a whole study as one multipart response', async () => {
     const study = manifest[0]!.studyUID;
     const expected = manifest.filter((f) => f.studyUID === study).map((f) => f.sha256).sort();
-    const response = await fetch(`${server.dicomweb}/studies/${study}`, { headers: { Accept: 'multipart/related; type=application/dicom' } });
+    const response = await adminFetch(`${server.dicomweb}/studies/${study}`, { headers: { Accept: 'multipart/related; type=application/dicom' } });
     const parts = await readMultipartResponse(response);
     expect(parts.map((p) => sha256(p.body)).sort()).toEqual(expected);
   });
 
   it('serves metadata with NumberOfFrames, the frame syntax and absolute BulkDataURIs', async () => {
     for (const fixture of manifest) {
-      const response = await fetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}/metadata`);
+      const response = await adminFetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}/metadata`);
       expect(response.status).toBe(200);
       expect(response.headers.get('content-type')).toMatch(/^application\/dicom\+json/);
       const [json] = await response.json();
@@ -202,20 +202,20 @@ describe('WADO-RS', () => {
   it('answers series metadata gzipped with an ETag, and 304 when it has not changed', async () => {
     const f = manifest[0]!;
     const url = `${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/metadata`;
-    const first = await fetch(url, { headers: { 'Accept-Encoding': 'gzip' } });
+    const first = await adminFetch(url, { headers: { 'Accept-Encoding': 'gzip' } });
     expect(first.status).toBe(200);
     expect(first.headers.get('content-encoding')).toBe('gzip');
     const etag = first.headers.get('etag')!;
     expect(etag).toBeTruthy();
     expect((await first.json()).length).toBe(manifest.filter((m) => m.seriesUID === f.seriesUID).length);
-    const again = await fetch(url, { headers: { 'If-None-Match': etag } });
+    const again = await adminFetch(url, { headers: { 'If-None-Match': etag } });
     expect(again.status).toBe(304);
   });
 
   it('serves every frame in its stored syntax, one part per frame', async () => {
     for (const fixture of manifest) {
       const frames = Array.from({ length: Math.min(fixture.numberOfFrames, 3) }, (_, i) => fixture.numberOfFrames - i);
-      const response = await fetch(
+      const response = await adminFetch(
         `${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}/frames/${frames.join(',')}`,
         { headers: { Accept: FRAME_ACCEPT } },
       );
@@ -240,7 +240,7 @@ describe('WADO-RS', () => {
 
   it('answers 404 with a reason for a frame that does not exist', async () => {
     const f = manifest[0]!;
-    const response = await fetch(`${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}/frames/${f.numberOfFrames + 1}`, {
+    const response = await adminFetch(`${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}/frames/${f.numberOfFrames + 1}`, {
       headers: { Accept: FRAME_ACCEPT },
     });
     expect(response.status).toBe(404);
@@ -252,7 +252,7 @@ describe('QIDO-RS', () => {
   const studies = [...new Set(manifest.map((f) => f.studyUID))];
 
   it('lists every study with its counts and modalities', async () => {
-    const response = await fetch(`${server.dicomweb}/studies?limit=1000`, { headers: { Accept: 'application/dicom+json' } });
+    const response = await adminFetch(`${server.dicomweb}/studies?limit=1000`, { headers: { Accept: 'application/dicom+json' } });
     const body = await response.json();
     expect(body.map((s: any) => s['0020000D'].Value[0]).sort()).toEqual([...studies].sort());
     for (const study of body) {
@@ -269,7 +269,7 @@ describe('QIDO-RS', () => {
     for (const fixture of manifest.filter((f) => f.specificCharacterSet)) {
       const alphabetic = fixture.patientNameUtf8.split('=')[0]!;
       for (const query of [alphabetic, alphabetic.toUpperCase(), `${alphabetic.slice(0, 3).toLowerCase()}*`]) {
-        const response = await fetch(`${server.dicomweb}/studies?PatientName=${encodeURIComponent(query)}`);
+        const response = await adminFetch(`${server.dicomweb}/studies?PatientName=${encodeURIComponent(query)}`);
         const body = await response.json();
         const hit = body.find((s: any) => s['0020000D'].Value[0] === fixture.studyUID);
         expect(hit, `${fixture.path}: ${query}`).toBeDefined();
@@ -278,7 +278,7 @@ describe('QIDO-RS', () => {
       }
       const groups = fixture.patientNameUtf8.split('=');
       if (groups[1]) {
-        const response = await fetch(`${server.dicomweb}/studies?PatientName=${encodeURIComponent(groups[1])}`);
+        const response = await adminFetch(`${server.dicomweb}/studies?PatientName=${encodeURIComponent(groups[1])}`);
         expect((await response.json()).some((s: any) => s['0020000D'].Value[0] === fixture.studyUID), `${fixture.path}: ideographic`).toBe(true);
       }
     }
@@ -286,31 +286,31 @@ describe('QIDO-RS', () => {
 
   it('matches UID lists, modalities and open date ranges', async () => {
     const two = studies.slice(0, 2);
-    const byUid = await (await fetch(`${server.dicomweb}/studies?StudyInstanceUID=${two.join('\\')}`)).json();
+    const byUid = await (await adminFetch(`${server.dicomweb}/studies?StudyInstanceUID=${two.join('\\')}`)).json();
     expect(byUid.map((s: any) => s['0020000D'].Value[0]).sort()).toEqual([...two].sort());
     const modality = manifest[0]!.modality;
-    const byModality = await (await fetch(`${server.dicomweb}/studies?ModalitiesInStudy=${modality}`)).json();
+    const byModality = await (await adminFetch(`${server.dicomweb}/studies?ModalitiesInStudy=${modality}`)).json();
     expect(byModality.length).toBe(new Set(manifest.filter((f) => f.modality === modality).map((f) => f.studyUID)).size);
-    const all = await (await fetch(`${server.dicomweb}/studies?StudyDate=19000101-`)).json();
-    const none = await (await fetch(`${server.dicomweb}/studies?StudyDate=-18991231`)).json();
+    const all = await (await adminFetch(`${server.dicomweb}/studies?StudyDate=19000101-`)).json();
+    const none = await (await adminFetch(`${server.dicomweb}/studies?StudyDate=-18991231`)).json();
     expect(all.length + none.length).toBeGreaterThan(0);
     expect(none).toHaveLength(0);
   });
 
   it('pages with limit and offset in a stable order', async () => {
-    const whole = await (await fetch(`${server.dicomweb}/studies`)).json();
-    const first = await (await fetch(`${server.dicomweb}/studies?limit=2&offset=0`)).json();
-    const second = await (await fetch(`${server.dicomweb}/studies?limit=2&offset=2`)).json();
+    const whole = await (await adminFetch(`${server.dicomweb}/studies`)).json();
+    const first = await (await adminFetch(`${server.dicomweb}/studies?limit=2&offset=0`)).json();
+    const second = await (await adminFetch(`${server.dicomweb}/studies?limit=2&offset=2`)).json();
     expect([...first, ...second].map((s: any) => s['0020000D'].Value[0])).toEqual(whole.slice(0, 4).map((s: any) => s['0020000D'].Value[0]));
   });
 
   it('lists series and instances with their counts and includefield', async () => {
     const f = manifest.find((m) => m.numberOfFrames > 1)!;
-    const series = await (await fetch(`${server.dicomweb}/studies/${f.studyUID}/series?includefield=all`)).json();
+    const series = await (await adminFetch(`${server.dicomweb}/studies/${f.studyUID}/series?includefield=all`)).json();
     expect(series.find((s: any) => s['0020000E'].Value[0] === f.seriesUID)['00201209'].Value).toEqual([
       manifest.filter((m) => m.seriesUID === f.seriesUID).length,
     ]);
-    const instances = await (await fetch(`${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances?includefield=00280004`)).json();
+    const instances = await (await adminFetch(`${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances?includefield=00280004`)).json();
     const hit = instances.find((i: any) => i['00080018'].Value[0] === f.sopInstanceUID);
     expect(hit['00280008'].Value.map(Number)).toEqual([f.numberOfFrames]);
     expect(hit['00280004'].Value).toBeDefined();
@@ -325,7 +325,7 @@ describe('QIDO-RS', () => {
       ['limit=ten', /whole number/],
       ['SOPInstanceUID=1.2.3', /cannot be used as a matching key at study level/],
     ] as const) {
-      const response = await fetch(`${server.dicomweb}/studies?${query}`);
+      const response = await adminFetch(`${server.dicomweb}/studies?${query}`);
       expect(response.status, query).toBe(400);
       expect((await response.json()).detail, query).toMatch(reason);
     }
@@ -334,10 +334,10 @@ describe('QIDO-RS', () => {
 
 describe('HTTP', () => {
   it('carries CORS headers on errors and answers preflight', async () => {
-    const error = await fetch(`${server.dicomweb}/studies/1.2.3/metadata`, { headers: { Origin: 'http://viewer.example' } });
+    const error = await adminFetch(`${server.dicomweb}/studies/1.2.3/metadata`, { headers: { Origin: 'http://viewer.example' } });
     expect(error.status).toBe(404);
     expect(error.headers.get('access-control-allow-origin')).toBe('http://viewer.example');
-    const preflight = await fetch(`${server.dicomweb}/studies`, {
+    const preflight = await adminFetch(`${server.dicomweb}/studies`, {
       method: 'OPTIONS',
       headers: { Origin: 'http://viewer.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'authorization' },
     });
@@ -346,7 +346,7 @@ describe('HTTP', () => {
   });
 
   it('reports health of the index and the object store', async () => {
-    const response = await fetch(`${server.url}/healthz`);
+    const response = await adminFetch(`${server.url}/healthz`);
     expect(await response.json()).toEqual({ status: 'ok', index: 'ok', objectStore: 'ok' });
   });
 });

@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
-import { readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -86,14 +86,14 @@ describe('durability', () => {
     }
 
     server = await startServer({ dataDir: await dataDir });
-    const listed: any[] = await (await fetch(`${server.dicomweb}/instances?limit=10000`)).json();
+    const listed: any[] = await (await adminFetch(`${server.dicomweb}/instances?limit=10000`)).json();
     const indexed = new Set(listed.map(sopUidOf));
     for (const uid of acknowledged) expect(indexed.has(uid), `acknowledged ${uid} is gone after the crash`).toBe(true);
 
     // Every row the index holds, acknowledged or not, serves the exact bytes that were sent.
     for (const instance of listed) {
       const uid = sopUidOf(instance);
-      const response = await fetch(instance['00081190'].Value[0], { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+      const response = await adminFetch(instance['00081190'].Value[0], { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
       expect(response.status, uid).toBe(200);
       const [part] = await readMultipartResponse(response);
       expect(sha256(part!.body), uid).toBe(sha256(sent.get(uid)!));

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
-import { startServer, stow, type RunningServer } from '../helpers/server.js';
+import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 /** What QIDO-RS shows only over HTTP: keys as sent, what each answer carries, paging signals, 400 reasons. */
 
@@ -16,7 +16,7 @@ const unknown = { studyUID: newUid(), patientName: 'Roe^Rick', patientID: 'QIDO-
 const ctInstances = syntheticSeries(2, { ...mueller, seriesUID: ct, seriesNumber: 1 });
 
 let server: RunningServer;
-const get = (path: string) => fetch(`${server.dicomweb}${path}`, { headers: { Accept: 'application/dicom+json' } });
+const get = (path: string) => adminFetch(`${server.dicomweb}${path}`, { headers: { Accept: 'application/dicom+json' } });
 async function json(path: string): Promise<Json[]> {
   const response = await get(path);
   expect(response.status, `${path}: ${response.status}`).toBe(200);
@@ -143,7 +143,7 @@ describe('paging', () => {
     const last = await get('/studies?PatientID=QIDO-*&limit=2&offset=2');
     expect((await last.json()).length).toBe(1);
     expect(warning(last)).toBe('');
-    const browser = await fetch(`${server.dicomweb}/studies?limit=1`, { headers: { Origin: 'http://viewer.example' } });
+    const browser = await adminFetch(`${server.dicomweb}/studies?limit=1`, { headers: { Origin: 'http://viewer.example' } });
     expect(browser.headers.get('access-control-expose-headers')).toMatch(/\bWarning\b/);
   });
 

@@ -1,0 +1,108 @@
+import { Hono, type Context } from 'hono';
+import { allow } from '../auth/middleware.js';
+import type { StudyRow } from '../catalog/catalog.js';
+import type { MatchKey, QidoQuery } from '../catalog/qido.js';
+import type { Env, Services } from '../context.js';
+import { firstString, type DicomJson } from '../dicom/json.js';
+import { Tag } from '../dicom/tags.js';
+import { assertUid } from '../dicom/uid.js';
+import { BadRequest, HttpError, NotFound } from '../errors.js';
+
+/** A listing by accession or patient is for one patient's orders, not a browse of the archive. */
+const MAX_SUMMARIES = 100;
+
+/**
+ * What an EMR needs about a study: short JSON summaries to check it is the right one, and viewer links
+ * that open it, read-only and for a limited time, in OHIF.
+ */
+export function studiesApi(services: Services) {
+  const { catalog, config, auth } = services;
+  const router = new Hono<Env>();
+
+  const studyByUid = async (c: Context<Env>): Promise<StudyRow> => {
+    const studyUid = assertUid('StudyInstanceUID in the URL', c.req.param('study'));
+    const [row] = await catalog.studies(studyQuery([], studyUid, 1));
+    if (!row) throw new NotFound('no study with that UID is stored');
+    return row;
+  };
+
+  const viewerLink = async (c: Context<Env>, study: StudyRow) => {
+    if (!config.viewerUrl) throw new HttpError(503, 'viewer-not-configured', 'this server has no viewer address: set PACS_VIEWER_URL to where OHIF is served');
+    const issued = await auth.tokens.issue(study.studyUid, lifetimeParam(c.req.query('expires_in'), auth.tokens.lifetime.maxTtl));
+    const url = new URL(`${config.viewerUrl}/viewer`);
+    url.searchParams.set('StudyInstanceUIDs', study.studyUid);
+    url.searchParams.set('token', issued.token);
+    c.set('auditStudyUid', study.studyUid);
+    c.header('Cache-Control', 'no-store');
+    return c.json({
+      viewer_url: url.toString(),
+      study_uid: study.studyUid,
+      expires_in: issued.expiresIn,
+      expires_at: issued.expiresAt.toISOString(),
+    });
+  };
+
+  router.get('/studies/:study/viewer-url', allow('viewer-links'), async (c) => viewerLink(c, await studyByUid(c)));
+
+  router.get('/viewer-url', allow('viewer-links'), async (c) => {
+    const accession = exactParam(c.req.query('accession'), 'accession');
+    if (!accession) throw new BadRequest('give the accession number of the order: /api/v1/viewer-url?accession=…');
+    const rows = await catalog.studies(studyQuery([{ tag: Tag.AccessionNumber, keyword: 'AccessionNumber', value: accession }], undefined, 2));
+    if (rows.length === 0) throw new NotFound(`no study with accession number ${accession} is stored`);
+    if (rows.length > 1) {
+      throw new HttpError(409, 'ambiguous-accession', `accession number ${accession} names more than one study; ask for a link by Study Instance UID: /api/v1/studies/{StudyInstanceUID}/viewer-url`);
+    }
+    return viewerLink(c, rows[0]!);
+  });
+
+  router.get('/studies/:study', allow('summaries'), async (c) => c.json(summary(await studyByUid(c))));
+
+  router.get('/studies', allow('summaries'), async (c) => {
+    const keys: MatchKey[] = [];
+    const accession = exactParam(c.req.query('accession'), 'accession');
+    const patientId = exactParam(c.req.query('patient_id'), 'patient_id');
+    if (accession) keys.push({ tag: Tag.AccessionNumber, keyword: 'AccessionNumber', value: accession });
+    if (patientId) keys.push({ tag: Tag.PatientID, keyword: 'PatientID', value: patientId });
+    if (keys.length === 0) throw new BadRequest('give accession or patient_id; to search the archive, use QIDO-RS at /dicom-web/studies');
+    return c.json((await catalog.studies(studyQuery(keys, undefined, MAX_SUMMARIES))).map(summary));
+  });
+
+  return router;
+}
+
+function studyQuery(keys: MatchKey[], studyUid: string | undefined, limit: number): QidoQuery {
+  return { level: 'study', studyUid, keys, fuzzy: false, limit, offset: 0 };
+}
+
+/** EMRs send the value they hold; a wildcard would turn one order into a search. */
+function exactParam(value: string | undefined, name: string): string | undefined {
+  if (value !== undefined && /[*?\\]/.test(value)) throw new BadRequest(`${name} must be an exact value, without * ? or \\`);
+  return value?.trim() || undefined;
+}
+
+function lifetimeParam(raw: string | undefined, max: number): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new BadRequest(`expires_in is a number of seconds, not "${raw}"`);
+  if (Number(raw) > max) throw new BadRequest(`expires_in may be at most ${max} seconds (PACS_VIEWER_TOKEN_MAX_TTL)`);
+  return Number(raw);
+}
+
+/** The study as an EMR shows it, in plain JSON rather than DICOM JSON. */
+function summary(row: StudyRow) {
+  const json = JSON.parse(row.json) as DicomJson;
+  const text = (tag: string) => firstString(json, tag) ?? null;
+  return {
+    study_uid: row.studyUid,
+    patient_name: text(Tag.PatientName),
+    patient_id: text(Tag.PatientID),
+    patient_birth_date: text(Tag.PatientBirthDate),
+    patient_sex: text(Tag.PatientSex),
+    accession_number: text(Tag.AccessionNumber),
+    study_date: text(Tag.StudyDate),
+    study_time: text(Tag.StudyTime),
+    study_description: text(Tag.StudyDescription),
+    modalities: row.modalities ? row.modalities.split('\\') : [],
+    series_count: row.numSeries,
+    instance_count: row.numInstances,
+  };
+}

@@ -1,0 +1,58 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Unauthorized } from '../errors.js';
+import type { Principal, Role } from './principal.js';
+import type { AccessRecords, ApiKeyRecord } from './records.js';
+
+const KEY_PREFIX = 'pacs_';
+
+/** Keys are 192 random bits, so a plain SHA-256 is enough to keep them: there is nothing to guess. */
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+/** API keys: made here, shown once, kept only as a hash. */
+export class ApiKeys {
+  constructor(private readonly records: AccessRecords) {}
+
+  async create(opts: { name: string; role: Role; expiresAt?: number }): Promise<{ key: string; record: ApiKeyRecord }> {
+    const key = KEY_PREFIX + randomBytes(24).toString('base64url');
+    const record = await this.add(key, `${key.slice(0, KEY_PREFIX.length + 4)}…`, opts.name, opts.role, opts.expiresAt ?? null);
+    return { key, record };
+  }
+
+  /** Makes the operator's PACS_ADMIN_KEY an admin key, once; a key since revoked stays revoked. */
+  async seedAdmin(key: string): Promise<ApiKeyRecord> {
+    return (await this.records.keyByHash(hashKey(key))) ?? this.add(key, '(PACS_ADMIN_KEY)', 'PACS_ADMIN_KEY', 'admin', null);
+  }
+
+  list(): Promise<ApiKeyRecord[]> {
+    return this.records.keys();
+  }
+
+  revoke(id: string): Promise<boolean> {
+    return this.records.revokeKey(id, Date.now());
+  }
+
+  /** The principal a presented key stands for, or a 401 that says why not. */
+  async authenticate(key: string): Promise<Principal> {
+    const record = await this.records.keyByHash(hashKey(key));
+    if (!record) throw new Unauthorized('the API key is not known to this server', true);
+    if (record.revokedAt !== null) throw new Unauthorized(`API key ${record.id} was revoked`, true);
+    if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw new Unauthorized(`API key ${record.id} expired on ${new Date(record.expiresAt).toISOString()}`, true);
+    return { kind: 'key', id: record.id, name: record.name, role: record.role };
+  }
+
+  private async add(key: string, hint: string, name: string, role: Role, expiresAt: number | null): Promise<ApiKeyRecord> {
+    const record: ApiKeyRecord = {
+      id: randomBytes(6).toString('hex'),
+      name,
+      role,
+      hint,
+      createdAt: Date.now(),
+      expiresAt,
+      revokedAt: null,
+    };
+    await this.records.addKey(record, hashKey(key));
+    return record;
+  }
+}

@@ -1,0 +1,124 @@
+import type { MiddlewareHandler, Context } from 'hono';
+import type { Env } from '../context.js';
+import { Forbidden, NotFound, Unauthorized } from '../errors.js';
+import type { ApiKeys } from './api-keys.js';
+import type { AuditLog } from './audit.js';
+import { credentialLabel, permits, studyScope, type Permission, type Principal } from './principal.js';
+import type { ViewerTokens } from './viewer-tokens.js';
+
+export type Auth = { keys: ApiKeys; tokens: ViewerTokens; audit: AuditLog; anonymousRead: boolean };
+
+/**
+ * Finds who is asking and sets `principal`; a credential that is given must be good, even on a route
+ * anonymous readers could use. Without one, the caller is anonymous only where the operator allowed it.
+ */
+export function authenticate(auth: Auth): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const credential = credentialOf(c);
+    if (credential !== undefined) {
+      // A JWS has three dot-separated parts; our API keys have no dot.
+      c.set('principal', credential.includes('.') ? await auth.tokens.verify(credential) : await auth.keys.authenticate(credential));
+    } else if (auth.anonymousRead) {
+      c.set('principal', { kind: 'anonymous' });
+    }
+    await next();
+  };
+}
+
+/** A route's permission: 401 when the caller has not said who they are, 403 when they may not. */
+export function allow(permission: Permission): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    demand(c.var.principal, permission);
+    await next();
+  };
+}
+
+/**
+ * DICOMweb reads, stores and deletes. A viewer token sees one study: every other study is "not found",
+ * whether it exists or not, so that a token tells nothing of what else is stored.
+ */
+export function dicomwebAccess(): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const method = c.req.method;
+    demand(c.var.principal, method === 'POST' ? 'upload' : method === 'DELETE' ? 'delete' : 'read');
+    const scope = studyScope(c.var.principal);
+    const study = STUDY_IN_PATH.exec(c.req.path)?.[1];
+    if (scope !== undefined && study !== undefined && study !== scope) throw new NotFound('no study with that UID is stored');
+    await next();
+  };
+}
+
+/** Records every request for patient data or for access itself, with its outcome, after it is answered. */
+export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    await next();
+    if (c.req.method === 'OPTIONS' || !AUDITED.test(c.req.path)) return;
+    const [, studyUid, seriesUid, sopUid] = UIDS_IN_PATH.exec(c.req.path) ?? [];
+    const params = new URL(c.req.url).searchParams;
+    params.delete('token');
+    audit.record({
+      at: Date.now(),
+      credential: credentialLabel(c.var.principal),
+      ip: clientAddress(c),
+      method: c.req.method,
+      path: c.req.path,
+      query: params.size > 0 ? params.toString() : null,
+      studyUid: studyUid ?? c.var.auditStudyUid ?? null,
+      seriesUid: seriesUid ?? null,
+      sopUid: sopUid ?? null,
+      status: c.res.status,
+      requestId: c.var.requestId,
+    });
+  };
+}
+
+const AUDITED = /^\/(dicom-web|api)\//;
+const STUDY_IN_PATH = /^\/dicom-web\/studies\/([^/]+)/;
+const UIDS_IN_PATH = /^\/(?:dicom-web|api\/v1)\/studies\/([^/]+)(?:\/series\/([^/]+))?(?:\/instances\/([^/]+))?/;
+
+const DOES: Record<Permission, string> = {
+  read: 'read images and metadata',
+  summaries: 'read study summaries',
+  'viewer-links': 'ask for viewer links',
+  upload: 'store instances',
+  delete: 'delete',
+  admin: 'manage keys, tokens and the audit trail',
+};
+
+function demand(principal: Principal | undefined, permission: Permission): void {
+  if (principal && permits(principal, permission)) return;
+  if (!principal || principal.kind === 'anonymous') {
+    throw new Unauthorized('this route needs a credential: send an API key or a viewer token as "Authorization: Bearer …"', false);
+  }
+  if (principal.kind === 'viewer-token') throw new Forbidden(`a viewer token is read-only and may not ${DOES[permission]}`);
+  throw new Forbidden(`API key ${principal.id} has the role "${principal.role}", which may not ${DOES[permission]}`);
+}
+
+/** Bearer, Basic with the key as password (for tools that only speak Basic), or ?token= on reads. */
+function credentialOf(c: Context<Env>): string | undefined {
+  const header = c.req.header('authorization');
+  if (header !== undefined) {
+    const [, scheme = '', value = ''] = /^\s*(\S+)\s*(.*?)\s*$/.exec(header) ?? [];
+    if (/^bearer$/i.test(scheme) && value) return value;
+    if (/^basic$/i.test(scheme) && value) {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const password = decoded.slice(decoded.indexOf(':') + 1);
+      if (password) return password;
+    }
+    throw new Unauthorized('the Authorization header must be "Bearer <key or token>" or "Basic" with the API key as the password', true);
+  }
+  if (c.req.method === 'GET' || c.req.method === 'HEAD') {
+    const token = c.req.query('token');
+    if (token !== undefined) {
+      if (!token) throw new Unauthorized('the token parameter is empty', true);
+      return token;
+    }
+  }
+  return undefined;
+}
+
+function clientAddress(c: Context<Env>): string | null {
+  const socket = c.env?.incoming?.socket?.remoteAddress ?? null;
+  const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+  return forwarded ? `${forwarded} via ${socket}` : socket;
+}

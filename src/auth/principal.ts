@@ -1,0 +1,45 @@
+/** Roles an API key can carry (DESIGN decision 8). */
+export const ROLES = ['viewer-links', 'upload', 'read', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** What a route asks of its caller. */
+export type Permission = 'read' | 'summaries' | 'viewer-links' | 'upload' | 'delete' | 'admin';
+
+const GRANTS: Record<Role, readonly Permission[]> = {
+  // The EMR: links to open a study, and enough of a study to know it is the right one.
+  'viewer-links': ['viewer-links', 'summaries'],
+  // Modalities and upload pages store and read nothing back.
+  upload: ['upload'],
+  read: ['read', 'summaries'],
+  admin: ['read', 'summaries', 'viewer-links', 'upload', 'delete', 'admin'],
+};
+
+/** Who is asking: an API key, a viewer token for one study, or nobody on a LAN that allows anonymous reads. */
+export type Principal =
+  | { kind: 'key'; id: string; name: string; role: Role }
+  | { kind: 'viewer-token'; jti: string; studyUid: string }
+  | { kind: 'anonymous' };
+
+export function permits(principal: Principal, permission: Permission): boolean {
+  switch (principal.kind) {
+    case 'key':
+      return GRANTS[principal.role].includes(permission);
+    case 'viewer-token':
+      return permission === 'read';
+    case 'anonymous':
+      return permission === 'read' || permission === 'summaries';
+  }
+}
+
+/** How the audit trail and the request log name a principal; never a secret. */
+export function credentialLabel(principal: Principal | undefined): string {
+  if (!principal) return 'none';
+  if (principal.kind === 'key') return `key:${principal.id}`;
+  if (principal.kind === 'viewer-token') return `token:${principal.jti}`;
+  return 'anonymous';
+}
+
+/** The one study a principal may see, when it is limited to one. */
+export function studyScope(principal: Principal | undefined): string | undefined {
+  return principal?.kind === 'viewer-token' ? principal.studyUid : undefined;
+}

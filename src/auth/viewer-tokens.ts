@@ -1,0 +1,99 @@
+import { randomUUID } from 'node:crypto';
+import { SignJWT, errors, jwtVerify, type JWTHeaderParameters } from 'jose';
+import { isValidUid } from '../dicom/uid.js';
+import { Unauthorized } from '../errors.js';
+import type { Principal } from './principal.js';
+import type { AccessRecords } from './records.js';
+import type { SigningKeys } from './signing-keys.js';
+
+/** The one algorithm tokens are signed with, and so the only one accepted. */
+const ALGORITHM = 'HS256';
+const TOKEN_TYPE = 'pacs-viewer+jwt';
+const ISSUER = 'pacs-lite';
+const AUDIENCE = 'pacs-lite/dicom-web';
+const SCOPE = 'study:read';
+/** Replicas' clocks may differ a little; a token's life is never stretched by more. */
+export const CLOCK_TOLERANCE_SECONDS = 5;
+/** Ours are about 400 characters; anything far longer is not one of ours and is not parsed. */
+const MAX_TOKEN_CHARS = 2048;
+
+export type IssuedToken = { token: string; jti: string; studyUid: string; expiresIn: number; expiresAt: Date };
+
+/** Study-scoped, read-only viewer tokens (JWS) for links the EMR opens in OHIF. */
+export class ViewerTokens {
+  constructor(
+    private readonly keys: SigningKeys,
+    private readonly records: AccessRecords,
+    readonly lifetime: { defaultTtl: number; maxTtl: number },
+  ) {}
+
+  async issue(studyUid: string, ttl = this.lifetime.defaultTtl): Promise<IssuedToken> {
+    const key = await this.keys.signing();
+    const jti = randomUUID();
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ scope: SCOPE })
+      .setProtectedHeader({ alg: ALGORITHM, typ: TOKEN_TYPE, kid: key.kid })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject(studyUid)
+      .setJti(jti)
+      .setIssuedAt(now)
+      .setExpirationTime(now + ttl)
+      .sign(key.secret);
+    return { token, jti, studyUid, expiresIn: ttl, expiresAt: new Date((now + ttl) * 1000) };
+  }
+
+  /** The study a token opens, or a 401 whose reason names what is wrong with it. */
+  async verify(token: string): Promise<Principal & { kind: 'viewer-token' }> {
+    if (token.length > MAX_TOKEN_CHARS) throw invalid(`the token is ${token.length} characters long, more than any token this server issues`);
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(token, (header: JWTHeaderParameters) => this.keyFor(header), {
+        algorithms: [ALGORITHM],
+        typ: TOKEN_TYPE,
+        issuer: ISSUER,
+        audience: AUDIENCE,
+        clockTolerance: CLOCK_TOLERANCE_SECONDS,
+        requiredClaims: ['exp', 'iat', 'jti', 'sub'],
+      }));
+    } catch (e) {
+      throw invalid(reasonOf(e));
+    }
+    const studyUid = payload.sub!;
+    if (payload.scope !== SCOPE || !isValidUid(studyUid)) throw invalid('the token does not grant read access to a study');
+    if (payload.iat! > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) throw invalid('the token claims to be issued in the future');
+    if (await this.records.isTokenRevoked(payload.jti!, studyUid, payload.iat!)) throw invalid('the token was revoked');
+    return { kind: 'viewer-token', jti: payload.jti!, studyUid };
+  }
+
+  /** Revokes one token; the record is kept only as long as the token could live. */
+  revoke(jti: string): Promise<void> {
+    const now = Date.now();
+    return this.records.revokeToken(jti, now + (this.lifetime.maxTtl + CLOCK_TOLERANCE_SECONDS) * 1000, now);
+  }
+
+  /** Revokes every token issued for a study until now; links made afterwards work. */
+  revokeStudy(studyUid: string): Promise<void> {
+    return this.records.revokeStudyTokens(studyUid, Math.floor(Date.now() / 1000));
+  }
+
+  private async keyFor(header: JWTHeaderParameters): Promise<Uint8Array> {
+    const key = header.kid === undefined ? undefined : await this.keys.verifying(header.kid);
+    if (!key) throw new UnknownKey();
+    return key.secret;
+  }
+}
+
+class UnknownKey extends Error {}
+
+const invalid = (reason: string) => new Unauthorized(reason, true);
+
+function reasonOf(e: unknown): string {
+  if (e instanceof UnknownKey) return 'the token was not signed by a key of this server (or its key has been retired)';
+  if (e instanceof errors.JWTExpired) return 'the token has expired; ask the EMR for a new link';
+  if (e instanceof errors.JOSEAlgNotAllowed) return `tokens signed with that algorithm are not accepted; only ${ALGORITHM}`;
+  if (e instanceof errors.JWSSignatureVerificationFailed) return 'the token signature does not verify: it was altered or signed elsewhere';
+  if (e instanceof errors.JWTClaimValidationFailed) return `the token's ${e.claim} claim is not valid here (${e.reason === 'check_failed' ? 'wrong value' : e.reason})`;
+  if (e instanceof errors.JOSEError) return 'the token is not a well-formed viewer token';
+  throw e;
+}

@@ -1,0 +1,85 @@
+import { and, getTableColumns, desc, eq, gte, lt, lte, sql, type SQL } from 'drizzle-orm';
+import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import type { Role } from '../auth/principal.js';
+import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter } from '../auth/records.js';
+import * as schema from './schema.sqlite.js';
+
+const { apiKeys, revokedTokens, studyTokenRevocations, auditEvents } = schema;
+
+const KEY_COLUMNS = {
+  id: apiKeys.id,
+  name: apiKeys.name,
+  role: apiKeys.role,
+  hint: apiKeys.hint,
+  createdAt: apiKeys.createdAt,
+  expiresAt: apiKeys.expiresAt,
+  revokedAt: apiKeys.revokedAt,
+};
+
+/** Keys, revocations and the audit trail, in the index's SQLite database. */
+export class SqliteAccessRecords implements AccessRecords {
+  constructor(private readonly db: BetterSQLite3Database<typeof schema>) {}
+
+  async addKey(key: ApiKeyRecord, keyHash: string): Promise<void> {
+    this.db.insert(apiKeys).values({ ...key, keyHash }).run();
+  }
+
+  async keyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    return this.db.select(KEY_COLUMNS).from(apiKeys).where(eq(apiKeys.keyHash, keyHash)).get() as ApiKeyRecord | undefined;
+  }
+
+  async keys(): Promise<ApiKeyRecord[]> {
+    return this.db.select(KEY_COLUMNS).from(apiKeys).orderBy(apiKeys.createdAt).all() as Array<ApiKeyRecord & { role: Role }>;
+  }
+
+  async revokeKey(id: string, at: number): Promise<boolean> {
+    const exists = this.db.select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.id, id)).get();
+    this.db.update(apiKeys).set({ revokedAt: at }).where(and(eq(apiKeys.id, id), sql`${apiKeys.revokedAt} IS NULL`)).run();
+    return exists !== undefined;
+  }
+
+  async revokeToken(jti: string, expiresAt: number, at: number): Promise<void> {
+    this.db.transaction((tx) => {
+      tx.delete(revokedTokens).where(lt(revokedTokens.expiresAt, at)).run();
+      tx.insert(revokedTokens).values({ jti, expiresAt, revokedAt: at }).onConflictDoNothing().run();
+    });
+  }
+
+  async revokeStudyTokens(studyUid: string, issuedBefore: number): Promise<void> {
+    this.db
+      .insert(studyTokenRevocations)
+      .values({ studyUid, issuedBefore })
+      .onConflictDoUpdate({ target: studyTokenRevocations.studyUid, set: { issuedBefore } })
+      .run();
+  }
+
+  async isTokenRevoked(jti: string, studyUid: string, issuedAt: number): Promise<boolean> {
+    const row = this.db.get<{ revoked: number }>(sql`SELECT
+      EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ${jti})
+      OR EXISTS (SELECT 1 FROM study_token_revocations WHERE study_uid = ${studyUid} AND issued_before >= ${issuedAt}) AS revoked`);
+    return row.revoked === 1;
+  }
+
+  async appendAudit(events: AuditEvent[]): Promise<void> {
+    // SQLite binds at most 32766 parameters: 12 columns a row.
+    this.db.transaction((tx) => {
+      for (let i = 0; i < events.length; i += 2000) tx.insert(auditEvents).values(events.slice(i, i + 2000)).run();
+    });
+  }
+
+  async audit(filter: AuditFilter): Promise<AuditEvent[]> {
+    const where: SQL[] = [];
+    if (filter.studyUid) where.push(eq(auditEvents.studyUid, filter.studyUid));
+    if (filter.credential) where.push(eq(auditEvents.credential, filter.credential));
+    if (filter.since !== undefined) where.push(gte(auditEvents.at, filter.since));
+    if (filter.until !== undefined) where.push(lte(auditEvents.at, filter.until));
+    const { id: _id, ...columns } = getTableColumns(auditEvents);
+    return this.db
+      .select(columns)
+      .from(auditEvents)
+      .where(and(...where))
+      .orderBy(desc(auditEvents.at), desc(auditEvents.id))
+      .limit(filter.limit)
+      .all();
+  }
+}

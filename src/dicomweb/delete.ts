@@ -1,0 +1,53 @@
+import { Hono, type Context } from 'hono';
+import type { Logger } from 'pino';
+import type { Removal, Scope } from '../catalog/catalog.js';
+import type { Env, Services } from '../context.js';
+import { assertUid } from '../dicom/uid.js';
+import { NotFound } from '../errors.js';
+import type { ObjectStore } from '../storage/object-store.js';
+
+/** Object deletions in flight at once: enough to overlap the store's latency, few enough to spare its connections. */
+const PARALLEL_DELETES = 16;
+
+/** Deletion of stored studies, series and instances, for the clinic administrator. */
+export function deleteRouter(services: Services) {
+  const { catalog, store } = services;
+  const router = new Hono<Env>();
+
+  const remove = async (c: Context<Env>) => {
+    const study = c.req.param('study');
+    const series = c.req.param('series');
+    const sop = c.req.param('instance');
+    const scope: Scope = {
+      studyUid: assertUid('StudyInstanceUID in the URL', study),
+      seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
+      sopUid: sop === undefined ? undefined : assertUid('SOPInstanceUID in the URL', sop),
+    };
+    let removal: Removal | undefined;
+    await services.ingest.durable.exclusive(async () => {
+      // Index first, objects after (DESIGN decision 2): a crash in between leaves objects without rows, which verify lists.
+      removal = await catalog.remove(scope);
+      await deleteObjects(store, removal.objectKeys, c.var.log);
+    });
+    const { objectKeys: _keys, ...deleted } = removal!;
+    if (deleted.instances === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
+    c.var.log.info({ scope, deleted }, 'deleted');
+    return c.json({ deleted }, 200);
+  };
+  router.delete('/studies/:study', remove);
+  router.delete('/studies/:study/series/:series', remove);
+  router.delete('/studies/:study/series/:series/instances/:instance', remove);
+
+  return router;
+}
+
+/** The rows are gone already, so a failure here is only a leftover object: logged, never the request's failure. */
+async function deleteObjects(store: ObjectStore, keys: string[], log: Logger): Promise<void> {
+  for (let i = 0; i < keys.length; i += PARALLEL_DELETES) {
+    await Promise.all(
+      keys.slice(i, i + PARALLEL_DELETES).map((key) =>
+        store.delete(key).catch((err: unknown) => log.warn({ err, objectKey: key }, 'object left in the store after its index rows were deleted; verify lists it')),
+      ),
+    );
+  }
+}
