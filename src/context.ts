@@ -28,7 +28,7 @@ export type Env = {
     requestId: string;
     /** Who is asking; unset when nobody said and anonymous reads are off. */
     principal?: Principal;
-    /** The study a request touched when its path does not name it (a STOW to /studies). */
-    auditStudyUid?: string;
+    /** The studies a request touched when its path does not name them (a STOW to /studies, a link by accession). */
+    auditStudyUids?: string[];
   };
 };

@@ -4,6 +4,9 @@ import pino from 'pino';
 export function createLogger(level: string) {
   return pino({
     level,
-    redact: { paths: ['req.headers.authorization', 'headers.authorization', 'token', '*.token', 'key', '*.key'], censor: '[redacted]' },
+    redact: {
+      paths: ['authorization', '*.authorization', 'req.headers.authorization', 'token', '*.token', 'key', '*.key', 'secret', '*.secret', 'adminKey', '*.adminKey', 'signingKey', '*.signingKey'],
+      censor: '[redacted]',
+    },
   });
 }

@@ -32,7 +32,7 @@ export function studiesApi(services: Services) {
     const url = new URL(`${config.viewerUrl}/viewer`);
     url.searchParams.set('StudyInstanceUIDs', study.studyUid);
     url.searchParams.set('token', issued.token);
-    c.set('auditStudyUid', study.studyUid);
+    c.set('auditStudyUids', [study.studyUid]);
     c.header('Cache-Control', 'no-store');
     return c.json({
       viewer_url: url.toString(),

@@ -56,19 +56,24 @@ export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
     const [, studyUid, seriesUid, sopUid] = UIDS_IN_PATH.exec(c.req.path) ?? [];
     const params = new URL(c.req.url).searchParams;
     params.delete('token');
-    audit.record({
+    const event = {
       at: Date.now(),
       credential: credentialLabel(c.var.principal),
       ip: clientAddress(c),
       method: c.req.method,
       path: c.req.path,
       query: params.size > 0 ? params.toString() : null,
-      studyUid: studyUid ?? c.var.auditStudyUid ?? null,
+      studyUid: studyUid ?? null,
       seriesUid: seriesUid ?? null,
       sopUid: sopUid ?? null,
       status: c.res.status,
       requestId: c.var.requestId,
-    });
+    };
+    // One event per study touched, so that filtering the trail by study finds them all.
+    const scope = studyScope(c.var.principal);
+    const studies = studyUid === undefined ? (c.var.auditStudyUids ?? (scope ? [scope] : [])) : [];
+    if (studies.length === 0) audit.record(event);
+    for (const study of studies) audit.record({ ...event, studyUid: study });
   };
 }
 

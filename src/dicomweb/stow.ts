@@ -56,6 +56,7 @@ export function stowRouter(services: Services) {
     const outcomes = await batch.commit();
     const root = dicomwebRoot(c, config.publicUrl);
     const stored = outcomes.filter((o) => o.status !== 'failed');
+    c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid!))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
     return c.body(JSON.stringify(stowResponse(outcomes, root, studyUid)), status, { 'Content-Type': 'application/dicom+json' });
