@@ -10,6 +10,13 @@ export type Reply = { status: number; headers: http.IncomingHttpHeaders; body: B
  */
 const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
 let closed = false;
+/** Requests answered, by host:port: what a server's audit trail must hold. */
+const answered = new Map<string, number>();
+
+/** How many requests to the host of `url` have been answered, whatever their status. */
+export function answeredBy(url: string): number {
+  return answered.get(new URL(url).host) ?? 0;
+}
 
 /** Time from sending the request to the last byte of the answer. Bodies are written piece by piece, never joined. */
 export function request(
@@ -29,6 +36,8 @@ export function request(
     req.setTimeout(opts.timeoutMs ?? 120_000, () => req.destroy(new Error(`no answer from ${url} within ${opts.timeoutMs ?? 120_000} ms`)));
     req.on('error', reject);
     req.on('response', (res) => {
+      const host = new URL(url).host;
+      answered.set(host, (answered.get(host) ?? 0) + 1);
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', reject);

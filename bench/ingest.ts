@@ -27,8 +27,7 @@ export type IngestResult = Throughput & {
 
 /** Sends the whole corpus by STOW-RS while watching the server's memory and CPU. Every answer is checked. */
 export async function ingest(server: RunningServer, corpus: Corpus, log: (line: string) => void): Promise<IngestResult> {
-  const batches: CorpusInstance[][] = [];
-  for (let i = 0; i < corpus.instances.length; i += INSTANCES_PER_REQUEST) batches.push(corpus.instances.slice(i, i + INSTANCES_PER_REQUEST));
+  const batches = stowBatches(corpus);
   syncDisks();
   await resetPeakRss(server.pid);
   const rss = sampleRss(server.pid);
@@ -77,6 +76,13 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
   };
 }
 
+/** The STOW requests of the ingest, in corpus order. */
+export function stowBatches(corpus: Corpus): CorpusInstance[][] {
+  const batches: CorpusInstance[][] = [];
+  for (let i = 0; i < corpus.instances.length; i += INSTANCES_PER_REQUEST) batches.push(corpus.instances.slice(i, i + INSTANCES_PER_REQUEST));
+  return batches;
+}
+
 const STOW_TIMEOUT_MS = 10 * 60_000;
 
 async function stowBatch(server: RunningServer, corpus: Corpus, batch: CorpusInstance[]): Promise<void> {
@@ -84,7 +90,7 @@ async function stowBatch(server: RunningServer, corpus: Corpus, batch: CorpusIns
   const { pieces, contentType } = stowBody(files);
   const reply = await request(`${server.dicomweb}/studies`, {
     method: 'POST',
-    headers: { 'Content-Type': contentType, Accept: 'application/dicom+json' },
+    headers: { ...server.auth, 'Content-Type': contentType, Accept: 'application/dicom+json' },
     body: pieces,
     timeoutMs: STOW_TIMEOUT_MS,
   });

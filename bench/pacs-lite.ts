@@ -1,23 +1,56 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assertLoopbackOnly, freePort, spawnServer, type RunningServer } from './server-process.js';
 import type { Settings } from './settings.js';
 
+export type PacsLiteServer = RunningServer & {
+  /** Its storage folder: objects, and index.sqlite with the audit trail. */
+  dataDir: string;
+  /** PACS_ADMIN_KEY, seeded as an admin key; `auth` sends it. */
+  adminKey: string;
+};
+
+/** A random admin key for one run: 43 base64url characters, no dot (a dot would make it a viewer token). */
+export function randomAdminKey(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** Where viewer links would point; no viewer is served in the benchmark, the links are only for their tokens. */
+const VIEWER_URL = 'http://127.0.0.1:3000';
+
 /**
- * The real server as production runs it (`node --import tsx src/main.ts`), on a loopback port with a fresh
- * data folder. With `profileDir`, V8 writes a CPU profile there when the server exits.
+ * The real server as production runs it (`node --import tsx src/main.ts`), on a loopback port, with its data
+ * in `workDir` (a later start with the same `workDir` reopens the same data). It is started with
+ * PACS_ADMIN_KEY and every request the benchmark makes sends that key. Anonymous reads are off unless
+ * `anonymousRead`. With `profileDir`, V8 writes a CPU profile there when the server exits.
  */
-export async function startPacsLite(settings: Settings, workDir: string, profileDir?: string): Promise<RunningServer> {
+export async function startPacsLite(
+  settings: Settings,
+  workDir: string,
+  opts: { adminKey: string; anonymousRead?: boolean; profileDir?: string },
+): Promise<PacsLiteServer> {
   const port = await freePort();
   const dataDir = path.join(workDir, 'pacs-lite-data');
   await fs.mkdir(dataDir, { recursive: true });
-  const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const profile = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [];
+  // No PACS_* setting of the shell that runs the benchmark reaches the server: only the ones below.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PACS_')));
   const server = await spawnServer({
     command: process.execPath,
     args: [...profile, '--import', 'tsx', path.join(settings.root, 'src/main.ts')],
     cwd: settings.root,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'warn' },
+    env: {
+      ...inherited,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      PACS_STORAGE_DIR: dataDir,
+      PACS_LOG_LEVEL: 'warn',
+      PACS_ADMIN_KEY: opts.adminKey,
+      PACS_VIEWER_URL: VIEWER_URL,
+      PACS_ANONYMOUS_READ: opts.anonymousRead ? 'true' : 'false',
+    },
     logFile: path.join(workDir, 'pacs-lite.log'),
     readyUrl: `http://127.0.0.1:${port}/healthz`,
   });
@@ -29,8 +62,11 @@ export async function startPacsLite(settings: Settings, workDir: string, profile
     name: 'pacs-lite',
     version: await pacsLiteVersion(settings.root),
     dicomweb: `http://127.0.0.1:${port}/dicom-web`,
+    auth: { Authorization: `Bearer ${opts.adminKey}` },
     pid: server.pid,
     stop: server.stop,
+    dataDir,
+    adminKey: opts.adminKey,
   };
 }
 

@@ -20,7 +20,7 @@ export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
       // A stride through the instances, as when scrolling: each call asks for another file.
       const instance = instances[(i * 37) % instances.length]!;
       const url = `${server.dicomweb}/studies/${instance.studyUid}/series/${instance.seriesUid}/instances/${instance.sopUid}/frames/${frame}`;
-      const reply = await request(url, { headers: { ...BROWSER, Accept: FRAME_ACCEPT } });
+      const reply = await request(url, { headers: { ...server.auth, ...BROWSER, Accept: FRAME_ACCEPT } });
       await expectFrame(reply, corpus, instance, frame, `frame ${frame} of ${instance.file}`);
       return reply.ms;
     },
@@ -29,7 +29,7 @@ export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
   const queryProbe = (key: string, query: Scenario['studyList']): ReadProbe => ({
     key,
     async once(server) {
-      const reply = await request(`${server.dicomweb}/studies?${query.query}`, { headers: { ...BROWSER, Accept: 'application/dicom+json' } });
+      const reply = await request(`${server.dicomweb}/studies?${query.query}`, { headers: { ...server.auth, ...BROWSER, Accept: 'application/dicom+json' } });
       const studies = expectJson(reply, query.label) as Array<Record<string, unknown>>;
       if (studies.length !== query.expected) throw new Error(`${query.label}: expected ${query.expected} studies, got ${studies.length}`);
       // includefield asks for StudyDescription: an answer without it did less than was asked.
@@ -43,7 +43,7 @@ export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
     key: 'seriesMetadata',
     async once(server) {
       const url = `${server.dicomweb}/studies/${series.studyUid}/series/${series.seriesUid}/metadata`;
-      const reply = await request(url, { headers: { ...BROWSER, Accept: 'application/dicom+json' } });
+      const reply = await request(url, { headers: { ...server.auth, ...BROWSER, Accept: 'application/dicom+json' } });
       const instances = expectJson(reply, 'series metadata') as unknown[];
       if (instances.length !== series.instances.length) throw new Error(`series metadata lists ${instances.length} instances, not ${series.instances.length}`);
       return reply.ms;

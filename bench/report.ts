@@ -3,8 +3,29 @@ import type { Latency } from './measure.js';
 import type { ServerName } from './settings.js';
 import type { IngestResult } from './ingest.js';
 import type { ReadResult } from './reads.js';
+import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
 
-export type ServerResults = { version: string; ingest?: IngestResult; reads: Record<string, ReadResult>; error?: string };
+export type ServerResults = {
+  version: string;
+  ingest?: IngestResult;
+  reads: Record<string, ReadResult>;
+  error?: string;
+  /** PACS-lite only: the reads with an API key, a viewer token and no credential (access.ts). */
+  accessControl?: AccessControlResults | { error: string };
+  /** PACS-lite only: the audit trail its index holds after the run. */
+  audit?: AuditCount;
+};
+
+/** What failed, as opposed to what missed its target: a server, a read line, an access-control line. */
+export function failuresOf(s: ServerResults): string[] {
+  const ac = s.accessControl;
+  return [
+    ...(s.error ? [s.error] : []),
+    ...Object.values(s.reads).flatMap((r) => ('error' in r ? [r.error] : [])),
+    ...(ac && 'error' in ac ? [`access control: ${ac.error}`] : []),
+    ...(ac && 'lines' in ac ? Object.values(ac.lines).flatMap((l) => (l && 'error' in l ? [`access control: ${l.error}`] : [])) : []),
+  ];
+}
 
 export type BenchResults = {
   startedAt: string;
@@ -122,10 +143,87 @@ function fixed(value: number | undefined, digits: number): string {
 export function renderTable(rows: Row[]): string {
   const header: Row = { metric: 'metric', pacs: 'PACS-lite', orthanc: 'Orthanc', limit: 'limit', ratio: 'ratio', target: 'target', result: 'result' as Verdict };
   const columns = Object.keys(header) as Array<keyof Row>;
-  const widths = columns.map((c) => Math.max(...[header, ...rows].map((r) => r[c].length)));
   const numeric = new Set<keyof Row>(['pacs', 'orthanc', 'limit', 'ratio']);
-  const line = (r: Row) => columns.map((c, i) => (numeric.has(c) ? r[c].padStart(widths[i]!) : r[c].padEnd(widths[i]!))).join('  ').trimEnd();
+  return renderColumns(
+    columns.map((c) => header[c]),
+    rows.map((r) => columns.map((c) => r[c])),
+    columns.map((c) => numeric.has(c)),
+  );
+}
+
+/** A plain-text table: numbers to the right, text to the left. */
+function renderColumns(header: string[], rows: string[][], numeric: boolean[]): string {
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => widths.map((w, i) => (numeric[i] ? (r[i] ?? '').padStart(w) : (r[i] ?? '').padEnd(w))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/**
+ * The cost of access control, below the main table: each read line with (a) an API key, (b) a viewer token,
+ * (c) no credential, on one PACS-lite process; the overhead target is on the median. Then the audit trail.
+ */
+export function renderAccessControl(s: ServerResults | undefined, labels: Record<string, string>): string | undefined {
+  const ac = s?.accessControl;
+  const lines: string[] = [];
+  if (ac && 'error' in ac) lines.push(`access control: not measured: ${ac.error}`);
+  if (ac && 'lines' in ac) {
+    lines.push(
+      `access control, PACS-lite: ${ac.server}; viewer token for the study of the series, ${ac.viewerToken.characters} characters, sent as OHIF sends it (Authorization: Bearer)`,
+    );
+    const ratio = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}×` : '');
+    const rows: string[][] = [];
+    for (const key of ACCESS_LINES) {
+      const line = ac.lines[key];
+      if (!line) continue;
+      const label = labels[key] ?? key;
+      if ('error' in line) {
+        rows.push([`${label}`, 'error', 'error', 'error', '', '', `overhead ≤ ${MAX_OVERHEAD * 100}%`, 'MISS']);
+        continue;
+      }
+      const { apiKey, viewerToken, anonymous } = line.latency;
+      const worst = Math.max(line.keyOverAnonymous.median, line.tokenOverAnonymous.median);
+      rows.push([
+        `${label}, median ms`,
+        fixed(apiKey.medianMs, 2),
+        fixed(viewerToken.medianMs, 2),
+        fixed(anonymous.medianMs, 2),
+        ratio(line.keyOverAnonymous.median),
+        ratio(line.tokenOverAnonymous.median),
+        `overhead ≤ ${MAX_OVERHEAD * 100}%`,
+        Number.isFinite(worst) ? (worst <= 1 + MAX_OVERHEAD ? 'PASS' : 'MISS') : '',
+      ]);
+      rows.push([
+        `${label}, p95 ms`,
+        fixed(apiKey.p95Ms, 2),
+        fixed(viewerToken.p95Ms, 2),
+        fixed(anonymous.p95Ms, 2),
+        ratio(line.keyOverAnonymous.p95),
+        ratio(line.tokenOverAnonymous.p95),
+        '',
+        '',
+      ]);
+      rows.push([`${label}, timed calls`, String(apiKey.n), String(viewerToken.n), String(anonymous.n), '', '', '', '']);
+    }
+    lines.push(
+      renderColumns(
+        ['metric', '(a) API key', '(b) viewer token', '(c) anonymous', '(a)/(c)', '(b)/(c)', 'target', 'result'],
+        rows,
+        [false, true, true, true, true, true, false, false],
+      ),
+    );
+  }
+  if (s?.audit) lines.push(describeAudit(s.audit));
+  return lines.length ? lines.join('\n') : undefined;
+}
+
+function describeAudit(a: AuditCount): string {
+  const counts = (m: Record<string, number>) => Object.entries(m).map(([k, n]) => `${k} ${n.toLocaleString('en-US')}`).join(', ');
+  const head = `audit trail: ${a.rows.toLocaleString('en-US')} rows in audit_events for ${a.requests.toLocaleString('en-US')} requests (by credential: ${counts(a.rowsByCredential)}; by status: ${counts(a.rowsByStatus)})`;
+  if (!a.expected) return `${head}; not checked: a phase failed, so what it should hold is unknown`;
+  return [
+    head,
+    `  the benchmark got answers to ${a.expected.requests.toLocaleString('en-US')} requests, which make ${a.expected.rows.toLocaleString('en-US')} rows (a STOW writes one per study it stores into; by credential: ${counts(a.expected.rowsByCredential)}): ${a.complete ? 'PASS, every request recorded' : 'MISS'}`,
+  ].join('\n');
 }
 
 /** Below the table: which threads of each server did the ingest work. */

@@ -6,13 +6,14 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { loadCorpus, type Corpus } from './corpus.js';
-import { closeClient, dropConnections } from './http.js';
+import { measureAccessControl, countAudit } from './access.js';
+import { answeredBy, closeClient, dropConnections } from './http.js';
 import { rawCopyWithFsync, sha256Pass, warmCorpus } from './limits.js';
 import { checkInterrupted, interrupt, interrupted } from './interrupt.js';
 import { startOrthanc, orthancConfig } from './orthanc.js';
-import { startPacsLite } from './pacs-lite.js';
+import { randomAdminKey, startPacsLite } from './pacs-lite.js';
 import { summarizeProfile } from './profile.js';
-import { describeIngestThreads, describeRun, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
+import { describeIngestThreads, describeRun, failuresOf, renderAccessControl, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
 import { scenarioOf, type Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 import { readSettings, type ServerName, type Settings } from './settings.js';
@@ -57,7 +58,7 @@ async function main(): Promise<number> {
   let profileSummary: string | undefined;
   for (const name of settings.servers) {
     const profileDir = name === 'pacs-lite' && settings.profile ? path.join(settings.outDir, `profile-${stamp(startedAt)}`) : undefined;
-    servers[name] = await benchServer(name, settings, workDir, corpus, probes, profileDir);
+    servers[name] = await benchServer(name, settings, workDir, corpus, scenario, probes, profileDir);
     checkInterrupted();
     if (profileDir) profileSummary = await summarizeProfile(profileDir, settings.root);
   }
@@ -87,46 +88,104 @@ async function main(): Promise<number> {
   console.log(describeRun(results));
   console.log();
   console.log(renderTable(tableRows(results, rowLabels(scenario))));
+  const accessControl = renderAccessControl(servers['pacs-lite'], rowLabels(scenario));
+  if (accessControl) console.log(`\n${accessControl}`);
   console.log(`\n${describeIngestThreads(results)}`);
   if (profileSummary) console.log(`\n${profileSummary}`);
   console.log(`\nresults: ${jsonFile}`);
-  const failed = Object.entries(servers).filter(([, s]) => s.error || Object.values(s.reads).some((r) => 'error' in r));
-  for (const [name, s] of failed) console.log(`${name} failed: ${s.error ?? Object.values(s.reads).flatMap((r) => ('error' in r ? [r.error] : [])).join('; ')}`);
+  const failed = Object.entries(servers).filter(([, s]) => failuresOf(s).length > 0);
+  for (const [name, s] of failed) console.log(`${name} failed: ${failuresOf(s).join('; ')}`);
   return failed.length ? 1 : 0;
 }
 
-/** One server from start to stop: ingest the corpus, then every read line. Its data folder goes afterwards. */
+/**
+ * One server from start to stop: ingest the corpus, then every read line. PACS-lite then has its access
+ * control measured (restarted on the same data, see access.ts) and its audit trail counted. The data folder goes afterwards.
+ */
 async function benchServer(
   name: ServerName,
   settings: Settings,
   workDir: string,
   corpus: Corpus,
+  scenario: Scenario,
   probes: ReadProbe[],
   profileDir?: string,
 ): Promise<ServerResults> {
   const serverDir = path.join(workDir, name);
   await fs.mkdir(serverDir);
-  checkInterrupted();
-  log(`starting ${name}`);
-  const server: RunningServer = name === 'pacs-lite' ? await startPacsLite(settings, serverDir, profileDir) : await startOrthanc(settings, serverDir);
-  running.add(server);
-  const results: ServerResults = { version: server.version, reads: {} };
   try {
     checkInterrupted();
-    log(`${server.version}: STOW ingest of the corpus, ${INSTANCES_PER_REQUEST} instances per request, ${REQUESTS_IN_FLIGHT} requests in flight`);
-    results.ingest = await ingest(server, corpus, log);
-    log(`${name}: ${results.ingest.instancesPerSecond.toFixed(0)} instances/s, ${results.ingest.mbPerSecond.toFixed(1)} MB/s; reads`);
-    results.reads = await measureReads(server, probes, settings.reps, settings.lineSeconds, log);
-  } catch (e) {
-    results.error = (e as Error).message;
-    log(`${name} failed: ${results.error}`);
+    log(`starting ${name}`);
+    if (name === 'orthanc') return await loadAndRead(await startOrthanc(settings, serverDir), settings, corpus, probes);
+
+    // A new admin key each run: it is in no file and no log that outlives the run.
+    const adminKey = randomAdminKey();
+    const server = await startPacsLite(settings, serverDir, { adminKey, profileDir });
+    const answeredBefore = answeredBy(server.dicomweb);
+    const results = await loadAndRead(server, settings, corpus, probes);
+    let answered = answeredBy(server.dicomweb) - answeredBefore;
+    if (!results.error) {
+      checkInterrupted();
+      log('pacs-lite: access control: restarted with PACS_ANONYMOUS_READ=true; API key, viewer token and no credential in turn');
+      try {
+        const open = await startPacsLite(settings, serverDir, { adminKey, anonymousRead: true });
+        const openBefore = answeredBy(open.dicomweb);
+        try {
+          await whileRunning(open, async () => {
+            results.accessControl = await measureAccessControl(open, probes, scenario, settings.reps, settings.lineSeconds, log);
+          });
+        } finally {
+          answered += answeredBy(open.dicomweb) - openBefore;
+        }
+      } catch (e) {
+        checkInterrupted();
+        results.accessControl = { error: (e as Error).message };
+        log(`pacs-lite access control failed: ${results.accessControl.error}`);
+      }
+    }
+    // Counted once the server has stopped, which writes what the audit log still held.
+    const access = results.accessControl && 'calls' in results.accessControl ? results.accessControl : undefined;
+    try {
+      results.audit = countAudit(server, corpus, results.error ? undefined : answered, access);
+      log(`pacs-lite: ${results.audit.rows} audit rows for ${results.audit.requests} requests`);
+    } catch (e) {
+      results.error = [results.error, `cannot count the audit trail: ${(e as Error).message}`].filter(Boolean).join('; ');
+      log(`pacs-lite: ${results.error}`);
+    }
+    return results;
+  } finally {
+    await fs.rm(serverDir, { recursive: true, force: true });
+  }
+}
+
+/** Ingest then reads, on a server that is stopped afterwards; a failure is recorded in the results. */
+async function loadAndRead(server: RunningServer, settings: Settings, corpus: Corpus, probes: ReadProbe[]): Promise<ServerResults> {
+  const results: ServerResults = { version: server.version, reads: {} };
+  await whileRunning(server, async () => {
+    try {
+      checkInterrupted();
+      log(`${server.version}: STOW ingest of the corpus, ${INSTANCES_PER_REQUEST} instances per request, ${REQUESTS_IN_FLIGHT} requests in flight`);
+      results.ingest = await ingest(server, corpus, log);
+      log(`${server.name}: ${results.ingest.instancesPerSecond.toFixed(0)} instances/s, ${results.ingest.mbPerSecond.toFixed(1)} MB/s; reads`);
+      results.reads = await measureReads(server, probes, settings.reps, settings.lineSeconds, log);
+    } catch (e) {
+      results.error = (e as Error).message;
+      log(`${server.name} failed: ${results.error}`);
+    }
+  });
+  return results;
+}
+
+/** Runs `work`, then stops the server (also on Ctrl-C, through `running`). */
+async function whileRunning(server: RunningServer, work: () => Promise<void>): Promise<void> {
+  running.add(server);
+  try {
+    await work();
   } finally {
     dropConnections();
     await server.stop();
     running.delete(server);
-    await fs.rm(serverDir, { recursive: true, force: true });
   }
-  return results;
 }
 
 function describeScenario(s: Scenario): Record<string, string> {

@@ -11,6 +11,8 @@ export type RunningServer = {
   /** Product and version, for the report. */
   version: string;
   dicomweb: string;
+  /** Headers every request to it carries: its credential, when it asks for one. */
+  auth: Readonly<Record<string, string>>;
   pid: number;
   stop(): Promise<void>;
 };

@@ -7,6 +7,16 @@
 // server if the viewer is served from another host or port.
 const PACS_LITE = 'http://localhost:8080/dicom-web';
 
+// Credentials (README.md, "Credentials"). PACS-lite answers no DICOMweb request without one, and this
+// OHIF (3.13) cannot be given one here: its DICOMweb data source takes the Authorization header only
+// from its user-authentication service, which here only a `?token=` link fills (an OIDC login could too,
+// but PACS-lite does not accept OIDC tokens), and never reads `requestOptions.auth`. So:
+// - a staff workstation on a trusted LAN: start PACS-lite with PACS_ANONYMOUS_READ=true; nothing here.
+// - the EMR: it asks PACS-lite for a link (GET /api/v1/studies/{uid}/viewer-url, PACS_VIEWER_URL set
+//   to where this viewer is served); the link's token opens that one study, read-only, for a while.
+// Do not put an API key in this file: OHIF would not send it, and anyone who can load the viewer can
+// read this file.
+
 window.config = {
   name: 'pacs-lite',
   routerBasename: null,

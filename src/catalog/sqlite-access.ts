@@ -18,14 +18,27 @@ const KEY_COLUMNS = {
 
 /** Keys, revocations and the audit trail, in the index's SQLite database. */
 export class SqliteAccessRecords implements AccessRecords {
-  constructor(private readonly db: BetterSQLite3Database<typeof schema>) {}
+  // Asked on every request: prepared once, as building the query each time cost more than running it.
+  private readonly keyByHashQuery;
+  private readonly revokedQuery;
+
+  constructor(private readonly db: BetterSQLite3Database<typeof schema>) {
+    this.keyByHashQuery = db.select(KEY_COLUMNS).from(apiKeys).where(eq(apiKeys.keyHash, sql.placeholder('keyHash'))).prepare();
+    this.revokedQuery = db
+      .select({
+        revoked: sql<number>`EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ${sql.placeholder('jti')})
+          OR EXISTS (SELECT 1 FROM study_token_revocations WHERE study_uid = ${sql.placeholder('studyUid')} AND issued_before >= ${sql.placeholder('issuedAt')})`,
+      })
+      .from(sql`(SELECT 1)`)
+      .prepare();
+  }
 
   async addKey(key: ApiKeyRecord, keyHash: string): Promise<void> {
     this.db.insert(apiKeys).values({ ...key, keyHash }).run();
   }
 
   async keyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
-    return this.db.select(KEY_COLUMNS).from(apiKeys).where(eq(apiKeys.keyHash, keyHash)).get() as ApiKeyRecord | undefined;
+    return this.keyByHashQuery.get({ keyHash }) as ApiKeyRecord | undefined;
   }
 
   async keys(): Promise<ApiKeyRecord[]> {
@@ -54,9 +67,7 @@ export class SqliteAccessRecords implements AccessRecords {
   }
 
   async isTokenRevoked(jti: string, studyUid: string, issuedAt: number): Promise<boolean> {
-    const row = this.db.get<{ revoked: number }>(sql`SELECT
-      EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ${jti})
-      OR EXISTS (SELECT 1 FROM study_token_revocations WHERE study_uid = ${studyUid} AND issued_before >= ${issuedAt}) AS revoked`);
+    const row = this.revokedQuery.get({ jti, studyUid, issuedAt })!;
     return row.revoked === 1;
   }
 
