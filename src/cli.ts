@@ -2,22 +2,35 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from './config.js';
+import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js';
+import { ConfigError, loadConfig } from './config.js';
 import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
 import { createLogger } from './logger.js';
 import { openServices } from './services.js';
 
 const USAGE = `usage: npm run cli -- <command>
   import <folder>   store every DICOM file found under the folder (by content, not by name)
-  verify            check every indexed object against its SHA-256, and find objects missing from the index`;
+  verify            check every indexed object against its SHA-256, and find objects missing from the index
+  help              this text
+
+${ACCESS_USAGE}`;
 
 /** Files per batch: one fsync round and one index transaction each (DESIGN decision 2). */
 const BATCH = 32;
 
 async function main(argv: string[]) {
   const [command, ...args] = argv;
-  if (command === 'import' && args[0]) return importFolder(args[0]);
-  if (command === 'verify') return verify();
+  try {
+    if (command === 'import' && args[0]) return await importFolder(args[0]);
+    if (command === 'verify') return await verify();
+    if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(e.message);
+    process.exitCode = 2;
+    return;
+  }
+  if (command === 'help' || command === '--help' || command === '-h') return console.log(USAGE);
   console.error(USAGE);
   process.exitCode = 2;
 }

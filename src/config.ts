@@ -27,7 +27,13 @@ const schema = z.object({
   PACS_OVERWRITE_DIFFERENT: bool.default(false),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PACS_ANONYMOUS_READ: bool.default(false),
-  PACS_ADMIN_KEY: z.string().min(24, 'at least 24 characters; make one with `openssl rand -base64 32`').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+  PACS_ADMIN_KEY: z
+    .string()
+    .min(24, 'at least 24 characters; make one with `openssl rand -base64 32`')
+    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+    // A credential with a dot is taken for a viewer token (auth/middleware.ts), so such a key could never be used.
+    .regex(/^[^.]+$/, 'without a dot, which marks a viewer token')
+    .optional(),
   PACS_VIEWER_URL: z.url().optional(),
   PACS_VIEWER_TOKEN_TTL: seconds.default(3600),
   PACS_VIEWER_TOKEN_MAX_TTL: seconds.default(12 * 3600),

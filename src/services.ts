@@ -17,9 +17,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const store = await new FileObjectStore(path.join(config.storageDir, 'objects')).init();
   const catalog = SqliteCatalog.open(config.storageDir);
   const records = catalog.access();
-  const signingKeys = config.viewerToken.signingKey
-    ? SigningKeys.configured(config.viewerToken.signingKey, config.viewerToken.previousSigningKey)
-    : await SigningKeys.stored(config.storageDir, retiredKeyLife(config));
+  const signingKeys = await openSigningKeys(config);
   const audit = new AuditLog(records, log);
   const auth = { keys: new ApiKeys(records), tokens: new ViewerTokens(signingKeys, records, config.viewerToken), audit, anonymousRead: config.anonymousRead };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
@@ -36,6 +34,13 @@ export async function openServices(config: Config, log: Logger): Promise<Service
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The viewer-token signing keys: configured ones when PACS_VIEWER_SIGNING_KEY is set, else those in the storage folder. */
+export async function openSigningKeys(config: Config): Promise<SigningKeys> {
+  return config.viewerToken.signingKey
+    ? SigningKeys.configured(config.viewerToken.signingKey, config.viewerToken.previousSigningKey)
+    : SigningKeys.stored(config.storageDir, retiredKeyLife(config));
 }
 
 /** A rotated-out signing key verifies for as long as the tokens it signed can live. */
