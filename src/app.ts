@@ -3,8 +3,7 @@ import { Hono } from 'hono';
 import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
 import { studiesApi } from './api/studies.js';
-import { auditTrail, authenticate, dicomwebAccess } from './auth/middleware.js';
-import { credentialLabel } from './auth/principal.js';
+import { auditTrail, authenticate, callerOf, dicomwebAccess } from './auth/middleware.js';
 import { QueryError } from './catalog/qido.js';
 import type { Env, Services } from './context.js';
 import { DicomParseError } from './dicom/parse.js';
@@ -29,7 +28,7 @@ export function createApp(services: Services) {
     await next();
     c.header('X-Request-Id', requestId);
     c.var.log.info(
-      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started), credential: credentialLabel(c.var.principal) },
+      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started), credential: callerOf(c) },
       'request',
     );
   });

@@ -10,7 +10,10 @@ const bytes = z
   .regex(/^\d+(\.\d+)?\s*([kmgt]i?b?)?$/i, 'a byte size such as 500MB, 2GiB or 1048576')
   .transform(parseByteSize);
 
-const seconds = z.coerce.number().int().min(1).max(7 * 24 * 3600);
+/** No viewer token may live longer than this, whatever the configuration says. */
+export const LONGEST_TOKEN_TTL = 7 * 24 * 3600;
+
+const seconds = z.coerce.number().int().min(1).max(LONGEST_TOKEN_TTL);
 
 const signingKey = z
   .string()

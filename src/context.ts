@@ -28,6 +28,8 @@ export type Env = {
     requestId: string;
     /** Who is asking; unset when nobody said and anonymous reads are off. */
     principal?: Principal;
+    /** How a refused credential is named in the audit trail and the log, e.g. `rejected:token:<jti>`. */
+    rejectedCredential?: string;
     /** The studies a request touched when its path does not name them (a STOW to /studies, a link by accession). */
     auditStudyUids?: string[];
   };

@@ -28,7 +28,12 @@ export class BadRequest extends HttpError {
  * says what was wrong, so that an integrator sees "expired" rather than guessing.
  */
 export class Unauthorized extends HttpError {
-  constructor(detail: string, credentialGiven: boolean) {
+  constructor(
+    detail: string,
+    credentialGiven: boolean,
+    /** Who the refused credential named, where that is known (`key:<id>`), for the audit trail. */
+    readonly credential?: string,
+  ) {
     const reason = detail.replace(/["\\]/g, "'");
     super(401, 'unauthorized', detail, {
       'WWW-Authenticate': credentialGiven ? `Bearer realm="pacs-lite", error="invalid_token", error_description="${reason}"` : 'Bearer realm="pacs-lite"',

@@ -37,8 +37,8 @@ export class ApiKeys {
   async authenticate(key: string): Promise<Principal> {
     const record = await this.records.keyByHash(hashKey(key));
     if (!record) throw new Unauthorized('the API key is not known to this server', true);
-    if (record.revokedAt !== null) throw new Unauthorized(`API key ${record.id} was revoked`, true);
-    if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw new Unauthorized(`API key ${record.id} expired on ${new Date(record.expiresAt).toISOString()}`, true);
+    if (record.revokedAt !== null) throw new Unauthorized(`API key ${record.id} was revoked`, true, `key:${record.id}`);
+    if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw new Unauthorized(`API key ${record.id} expired on ${new Date(record.expiresAt).toISOString()}`, true, `key:${record.id}`);
     return { kind: 'key', id: record.id, name: record.name, role: record.role };
   }
 

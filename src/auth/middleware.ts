@@ -1,4 +1,5 @@
 import type { MiddlewareHandler, Context } from 'hono';
+import { decodeJwt } from 'jose';
 import type { Env } from '../context.js';
 import { Forbidden, NotFound, Unauthorized } from '../errors.js';
 import type { ApiKeys } from './api-keys.js';
@@ -17,7 +18,13 @@ export function authenticate(auth: Auth): MiddlewareHandler<Env> {
     const credential = credentialOf(c);
     if (credential !== undefined) {
       // A JWS has three dot-separated parts; our API keys have no dot.
-      c.set('principal', credential.includes('.') ? await auth.tokens.verify(credential) : await auth.keys.authenticate(credential));
+      const isToken = credential.includes('.');
+      try {
+        c.set('principal', isToken ? await auth.tokens.verify(credential) : await auth.keys.authenticate(credential));
+      } catch (e) {
+        if (e instanceof Unauthorized) c.set('rejectedCredential', `rejected:${e.credential ?? (isToken ? claimedToken(credential) : 'key')}`);
+        throw e;
+      }
     } else if (auth.anonymousRead) {
       c.set('principal', { kind: 'anonymous' });
     }
@@ -45,6 +52,8 @@ export function dicomwebAccess(): MiddlewareHandler<Env> {
     const study = STUDY_IN_PATH.exec(c.req.path)?.[1];
     if (scope !== undefined && study !== undefined && study !== scope) throw new NotFound('no study with that UID is stored');
     await next();
+    // Patient data never sits in a shared cache, even when the credential came in the URL.
+    if (!c.res.headers.has('Cache-Control')) c.header('Cache-Control', 'private');
   };
 }
 
@@ -58,7 +67,7 @@ export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
     params.delete('token');
     const event = {
       at: Date.now(),
-      credential: credentialLabel(c.var.principal),
+      credential: callerOf(c),
       ip: clientAddress(c),
       method: c.req.method,
       path: c.req.path,
@@ -75,6 +84,21 @@ export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
     if (studies.length === 0) audit.record(event);
     for (const study of studies) audit.record({ ...event, studyUid: study });
   };
+}
+
+/** Who asked, as the audit trail and the request log name them: never a secret. */
+export function callerOf(c: Context<Env>): string {
+  return c.var.rejectedCredential ?? credentialLabel(c.var.principal);
+}
+
+/** A refused token is named by the id it claims, when that looks like one of ours: unverified, but telling. */
+function claimedToken(token: string): string {
+  try {
+    const { jti } = decodeJwt(token);
+    return typeof jti === 'string' && /^[0-9a-f-]{36}$/i.test(jti) ? `token:${jti}` : 'token';
+  } catch {
+    return 'token';
+  }
 }
 
 const AUDITED = /^\/(dicom-web|api)\//;

@@ -5,6 +5,8 @@ import path from 'node:path';
 export type SigningKey = { kid: string; secret: Uint8Array; createdAt: number; retiredAt: number | null };
 type KeyFile = { keys: Array<{ kid: string; secret: string; createdAt: number; retiredAt: number | null }> };
 
+const RECHECK_MS = 1000;
+
 /** A key's id says which key signed a token without saying anything of the key. */
 const kidOf = (secret: Uint8Array) => createHash('sha256').update(secret).digest('base64url').slice(0, 16);
 
@@ -15,7 +17,8 @@ const kidOf = (secret: Uint8Array) => createHash('sha256').update(secret).digest
  */
 export class SigningKeys {
   private keys: SigningKey[] = [];
-  private loadedMtime = 0;
+  private loadedVersion = '';
+  private checkedAt = 0;
 
   private constructor(
     private readonly file: string | undefined,
@@ -69,8 +72,10 @@ export class SigningKeys {
 
   /** The key a token names, if it may still verify. */
   async verifying(kid: string): Promise<SigningKey | undefined> {
-    let key = this.keys.find((k) => k.kid === kid);
-    if (!key && (await this.reloadIfChanged())) key = this.keys.find((k) => k.kid === kid);
+    // Reloaded here too: a process that only verifies would otherwise keep trusting a key that a rotation
+    // retired, or that the operator dropped from the file, until it restarts. A stat a second is enough for that.
+    if (Date.now() - this.checkedAt >= RECHECK_MS) await this.reloadIfChanged();
+    const key = this.keys.find((k) => k.kid === kid);
     if (key && key.retiredAt !== null && key.retiredAt + this.retiredKeyLife <= Date.now()) return undefined;
     return key;
   }
@@ -78,14 +83,17 @@ export class SigningKeys {
   /** True when a key file exists (and is now loaded). */
   private async reloadIfChanged(): Promise<boolean> {
     if (!this.file) return true;
+    this.checkedAt = Date.now();
     const stat = await fs.stat(this.file).catch(() => undefined);
     if (!stat) return false;
-    if (stat.mtimeMs === this.loadedMtime) return true;
+    // A rotation renames a new file into place: a new inode even where timestamps are coarse.
+    const version = `${stat.ino}:${stat.mtimeMs}:${stat.size}`;
+    if (version === this.loadedVersion) return true;
     if ((stat.mode & 0o077) !== 0) await fs.chmod(this.file, 0o600);
     const parsed = await readKeyFile(this.file);
     if (!parsed?.keys.length) throw new Error(`${this.file} holds no signing key; delete it to have a new one made`);
     this.keys = parsed.keys.map((k) => ({ ...k, secret: new Uint8Array(Buffer.from(k.secret, 'base64url')) }));
-    this.loadedMtime = stat.mtimeMs;
+    this.loadedVersion = version;
     return true;
   }
 }
@@ -109,8 +117,9 @@ async function readKeyFile(file: string): Promise<KeyFile | undefined> {
  */
 async function writeKeyFile(file: string, content: KeyFile, opts: { exclusive: boolean }): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const temp = `${file}.${process.pid}.tmp`;
-  const handle = await fs.open(temp, 'w', 0o600);
+  // Unique per write: two writers in one process must not share, and remove, each other's temp file.
+  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const handle = await fs.open(temp, 'wx', 0o600);
   try {
     await handle.writeFile(JSON.stringify(content, null, 2));
     await handle.sync();

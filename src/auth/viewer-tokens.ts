@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SignJWT, errors, jwtVerify, type JWTHeaderParameters } from 'jose';
+import { LONGEST_TOKEN_TTL } from '../config.js';
 import { isValidUid } from '../dicom/uid.js';
 import { Unauthorized } from '../errors.js';
 import type { Principal } from './principal.js';
@@ -17,6 +18,13 @@ export const CLOCK_TOLERANCE_SECONDS = 5;
 /** Ours are about 400 characters; anything far longer is not one of ours and is not parsed. */
 const MAX_TOKEN_CHARS = 2048;
 
+/** Tokens whose signature verified, by their text; as many as the clinic's open viewers, with room. */
+const VERIFIED_TOKENS_KEPT = 1000;
+const EXPIRED = 'the token has expired; ask the EMR for a new link';
+const UNKNOWN_KEY = 'the token was not signed by a key of this server (or its key has been retired)';
+
+type VerifiedClaims = { jti: string; studyUid: string; iat: number; exp: number; kid: string };
+
 export type IssuedToken = { token: string; jti: string; studyUid: string; expiresIn: number; expiresAt: Date };
 
 /** Study-scoped, read-only viewer tokens (JWS) for links the EMR opens in OHIF. */
@@ -26,6 +34,8 @@ export class ViewerTokens {
     private readonly records: AccessRecords,
     readonly lifetime: { defaultTtl: number; maxTtl: number },
   ) {}
+
+  private readonly verified = new Map<string, VerifiedClaims>();
 
   async issue(studyUid: string, ttl = this.lifetime.defaultTtl): Promise<IssuedToken> {
     const key = await this.keys.signing();
@@ -46,9 +56,30 @@ export class ViewerTokens {
   /** The study a token opens, or a 401 whose reason names what is wrong with it. */
   async verify(token: string): Promise<Principal & { kind: 'viewer-token' }> {
     if (token.length > MAX_TOKEN_CHARS) throw invalid(`the token is ${token.length} characters long, more than any token this server issues`);
-    let payload;
+    const claims = await this.verifiedClaims(token);
+    // A cached token is checked again for what can change since: its expiry, its key, its revocation.
+    if (claims.exp + CLOCK_TOLERANCE_SECONDS <= Date.now() / 1000) throw invalid(EXPIRED, claims.jti);
+    if (!(await this.keys.verifying(claims.kid))) throw invalid(UNKNOWN_KEY, claims.jti);
+    if (await this.records.isTokenRevoked(claims.jti, claims.studyUid, claims.iat)) throw invalid('the token was revoked', claims.jti);
+    return { kind: 'viewer-token', jti: claims.jti, studyUid: claims.studyUid };
+  }
+
+  /** Revokes one token; the record is kept as long as any token could live. */
+  revoke(jti: string): Promise<void> {
+    const now = Date.now();
+    return this.records.revokeToken(jti, now + (LONGEST_TOKEN_TTL + CLOCK_TOLERANCE_SECONDS) * 1000, now);
+  }
+
+  /**
+   * The claims of a token whose signature and claims verified. OHIF sends one token with every frame it
+   * asks for; checking its signature each time cost more than serving a small frame, so good tokens are kept.
+   */
+  private async verifiedClaims(token: string): Promise<VerifiedClaims> {
+    const known = this.verified.get(token);
+    if (known) return known;
+    let payload, protectedHeader;
     try {
-      ({ payload } = await jwtVerify(token, (header: JWTHeaderParameters) => this.keyFor(header), {
+      ({ payload, protectedHeader } = await jwtVerify(token, (header: JWTHeaderParameters) => this.keyFor(header), {
         algorithms: [ALGORITHM],
         typ: TOKEN_TYPE,
         issuer: ISSUER,
@@ -62,19 +93,20 @@ export class ViewerTokens {
     const studyUid = payload.sub!;
     if (payload.scope !== SCOPE || !isValidUid(studyUid)) throw invalid('the token does not grant read access to a study');
     if (payload.iat! > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) throw invalid('the token claims to be issued in the future');
-    if (await this.records.isTokenRevoked(payload.jti!, studyUid, payload.iat!)) throw invalid('the token was revoked');
-    return { kind: 'viewer-token', jti: payload.jti!, studyUid };
+    const claims = { jti: payload.jti!, studyUid, iat: payload.iat!, exp: payload.exp!, kid: protectedHeader.kid! };
+    if (this.verified.size >= VERIFIED_TOKENS_KEPT) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, claims);
+    return claims;
   }
 
-  /** Revokes one token; the record is kept only as long as the token could live. */
-  revoke(jti: string): Promise<void> {
+  /**
+   * Revokes every token issued for a study until now. Tokens carry their issue time in whole seconds, so
+   * the revocation returns only once that second is over: every link made afterwards works.
+   */
+  async revokeStudy(studyUid: string): Promise<void> {
     const now = Date.now();
-    return this.records.revokeToken(jti, now + (this.lifetime.maxTtl + CLOCK_TOLERANCE_SECONDS) * 1000, now);
-  }
-
-  /** Revokes every token issued for a study until now; links made afterwards work. */
-  revokeStudy(studyUid: string): Promise<void> {
-    return this.records.revokeStudyTokens(studyUid, Math.floor(Date.now() / 1000));
+    await this.records.revokeStudyTokens(studyUid, Math.floor(now / 1000));
+    await new Promise((resolve) => setTimeout(resolve, 1000 - (now % 1000)));
   }
 
   private async keyFor(header: JWTHeaderParameters): Promise<Uint8Array> {
@@ -86,11 +118,11 @@ export class ViewerTokens {
 
 class UnknownKey extends Error {}
 
-const invalid = (reason: string) => new Unauthorized(reason, true);
+const invalid = (reason: string, jti?: string) => new Unauthorized(reason, true, jti && `token:${jti}`);
 
 function reasonOf(e: unknown): string {
-  if (e instanceof UnknownKey) return 'the token was not signed by a key of this server (or its key has been retired)';
-  if (e instanceof errors.JWTExpired) return 'the token has expired; ask the EMR for a new link';
+  if (e instanceof UnknownKey) return UNKNOWN_KEY;
+  if (e instanceof errors.JWTExpired) return EXPIRED;
   if (e instanceof errors.JOSEAlgNotAllowed) return `tokens signed with that algorithm are not accepted; only ${ALGORITHM}`;
   if (e instanceof errors.JWSSignatureVerificationFailed) return 'the token signature does not verify: it was altered or signed elsewhere';
   if (e instanceof errors.JWTClaimValidationFailed) return `the token's ${e.claim} claim is not valid here (${e.reason === 'check_failed' ? 'wrong value' : e.reason})`;
