@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { decodeJwt } from 'jose';
@@ -78,7 +80,7 @@ async function createKey(args: string[]) {
   if (name.length > MAX_NAME || printable(name) !== name) throw new UsageError(`--name must be at most ${MAX_NAME} printable characters`);
   const days = values.expires === undefined ? undefined : expiryDays(values.expires);
 
-  await withAccess(async ({ keys }) => {
+  await withAccess(async ({ keys, records }) => {
     const { key, record } = await keys.create({ name, role, expiresAt: days === undefined ? undefined : Date.now() + days * DAY_MS });
     console.log(`API key created:\n\n    ${key}\n`);
     console.log('This key is shown now and will not be shown again: copy it into the system that will use it.');
@@ -87,6 +89,7 @@ async function createKey(args: string[]) {
     console.log(`  role     ${record.role}`);
     console.log(`  name     ${record.name}`);
     console.log(`  expires  ${record.expiresAt === null ? 'never (until revoked)' : `${utc(record.expiresAt)} UTC (in ${days} day(s))`}`);
+    await auditCli(records, 'keys create', `id=${record.id}&role=${record.role}`);
   });
 }
 
@@ -114,7 +117,7 @@ async function listKeys() {
 }
 
 async function revokeKey(id: string) {
-  await withAccess(async ({ keys }) => {
+  await withAccess(async ({ keys, records }) => {
     const record = (await keys.list()).find((k) => k.id === id);
     if (!record) {
       console.error(`No API key has the id "${printable(id)}"; \`npm run cli -- keys list\` shows the ids.`);
@@ -127,6 +130,7 @@ async function revokeKey(id: string) {
       return;
     }
     await keys.revoke(id);
+    await auditCli(records, 'keys revoke', `id=${id}`);
     console.log(`Revoked ${who}: the server refuses it from its next request.`);
     // seedAdmin leaves a revoked PACS_ADMIN_KEY revoked, but the operator should know it is now dead config.
     if (record.hint === '(PACS_ADMIN_KEY)') console.log('It stays revoked after a restart; remove PACS_ADMIN_KEY from the configuration.');
@@ -141,6 +145,7 @@ async function revokeToken(text: string) {
   const { jti, claims } = jtiOf(text);
   await withAccess(async ({ config, records }) => {
     await (await tokensOf(config, records)).revoke(jti);
+    await auditCli(records, 'tokens revoke', `jti=${jti}`);
     console.log(`Revoked viewer token ${jti}: the link carrying it no longer opens its study.`);
     if (claims?.sub) console.log(`  study    ${claims.sub}`);
     if (claims?.exp) console.log(`  expires  ${utc(claims.exp * 1000)} UTC (it would have stopped working then anyway)`);
@@ -153,6 +158,7 @@ async function revokeStudy(studyUid: string) {
   if (!isValidUid(studyUid)) throw new UsageError(`"${printable(studyUid)}" is not a StudyInstanceUID (digits and dots, at most 64 characters)`);
   await withAccess(async ({ config, records }) => {
     await (await tokensOf(config, records)).revokeStudy(studyUid);
+    await auditCli(records, 'tokens revoke-study', null, studyUid);
     console.log(`Revoked every viewer link issued so far for study ${studyUid}; links issued from now on work.`);
   });
 }
@@ -174,6 +180,7 @@ async function rotateSigningKey() {
   if (!(await hasIndex(config))) return;
   const life = retiredKeyLife(config);
   const { kid, retired } = await SigningKeys.rotate(config.storageDir, life);
+  await withAccess((access) => auditCli(access.records, 'signing-key rotate', `kid=${kid}`));
   console.log(`New viewer-link signing key ${kid}: links issued from now on are signed with it (a running server picks it up without a restart).`);
   const keys = await SigningKeys.stored(config.storageDir, life);
   const still: string[] = [];
@@ -198,6 +205,25 @@ async function withAccess(use: (access: Access) => Promise<void>): Promise<void>
   } finally {
     await catalog.close();
   }
+}
+
+/** Changes to access made here go in the audit trail beside those made over HTTP, under the user who ran them. */
+async function auditCli(records: AccessRecords, action: string, detail: string | null, studyUid: string | null = null): Promise<void> {
+  await records.appendAudit([
+    {
+      at: Date.now(),
+      credential: `cli:${os.userInfo().username}`,
+      ip: null,
+      method: 'CLI',
+      path: action,
+      query: detail,
+      studyUid,
+      seriesUid: null,
+      sopUid: null,
+      status: 200,
+      requestId: randomUUID(),
+    },
+  ]);
 }
 
 /** A mistyped PACS_STORAGE_DIR would otherwise get a fresh index of its own, with keys the server never sees. */

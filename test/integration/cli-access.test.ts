@@ -115,6 +115,13 @@ describe('command-line access management, beside a running server', () => {
     const unknown = await cli(['keys', 'revoke', '000000000000'], dataDir);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/No API key has the id "000000000000"/);
+
+    // Changes made at the command line are in the audit trail, under the user who made them.
+    const trail = await (await fetch(`${server.url}/api/v1/audit?credential=cli:${os.userInfo().username}`, { headers: AS_ADMIN })).json();
+    const actions = trail.map((e: { method: string; path: string; query: string }) => `${e.method} ${e.path} ${e.query}`);
+    expect(actions).toContain(`CLI keys create id=${doomed.id}&role=read`);
+    expect(actions).toContain(`CLI keys revoke id=${doomed.id}`);
+    expect(actions.filter((a: string) => a === `CLI keys revoke id=${doomed.id}`)).toHaveLength(1);
   });
 
   it('rotates the signing key while the server runs: earlier links still open, later ones carry the new kid', async () => {
