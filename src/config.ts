@@ -42,6 +42,7 @@ const schema = z.object({
   PACS_VIEWER_TOKEN_MAX_TTL: seconds.default(12 * 3600),
   PACS_VIEWER_SIGNING_KEY: signingKey.optional(),
   PACS_VIEWER_SIGNING_KEY_PREVIOUS: signingKey.optional(),
+  PACS_RENDER_MAX_FRAME_BYTES: bytes.default(256 * 1024 ** 2),
 });
 
 /** Variables whose values never appear in a message. */
@@ -62,6 +63,8 @@ export type Config = Readonly<{
   adminKey?: string;
   viewerUrl?: string;
   viewerToken: Readonly<{ defaultTtl: number; maxTtl: number; signingKey?: string; previousSigningKey?: string }>;
+  /** Largest decoded frame (rows × columns × samples × bytes a sample) that rendering will decode; larger ones get 413. */
+  renderMaxFrameBytes: number;
 }>;
 
 export class ConfigError extends Error {}
@@ -95,6 +98,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       signingKey: e.PACS_VIEWER_SIGNING_KEY,
       previousSigningKey: e.PACS_VIEWER_SIGNING_KEY_PREVIOUS,
     }),
+    renderMaxFrameBytes: e.PACS_RENDER_MAX_FRAME_BYTES,
   });
 }
 
