@@ -10,9 +10,12 @@ import { DicomParseError } from './dicom/parse.js';
 import { UidError } from './dicom/uid.js';
 import { deleteRouter } from './dicomweb/delete.js';
 import { qidoRouter } from './dicomweb/qido.js';
+import { renderedRouter } from './dicomweb/rendered.js';
 import { stowRouter } from './dicomweb/stow.js';
+import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
 import { HttpError } from './errors.js';
+import { RenderError } from './render/types.js';
 import { ObjectNotFound } from './storage/object-store.js';
 
 /** Assembles the HTTP app: middleware, then the routers. */
@@ -53,12 +56,16 @@ export function createApp(services: Services) {
 
   // Health tells nothing of patients and is what load balancers probe: no credential.
   app.use('/dicom-web/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess());
+  // WADO-URI names its study in the query; the same access rules find it there.
+  app.use('/wado/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess());
   app.use('/api/*', auditTrail(services.auth.audit), authenticate(services.auth));
 
   app.route('/dicom-web', stowRouter(services));
   app.route('/dicom-web', qidoRouter(services));
   app.route('/dicom-web', wadoRouter(services));
+  app.route('/dicom-web', renderedRouter(services));
   app.route('/dicom-web', deleteRouter(services));
+  app.route('/wado', wadoUriRouter(services));
 
   app.route('/api/v1', studiesApi(services));
   app.route('/api/v1', accessApi(services));
@@ -81,6 +88,18 @@ export function createApp(services: Services) {
 function asHttpError(err: Error): HttpError | undefined {
   if (err instanceof HttpError) return err;
   if (err instanceof UidError || err instanceof QueryError || err instanceof DicomParseError) return new HttpError(400, 'bad-request', err.message);
+  // A busy codec pool is a moment's wait, not a fault.
+  if (err instanceof RenderError) return new HttpError(err.status, RENDER_ERROR_CODES[err.status], err.message, err.status === 503 ? { 'Retry-After': '2' } : {});
   if (err instanceof ObjectNotFound) return new HttpError(404, 'not-found', `${err.message}; run the verify command to reconcile the index`);
   return undefined;
 }
+
+const RENDER_ERROR_CODES: Record<RenderError['status'], string> = {
+  400: 'bad-request',
+  406: 'not-acceptable',
+  413: 'too-large',
+  422: 'cannot-render',
+  500: 'render-failed',
+  501: 'not-implemented',
+  503: 'unavailable',
+};

@@ -5,6 +5,7 @@ import type { Principal } from './auth/principal.js';
 import type { Catalog } from './catalog/catalog.js';
 import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
+import type { Renderer } from './render/render.js';
 import type { ObjectStore } from './storage/object-store.js';
 
 /** What the routers need, built once in main.ts. */
@@ -14,8 +15,10 @@ export type Services = {
   catalog: Catalog;
   ingest: IngestDeps;
   auth: Auth;
+  /** Rendered images and thumbnails, cached under derived/. */
+  renderer: Renderer;
   log: Logger;
-  /** Closes the index and removes this process's spool folder. */
+  /** Closes the index, stops the codec workers and removes this process's spool folder. */
   close(): Promise<void>;
 };
 

@@ -5,10 +5,14 @@ import { ApiKeys } from './auth/api-keys.js';
 import { AuditLog } from './auth/audit.js';
 import { SigningKeys } from './auth/signing-keys.js';
 import { CLOCK_TOLERANCE_SECONDS, ViewerTokens } from './auth/viewer-tokens.js';
+import type { StoredInstance } from './catalog/catalog.js';
 import { SqliteCatalog } from './catalog/sqlite.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
+import { readBulkData, readFrames } from './dicomweb/retrieve.js';
+import { NotFound } from './errors.js';
 import { GroupCommit } from './ingest/group-commit.js';
+import { Renderer } from './render/render.js';
 import { FileObjectStore } from './storage/fs.js';
 
 /** Opens the object store and the index named by the configuration; main.ts and the CLI share it. */
@@ -21,19 +25,30 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const audit = new AuditLog(records, log);
   const auth = { keys: new ApiKeys(records), tokens: new ViewerTokens(signingKeys, records, config.viewerToken), audit, anonymousRead: config.anonymousRead };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
+  // Rendering reads frames and bulk data as WADO-RS does; it is handed those reads, as render/ may not import dicomweb/.
+  const reads = { frame: (i: StoredInstance, n: number) => onlyFrame(readFrames(store, i, [n])), bulkData: (i: StoredInstance, at: string) => readBulkData(store, i, at) };
+  const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes });
   return {
     config,
     store,
     catalog,
     log,
     auth,
-    ingest: { durable: new GroupCommit(store, catalog, config.overwriteDifferent), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log },
+    renderer,
+    ingest: { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log },
     async close() {
       await audit.close();
+      await renderer.close();
       await catalog.close();
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The one frame of a one-frame read. */
+async function onlyFrame(frames: AsyncIterable<Buffer>): Promise<Buffer> {
+  for await (const frame of frames) return frame;
+  throw new NotFound('the frame has no pixel data');
 }
 
 /** The viewer-token signing keys: configured ones when PACS_VIEWER_SIGNING_KEY is set, else those in the storage folder. */

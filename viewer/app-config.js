@@ -51,7 +51,12 @@ window.config = {
         // PACS-lite answers includefield from the stored DICOM JSON, named or `all`.
         qidoSupportsIncludeField: true,
         imageRendering: 'wadors',
-        thumbnailRendering: 'wadors',
+        // Thumbnails come rendered from PACS-lite's thumbnail resources (PS3.18 10.4.1.1.4), JPEG, cached
+        // server-side: `…/instances/{sop}/thumbnail?viewport=256,256` in the viewer, `…/series/{series}/thumbnail`
+        // in the study list. 'fetch' sends them with Accept: image/jpeg and the viewer's credential, and cancels
+        // them when the user moves on; 'wadors' would fetch and decode whole frames in the browser instead.
+        thumbnailRendering: 'thumbnail',
+        thumbnailRequestStrategy: 'fetch',
         enableStudyLazyLoad: true,
         // Person names match case-insensitively per component, with * and ? wildcards.
         supportsFuzzyMatching: true,

@@ -49,7 +49,7 @@ export function dicomwebAccess(): MiddlewareHandler<Env> {
     const method = c.req.method;
     demand(c.var.principal, method === 'POST' ? 'upload' : method === 'DELETE' ? 'delete' : 'read');
     const scope = studyScope(c.var.principal);
-    const study = STUDY_IN_PATH.exec(c.req.path)?.[1];
+    const study = uidsNamedBy(c).studyUid;
     if (scope !== undefined && study !== undefined && study !== scope) throw new NotFound('no study with that UID is stored');
     await next();
     // Patient data never sits in a shared cache, even when the credential came in the URL.
@@ -62,7 +62,7 @@ export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
   return async (c, next) => {
     await next();
     if (c.req.method === 'OPTIONS' || !AUDITED.test(c.req.path)) return;
-    const [, studyUid, seriesUid, sopUid] = UIDS_IN_PATH.exec(c.req.path) ?? [];
+    const { studyUid, seriesUid, sopUid } = uidsNamedBy(c);
     const params = new URL(c.req.url).searchParams;
     params.delete('token');
     const event = {
@@ -86,6 +86,16 @@ export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
   };
 }
 
+/**
+ * The study, series and instance a request names, as sent (unvalidated: only compared and recorded): in the path
+ * under /dicom-web or /api/v1, or in WADO-URI's studyUID, seriesUID and objectUID parameters (PS3.18 9).
+ */
+export function uidsNamedBy(c: Context<Env>): { studyUid?: string; seriesUid?: string; sopUid?: string } {
+  if (WADO_URI.test(c.req.path)) return { studyUid: c.req.query('studyUID'), seriesUid: c.req.query('seriesUID'), sopUid: c.req.query('objectUID') };
+  const [, studyUid, seriesUid, sopUid] = UIDS_IN_PATH.exec(c.req.path) ?? [];
+  return { studyUid, seriesUid, sopUid };
+}
+
 /** Who asked, as the audit trail and the request log name them: never a secret. */
 export function callerOf(c: Context<Env>): string {
   return c.var.rejectedCredential ?? credentialLabel(c.var.principal);
@@ -101,8 +111,8 @@ function claimedToken(token: string): string {
   }
 }
 
-const AUDITED = /^\/(dicom-web|api)\//;
-const STUDY_IN_PATH = /^\/dicom-web\/studies\/([^/]+)/;
+const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$)/;
+const WADO_URI = /^\/wado\/?$/;
 const UIDS_IN_PATH = /^\/(?:dicom-web|api\/v1)\/studies\/([^/]+)(?:\/series\/([^/]+))?(?:\/instances\/([^/]+))?/;
 
 const DOES: Record<Permission, string> = {

@@ -40,6 +40,12 @@ export interface Catalog {
   /** Stored instances in a study, optionally narrowed to a series or an instance, in series/instance order. */
   storedInstances(scope: Scope): Promise<StoredInstance[]>;
   /**
+   * The image that stands for a study or a series (rendered and thumbnail resources, PS3.18 10.4.1.1.3): the middle
+   * instance, in InstanceNumber order, of the series with the lowest SeriesNumber among those holding images
+   * (Rows and Columns present). undefined when the scope holds no image.
+   */
+  representativeImage(scope: Omit<Scope, 'sopUid'>): Promise<StoredInstance | undefined>;
+  /**
    * Removes the instances in scope in one transaction, with the series and the study they leave empty, and
    * recounts what remains. The objects are not touched: the caller deletes them after the commit.
    */

@@ -153,17 +153,31 @@ export class SqliteCatalog implements Catalog {
   }
 
   async storedInstances(scope: Scope): Promise<StoredInstance[]> {
+    return this.db.select(STORED_COLUMNS).from(schema.instances).where(inScope(scope)).orderBy(...INSTANCE_ORDER).all();
+  }
+
+  async representativeImage(scope: Omit<Scope, 'sopUid'>): Promise<StoredInstance | undefined> {
     const i = schema.instances;
+    const isImage = sql`${i.rows} IS NOT NULL AND ${i.columns} IS NOT NULL`;
+    // Both reads run in one synchronous stretch of this connection: no write of this process comes between.
+    const first = this.db.get<{ seriesUid: string; images: number } | undefined>(sql`
+      SELECT series.series_uid AS "seriesUid",
+             (SELECT count(*) FROM instances WHERE instances.series_uid = series.series_uid AND ${isImage}) AS images
+      FROM series
+      WHERE series.study_uid = ${scope.studyUid} ${scope.seriesUid ? sql`AND series.series_uid = ${scope.seriesUid}` : sql``}
+        AND EXISTS (SELECT 1 FROM instances WHERE instances.series_uid = series.series_uid AND ${isImage})
+      ORDER BY series.series_number IS NULL, series.series_number, series.series_uid
+      LIMIT 1`);
+    if (!first) return undefined;
+    // The middle as OHIF picks it for its own thumbnails: index ⌊n/2⌋.
     return this.db
-      .select({
-        sopUid: i.sopUid, seriesUid: i.seriesUid, studyUid: i.studyUid, sopClassUid: i.sopClassUid,
-        transferSyntaxUid: i.transferSyntaxUid, numberOfFrames: i.numberOfFrames, objectKey: i.objectKey,
-        size: i.size, sha256: i.sha256, inflated: i.inflated, frames: i.frames, json: i.json,
-      })
+      .select(STORED_COLUMNS)
       .from(i)
-      .where(inScope(scope))
+      .where(sql`${inScope({ studyUid: scope.studyUid, seriesUid: first.seriesUid })} AND ${isImage}`)
       .orderBy(...INSTANCE_ORDER)
-      .all();
+      .limit(1)
+      .offset(Math.floor(first.images / 2))
+      .get();
   }
 
   async checksums(scope: Scope): Promise<string[]> {
@@ -226,6 +240,13 @@ function nestSeries(r: FlatSeriesRow): SeriesRow {
   const study = { json: r['study.json'], numSeries: r['study.numSeries'], numInstances: r['study.numInstances'], modalities: r['study.modalities'], studyUid: r['study.studyUid'] };
   return { json: r.json, numInstances: r.numInstances, studyUid: r.studyUid, seriesUid: r.seriesUid, study };
 }
+
+const STORED_COLUMNS = {
+  sopUid: schema.instances.sopUid, seriesUid: schema.instances.seriesUid, studyUid: schema.instances.studyUid,
+  sopClassUid: schema.instances.sopClassUid, transferSyntaxUid: schema.instances.transferSyntaxUid,
+  numberOfFrames: schema.instances.numberOfFrames, objectKey: schema.instances.objectKey, size: schema.instances.size,
+  sha256: schema.instances.sha256, inflated: schema.instances.inflated, frames: schema.instances.frames, json: schema.instances.json,
+};
 
 const INSTANCE_ORDER = [schema.instances.seriesUid, sql`${schema.instances.instanceNumber} IS NULL`, schema.instances.instanceNumber, schema.instances.sopUid];
 

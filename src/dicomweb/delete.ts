@@ -4,7 +4,8 @@ import type { Removal, Scope } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
 import { NotFound } from '../errors.js';
-import type { ObjectStore } from '../storage/object-store.js';
+import { derivedPrefix } from '../storage/keys.js';
+import { deleteUnder, type ObjectStore } from '../storage/object-store.js';
 
 /** Object deletions in flight at once: enough to overlap the store's latency, few enough to spare its connections. */
 const PARALLEL_DELETES = 16;
@@ -28,6 +29,10 @@ export function deleteRouter(services: Services) {
       // Index first, objects after (DESIGN decision 2): a crash in between leaves objects without rows, which verify lists.
       removal = await catalog.remove(scope);
       await deleteObjects(store, removal.objectKeys, c.var.log);
+      // Renderings of what went: they are named by the instance's checksum, so a leftover is never served, only kept.
+      if (removal.instances > 0) {
+        await deleteUnder(store, derivedPrefix(scope), (err, key) => c.var.log.warn({ err, objectKey: key }, 'derived object left in the store after its instance was deleted'));
+      }
     });
     const { objectKeys: _keys, ...deleted } = removal!;
     if (deleted.instances === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);

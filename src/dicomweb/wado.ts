@@ -137,7 +137,8 @@ export function wadoRouter(services: Services) {
   return router;
 }
 
-function parseFrameList(text: string, count: number): number[] {
+/** A frame list of the URL, each frame checked against the instance's count. */
+export function parseFrameList(text: string, count: number): number[] {
   const numbers = text.split(',').map((s) => s.trim());
   return numbers.map((s) => {
     if (!/^\d+$/.test(s)) throw new BadRequest(`frame list must be numbers separated by commas, not "${text}"`);

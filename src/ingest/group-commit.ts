@@ -1,6 +1,8 @@
+import type { Logger } from 'pino';
 import type { Catalog, IndexOutcome } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
-import type { ObjectStore } from '../storage/object-store.js';
+import { derivedPrefix } from '../storage/keys.js';
+import { deleteUnder, type ObjectStore } from '../storage/object-store.js';
 
 type Item = { record: IndexRecord; localPath: string };
 type Waiting = { items: Item[]; resolve: (r: IndexOutcome[]) => void; reject: (e: unknown) => void };
@@ -18,6 +20,7 @@ export class GroupCommit {
     private readonly store: ObjectStore,
     private readonly catalog: Catalog,
     private readonly overwrite: boolean,
+    private readonly log?: Logger,
   ) {}
 
   /** Resolves once the objects are durable and indexed, with one outcome per item. */
@@ -72,11 +75,13 @@ export class GroupCommit {
   private async storeGroup(items: Item[]): Promise<IndexOutcome[]> {
     const known = await this.catalog.checksumsOf(items.map((i) => i.record.sopUid));
     const claimed = new Set<string>();
+    const replacing = new Set<string>();
     const outcomes = items.map(({ record }): IndexOutcome => {
       const existing = known.get(record.sopUid);
       if (existing === record.sha256) return 'duplicate';
       // Within one group the first upload of an instance wins: renames in parallel have no order.
       if (existing !== undefined && (!this.overwrite || claimed.has(record.sopUid))) return 'conflict';
+      if (existing !== undefined) replacing.add(record.sopUid);
       known.set(record.sopUid, record.sha256);
       claimed.add(record.sopUid);
       return 'stored';
@@ -84,6 +89,13 @@ export class GroupCommit {
     const toStore = items.filter((_, i) => outcomes[i] === 'stored');
     await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
     const indexed = await this.catalog.index(toStore.map((i) => i.record), this.overwrite);
+    // An overwritten instance's renderings go with its former bytes (their keys name those bytes' checksum anyway).
+    const replaced = toStore.filter((i, n) => indexed[n] === 'stored' && replacing.has(i.record.sopUid));
+    for (const { record } of replaced) {
+      await deleteUnder(this.store, derivedPrefix({ studyUid: record.studyUid, seriesUid: record.seriesUid, sopUid: record.sopUid }), (err, key) =>
+        this.log?.warn({ err, objectKey: key }, 'derived object of a replaced instance left in the store'),
+      );
+    }
     let next = 0;
     return outcomes.map((outcome) => (outcome === 'stored' ? indexed[next++]! : outcome));
   }

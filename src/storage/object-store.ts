@@ -25,3 +25,31 @@ export class ObjectNotFound extends Error {
     super(`object ${key} is missing from the object store`);
   }
 }
+
+/** Objects deleted at once: enough to overlap the store's latency, few enough to spare its connections. */
+const PARALLEL_DELETES = 16;
+
+/**
+ * Deletes every object whose key starts with `prefix` (a folder: ends with `/`), a few at a time. Best effort:
+ * each failure, the listing's included, goes to `onError` and never stops the rest. Resolves with the count deleted.
+ */
+export async function deleteUnder(store: ObjectStore, prefix: string, onError: (err: unknown, key: string) => void): Promise<number> {
+  const keys: string[] = [];
+  try {
+    for await (const key of store.list(prefix)) keys.push(key);
+  } catch (err) {
+    onError(err, prefix);
+  }
+  let deleted = 0;
+  for (let i = 0; i < keys.length; i += PARALLEL_DELETES) {
+    await Promise.all(
+      keys.slice(i, i + PARALLEL_DELETES).map((key) =>
+        store.delete(key).then(
+          () => void deleted++,
+          (err: unknown) => onError(err, key),
+        ),
+      ),
+    );
+  }
+  return deleted;
+}

@@ -91,6 +91,34 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
     }
   }, 120_000);
 
+  it('shows study browser thumbnails rendered by the /thumbnail resources', async () => {
+    const v = await openPage(browser, pacs, artifacts);
+    const { page } = v;
+    const thumbnails: Array<{ url: string; status: number; type?: string }> = [];
+    page.on('response', (response) => {
+      if (response.url().startsWith(`${pacs.dicomweb}/`) && /\/thumbnail(\?|$)/.test(response.url())) {
+        thumbnails.push({ url: response.url(), status: response.status(), type: response.headers()['content-type'] });
+      }
+    });
+    try {
+      await page.goto(`${ohif.url}/viewer?StudyInstanceUIDs=${ctStudy}`);
+      await firstViewport(v);
+      for (const deadline = Date.now() + 30_000; thumbnails.length === 0 && Date.now() < deadline; ) await page.waitForTimeout(250);
+      if (thumbnails.length === 0) await fail(v, 'the study browser asked for no /thumbnail');
+      expect(thumbnails, JSON.stringify(thumbnails)).toContainEqual(expect.objectContaining({ url: expect.stringContaining(`/studies/${ctStudy}/series/`), status: 200, type: 'image/jpeg' }));
+      expect(thumbnails.filter((t) => t.status !== 200), 'thumbnails that failed').toEqual([]);
+      // The JPEG is what the study browser shows: an <img> from the fetched blob.
+      await page
+        .locator('img[src^="blob:"]')
+        .first()
+        .waitFor({ timeout: 15_000 })
+        .catch(async () => fail(v, 'no thumbnail image appeared in the study browser'));
+      await expectCleanConversation(v);
+    } finally {
+      await page.context().close();
+    }
+  }, 120_000);
+
   it('scrolls through the frames of the multi-frame ultrasound', async () => {
     const v = await openPage(browser, pacs, artifacts);
     const { page } = v;

@@ -1,0 +1,183 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { StoredInstance } from '../catalog/catalog.js';
+import type { DicomJson } from '../dicom/json.js';
+import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+import { renderedKey } from '../storage/keys.js';
+import { ObjectNotFound, type ObjectStore } from '../storage/object-store.js';
+import { closeCodecPool, decodeFrame } from './decode.js';
+import { toDisplay } from './display.js';
+import { DEFAULT_QUALITY, encodeImage } from './encode.js';
+import { pixelModuleOf } from './pixel-module.js';
+import { RenderError, type DisplayImage, type WindowRequest } from './types.js';
+
+export type ImageFormat = 'jpeg' | 'png' | 'webp';
+
+export const MEDIA_TYPES: Record<ImageFormat, string> = { jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp' };
+const EXTENSIONS = { jpeg: 'jpg', png: 'png', webp: 'webp' } as const;
+
+/**
+ * The part of the image to show and the box to fit it in (PS3.18 8.3.5.1.3 `viewport=vw,vh[,sx,sy,sw,sh]`).
+ * The region is in source pixels; a negative width or height mirrors the image along that axis.
+ */
+export type Viewport = { width: number; height: number; region?: { x: number; y: number; width: number; height: number } };
+
+/** What a client may ask of a rendering; absent means the server's choice. */
+export type RenderOptions = {
+  format: ImageFormat;
+  /** 1-100, for the lossy formats. */
+  quality?: number;
+  /** Fitted inside, aspect ratio kept, never enlarged (encode.ts); absent keeps the image's own size. */
+  viewport?: Viewport;
+  /** absent: the data set's first window, or one computed from the pixels. */
+  window?: WindowRequest;
+};
+
+/** Reads of a stored instance, given by the HTTP layer, which owns them (dicomweb/retrieve.ts). */
+export type InstanceReader = {
+  frame(instance: StoredInstance, frame: number): Promise<Buffer>;
+  bulkData(instance: StoredInstance, path: string): Promise<Buffer>;
+};
+
+/** One rendering, named before it exists: where it is cached and the ETag it answers with. */
+export type Rendition = { key: string; etag: string; mediaType: string };
+
+/** Bumped when the pipeline changes what it draws, so that images cached by an older version are not served. */
+const PIPELINE_VERSION = 1;
+
+/**
+ * Rendered images and thumbnails (DESIGN: derived/ cache, else frame → decode → display → encode → cache).
+ * The cache is the object store, so every replica shares it; a key names the instance's bytes by checksum,
+ * the frame and the options, and is therefore never stale. Only requests in flight are held in the process.
+ */
+export class Renderer {
+  private readonly inFlight = new Map<string, Promise<Buffer>>();
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly read: InstanceReader,
+    private readonly log: Logger,
+    private readonly limits: { maxFrameBytes?: number } = {},
+  ) {}
+
+  /** The cache key and ETag of a rendering; cheap, so a 304 costs no read at all. */
+  identify(instance: StoredInstance, frame: number, options: RenderOptions): Rendition {
+    const normal = normalise(options);
+    const hash = createHash('sha256').update(JSON.stringify([PIPELINE_VERSION, normal])).digest('hex').slice(0, 16);
+    return {
+      key: renderedKey(instance, frame, hash, EXTENSIONS[normal.format]),
+      etag: `"${instance.sha256.slice(0, 16)}-${frame}-${hash}"`,
+      mediaType: MEDIA_TYPES[normal.format],
+    };
+  }
+
+  /** A frame (1-based, already checked against the instance) as an image file, from the cache when it is there. */
+  async render(instance: StoredInstance, frame: number, options: RenderOptions): Promise<{ bytes: Buffer; cached: boolean; rendition: Rendition }> {
+    const rendition = this.identify(instance, frame, options);
+    const running = this.inFlight.get(rendition.key);
+    if (running) return { bytes: await running, cached: false, rendition };
+    const cached = await this.cached(rendition.key);
+    if (cached) return { bytes: cached, cached: true, rendition };
+    // Another request may have started it while the cache was read.
+    const started = this.inFlight.get(rendition.key);
+    if (started) return { bytes: await started, cached: false, rendition };
+
+    const making = this.make(instance, frame, normalise(options));
+    this.inFlight.set(rendition.key, making);
+    // Held until it is cached too, so that a request arriving meanwhile neither renders again nor misses the cache.
+    making
+      .then(
+        (bytes) => this.store.put(rendition.key, bytes, rendition.mediaType).catch((err: unknown) => this.log.warn({ err, objectKey: rendition.key }, 'rendered image not cached')),
+        () => undefined,
+      )
+      .finally(() => this.inFlight.delete(rendition.key));
+    const bytes = await making;
+    this.log.debug({ objectKey: rendition.key, bytes: bytes.length }, 'rendered');
+    return { bytes, cached: false, rendition };
+  }
+
+  /** Stops the codec workers. */
+  async close(): Promise<void> {
+    await closeCodecPool();
+  }
+
+  private async make(instance: StoredInstance, frame: number, options: RenderOptions): Promise<Buffer> {
+    const json = JSON.parse(instance.json) as DicomJson;
+    const module = await pixelModuleOf(json, (uri) => this.read.bulkData(instance, bulkDataPath(uri)));
+    if (frame > module.numberOfFrames) throw new RenderError(400, `frame ${frame} does not exist: the instance has ${module.numberOfFrames} frame(s)`);
+    const bytes = await this.read.frame(instance, frame);
+    // readFrames gives native pixels as Explicit VR Little Endian, whatever the file's syntax (big endian turned, deflate undone).
+    const decoded = await decodeFrame(frameTransferSyntax(instance.transferSyntaxUid), bytes, module, { maxFrameBytes: this.limits.maxFrameBytes });
+    let image = toDisplay(decoded, module, options.window);
+    if (options.viewport?.region) image = cropped(image, options.viewport.region);
+    return encodeImage(image, {
+      format: options.format,
+      quality: options.quality,
+      viewport: options.viewport && { width: options.viewport.width, height: options.viewport.height },
+    });
+  }
+
+  private async cached(key: string): Promise<Buffer | undefined> {
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of await this.store.get(key)) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    } catch (err) {
+      // A store that cannot be read is a miss: the image is rendered again rather than refused.
+      if (!(err instanceof ObjectNotFound)) this.log.warn({ err, objectKey: key }, 'derived object could not be read; rendering again');
+      return undefined;
+    }
+  }
+}
+
+/** The same request in one form only, so that equal requests share one cached image. */
+function normalise(o: RenderOptions): RenderOptions {
+  const lossy = o.format !== 'png';
+  const region = o.viewport?.region;
+  return {
+    format: o.format,
+    quality: lossy ? (o.quality ?? DEFAULT_QUALITY) : undefined,
+    viewport: o.viewport && { width: o.viewport.width, height: o.viewport.height, region: region && { x: region.x, y: region.y, width: region.width, height: region.height } },
+    window: o.window && { center: o.window.center, width: o.window.width, fn: o.window.fn },
+  };
+}
+
+/** Stored JSON names bulk data by URI (relative or absolute); readBulkData wants the path after `/bulkdata/`. */
+function bulkDataPath(uri: string): string {
+  const marker = '/bulkdata/';
+  const at = uri.lastIndexOf(marker);
+  return at < 0 ? uri : uri.slice(at + marker.length);
+}
+
+/**
+ * The region of PS3.18 8.3.5.1.3 cut out of a display image: from (x, y), |width| × |height| source pixels,
+ * clipped to the image, and mirrored along an axis whose extent is negative.
+ */
+export function cropped(image: DisplayImage, region: NonNullable<Viewport['region']>): DisplayImage {
+  const flipX = region.width < 0;
+  const flipY = region.height < 0;
+  const x0 = Math.max(0, region.x);
+  const y0 = Math.max(0, region.y);
+  const x1 = Math.min(image.width, region.x + Math.abs(region.width));
+  const y1 = Math.min(image.height, region.y + Math.abs(region.height));
+  const width = x1 - x0;
+  const height = y1 - y0;
+  if (width <= 0 || height <= 0) {
+    throw new RenderError(400, `the viewport's source region lies outside the ${image.width}×${image.height} image`);
+  }
+  if (!flipX && !flipY && x0 === 0 && y0 === 0 && width === image.width && height === image.height) return image;
+  const c = image.channels;
+  const data = Buffer.allocUnsafe(width * height * c);
+  for (let y = 0; y < height; y++) {
+    const sy = flipY ? y1 - 1 - y : y0 + y;
+    if (!flipX) {
+      image.data.copy(data, y * width * c, (sy * image.width + x0) * c, (sy * image.width + x1) * c);
+      continue;
+    }
+    for (let x = 0; x < width; x++) {
+      const from = (sy * image.width + (x1 - 1 - x)) * c;
+      image.data.copy(data, (y * width + x) * c, from, from + c);
+    }
+  }
+  return { data, width, height, channels: c };
+}
