@@ -164,6 +164,14 @@ async function scanCorpus(dir: string, origin: string): Promise<Corpus> {
   return { dir, origin, instances, studies: [...studies.values()], bytes: instances.reduce((n, i) => n + i.size, 0) };
 }
 
+/** Columns × Rows of a stored instance, from its header: what a rendering at full size must measure. */
+export async function imageSize(corpus: Corpus, instance: CorpusInstance): Promise<{ columns: number; rows: number }> {
+  const header = await readHeader(path.join(corpus.dir, instance.file));
+  if (!header) throw new Error(`${instance.file} is no longer a DICOM file`);
+  const ds = header.parsed.dataSet;
+  return { columns: ds.uint16('x00280011') ?? 0, rows: ds.uint16('x00280010') ?? 0 };
+}
+
 const FIRST_READ = 64 * 1024;
 
 /** The parsed header of a Part 10 file, reading only as much of it as the header needs; undefined if not DICOM. */

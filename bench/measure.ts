@@ -13,15 +13,17 @@ export type Latency = {
 
 /**
  * Calls `once` sequentially: first on its own, then up to `reps` times or until `seconds` have passed
- * (at least 3 timed calls). `once` returns the duration of its request and throws on a wrong answer,
- * so a fast error can never pass for a fast answer.
+ * (at least 3 timed calls), and never more than `maxCalls` calls in all, the first included (a line that
+ * must ask for a different file each time has only so many). `once` returns the duration of its request
+ * and throws on a wrong answer, so a fast error can never pass for a fast answer.
  */
-export async function latency(once: (i: number) => Promise<number>, reps: number, seconds: number): Promise<Latency> {
+export async function latency(once: (i: number) => Promise<number>, reps: number, seconds: number, maxCalls = Number.POSITIVE_INFINITY): Promise<Latency> {
+  if (maxCalls < 2) throw new Error(`a latency line needs at least 2 calls (one untimed, one timed), and this one may make only ${maxCalls}`);
   const firstMs = await once(0);
   const samplesMs: number[] = [];
   const deadline = performance.now() + seconds * 1000;
   // Back to back, as a viewer's bursts are: a pause between calls would time the wake-up of an idle server too.
-  for (let i = 1; i <= reps && (samplesMs.length < 3 || performance.now() < deadline); i++) samplesMs.push(await once(i));
+  for (let i = 1; i <= reps && i < maxCalls && (samplesMs.length < 3 || performance.now() < deadline); i++) samplesMs.push(await once(i));
   return { firstMs, medianMs: percentile(samplesMs, 0.5), p95Ms: percentile(samplesMs, 0.95), n: samplesMs.length, samplesMs };
 }
 

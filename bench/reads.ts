@@ -6,10 +6,22 @@ import type { Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 
 /** One read line: what to request on the i-th call, and what a correct answer must hold. */
-export type ReadProbe = { key: string; once(server: RunningServer, i: number): Promise<number> };
+export type ReadProbe = {
+  key: string;
+  once(server: RunningServer, i: number): Promise<number>;
+  /** Calls the line may make, the untimed first included: a line that asks for another file each time has only so many. */
+  maxCalls?: number;
+  /** Once the timed calls are done (`calls` made in all): what else to record with the line (rendered.ts). */
+  after?(server: RunningServer, calls: number): Promise<Record<string, unknown>>;
+};
 
 /** OHIF runs in a browser, which always offers gzip. */
-const BROWSER = { 'Accept-Encoding': 'gzip' };
+export const BROWSER = { 'Accept-Encoding': 'gzip' };
+
+/** The instance the i-th call of the frame line asks for: a stride through them, as when scrolling, each call another file. */
+export function scrolled<T>(instances: T[], i: number): T {
+  return instances[(i * 37) % instances.length]!;
+}
 const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
 
 export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
@@ -17,8 +29,7 @@ export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
   const frameProbe = (key: string, instances: CorpusInstance[], frame: number): ReadProbe => ({
     key,
     async once(server, i) {
-      // A stride through the instances, as when scrolling: each call asks for another file.
-      const instance = instances[(i * 37) % instances.length]!;
+      const instance = scrolled(instances, i);
       const url = `${server.dicomweb}/studies/${instance.studyUid}/series/${instance.seriesUid}/instances/${instance.sopUid}/frames/${frame}`;
       const reply = await request(url, { headers: { ...server.auth, ...BROWSER, Accept: FRAME_ACCEPT } });
       await expectFrame(reply, corpus, instance, frame, `frame ${frame} of ${instance.file}`);
@@ -58,7 +69,8 @@ export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
   ];
 }
 
-export type ReadResult = Latency | { error: string };
+/** A line's latencies, and what its probe's `after` recorded; or why it failed. */
+export type ReadResult = (Latency & { detail?: Record<string, unknown> }) | { error: string };
 
 /** Runs every read line against one server; a line that fails is reported as failed and the others still run. */
 export async function measureReads(server: RunningServer, probes: ReadProbe[], reps: number, seconds: number, log: (line: string) => void): Promise<Record<string, ReadResult>> {
@@ -67,7 +79,8 @@ export async function measureReads(server: RunningServer, probes: ReadProbe[], r
   const results: Record<string, ReadResult> = {};
   for (const probe of probes) {
     try {
-      results[probe.key] = await latency((i) => probe.once(server, i), reps, seconds);
+      const measured = await latency((i) => probe.once(server, i), reps, seconds, probe.maxCalls);
+      results[probe.key] = probe.after ? { ...measured, detail: await probe.after(server, measured.n + 1) } : measured;
     } catch (e) {
       checkInterrupted();
       results[probe.key] = { error: (e as Error).message };

@@ -4,6 +4,7 @@ import type { ServerName } from './settings.js';
 import type { IngestResult } from './ingest.js';
 import type { ReadResult } from './reads.js';
 import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
+import { RENDER_LINES, THUMBNAIL_TARGET_MS, type ImageFacts, type RenderDetail } from './rendered.js';
 
 export type ServerResults = {
   version: string;
@@ -48,6 +49,8 @@ type Figure = {
   better?: 'higher' | 'lower';
   /** The ratio, "how many times better PACS-lite is", that passes; omitted: no target. */
   factor?: number;
+  /** The ratio must exceed `factor` rather than reach it ("faster than"). */
+  strictly?: boolean;
   target?: string;
   digits: number;
   /** Why a line could not be measured, if it could not. */
@@ -98,7 +101,53 @@ export function tableRows(r: BenchResults, labels: Record<string, string>): Row[
     rows.push(row({ metric: `${label}, median ms`, of: (s) => latency(s)?.medianMs, better: 'lower', factor, target, digits: 2, error }));
     rows.push(row({ metric: `${label}, p95 ms`, of: (s) => latency(s)?.p95Ms, better: 'lower', factor, target, digits: 2, error }));
   }
+  // Rendering (rendered.ts): uncached lines against Orthanc, the cached thumbnail against a bound of its own.
+  for (const key of RENDER_LINES) {
+    if (!servers.pacs?.reads[key] && !servers.orthanc?.reads[key]) continue;
+    const latency = (s: ServerResults) => latencyOf(s.reads[key]);
+    const error = (s: ServerResults) => errorOf(s.reads[key]);
+    const calls = [...new Set([servers.pacs, servers.orthanc].flatMap((s) => (s && latency(s) ? [latency(s)!.n] : [])))].join('/');
+    const label = `${labels[key] ?? key}${calls ? ` (${calls} timed call${calls === '1' ? '' : 's'})` : ''}`;
+    if (key !== 'thumbnail') {
+      const target = 'faster than Orthanc';
+      rows.push(row({ metric: `${label}, median ms`, of: (s) => latency(s)?.medianMs, better: 'lower', factor: 1, strictly: true, target, digits: 2, error }));
+      rows.push(row({ metric: `${label}, p95 ms`, of: (s) => latency(s)?.p95Ms, better: 'lower', factor: 1, strictly: true, target, digits: 2, error }));
+      continue;
+    }
+    const median = servers.pacs && latency(servers.pacs)?.medianMs;
+    rows.push({
+      ...row({ metric: `${label}, median ms`, of: (s) => latency(s)?.medianMs, better: 'lower', digits: 2, error }),
+      target: `PACS-lite ≤ ${THUMBNAIL_TARGET_MS} ms`,
+      result: servers.pacs && error(servers.pacs) ? 'MISS' : median === undefined ? '' : median <= THUMBNAIL_TARGET_MS ? 'PASS' : 'MISS',
+    });
+    rows.push(row({ metric: `${label}, p95 ms`, of: (s) => latency(s)?.p95Ms, better: 'lower', digits: 2, error }));
+  }
   return rows;
+}
+
+/**
+ * Below the table: what each server answered on the rendering lines (the resource, and the first image's size and
+ * mean grey level, which shows how it was windowed), and the uncached lines' instances asked for a second time.
+ */
+export function describeRendering(r: BenchResults, labels: Record<string, string>): string | undefined {
+  const lines: string[] = [];
+  const kB = (n: number) => `${(n / 1000).toFixed(1)} kB`;
+  const image = (f: ImageFacts | undefined) => (f ? `${f.width}×${f.height}, ${kB(f.bytes)}, mean grey ${f.meanGrey.toFixed(1)}` : 'no image');
+  const servers = Object.entries(r.servers).map(([name, s]) => [name === 'pacs-lite' ? 'PACS-lite' : 'Orthanc', s] as const);
+  for (const key of RENDER_LINES) {
+    const details = servers.flatMap(([name, s]) => {
+      const line = s.reads[key];
+      return line && 'detail' in line && line.detail ? [[name, line.detail as RenderDetail] as const] : [];
+    });
+    if (!details.length) continue;
+    lines.push(`  ${labels[key] ?? key}: ${details.map(([name, d]) => `${name} …/instances/{i}${d.endpoint}: ${image(d.firstImage)}`).join('; ')}`);
+    const again = details.filter(([, d]) => d.askedAgainMs?.length);
+    if (again.length) {
+      const n = again[0]![1].askedAgainMs!.length;
+      lines.push(`    asked for again afterwards (${n === 1 ? 'the timed instance' : `the first ${n} timed instances`}, not in the figures), median: ${again.map(([name, d]) => `${name} ${fixed(d.askedAgainMedianMs, 2)} ms`).join(', ')}`);
+    }
+  }
+  return lines.length ? ['rendered images (Accept: image/jpeg; size, bytes and mean grey level of the first answer):', ...lines].join('\n') : undefined;
 }
 
 function limitRow(metric: string, value: number): Row {
@@ -119,12 +168,12 @@ function comparedRow(f: Figure, pacs: ServerResults | undefined, orthanc: Server
     limit: '',
     ratio: ratio === undefined ? '' : `${ratio.toFixed(ratio < 10 ? 2 : 1)}×`,
     target: f.target ?? '',
-    result: anyError ? 'MISS' : f.factor === undefined ? '' : verdict(ratio, f.factor),
+    result: anyError ? 'MISS' : f.factor === undefined ? '' : verdict(ratio, f.factor, f.strictly),
   };
 }
 
-function verdict(value: number | undefined, atLeast: number): Verdict {
-  return value === undefined ? '' : value >= atLeast ? 'PASS' : 'MISS';
+function verdict(value: number | undefined, atLeast: number, strictly = false): Verdict {
+  return value === undefined ? '' : (strictly ? value > atLeast : value >= atLeast) ? 'PASS' : 'MISS';
 }
 
 function latencyOf(r: ReadResult | undefined): Latency | undefined {

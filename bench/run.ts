@@ -13,7 +13,8 @@ import { checkInterrupted, interrupt, interrupted } from './interrupt.js';
 import { startOrthanc, orthancConfig } from './orthanc.js';
 import { randomAdminKey, startPacsLite } from './pacs-lite.js';
 import { summarizeProfile } from './profile.js';
-import { describeIngestThreads, describeRun, failuresOf, renderAccessControl, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
+import { renderPlan, renderProbes, type RenderPlan } from './rendered.js';
+import { describeIngestThreads, describeRendering, describeRun, failuresOf, renderAccessControl, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
 import { scenarioOf, type Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 import { readSettings, type ServerName, type Settings } from './settings.js';
@@ -53,7 +54,9 @@ async function main(): Promise<number> {
   log('measuring the limits: SHA-256 pass, then copy with fsync');
   const limits = { sha256: await sha256Pass(corpus), copyWithFsync: await rawCopyWithFsync(corpus, path.join(workDir, 'raw-copy')) };
 
-  const probes = readProbes(corpus, scenario);
+  // The rendering lines run last, on instances no other line has read (rendered.ts).
+  const plan = await renderPlan(corpus, scenario, settings.reps);
+  const probes = [...readProbes(corpus, scenario), ...renderProbes(plan)];
   const servers: BenchResults['servers'] = {};
   let profileSummary: string | undefined;
   for (const name of settings.servers) {
@@ -75,7 +78,7 @@ async function main(): Promise<number> {
       loadAverageAtStart: loadAtStart,
     },
     corpus: { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes },
-    scenario: describeScenario(scenario),
+    scenario: describeScenario(scenario, plan),
     limits,
     servers,
     orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
@@ -87,8 +90,11 @@ async function main(): Promise<number> {
   console.log(`\nPACS-lite benchmark, ${results.startedAt}`);
   console.log(describeRun(results));
   console.log();
-  console.log(renderTable(tableRows(results, rowLabels(scenario))));
-  const accessControl = renderAccessControl(servers['pacs-lite'], rowLabels(scenario));
+  const labels = rowLabels(scenario, plan);
+  console.log(renderTable(tableRows(results, labels)));
+  const rendering = describeRendering(results, labels);
+  if (rendering) console.log(`\n${rendering}`);
+  const accessControl = renderAccessControl(servers['pacs-lite'], labels);
   if (accessControl) console.log(`\n${accessControl}`);
   console.log(`\n${describeIngestThreads(results)}`);
   if (profileSummary) console.log(`\n${profileSummary}`);
@@ -188,22 +194,28 @@ async function whileRunning(server: RunningServer, work: () => Promise<void>): P
   }
 }
 
-function describeScenario(s: Scenario): Record<string, string> {
+function describeScenario(s: Scenario, plan: RenderPlan): Record<string, string> {
   return {
     'metadata and frame series': `${s.series.modality}, ${s.series.instances.length} instances`,
     'deep frame': s.multiFrame ? `frame ${s.multiFrame.frame} of ${s.multiFrame.instances.length} instance(s) of ${s.multiFrame.instances[0]!.frames} frames` : 'none in corpus',
     'study list': `/studies?${decodeURIComponent(s.studyList.query)} (${s.studyList.expected} answers)`,
     'filtered study list': `/studies?${decodeURIComponent(s.filteredStudyList.query)} (${s.filteredStudyList.expected} answers)`,
+    ...(plan.ct ? { 'rendered CT': plan.ct.description } : {}),
+    ...(plan.cr ? { 'rendered CR': plan.cr.description } : {}),
+    ...(plan.thumbnail ? { thumbnail: plan.thumbnail.description } : {}),
   };
 }
 
-function rowLabels(s: Scenario): Record<string, string> {
+function rowLabels(s: Scenario, plan: RenderPlan): Record<string, string> {
   return {
     seriesMetadata: `series metadata (${s.series.instances.length} ${s.series.modality})`,
     seriesFrame: `${s.series.modality} frame 1`,
     deepFrame: `multi-frame frame ${s.multiFrame?.frame ?? ''}`,
     studyList: 'QIDO study list',
     filteredStudyList: 'QIDO name+date filter',
+    ctRendered: plan.ct?.label ?? 'CT rendered',
+    crRendered: plan.cr?.label ?? 'CR rendered',
+    thumbnail: plan.thumbnail?.label ?? 'thumbnail',
   };
 }
 
