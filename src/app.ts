@@ -16,7 +16,7 @@ import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
 import { HttpError } from './errors.js';
 import { RenderError } from './render/types.js';
-import { ObjectNotFound } from './storage/object-store.js';
+import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
 
 /** Assembles the HTTP app: middleware, then the routers. */
 export function createApp(services: Services) {
@@ -91,6 +91,8 @@ function asHttpError(err: Error): HttpError | undefined {
   // A busy codec pool is a moment's wait, not a fault.
   if (err instanceof RenderError) return new HttpError(err.status, RENDER_ERROR_CODES[err.status], err.message, err.status === 503 ? { 'Retry-After': '2' } : {});
   if (err instanceof ObjectNotFound) return new HttpError(404, 'not-found', `${err.message}; run the verify command to reconcile the index`);
+  // The store is away for a moment; the client retries, the server recovers by itself when it returns.
+  if (err instanceof StoreUnavailable) return new HttpError(503, 'store-unavailable', `${err.message}; nothing was changed, try again in a few seconds`, { 'Retry-After': '5' });
   return undefined;
 }
 

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import type { S3Settings } from './storage/s3.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -43,6 +44,20 @@ const schema = z.object({
   PACS_VIEWER_SIGNING_KEY: signingKey.optional(),
   PACS_VIEWER_SIGNING_KEY_PREVIOUS: signingKey.optional(),
   PACS_RENDER_MAX_FRAME_BYTES: bytes.default(256 * 1024 ** 2),
+  PACS_S3_ENDPOINT: z.url().optional(),
+  PACS_S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens')
+    .optional(),
+  PACS_S3_REGION: z.string().regex(/^[a-z0-9-]+$/, 'a region name such as us-east-1').default('us-east-1'),
+  PACS_S3_FORCE_PATH_STYLE: bool.default(false),
+  PACS_S3_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*\/?$/, 'folder names of letters, digits, dots, hyphens and underscores, separated by /, such as clinic-a/')
+    .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'no . or .. folders')
+    .optional(),
+  // S3 takes parts of 5 MiB or more (the last one aside).
+  PACS_S3_MULTIPART_BYTES: bytes.refine((n) => n >= 5 * 1024 ** 2, 'at least 5MiB, the smallest part S3 accepts').default(64 * 1024 ** 2),
 });
 
 /** Variables whose values never appear in a message. */
@@ -65,6 +80,8 @@ export type Config = Readonly<{
   viewerToken: Readonly<{ defaultTtl: number; maxTtl: number; signingKey?: string; previousSigningKey?: string }>;
   /** Largest decoded frame (rows × columns × samples × bytes a sample) that rendering will decode; larger ones get 413. */
   renderMaxFrameBytes: number;
+  /** Present when PACS_S3_BUCKET is set: objects go to that bucket instead of `<storageDir>/objects`. */
+  s3?: S3Settings;
 }>;
 
 export class ConfigError extends Error {}
@@ -99,6 +116,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       previousSigningKey: e.PACS_VIEWER_SIGNING_KEY_PREVIOUS,
     }),
     renderMaxFrameBytes: e.PACS_RENDER_MAX_FRAME_BYTES,
+    s3: e.PACS_S3_BUCKET
+      ? Object.freeze({
+          endpoint: e.PACS_S3_ENDPOINT?.replace(/\/+$/, ''),
+          bucket: e.PACS_S3_BUCKET,
+          region: e.PACS_S3_REGION,
+          forcePathStyle: e.PACS_S3_FORCE_PATH_STYLE,
+          prefix: e.PACS_S3_PREFIX ? e.PACS_S3_PREFIX.replace(/\/?$/, '/') : '',
+          multipartBytes: e.PACS_S3_MULTIPART_BYTES,
+        })
+      : undefined,
   });
 }
 

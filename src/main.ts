@@ -17,7 +17,12 @@ async function main() {
     throw e;
   }
   const log = createLogger(config.logLevel);
-  const services = await openServices(config, log);
+  // A store or index that cannot be used stops the start with what failed, not a stack trace.
+  const services = await openServices(config, log).catch((e: unknown) => {
+    log.debug({ err: e }, 'start failed');
+    console.error(`cannot start: ${(e as Error).message}`);
+    process.exit(1);
+  });
   await warnAboutAccess(services);
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (info) => {

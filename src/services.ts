@@ -14,11 +14,13 @@ import { NotFound } from './errors.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { Renderer } from './render/render.js';
 import { FileObjectStore } from './storage/fs.js';
+import type { ObjectStore } from './storage/object-store.js';
+import { S3ObjectStore } from './storage/s3.js';
 
 /** Opens the object store and the index named by the configuration; main.ts and the CLI share it. */
 export async function openServices(config: Config, log: Logger): Promise<Services> {
   const spoolDir = await freshSpoolDir(path.join(config.storageDir, 'tmp'));
-  const store = await new FileObjectStore(path.join(config.storageDir, 'objects')).init();
+  const store: ObjectStore = config.s3 ? await S3ObjectStore.open(config.s3, log) : await new FileObjectStore(path.join(config.storageDir, 'objects')).init();
   const catalog = SqliteCatalog.open(config.storageDir);
   const records = catalog.access();
   const signingKeys = await openSigningKeys(config);

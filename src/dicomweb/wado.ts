@@ -55,7 +55,7 @@ export function wadoRouter(services: Services) {
         };
       }
     })();
-    return c.body(streamOf(multipartBody(parts, boundary)), 200, {
+    return c.body(await started(multipartBody(parts, boundary)), 200, {
       'Content-Type': multipartContentType('application/dicom', boundary),
     });
   };
@@ -109,7 +109,7 @@ export function wadoRouter(services: Services) {
     const parts = (async function* () {
       for await (const frame of frames) yield { contentType: partType, body: frame };
     })();
-    return c.body(streamOf(multipartBody(parts, boundary)), 200, {
+    return c.body(await started(multipartBody(parts, boundary)), 200, {
       'Content-Type': multipartContentType(accepted.type ?? 'application/octet-stream', boundary),
     });
   });
@@ -166,4 +166,19 @@ function remember(key: string, value: Buffer): void {
 
 function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream {
   return Readable.toWeb(Readable.from(chunks)) as ReadableStream;
+}
+
+/**
+ * A body whose first part is already open (its object found, its first frame read) before the status goes out:
+ * a missing object or a store that is away is then a 404 or 503, not a 200 cut short.
+ */
+async function started(chunks: AsyncGenerator<Uint8Array>): Promise<ReadableStream> {
+  const first = await chunks.next();
+  return streamOf(
+    (async function* () {
+      if (first.done) return;
+      yield first.value;
+      yield* chunks;
+    })(),
+  );
 }

@@ -3,6 +3,7 @@ import type { IndexRecord } from '../catalog/record.js';
 import { DicomParseError } from '../dicom/parse.js';
 import { UidError } from '../dicom/uid.js';
 import { instanceKey } from '../storage/keys.js';
+import { StoreUnavailable } from '../storage/object-store.js';
 import type { GroupCommit } from './group-commit.js';
 import { readInstanceHeader } from './read-header.js';
 import { discard, spool, TooLarge, type Spooled } from './spool.js';
@@ -117,6 +118,11 @@ export class IngestBatch {
       }
     } catch (e) {
       log.error({ err: e }, 'storing a batch failed');
+      if (e instanceof StoreUnavailable) {
+        // Not these instances' fault: the whole request is answered 503 with Retry-After, and nothing is kept.
+        await Promise.all(toStore.map((p) => discard(p.spooled)));
+        throw e;
+      }
       for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
       await Promise.all(toStore.map((p) => discard(p.spooled)));
     }

@@ -26,6 +26,21 @@ export class ObjectNotFound extends Error {
   }
 }
 
+/**
+ * The store cannot be reached now (network, timeout, its own 5xx): a moment's wait, not a fault of the request.
+ * HTTP answers 503 with Retry-After; nothing that needed the store was kept.
+ */
+export class StoreUnavailable extends Error {
+  constructor(
+    /** How a person knows the store, e.g. `S3 bucket "pacs"`. */
+    readonly store: string,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`the object store (${store}) is unavailable: ${reason}`, options);
+  }
+}
+
 /** Objects deleted at once: enough to overlap the store's latency, few enough to spare its connections. */
 const PARALLEL_DELETES = 16;
 
