@@ -4,6 +4,7 @@ import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
 import { studiesApi } from './api/studies.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess } from './auth/middleware.js';
+import { CatalogUnavailable } from './catalog/catalog.js';
 import { QueryError } from './catalog/qido.js';
 import type { Env, Services } from './context.js';
 import { DicomParseError } from './dicom/parse.js';
@@ -93,6 +94,7 @@ function asHttpError(err: Error): HttpError | undefined {
   if (err instanceof ObjectNotFound) return new HttpError(404, 'not-found', `${err.message}; run the verify command to reconcile the index`);
   // The store is away for a moment; the client retries, the server recovers by itself when it returns.
   if (err instanceof StoreUnavailable) return new HttpError(503, 'store-unavailable', `${err.message}; nothing was changed, try again in a few seconds`, { 'Retry-After': '5' });
+  if (err instanceof CatalogUnavailable) return new HttpError(503, 'index-unavailable', `${err.message}; nothing was changed, try again in a few seconds`, { 'Retry-After': '5' });
   return undefined;
 }
 

@@ -9,7 +9,7 @@ import { ROLES, type Role } from './auth/principal.js';
 import type { AccessRecords, ApiKeyRecord } from './auth/records.js';
 import { SigningKeys } from './auth/signing-keys.js';
 import { ViewerTokens } from './auth/viewer-tokens.js';
-import { SqliteCatalog } from './catalog/sqlite.js';
+import { openCatalog } from './catalog/open.js';
 import { loadConfig, type Config } from './config.js';
 import { isValidUid } from './dicom/uid.js';
 import { openSigningKeys, retiredKeyLife } from './services.js';
@@ -198,7 +198,7 @@ type Access = { config: Config; records: AccessRecords; keys: ApiKeys };
 async function withAccess(use: (access: Access) => Promise<void>): Promise<void> {
   const config = loadConfig();
   if (!(await hasIndex(config))) return;
-  const catalog = SqliteCatalog.open(config.storageDir);
+  const catalog = await openCatalog(config);
   try {
     const records = catalog.access();
     await use({ config, records, keys: new ApiKeys(records) });
@@ -226,8 +226,12 @@ async function auditCli(records: AccessRecords, action: string, detail: string |
   ]);
 }
 
-/** A mistyped PACS_STORAGE_DIR would otherwise get a fresh index of its own, with keys the server never sees. */
+/**
+ * A mistyped PACS_STORAGE_DIR would otherwise get a fresh index of its own, with keys the server never sees.
+ * A Postgres index is named by PACS_DATABASE_URL, and a wrong one does not connect.
+ */
 async function hasIndex(config: Config): Promise<boolean> {
+  if (config.databaseUrl) return true;
   const file = path.join(config.storageDir, 'index.sqlite');
   if (await fs.stat(file).then(() => true, () => false)) return true;
   console.error(`No index at ${file}: set PACS_STORAGE_DIR to the server's storage folder (the server makes the index on its first start).`);

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
+import { CatalogUnavailable } from './catalog/catalog.js';
 import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js';
 import { ConfigError, loadConfig } from './config.js';
 import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
@@ -25,9 +26,10 @@ async function main(argv: string[]) {
     if (command === 'verify') return await verify();
     if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
   } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
+    // A bad setting, or an index database out of reach: said in a line, not a stack trace.
+    if (!(e instanceof ConfigError || e instanceof CatalogUnavailable)) throw e;
     console.error(e.message);
-    process.exitCode = 2;
+    process.exitCode = e instanceof ConfigError ? 2 : 1;
     return;
   }
   if (command === 'help' || command === '--help' || command === '-h') return console.log(USAGE);

@@ -58,10 +58,11 @@ const schema = z.object({
     .optional(),
   // S3 takes parts of 5 MiB or more (the last one aside).
   PACS_S3_MULTIPART_BYTES: bytes.refine((n) => n >= 5 * 1024 ** 2, 'at least 5MiB, the smallest part S3 accepts').default(64 * 1024 ** 2),
+  PACS_DATABASE_URL: z.string().refine(isPostgresUrl, 'a postgres:// URL such as postgres://pacs:secret@db:5432/pacs').optional(),
 });
 
 /** Variables whose values never appear in a message. */
-const SECRETS = new Set(['PACS_ADMIN_KEY', 'PACS_VIEWER_SIGNING_KEY', 'PACS_VIEWER_SIGNING_KEY_PREVIOUS']);
+const SECRETS = new Set(['PACS_ADMIN_KEY', 'PACS_VIEWER_SIGNING_KEY', 'PACS_VIEWER_SIGNING_KEY_PREVIOUS', 'PACS_DATABASE_URL']);
 
 export type Config = Readonly<{
   port: number;
@@ -82,6 +83,8 @@ export type Config = Readonly<{
   renderMaxFrameBytes: number;
   /** Present when PACS_S3_BUCKET is set: objects go to that bucket instead of `<storageDir>/objects`. */
   s3?: S3Settings;
+  /** Present when PACS_DATABASE_URL is set: the index is in that Postgres database instead of `<storageDir>/index.sqlite`. Holds a password. */
+  databaseUrl?: string;
 }>;
 
 export class ConfigError extends Error {}
@@ -126,7 +129,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           multipartBytes: e.PACS_S3_MULTIPART_BYTES,
         })
       : undefined,
+    databaseUrl: e.PACS_DATABASE_URL,
   });
+}
+
+function isPostgresUrl(text: string): boolean {
+  return URL.canParse(text) && ['postgres:', 'postgresql:'].includes(new URL(text).protocol);
 }
 
 function parseByteSize(text: string): number {

@@ -6,7 +6,7 @@ import { AuditLog } from './auth/audit.js';
 import { SigningKeys } from './auth/signing-keys.js';
 import { CLOCK_TOLERANCE_SECONDS, ViewerTokens } from './auth/viewer-tokens.js';
 import type { StoredInstance } from './catalog/catalog.js';
-import { SqliteCatalog } from './catalog/sqlite.js';
+import { openCatalog } from './catalog/open.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
 import { readBulkData, readFrames } from './dicomweb/retrieve.js';
@@ -21,7 +21,7 @@ import { S3ObjectStore } from './storage/s3.js';
 export async function openServices(config: Config, log: Logger): Promise<Services> {
   const spoolDir = await freshSpoolDir(path.join(config.storageDir, 'tmp'));
   const store: ObjectStore = config.s3 ? await S3ObjectStore.open(config.s3, log) : await new FileObjectStore(path.join(config.storageDir, 'objects')).init();
-  const catalog = SqliteCatalog.open(config.storageDir);
+  const catalog = await openCatalog(config, log);
   const records = catalog.access();
   const signingKeys = await openSigningKeys(config);
   const audit = new AuditLog(records, log);

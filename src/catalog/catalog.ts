@@ -28,7 +28,13 @@ export type IndexOutcome = 'stored' | 'duplicate' | 'conflict';
 /** What a removal took out of the index, and the objects the caller deletes next (DESIGN decision 2). */
 export type Removal = { studies: number; series: number; instances: number; objectKeys: string[] };
 
-/** The study/series/instance index; SQLite by default. */
+/**
+ * The index's database cannot be reached for now (Postgres down, restarting, out of connections). Requests answer
+ * 503 with Retry-After; nothing was written, and the catalog reconnects by itself when the database is back.
+ */
+export class CatalogUnavailable extends Error {}
+
+/** The study/series/instance index; SQLite by default, Postgres when configured. */
 export interface Catalog {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;

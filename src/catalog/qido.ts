@@ -104,7 +104,8 @@ function matchCondition(m: Matchable, key: MatchKey, fuzzy: boolean): SQL | unde
       return textMatch(col, foldText(value));
     case 'int': {
       if (!/^[+-]?\d+$/.test(value)) throw new QueryError(`${key.keyword}: "${value}" is not an integer`);
-      return sql`${col} = ${Number(value)}`;
+      // No IS or US value comes near 2^53; Postgres would refuse to compare a number its column cannot hold.
+      return Number.isSafeInteger(Number(value)) ? sql`${col} = ${Number(value)}` : sql`1 = 0`;
     }
     case 'date':
       return rangeMatch(col, key, value, parseDate, 'YYYYMMDD');

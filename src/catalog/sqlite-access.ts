@@ -1,7 +1,8 @@
-import { and, getTableColumns, desc, eq, gte, lt, lte, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, getTableColumns, lt, sql } from 'drizzle-orm';
 import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import type { Role } from '../auth/principal.js';
 import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter } from '../auth/records.js';
+import { auditWhere } from './audit-filter.js';
 import * as schema from './schema.sqlite.js';
 
 const { apiKeys, revokedTokens, studyTokenRevocations, auditEvents } = schema;
@@ -79,16 +80,11 @@ export class SqliteAccessRecords implements AccessRecords {
   }
 
   async audit(filter: AuditFilter): Promise<AuditEvent[]> {
-    const where: SQL[] = [];
-    if (filter.studyUid) where.push(eq(auditEvents.studyUid, filter.studyUid));
-    if (filter.credential) where.push(eq(auditEvents.credential, filter.credential));
-    if (filter.since !== undefined) where.push(gte(auditEvents.at, filter.since));
-    if (filter.until !== undefined) where.push(lte(auditEvents.at, filter.until));
     const { id: _id, ...columns } = getTableColumns(auditEvents);
     return this.db
       .select(columns)
       .from(auditEvents)
-      .where(and(...where))
+      .where(auditWhere(filter, auditEvents))
       .orderBy(desc(auditEvents.at), desc(auditEvents.id))
       .limit(filter.limit)
       .all();

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { CatalogUnavailable } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
 import { DicomParseError } from '../dicom/parse.js';
 import { UidError } from '../dicom/uid.js';
@@ -118,7 +119,7 @@ export class IngestBatch {
       }
     } catch (e) {
       log.error({ err: e }, 'storing a batch failed');
-      if (e instanceof StoreUnavailable) {
+      if (e instanceof StoreUnavailable || e instanceof CatalogUnavailable) {
         // Not these instances' fault: the whole request is answered 503 with Retry-After, and nothing is kept.
         await Promise.all(toStore.map((p) => discard(p.spooled)));
         throw e;

@@ -2,82 +2,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QueryError, type Level, type QidoQuery } from '../../src/catalog/qido.js';
-import type { IndexRecord } from '../../src/catalog/record.js';
+import { QueryError, type QidoQuery } from '../../src/catalog/qido.js';
 import { SqliteCatalog } from '../../src/catalog/sqlite.js';
-import type { DicomJson } from '../../src/dicom/json.js';
-import { resolveAttribute } from '../../src/dicom/tags.js';
+import { labelOf, labels, query, recordsOf, seriesUid, studyUid } from '../fixtures/qido-studies.js';
 
 /** PS3.4 C.2.2.2 matching, run against a real SQLite index fed the way ingest feeds it. */
-
-type Name = string | { Alphabetic: string; Ideographic?: string; Phonetic?: string };
-type StudySpec = {
-  name?: Name;
-  id?: string;
-  date?: string;
-  time?: string;
-  accession?: string;
-  description?: string;
-  referring?: string;
-  series: Array<{ modality: string; number?: number; description?: string; instances: number[] }>;
-};
-
-const STUDIES = {
-  muller: {
-    name: 'Müller^Jürgen', id: 'PID-1', date: '20240115', time: '101530', accession: 'ACC_1', description: 'CT Thorax ÄRZTLICH', referring: 'Weiß^Anna',
-    series: [{ modality: 'CT', number: 2, description: 'Lung ÖDEM', instances: [10, 1, 2] }, { modality: 'MR', number: 1, instances: [1] }],
-  },
-  mueller: { name: 'Mueller^Hans', id: 'pid-1', date: '20240116', time: '1015', accession: 'ACCX1', description: '100% contrast', series: [{ modality: 'CT', instances: [1] }] },
-  greek: { name: 'Διονυσιος', date: '20231231', time: '235959', description: '1000 contrast', series: [{ modality: 'CR', instances: [1] }] },
-  russian: { name: 'Иванов^Иван', date: '20240201', time: '101600', description: 'dir\\sub', series: [{ modality: 'MR', instances: [1] }] },
-  japanese: {
-    name: { Alphabetic: 'Yamada^Tarou', Ideographic: '山田^太郎', Phonetic: 'やまだ^たろう' }, date: '20240115', time: '080000',
-    series: [{ modality: 'US', instances: [1] }],
-  },
-  doe: { name: 'Doe^Jane^^^', series: [{ modality: 'SR', instances: [1] }] },
-  anonymous: { series: [{ modality: 'CT', instances: [1] }] },
-} satisfies Record<string, StudySpec>;
-type Label = keyof typeof STUDIES;
-
-const labels = Object.keys(STUDIES) as Label[];
-const studyUid = (label: Label) => `1.2.826.0.1.3680043.10.543.${labels.indexOf(label) + 1}`;
-const seriesUid = (label: Label, i: number) => `${studyUid(label)}.${i + 1}`;
-const sopUid = (label: Label, i: number, n: number) => `${seriesUid(label, i)}.${n}`;
-const labelOf = new Map<string, string>();
-
-function recordsOf(label: Label): IndexRecord[] {
-  const s: StudySpec = STUDIES[label];
-  const study: DicomJson = {};
-  const texts: Array<[string, string, string | undefined]> = [
-    ['00080020', 'DA', s.date], ['00080030', 'TM', s.time], ['00080050', 'SH', s.accession], ['00081030', 'LO', s.description],
-    ['00100020', 'LO', s.id], ['0020000D', 'UI', studyUid(label)],
-  ];
-  for (const [tag, vr, value] of texts) if (value !== undefined) study[tag] = { vr, Value: [value] };
-  if (s.referring) study['00080090'] = { vr: 'PN', Value: [{ Alphabetic: s.referring }] };
-  if (s.name) study['00100010'] = { vr: 'PN', Value: [typeof s.name === 'string' ? { Alphabetic: s.name } : s.name] };
-  labelOf.set(studyUid(label), label);
-  return s.series.flatMap((series, i) => {
-    labelOf.set(seriesUid(label, i), `${label}/${series.modality}`);
-    return series.instances.map((n): IndexRecord => {
-      labelOf.set(sopUid(label, i, n), `${label}/${series.modality}/${n}`);
-      const json: DicomJson = {
-        ...study,
-        '00080016': { vr: 'UI', Value: ['1.2.840.10008.5.1.4.1.1.7'] },
-        '00080018': { vr: 'UI', Value: [sopUid(label, i, n)] },
-        '00080060': { vr: 'CS', Value: [series.modality] },
-        '0020000E': { vr: 'UI', Value: [seriesUid(label, i)] },
-        '00200013': { vr: 'IS', Value: [n] },
-        ...(series.number === undefined ? {} : { '00200011': { vr: 'IS', Value: [series.number] } }),
-        ...(series.description === undefined ? {} : { '0008103E': { vr: 'LO', Value: [series.description] } }),
-      };
-      const sop = sopUid(label, i, n);
-      return {
-        studyUid: studyUid(label), seriesUid: seriesUid(label, i), sopUid: sop, sopClassUid: '1.2.840.10008.5.1.4.1.1.7',
-        transferSyntaxUid: '1.2.840.10008.1.2.1', objectKey: `objects/${sop}.dcm`, size: 1, sha256: sop, inflated: false, frames: [], json,
-      };
-    });
-  });
-}
 
 let dir: string;
 let catalog: SqliteCatalog;
@@ -93,16 +22,6 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function query(level: Level, keys: Record<string, string>, more: Partial<QidoQuery> = {}): QidoQuery {
-  return {
-    level,
-    keys: Object.entries(keys).map(([keyword, value]) => ({ tag: resolveAttribute(keyword)!.tag, keyword, value })),
-    fuzzy: false,
-    limit: 100,
-    offset: 0,
-    ...more,
-  };
-}
 const studies = async (keys: Record<string, string>, more?: Partial<QidoQuery>) =>
   (await catalog.studies(query('study', keys, more))).map((r) => labelOf.get(r.studyUid)!);
 const series = async (keys: Record<string, string>, more?: Partial<QidoQuery>) =>

@@ -1,0 +1,81 @@
+import { and, desc, eq, getTableColumns, lt, sql } from 'drizzle-orm';
+import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter } from '../auth/records.js';
+import { auditWhere } from './audit-filter.js';
+import { orUnavailable, type Db } from './pg-pool.js';
+import * as schema from './schema.pg.js';
+
+const { apiKeys, revokedTokens, studyTokenRevocations, auditEvents } = schema;
+
+const { keyHash: _keyHash, ...KEY_COLUMNS } = getTableColumns(apiKeys);
+const { id: _id, ...AUDIT_COLUMNS } = getTableColumns(auditEvents);
+
+/** Keys, revocations and the audit trail, in the index's Postgres database; what SqliteAccessRecords does there. */
+export class PgAccessRecords implements AccessRecords {
+  constructor(
+    private readonly db: Db,
+    private readonly transaction: <T>(work: (tx: Db) => Promise<T>) => Promise<T>,
+  ) {}
+
+  async addKey(key: ApiKeyRecord, keyHash: string): Promise<void> {
+    await orUnavailable(this.db.insert(apiKeys).values({ ...key, keyHash }));
+  }
+
+  async keyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    const [key] = await orUnavailable(this.db.select(KEY_COLUMNS).from(apiKeys).where(eq(apiKeys.keyHash, keyHash)));
+    return key as ApiKeyRecord | undefined;
+  }
+
+  async keys(): Promise<ApiKeyRecord[]> {
+    return (await orUnavailable(this.db.select(KEY_COLUMNS).from(apiKeys).orderBy(apiKeys.createdAt))) as ApiKeyRecord[];
+  }
+
+  async revokeKey(id: string, at: number): Promise<boolean> {
+    // Revoking a revoked key keeps its first date, and is still an answer of "known".
+    await orUnavailable(this.db.update(apiKeys).set({ revokedAt: at }).where(and(eq(apiKeys.id, id), sql`${apiKeys.revokedAt} IS NULL`)));
+    const [known] = await orUnavailable(this.db.select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.id, id)));
+    return known !== undefined;
+  }
+
+  async revokeToken(jti: string, expiresAt: number, at: number): Promise<void> {
+    await orUnavailable(
+      this.transaction(async (tx) => {
+        await tx.delete(revokedTokens).where(lt(revokedTokens.expiresAt, at));
+        await tx.insert(revokedTokens).values({ jti, expiresAt, revokedAt: at }).onConflictDoNothing();
+      }),
+    );
+  }
+
+  async revokeStudyTokens(studyUid: string, issuedBefore: number): Promise<void> {
+    await orUnavailable(
+      this.db.insert(studyTokenRevocations).values({ studyUid, issuedBefore }).onConflictDoUpdate({ target: studyTokenRevocations.studyUid, set: { issuedBefore } }),
+    );
+  }
+
+  async isTokenRevoked(jti: string, studyUid: string, issuedAt: number): Promise<boolean> {
+    const { rows } = await orUnavailable(
+      this.db.execute<{ revoked: boolean }>(sql`SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ${jti})
+        OR EXISTS (SELECT 1 FROM study_token_revocations WHERE study_uid = ${studyUid} AND issued_before >= ${issuedAt}) AS revoked`),
+    );
+    return rows[0]!.revoked;
+  }
+
+  async appendAudit(events: AuditEvent[]): Promise<void> {
+    // Postgres binds at most 65535 parameters: 12 columns a row.
+    await orUnavailable(
+      this.transaction(async (tx) => {
+        for (let i = 0; i < events.length; i += 2000) await tx.insert(auditEvents).values(events.slice(i, i + 2000));
+      }),
+    );
+  }
+
+  async audit(filter: AuditFilter): Promise<AuditEvent[]> {
+    return orUnavailable(
+      this.db
+        .select(AUDIT_COLUMNS)
+        .from(auditEvents)
+        .where(auditWhere(filter, auditEvents))
+        .orderBy(desc(auditEvents.at), desc(auditEvents.id))
+        .limit(filter.limit),
+    );
+  }
+}

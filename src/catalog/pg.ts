@@ -1,0 +1,95 @@
+import { fileURLToPath } from 'node:url';
+import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { migrate } from 'drizzle-orm/node-postgres/migrator';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { AccessRecords } from '../auth/records.js';
+import { PgAccessRecords } from './pg-access.js';
+import { openPool, orUnavailable, transaction, unreachable, withClient, type Db } from './pg-pool.js';
+import { runPlanAsync, type Plan, type Step } from './plan.js';
+import * as schema from './schema.pg.js';
+import { SqlCatalog } from './sql-catalog.js';
+
+const MIGRATIONS = fileURLToPath(new URL('../../migrations/pg', import.meta.url));
+
+/** Advisory lock keys ('PACS' and 'PACS' + 1): replicas migrate one at a time, and write the index one at a time. */
+const MIGRATION_LOCK = 0x50414353;
+const WRITER_LOCK = 0x50414354;
+
+/** The index in Postgres, shared by every replica (DESIGN: scale-out over one Postgres). */
+export class PgCatalog extends SqlCatalog {
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly db: Db,
+  ) {
+    super();
+  }
+
+  /** Connects and brings the schema up to date; replicas starting together take turns (an advisory lock). */
+  static async open(url: string, log?: Logger): Promise<PgCatalog> {
+    const pool = openPool(url, log);
+    try {
+      await withClient(pool, async (client) => {
+        await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+        await assertUtf8(client);
+        await migrate(drizzle({ client }), { migrationsFolder: MIGRATIONS });
+        await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
+      });
+    } catch (e) {
+      await pool.end();
+      throw unreachable(e) ?? e;
+    }
+    return new PgCatalog(pool, drizzle({ client: pool, schema }));
+  }
+
+  /** Keys, revocations and the audit trail live in the same database. */
+  access(): AccessRecords {
+    return new PgAccessRecords(this.db, (work) => transaction(this.pool, work));
+  }
+
+  /** Each statement on whichever connection is free; every statement sees what was committed before it began. */
+  protected read<T>(plan: Plan<T>): Promise<T> {
+    return orUnavailable(runPlanAsync(plan, (step) => perform(this.db, step)));
+  }
+
+  /** One transaction, as the only writer of the index among all replicas, as SQLite's write lock makes it in one file. */
+  protected write<T>(plan: Plan<T>): Promise<T> {
+    return orUnavailable(
+      transaction(this.pool, async (tx) => {
+        await tx.execute(sql`SELECT pg_advisory_xact_lock(${WRITER_LOCK})`);
+        return runPlanAsync(plan, (step) => perform(tx, step));
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+const TABLES = {
+  studies: { table: schema.studies, key: schema.studies.studyUid },
+  series: { table: schema.series, key: schema.series.seriesUid },
+  instances: { table: schema.instances, key: schema.instances.sopUid },
+};
+
+async function perform(db: Db, step: Step): Promise<unknown[]> {
+  if (step.kind === 'rows') return (await db.execute(step.sql)).rows;
+  if (step.kind === 'run') {
+    await db.execute(step.sql);
+    return [];
+  }
+  const { table, key } = TABLES[step.into];
+  if (step.kind === 'upsert') await db.insert(table).values(step.row as never).onConflictDoUpdate({ target: key, set: step.row as never });
+  else if (step.ignoreConflicts) await db.insert(table).values(step.rows as never).onConflictDoNothing();
+  else await db.insert(table).values(step.rows as never);
+  return [];
+}
+
+/** QIDO matches non-ASCII names character by character: a SQL_ASCII or Latin-1 database would match bytes instead. */
+async function assertUtf8(client: pg.PoolClient): Promise<void> {
+  const { rows } = await client.query<{ server_encoding: string }>('SHOW server_encoding');
+  const encoding = rows[0]?.server_encoding;
+  if (encoding !== 'UTF8') throw new Error(`the index database uses the ${encoding} encoding; create it with ENCODING 'UTF8' (CREATE DATABASE … TEMPLATE template0 ENCODING 'UTF8')`);
+}

@@ -1,0 +1,127 @@
+import { bigint, bigserial, boolean, customType, index, integer, pgTable, text, uniqueIndex } from 'drizzle-orm/pg-core';
+
+/**
+ * Text compared byte by byte, as SQLite compares it: QIDO answers sort and match alike on both dialects
+ * whatever the database's locale, and a btree on such a column serves `LIKE 'prefix%'` too.
+ */
+const bytewise = customType<{ data: string }>({ dataType: () => 'text COLLATE "C"' });
+
+/** Milliseconds since the epoch, sizes and IS values outgrow 32 bits; they are read back as JS numbers. */
+const long = (name: string) => bigint(name, { mode: 'number' });
+
+/** The index of schema.sqlite.ts, column for column; see there for what each holds. */
+export const studies = pgTable(
+  'studies',
+  {
+    studyUid: bytewise('study_uid').primaryKey(),
+    patientId: bytewise('patient_id'),
+    patientNameAlphabetic: bytewise('patient_name_alphabetic'),
+    patientNameIdeographic: bytewise('patient_name_ideographic'),
+    patientNamePhonetic: bytewise('patient_name_phonetic'),
+    patientBirthDate: bytewise('patient_birth_date'),
+    patientSex: bytewise('patient_sex'),
+    studyDate: bytewise('study_date'),
+    studyTime: bytewise('study_time'),
+    accessionNumber: bytewise('accession_number'),
+    studyId: bytewise('study_id'),
+    studyDescription: bytewise('study_description'),
+    referringPhysicianName: bytewise('referring_physician_name'),
+    modalities: bytewise('modalities').notNull().default(''),
+    numSeries: integer('num_series').notNull().default(0),
+    numInstances: integer('num_instances').notNull().default(0),
+    json: text('json').notNull(),
+    updatedAt: long('updated_at').notNull(),
+  },
+  (t) => [
+    index('studies_patient_id').on(t.patientId),
+    index('studies_date').on(t.studyDate, t.studyTime),
+    index('studies_accession').on(t.accessionNumber),
+    index('studies_name').on(t.patientNameAlphabetic),
+  ],
+);
+
+export const series = pgTable(
+  'series',
+  {
+    seriesUid: bytewise('series_uid').primaryKey(),
+    studyUid: bytewise('study_uid').notNull(),
+    modality: bytewise('modality'),
+    seriesNumber: long('series_number'),
+    seriesDescription: bytewise('series_description'),
+    seriesDate: bytewise('series_date'),
+    seriesTime: bytewise('series_time'),
+    bodyPartExamined: bytewise('body_part_examined'),
+    performedProcedureStepStartDate: bytewise('pps_start_date'),
+    numInstances: integer('num_instances').notNull().default(0),
+    json: text('json').notNull(),
+  },
+  (t) => [index('series_study').on(t.studyUid, t.seriesNumber)],
+);
+
+export const instances = pgTable(
+  'instances',
+  {
+    sopUid: bytewise('sop_uid').primaryKey(),
+    seriesUid: bytewise('series_uid').notNull(),
+    studyUid: bytewise('study_uid').notNull(),
+    sopClassUid: bytewise('sop_class_uid').notNull(),
+    instanceNumber: long('instance_number'),
+    transferSyntaxUid: text('transfer_syntax_uid').notNull(),
+    numberOfFrames: long('number_of_frames').notNull(),
+    rows: long('rows'),
+    columns: long('columns'),
+    objectKey: text('object_key').notNull(),
+    size: long('size').notNull(),
+    sha256: text('sha256').notNull(),
+    inflated: boolean('inflated').notNull().default(false),
+    frames: text('frames').notNull(),
+    json: text('json').notNull(),
+    createdAt: long('created_at').notNull(),
+  },
+  (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid)],
+);
+
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    role: text('role').notNull(),
+    keyHash: text('key_hash').notNull(),
+    hint: text('hint').notNull(),
+    createdAt: long('created_at').notNull(),
+    expiresAt: long('expires_at'),
+    revokedAt: long('revoked_at'),
+  },
+  (t) => [uniqueIndex('api_keys_hash').on(t.keyHash)],
+);
+
+export const revokedTokens = pgTable('revoked_tokens', {
+  jti: text('jti').primaryKey(),
+  expiresAt: long('expires_at').notNull(),
+  revokedAt: long('revoked_at').notNull(),
+});
+
+export const studyTokenRevocations = pgTable('study_token_revocations', {
+  studyUid: text('study_uid').primaryKey(),
+  issuedBefore: long('issued_before').notNull(),
+});
+
+export const auditEvents = pgTable(
+  'audit_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    at: long('at').notNull(),
+    credential: text('credential').notNull(),
+    ip: text('ip'),
+    method: text('method').notNull(),
+    path: text('path').notNull(),
+    query: text('query'),
+    studyUid: text('study_uid'),
+    seriesUid: text('series_uid'),
+    sopUid: text('sop_uid'),
+    status: integer('status').notNull(),
+    requestId: text('request_id').notNull(),
+  },
+  (t) => [index('audit_at').on(t.at), index('audit_study').on(t.studyUid, t.at), index('audit_credential').on(t.credential, t.at)],
+);
