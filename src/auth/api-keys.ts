@@ -22,7 +22,16 @@ export class ApiKeys {
 
   /** Makes the operator's PACS_ADMIN_KEY an admin key, once; a key since revoked stays revoked. */
   async seedAdmin(key: string): Promise<ApiKeyRecord> {
-    return (await this.records.keyByHash(hashKey(key))) ?? this.add(key, '(PACS_ADMIN_KEY)', 'PACS_ADMIN_KEY', 'admin', null);
+    const known = await this.records.keyByHash(hashKey(key));
+    if (known) return known;
+    try {
+      return await this.add(key, '(PACS_ADMIN_KEY)', 'PACS_ADMIN_KEY', 'admin', null);
+    } catch (e) {
+      // Replicas starting together race to seed it; the loser finds the winner's row (the hash is unique).
+      const seeded = await this.records.keyByHash(hashKey(key));
+      if (seeded) return seeded;
+      throw e;
+    }
   }
 
   list(): Promise<ApiKeyRecord[]> {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { decodeJwt } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiKeys } from '../../src/auth/api-keys.js';
 import { PgCatalog } from '../../src/catalog/pg.js';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
@@ -129,6 +130,15 @@ describe('migrations', () => {
     await client.end();
     const journal = JSON.parse(readFileSync(path.resolve(import.meta.dirname, '../../migrations/pg/meta/_journal.json'), 'utf8'));
     expect(applied.rows).toHaveLength(journal.entries.length);
+  });
+
+  it('seeds PACS_ADMIN_KEY once when several replicas start at the same moment', async () => {
+    const url = await postgres.createDatabase();
+    const catalogs = await Promise.all([1, 2, 3].map(() => PgCatalog.open(url)));
+    const seeded = await Promise.all(catalogs.map((c) => new ApiKeys(c.access()).seedAdmin(TEST_ADMIN_KEY)));
+    expect(new Set(seeded.map((k) => k.id)).size).toBe(1);
+    expect(await new ApiKeys(catalogs[0]!.access()).list()).toHaveLength(1);
+    await Promise.all(catalogs.map((c) => c.close()));
   });
 });
 
