@@ -1,12 +1,45 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Files whose subject is one backend, or a choice of backends, run in the default project only: each starts what it
+ * is about itself, so running it again on another backend would test the same thing twice.
+ */
+const ONE_BACKEND = [
+  // The S3 store itself: bucket creation, key prefix, multipart uploads, ranged GETs, s3rver stopped mid-run.
+  'test/integration/s3.test.ts',
+  // The Postgres index itself: migrations under an advisory lock, Postgres stopped mid-run.
+  'test/integration/postgres.test.ts',
+  // Compares a SQLite and a Postgres catalog with each other, without a server.
+  'test/integration/qido-dialects.test.ts',
+  // Two replicas over one bucket and one database: S3 + Postgres by definition.
+  'test/integration/replicas.test.ts',
+  // Moves a clinic from one backend to another: it names both ends.
+  'test/integration/migrate.test.ts',
+];
+
+/**
+ * The backends the HTTP integration tests run on besides the default: each project's globalSetup starts s3rver
+ * and/or Postgres once, and every server a test starts gets its own bucket and database there
+ * (test/helpers/backend.ts). The project's name is its backend, so a failure says where it failed.
+ * kill -9 durability (durability.test.ts) runs on all of them: an acknowledged upload must survive on S3 + Postgres
+ * too, where it is a PUT and a commit in another process rather than a rename and an fsync.
+ */
+const BACKENDS = ['s3+sqlite', 'fs+postgres', 's3+postgres'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     // Integration tests start real servers; two cores leave little room for more forks.
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    projects: [
+      // Unit, integration and e2e, on the filesystem store and SQLite, as a clinic starts.
+      { extends: true, test: { name: 'fs+sqlite', include: ['test/**/*.test.ts'] } },
+      ...BACKENDS.map((name) => ({
+        extends: true as const,
+        test: { name, include: ['test/integration/*.test.ts'], exclude: ONE_BACKEND, globalSetup: ['test/helpers/backend-setup.ts'] },
+      })),
+    ],
   },
 });

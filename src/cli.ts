@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { CatalogUnavailable } from './catalog/catalog.js';
 import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js';
+import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
 import { ConfigError, loadConfig } from './config.js';
 import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
 import { createLogger } from './logger.js';
@@ -13,6 +14,8 @@ const USAGE = `usage: npm run cli -- <command>
   import <folder>   store every DICOM file found under the folder (by content, not by name)
   verify            check every indexed object against its SHA-256, and find objects missing from the index
   help              this text
+
+${MIGRATE_USAGE}
 
 ${ACCESS_USAGE}`;
 
@@ -24,6 +27,7 @@ async function main(argv: string[]) {
   try {
     if (command === 'import' && args[0]) return await importFolder(args[0]);
     if (command === 'verify') return await verify();
+    if (command === 'migrate') return await runMigrate(args);
     if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
   } catch (e) {
     // A bad setting, or an index database out of reach: said in a line, not a stack trace.

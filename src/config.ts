@@ -59,10 +59,15 @@ const schema = z.object({
   // S3 takes parts of 5 MiB or more (the last one aside).
   PACS_S3_MULTIPART_BYTES: bytes.refine((n) => n >= 5 * 1024 ** 2, 'at least 5MiB, the smallest part S3 accepts').default(64 * 1024 ** 2),
   PACS_DATABASE_URL: z.string().refine(isPostgresUrl, 'a postgres:// URL such as postgres://pacs:secret@db:5432/pacs').optional(),
+  // Read here too so that a configuration given as a file (the target of `migrate`) carries its own bucket credentials.
+  AWS_ACCESS_KEY_ID: z.string().optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().optional(),
+  AWS_SESSION_TOKEN: z.string().optional(),
+  AWS_PROFILE: z.string().optional(),
 });
 
 /** Variables whose values never appear in a message. */
-const SECRETS = new Set(['PACS_ADMIN_KEY', 'PACS_VIEWER_SIGNING_KEY', 'PACS_VIEWER_SIGNING_KEY_PREVIOUS', 'PACS_DATABASE_URL']);
+const SECRETS = new Set(['PACS_ADMIN_KEY', 'PACS_VIEWER_SIGNING_KEY', 'PACS_VIEWER_SIGNING_KEY_PREVIOUS', 'PACS_DATABASE_URL', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']);
 
 export type Config = Readonly<{
   port: number;
@@ -127,6 +132,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           forcePathStyle: e.PACS_S3_FORCE_PATH_STYLE,
           prefix: e.PACS_S3_PREFIX ? e.PACS_S3_PREFIX.replace(/\/?$/, '/') : '',
           multipartBytes: e.PACS_S3_MULTIPART_BYTES,
+          // Both or neither, as the AWS environment provider takes them; else the AWS default chain finds them.
+          // Not frozen: the SDK marks on the object where credentials came from.
+          credentials:
+            e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
+              ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN }
+              : undefined,
+          profile: e.AWS_PROFILE,
         })
       : undefined,
     databaseUrl: e.PACS_DATABASE_URL,

@@ -66,10 +66,10 @@ export function retiredKeyLife(config: Config): number {
 }
 
 /**
- * Each process (server, CLI import) spools into its own folder. Folders of processes that are gone hold
+ * Each process (server, CLI import, migrate) spools into its own folder. Folders of processes that are gone hold
  * uploads that were never acknowledged: they go.
  */
-async function freshSpoolDir(parent: string): Promise<string> {
+export async function freshSpoolDir(parent: string): Promise<string> {
   await fs.mkdir(parent, { recursive: true });
   for (const name of await fs.readdir(parent)) {
     const pid = Number(name);

@@ -40,6 +40,11 @@ export interface Catalog {
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
   /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */
   index(records: IndexRecord[], overwrite: boolean): Promise<IndexOutcome[]>;
+  /**
+   * Runs `work` while no other process sharing this index holds any of these instances: replicas over one index and
+   * one store decide whether an upload is new, put its object and index it one at a time per instance.
+   */
+  withInstanceLocks<T>(sopUids: string[], work: () => Promise<T>): Promise<T>;
   studies(query: QidoQuery): Promise<StudyRow[]>;
   series(query: QidoQuery): Promise<SeriesRow[]>;
   instances(query: QidoQuery): Promise<InstanceRow[]>;
@@ -56,6 +61,8 @@ export interface Catalog {
    * recounts what remains. The objects are not touched: the caller deletes them after the commit.
    */
   remove(scope: Scope): Promise<Removal>;
+  /** How many instances are indexed and their bytes together, e.g. to tell how far a copy of them has come. */
+  objectTotals(): Promise<{ instances: number; bytes: number }>;
   /** Every indexed object with its checksum, for verification. */
   allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }>;
   /** SHA-256 of each instance in scope, in the same order as storedInstances: a cheap fingerprint for ETags. */

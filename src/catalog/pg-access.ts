@@ -1,6 +1,7 @@
-import { and, desc, eq, getTableColumns, lt, sql } from 'drizzle-orm';
-import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter } from '../auth/records.js';
+import { and, asc, desc, eq, getTableColumns, gt, gte, isNull, lt, lte, sql } from 'drizzle-orm';
+import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter, Revocations, StoredApiKey } from '../auth/records.js';
 import { auditWhere } from './audit-filter.js';
+import { eventsMissing, spanOf } from './audit-merge.js';
 import { orUnavailable, type Db } from './pg-pool.js';
 import * as schema from './schema.pg.js';
 
@@ -76,6 +77,65 @@ export class PgAccessRecords implements AccessRecords {
         .where(auditWhere(filter, auditEvents))
         .orderBy(desc(auditEvents.at), desc(auditEvents.id))
         .limit(filter.limit),
+    );
+  }
+
+  async storedKeys(): Promise<StoredApiKey[]> {
+    return (await orUnavailable(this.db.select().from(apiKeys).orderBy(apiKeys.createdAt))) as StoredApiKey[];
+  }
+
+  async mergeKeys(keys: StoredApiKey[]): Promise<{ added: number; revoked: number }> {
+    return orUnavailable(
+      this.transaction(async (tx) => {
+        let added = 0;
+        let revoked = 0;
+        for (const key of keys) {
+          // Without a target: neither a key of the same id nor one of the same hash is added twice.
+          added += (await tx.insert(apiKeys).values(key).onConflictDoNothing()).rowCount ?? 0;
+          if (key.revokedAt === null) continue;
+          revoked += (await tx.update(apiKeys).set({ revokedAt: key.revokedAt }).where(and(eq(apiKeys.keyHash, key.keyHash), isNull(apiKeys.revokedAt)))).rowCount ?? 0;
+        }
+        return { added, revoked };
+      }),
+    );
+  }
+
+  async revocations(): Promise<Revocations> {
+    const [tokens, studies] = await Promise.all([orUnavailable(this.db.select().from(revokedTokens)), orUnavailable(this.db.select().from(studyTokenRevocations))]);
+    return { tokens, studies };
+  }
+
+  async mergeRevocations({ tokens, studies }: Revocations): Promise<number> {
+    return orUnavailable(
+      this.transaction(async (tx) => {
+        let changed = 0;
+        for (const token of tokens) changed += (await tx.insert(revokedTokens).values(token).onConflictDoNothing()).rowCount ?? 0;
+        for (const study of studies) {
+          const upsert = tx
+            .insert(studyTokenRevocations)
+            .values(study)
+            .onConflictDoUpdate({ target: studyTokenRevocations.studyUid, set: { issuedBefore: study.issuedBefore }, setWhere: lt(studyTokenRevocations.issuedBefore, study.issuedBefore) });
+          changed += (await upsert).rowCount ?? 0;
+        }
+        return changed;
+      }),
+    );
+  }
+
+  async auditAfter(afterId: number, limit: number): Promise<Array<AuditEvent & { id: number }>> {
+    return orUnavailable(this.db.select().from(auditEvents).where(gt(auditEvents.id, afterId)).orderBy(asc(auditEvents.id)).limit(limit));
+  }
+
+  async mergeAudit(events: AuditEvent[]): Promise<number> {
+    if (events.length === 0) return 0;
+    const { from, to } = spanOf(events);
+    return orUnavailable(
+      this.transaction(async (tx) => {
+        const present = await tx.select(AUDIT_COLUMNS).from(auditEvents).where(and(gte(auditEvents.at, from), lte(auditEvents.at, to)));
+        const missing = eventsMissing(events, present);
+        for (let i = 0; i < missing.length; i += 2000) await tx.insert(auditEvents).values(missing.slice(i, i + 2000));
+        return missing.length;
+      }),
     );
   }
 }

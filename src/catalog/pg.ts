@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
@@ -5,6 +6,7 @@ import { migrate } from 'drizzle-orm/node-postgres/migrator';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { AccessRecords } from '../auth/records.js';
+import { CatalogUnavailable } from './catalog.js';
 import { PgAccessRecords } from './pg-access.js';
 import { openPool, orUnavailable, transaction, unreachable, withClient, type Db } from './pg-pool.js';
 import { runPlanAsync, type Plan, type Step } from './plan.js';
@@ -16,6 +18,8 @@ const MIGRATIONS = fileURLToPath(new URL('../../migrations/pg', import.meta.url)
 /** Advisory lock keys ('PACS' and 'PACS' + 1): replicas migrate one at a time, and write the index one at a time. */
 const MIGRATION_LOCK = 0x50414353;
 const WRITER_LOCK = 0x50414354;
+/** The space ('PACS' + 2) of per-instance advisory locks, pg_advisory_lock(INSTANCE_LOCKS, a hash of the SOP Instance UID). */
+const INSTANCE_LOCKS = 0x50414355;
 
 /** The index in Postgres, shared by every replica (DESIGN: scale-out over one Postgres). */
 export class PgCatalog extends SqlCatalog {
@@ -38,7 +42,7 @@ export class PgCatalog extends SqlCatalog {
       });
     } catch (e) {
       await pool.end();
-      throw unreachable(e) ?? e;
+      throw unreachable(e) ?? refused(e) ?? e;
     }
     return new PgCatalog(pool, drizzle({ client: pool, schema }));
   }
@@ -63,6 +67,31 @@ export class PgCatalog extends SqlCatalog {
     );
   }
 
+  /**
+   * Session-level advisory locks on one connection, held while `work` puts objects and indexes them. Without them two
+   * replicas both found an instance new, both put its object under its one key, and the index kept the first one's
+   * checksum over the last one's bytes (test/integration/replicas.test.ts). Taken in key order, so replicas whose
+   * groups share instances cannot deadlock; a hash collision only makes two instances wait for each other.
+   */
+  async withInstanceLocks<T>(sopUids: string[], work: () => Promise<T>): Promise<T> {
+    if (sopUids.length === 0) return work();
+    const keys = [...new Set(sopUids.map((uid) => createHash('sha256').update(uid).digest().readInt32BE(0)))].sort((x, y) => x - y);
+    const client = await orUnavailable(this.pool.connect());
+    let unlocked = false;
+    try {
+      // unnest gives the sorted keys in their order, and each row takes its lock in turn.
+      await orUnavailable(client.query('SELECT pg_advisory_lock($1::int, k) FROM unnest($2::int[]) AS k', [INSTANCE_LOCKS, keys]));
+      try {
+        return await work();
+      } finally {
+        // Without throwing over work's own error: a connection that cannot unlock is dropped, and its locks with it.
+        unlocked = await client.query('SELECT pg_advisory_unlock_all()').then(() => true, () => false);
+      }
+    } finally {
+      client.release(!unlocked);
+    }
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }
@@ -85,6 +114,19 @@ async function perform(db: Db, step: Step): Promise<unknown[]> {
   else if (step.ignoreConflicts) await db.insert(table).values(step.rows as never).onConflictDoNothing();
   else await db.insert(table).values(step.rows as never);
   return [];
+}
+
+/** Postgres's answers to a URL naming a database it does not have, or a user or password it refuses. */
+const REFUSED_CODES = new Set(['3D000', '28P01', '28000']);
+
+/**
+ * A PACS_DATABASE_URL the database refuses, as CatalogUnavailable: the command line says it in a line (it printed a
+ * stack trace for a mistyped database name), the server in its "cannot start". pg's words name no password.
+ */
+function refused(error: unknown): CatalogUnavailable | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (!code || !REFUSED_CODES.has(code)) return undefined;
+  return new CatalogUnavailable(`the index database refused the connection: ${(error as Error).message} (${code}); check PACS_DATABASE_URL`, { cause: error });
 }
 
 /** QIDO matches non-ASCII names character by character: a SQL_ASCII or Latin-1 database would match bytes instead. */

@@ -12,6 +12,7 @@ import { rowsOf, type IndexRecord } from './record.js';
 export abstract class SqlCatalog implements Catalog {
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
   protected abstract write<T>(plan: Plan<T>): Promise<T>;
+  abstract withInstanceLocks<T>(sopUids: string[], work: () => Promise<T>): Promise<T>;
   abstract close(): Promise<void>;
 
   checksumsOf(sopUids: string[]): Promise<Map<string, string>> {
@@ -64,6 +65,12 @@ export abstract class SqlCatalog implements Catalog {
   async checksums(scope: Scope): Promise<string[]> {
     const rows = await this.read(fetchRows<{ sha256: string }>(sql`SELECT instances.sha256 AS sha256 FROM instances WHERE ${inScope(scope)} ORDER BY ${INSTANCE_ORDER}`));
     return rows.map((r) => r.sha256);
+  }
+
+  async objectTotals(): Promise<{ instances: number; bytes: number }> {
+    // Postgres answers count and sum of a bigint as text (they may outgrow a JS number; a clinic's store does not).
+    const [row] = await this.read(fetchRows<{ instances: number | string; bytes: number | string | null }>(sql`SELECT count(*) AS instances, sum(size) AS bytes FROM instances`));
+    return { instances: Number(row?.instances ?? 0), bytes: Number(row?.bytes ?? 0) };
   }
 
   /** A page at a time, by key: the index may be millions of rows, and it may change while this runs. */

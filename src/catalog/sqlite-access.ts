@@ -1,11 +1,14 @@
-import { and, desc, eq, getTableColumns, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, gte, isNull, lt, lte, sql } from 'drizzle-orm';
 import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import type { Role } from '../auth/principal.js';
-import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter } from '../auth/records.js';
+import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter, Revocations, StoredApiKey } from '../auth/records.js';
 import { auditWhere } from './audit-filter.js';
+import { eventsMissing, spanOf } from './audit-merge.js';
 import * as schema from './schema.sqlite.js';
 
 const { apiKeys, revokedTokens, studyTokenRevocations, auditEvents } = schema;
+
+const { id: _id, ...AUDIT_COLUMNS } = getTableColumns(auditEvents);
 
 const KEY_COLUMNS = {
   id: apiKeys.id,
@@ -80,13 +83,64 @@ export class SqliteAccessRecords implements AccessRecords {
   }
 
   async audit(filter: AuditFilter): Promise<AuditEvent[]> {
-    const { id: _id, ...columns } = getTableColumns(auditEvents);
     return this.db
-      .select(columns)
+      .select(AUDIT_COLUMNS)
       .from(auditEvents)
       .where(auditWhere(filter, auditEvents))
       .orderBy(desc(auditEvents.at), desc(auditEvents.id))
       .limit(filter.limit)
       .all();
+  }
+
+  async storedKeys(): Promise<StoredApiKey[]> {
+    return this.db.select().from(apiKeys).orderBy(apiKeys.createdAt).all() as StoredApiKey[];
+  }
+
+  async mergeKeys(keys: StoredApiKey[]): Promise<{ added: number; revoked: number }> {
+    return this.db.transaction((tx) => {
+      let added = 0;
+      let revoked = 0;
+      for (const key of keys) {
+        // Without a target: neither a key of the same id nor one of the same hash is added twice.
+        added += tx.insert(apiKeys).values(key).onConflictDoNothing().run().changes;
+        if (key.revokedAt === null) continue;
+        revoked += tx.update(apiKeys).set({ revokedAt: key.revokedAt }).where(and(eq(apiKeys.keyHash, key.keyHash), isNull(apiKeys.revokedAt))).run().changes;
+      }
+      return { added, revoked };
+    });
+  }
+
+  async revocations(): Promise<Revocations> {
+    return { tokens: this.db.select().from(revokedTokens).all(), studies: this.db.select().from(studyTokenRevocations).all() };
+  }
+
+  async mergeRevocations({ tokens, studies }: Revocations): Promise<number> {
+    return this.db.transaction((tx) => {
+      let changed = 0;
+      for (const token of tokens) changed += tx.insert(revokedTokens).values(token).onConflictDoNothing().run().changes;
+      for (const study of studies) {
+        changed += tx
+          .insert(studyTokenRevocations)
+          .values(study)
+          .onConflictDoUpdate({ target: studyTokenRevocations.studyUid, set: { issuedBefore: study.issuedBefore }, setWhere: lt(studyTokenRevocations.issuedBefore, study.issuedBefore) })
+          .run().changes;
+      }
+      return changed;
+    });
+  }
+
+  async auditAfter(afterId: number, limit: number): Promise<Array<AuditEvent & { id: number }>> {
+    return this.db.select().from(auditEvents).where(gt(auditEvents.id, afterId)).orderBy(asc(auditEvents.id)).limit(limit).all();
+  }
+
+  async mergeAudit(events: AuditEvent[]): Promise<number> {
+    if (events.length === 0) return 0;
+    const { from, to } = spanOf(events);
+    return this.db.transaction((tx) => {
+      const present = tx.select(AUDIT_COLUMNS).from(auditEvents).where(and(gte(auditEvents.at, from), lte(auditEvents.at, to))).all();
+      const missing = eventsMissing(events, present);
+      for (let i = 0; i < missing.length; i += 2000) tx.insert(auditEvents).values(missing.slice(i, i + 2000)).run();
+      return missing.length;
+    });
   }
 }

@@ -48,6 +48,11 @@ export class SqliteCatalog extends SqlCatalog {
     return this.db.transaction((tx) => runPlan(plan, (step) => perform(tx, step)), { behavior: 'immediate' });
   }
 
+  /** One server per SQLite file, whose group commit already stores one group at a time. */
+  withInstanceLocks<T>(_sopUids: string[], work: () => Promise<T>): Promise<T> {
+    return work();
+  }
+
   async close(): Promise<void> {
     this.sqlite.close();
   }

@@ -71,8 +71,16 @@ export class GroupCommit {
   /**
    * Decided here, where groups go one at a time: a file is moved into place only when the index will take it,
    * so uploads racing with one SOP Instance UID never leave one upload's bytes under the other's checksum.
+   * Replicas sharing the index and the store decide one at a time too, per instance (Catalog.withInstanceLocks).
    */
-  private async storeGroup(items: Item[]): Promise<IndexOutcome[]> {
+  private storeGroup(items: Item[]): Promise<IndexOutcome[]> {
+    return this.catalog.withInstanceLocks(
+      items.map((i) => i.record.sopUid),
+      () => this.storeLockedGroup(items),
+    );
+  }
+
+  private async storeLockedGroup(items: Item[]): Promise<IndexOutcome[]> {
     const known = await this.catalog.checksumsOf(items.map((i) => i.record.sopUid));
     const claimed = new Set<string>();
     const replacing = new Set<string>();

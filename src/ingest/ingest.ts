@@ -38,6 +38,17 @@ export type IngestDeps = {
 
 type Pending = { spooled: Spooled; record: IndexRecord; outcome: InstanceOutcome };
 
+/** The bytes received are not those the sender vouched for (a SHA-256 known beforehand): nothing was kept. */
+export class ChecksumMismatch extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+    readonly size: number,
+  ) {
+    super(`its ${size} bytes have the SHA-256 ${actual}, not the ${expected} expected`);
+  }
+}
+
 /**
  * One batch of instances (a STOW request, an import chunk): each is spooled and checked as it arrives,
  * then all good ones are made durable together and indexed in one transaction (DESIGN decision 2).
@@ -51,11 +62,15 @@ export class IngestBatch {
     private readonly expectedStudyUid?: string,
   ) {}
 
-  /** Receives one instance. Never throws for a bad instance: it becomes a failed outcome. */
-  async add(body: AsyncIterable<Uint8Array>): Promise<void> {
+  /**
+   * Receives one instance. Never throws for a bad instance: it becomes a failed outcome. With `expected`, bytes
+   * whose SHA-256 differs are not taken: ChecksumMismatch is thrown (a copy whose source is damaged, not a bad upload).
+   */
+  async add(body: AsyncIterable<Uint8Array>, expected?: { sha256: string }): Promise<void> {
     let spooled: Spooled | undefined;
     try {
       spooled = await spool(body, this.deps.spoolDir, this.deps.maxInstanceBytes);
+      if (expected && spooled.sha256 !== expected.sha256) throw new ChecksumMismatch(expected.sha256, spooled.sha256, spooled.size);
       const header = await readInstanceHeader(spooled, this.deps.maxInstanceBytes);
       const outcome: InstanceOutcome = {
         sopClassUid: header.sopClassUID,

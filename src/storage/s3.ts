@@ -32,6 +32,10 @@ export type S3Settings = Readonly<{
   prefix: string;
   /** Files of this size or more go up as a multipart upload (at least 5 MiB, S3's smallest part). */
   multipartBytes: number;
+  /** Given: these, rather than what the AWS default chain finds in the process's environment. */
+  credentials?: Readonly<{ accessKeyId: string; secretAccessKey: string; sessionToken?: string }>;
+  /** A profile of ~/.aws to take credentials from (AWS_PROFILE). */
+  profile?: string;
 }>;
 
 /** S3's own limits on multipart uploads. */
@@ -82,6 +86,8 @@ export class S3ObjectStore implements ObjectStore {
       endpoint: settings.endpoint,
       region: settings.region,
       forcePathStyle: settings.forcePathStyle,
+      credentials: settings.credentials,
+      profile: settings.profile,
       // A few quick tries: a store that is away is reported (503, Retry-After) rather than waited for.
       maxAttempts: 3,
       // A dead address fails in seconds; a slow transfer is fine as long as bytes keep moving.
@@ -92,11 +98,19 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  /** Opens the bucket, creating it when it is missing; throws with what failed, the bucket and the endpoint named. */
-  static async open(settings: S3Settings, log?: Logger): Promise<S3ObjectStore> {
+  /**
+   * Opens the bucket, creating it when it is missing (unless `create` is false: a bucket only read from must exist);
+   * throws with what failed, the bucket and the endpoint named.
+   */
+  static async open(settings: S3Settings, log?: Logger, { create = true }: { create?: boolean } = {}): Promise<S3ObjectStore> {
     const store = new S3ObjectStore(settings, log);
-    await store.ensureBucket();
+    await store.ensureBucket(create);
     return store;
+  }
+
+  /** Closes the client's idle connections, so that a command-line process can end. */
+  close(): void {
+    this.client.destroy();
   }
 
   async putFiles(batch: ReadonlyArray<{ key: string; localPath: string; sha256: string }>): Promise<void> {
@@ -269,7 +283,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /** At start: the bucket is there and ours to use, or made; else a message that says which of these failed. */
-  private async ensureBucket(): Promise<void> {
+  private async ensureBucket(create: boolean): Promise<void> {
     const cannot = (why: string, e: unknown) => new Error(`cannot use ${this.name}: ${why}`, { cause: e });
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
@@ -286,6 +300,7 @@ export class S3ObjectStore implements ObjectStore {
         throw cannot(describe(err), e);
       }
     }
+    if (!create) throw cannot('the bucket does not exist; check PACS_S3_BUCKET and PACS_S3_ENDPOINT', undefined);
     try {
       // us-east-1 is the one region S3 wants unnamed.
       const location = this.settings.region === 'us-east-1' ? undefined : { LocationConstraint: this.settings.region as BucketLocationConstraint };
@@ -295,6 +310,9 @@ export class S3ObjectStore implements ObjectStore {
       const err = e as S3Failure;
       // Another replica starting at the same moment made it.
       if (err.name === 'BucketAlreadyOwnedByYou') return;
+      // s3rver and some S3 clones say BucketAlreadyExists to that too (replicas.test.ts saw one of two replicas stop
+      // on it): whether the bucket is ours to use, HeadBucket tells, as it does for AWS's other owner.
+      if (err.$metadata?.httpStatusCode === 409 && (await this.client.send(new HeadBucketCommand({ Bucket: this.bucket })).then(() => true, () => false))) return;
       throw cannot(`it does not exist and could not be created (${describe(err)}); create it, or give these credentials s3:CreateBucket`, e);
     }
   }

@@ -11,6 +11,8 @@ import { freePort } from './server.js';
 export type TestPostgres = {
   /** A fresh, empty database of its own, dropped by close(). */
   createDatabase(): Promise<string>;
+  /** Where other processes make databases of this server's, with createDatabaseOn; close() drops those too. */
+  readonly server: DatabaseServer;
   /** Whether stop() and start() can take the server away and bring it back (not an outside server). */
   readonly restartable: boolean;
   /** Stops the server as an operator would (fast shutdown); start() brings it back on the same port with the same data. */
@@ -56,10 +58,11 @@ async function embeddedServer(): Promise<TestPostgres> {
   };
   await cluster.initialise().catch(explain('initialise its data folder'));
   await cluster.start().catch(explain('start'));
-  const databases = await databaseMaker(`postgres://postgres:${password}@127.0.0.1:${port}/postgres`);
+  const databases = databaseMaker(`postgres://postgres:${password}@127.0.0.1:${port}/postgres`);
   let running = true;
   return {
     createDatabase: databases.create,
+    server: databases.server,
     restartable: true,
     async stop() {
       await cluster.stop();
@@ -70,46 +73,60 @@ async function embeddedServer(): Promise<TestPostgres> {
       running = true;
     },
     async close() {
-      if (running) await databases.dropAll();
-      await cluster.stop();
+      // Its databases go with its folder.
+      if (running) await cluster.stop();
       await fs.rm(databaseDir, { recursive: true, force: true });
     },
   };
 }
 
 async function outsideServer(url: string): Promise<TestPostgres> {
-  const databases = await databaseMaker(url);
+  const databases = databaseMaker(url);
   const refuse = async () => {
     throw new Error('an outside Postgres (PACS_TEST_DATABASE_URL) is not stopped by the tests');
   };
-  return { createDatabase: databases.create, restartable: false, stop: refuse, start: refuse, close: databases.dropAll };
+  return { createDatabase: databases.create, server: databases.server, restartable: false, stop: refuse, start: refuse, close: databases.dropAll };
 }
 
-/** Databases named for this run on a server, each as a URL with the server's credentials. */
-async function databaseMaker(serverUrl: string) {
-  const made: string[] = [];
-  const onServer = async (statement: string) => {
-    const client = new pg.Client({ connectionString: serverUrl });
-    await client.connect();
-    try {
-      await client.query(statement);
-    } finally {
-      await client.end();
-    }
-  };
+/** A Postgres server's URL with its credentials, and the name prefix of the databases made there for one run. */
+export type DatabaseServer = { url: string; prefix: string };
+
+/** A fresh, empty database on the server, named with its prefix, as a URL with the server's credentials. */
+export async function createDatabaseOn(server: DatabaseServer): Promise<string> {
+  const name = `${server.prefix}${randomUUID().replaceAll('-', '').slice(0, 16)}`;
+  await onServer(server.url, `CREATE DATABASE ${name} TEMPLATE template0 ENCODING 'UTF8'`);
+  const url = new URL(server.url);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Databases named for this run on a server, whichever process made them. */
+function databaseMaker(serverUrl: string) {
+  const server: DatabaseServer = { url: serverUrl, prefix: `pacs_test_${randomUUID().replaceAll('-', '').slice(0, 12)}_` };
   return {
-    async create(): Promise<string> {
-      const name = `pacs_test_${randomUUID().replaceAll('-', '')}`;
-      await onServer(`CREATE DATABASE ${name} TEMPLATE template0 ENCODING 'UTF8'`);
-      made.push(name);
-      const url = new URL(serverUrl);
-      url.pathname = `/${name}`;
-      return url.toString();
-    },
+    server,
+    create: () => createDatabaseOn(server),
     async dropAll(): Promise<void> {
-      for (const name of made.splice(0)) await onServer(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      const client = new pg.Client({ connectionString: serverUrl });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ name: string }>('SELECT datname AS name FROM pg_database WHERE starts_with(datname, $1)', [server.prefix]);
+        for (const { name } of rows) await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await client.end();
+      }
     },
   };
+}
+
+async function onServer(serverUrl: string, statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
 }
 
 function linguisticLocale(): string {

@@ -34,7 +34,8 @@ export type RunningS3 = {
 export const S3RVER_CREDENTIALS = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' };
 
 type S3rverInstance = { run(): Promise<{ port: number }>; close(): Promise<void>; httpServer?: Server };
-const S3rver = createRequire(import.meta.url)('s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
+// Loaded when a test starts one, not by every file that only needs the credentials.
+const loadS3rver = () => createRequire(import.meta.url)('s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
 
 /** A real S3-protocol server (s3rver) on loopback, a random port and a temp folder. */
 export async function startS3(): Promise<RunningS3> {
@@ -43,6 +44,7 @@ export async function startS3(): Promise<RunningS3> {
   let port = 0;
   let running: S3rverInstance | undefined;
 
+  const S3rver = loadS3rver();
   const start = async () => {
     const instance = new S3rver({ address: '127.0.0.1', port, directory, silent: true, allowMismatchedSignatures: true, vhostBuckets: false });
     port = (await instance.run()).port;

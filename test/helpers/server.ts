@@ -4,11 +4,14 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
+import type { ServerBackend } from './backend.js';
 
 export type RunningServer = {
   url: string;
   dicomweb: string;
   dataDir: string;
+  /** Its object store and index, and the environment naming them, for a CLI run beside it (test/helpers/stored.ts looks into them). */
+  backend: ServerBackend;
   process: ChildProcess;
   /** Lines the server logged, parsed where they are JSON. */
   logs: string[];
@@ -29,13 +32,20 @@ export function adminFetch(url: string | URL, init: RequestInit = {}): Promise<R
   return fetch(url, { ...init, headers });
 }
 
-/** Starts the real server as its own process on a random loopback port, with its own data folder. */
+/**
+ * Starts the real server as its own process on a random loopback port, with its own data folder, on the test
+ * project's backend (test/helpers/backend.ts): a bucket and a database of its own, the same ones again for the
+ * same data folder. Variables in `env` win, so a test may name its own bucket or database.
+ */
 export async function startServer(opts: { env?: Record<string, string>; dataDir?: string } = {}): Promise<RunningServer> {
   const dataDir = opts.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-test-')));
   const port = await freePort();
+  // Imported here, not above: the bench takes freePort from this file, outside vitest.
+  const { backendEnv, serverBackend } = await import('./backend.js');
+  const backend = serverBackend({ ...(await backendEnv(dataDir)), ...opts.env });
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, ...opts.env },
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, ...backend.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
@@ -61,6 +71,7 @@ export async function startServer(opts: { env?: Record<string, string>; dataDir?
     url,
     dicomweb: `${url}/dicom-web`,
     dataDir,
+    backend,
     process: child,
     logs,
     async stop() {

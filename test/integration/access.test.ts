@@ -7,6 +7,7 @@ import { SigningKeys } from '../../src/auth/signing-keys.js';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, type SyntheticOptions } from '../fixtures/synthetic.js';
 import { AS_ADMIN, TEST_ADMIN_KEY, adminFetch, startServer, stowBody, type RunningServer } from '../helpers/server.js';
+import { indexContents } from '../helpers/stored.js';
 
 /** Access control (DESIGN decision 8): API keys with roles, study-scoped viewer tokens, the audit trail. */
 
@@ -272,8 +273,7 @@ describe('API keys', () => {
 
   it('are kept as a SHA-256 hash, never as themselves', async () => {
     const { key } = await createKey(server, 'upload');
-    const files = await Promise.all(['index.sqlite', 'index.sqlite-wal'].map((f) => fs.readFile(path.join(server.dataDir, f)).catch(() => Buffer.alloc(0))));
-    const stored = Buffer.concat(files);
+    const stored = await indexContents(server);
     expect(stored.includes(key)).toBe(false);
     expect(stored.includes(createHash('sha256').update(key).digest('hex'))).toBe(true);
   });

@@ -3,13 +3,13 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import Database from 'better-sqlite3';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TransferSyntax } from '../../src/dicom/transfer-syntax.js';
 import { newUid, writePart10 } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { AS_ADMIN, adminFetch, startServer, stowBody, type RunningServer } from '../helpers/server.js';
+import { indexRows as queryIndex, objectKeys } from '../helpers/stored.js';
 
 /**
  * The "bad input" requirement: every malformed upload gets the right DICOMweb status and a reason a person can
@@ -162,7 +162,7 @@ async function expectRefusedBesideGood(bad: Buffer, reason: number, comment: Reg
   const [failure] = result.failed as [Failure];
   expect(failure.reason.toString(16)).toBe(reason.toString(16));
   expect(failure.comment).toMatch(comment);
-  expect(indexedSopUids()).toEqual(expect.arrayContaining([before.uid, after.uid]));
+  expect(await indexedSopUids()).toEqual(expect.arrayContaining([before.uid, after.uid]));
   return failure;
 }
 
@@ -210,35 +210,28 @@ function inPieces(body: Buffer, size: number): Buffer[] {
 
 // ---- what is stored ----
 
-function indexRows(): Array<{ sop: string; key: string }> {
-  const db = new Database(path.join(server.dataDir, 'index.sqlite'), { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare('SELECT sop_uid AS sop, object_key AS key FROM instances').all() as Array<{ sop: string; key: string }>;
-  } finally {
-    db.close();
-  }
-}
+const indexRows = () => queryIndex<{ sop: string; key: string }>(server, 'SELECT sop_uid AS sop, object_key AS key FROM instances');
 
-const indexedSopUids = () => indexRows().map((r) => r.sop);
+const indexedSopUids = async () => (await indexRows()).map((r) => r.sop);
 
-function expectNoneStored(sopUids: string[]): void {
-  const indexed = new Set(indexedSopUids());
+async function expectNoneStored(sopUids: string[]): Promise<void> {
+  const indexed = new Set(await indexedSopUids());
   expect(sopUids.filter((uid) => indexed.has(uid))).toEqual([]);
 }
+// The spool is a local folder whatever the backend: uploads are received there before they go to the store.
 const spoolDir = () => path.join(server.dataDir, 'tmp', String(server.process.pid));
 
-async function filesUnder(dir: string): Promise<string[]> {
-  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => !e.isDirectory()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join('/'));
-}
-
-/** No index row without its file, no file without its row, nothing in the spool, nothing beside the store. */
+/**
+ * No index row without its object, no object without its row, nothing in the spool, nothing beside the store in
+ * the data folder: no objects/ folder on S3, no index.sqlite on Postgres.
+ */
 async function expectConsistentStore(): Promise<void> {
-  const keys = indexRows().map((r) => r.key);
-  expect((await filesUnder(path.join(server.dataDir, 'objects'))).sort()).toEqual(keys.sort());
+  const keys = (await indexRows()).map((r) => r.key);
+  expect(await objectKeys(server)).toEqual(keys.sort());
   expect(await fs.readdir(spoolDir())).toEqual([]);
   expect(await fs.readdir(path.join(server.dataDir, 'tmp'))).toEqual([String(server.process.pid)]);
-  const others = (await fs.readdir(server.dataDir)).filter((name) => !/^(objects|tmp|secrets|index\.sqlite(-wal|-shm)?)$/.test(name));
+  const local = [...(server.backend.store === 'fs' ? ['objects'] : []), 'tmp', 'secrets', ...(server.backend.index === 'sqlite' ? ['index\\.sqlite(-wal|-shm)?'] : [])];
+  const others = (await fs.readdir(server.dataDir)).filter((name) => !new RegExp(`^(${local.join('|')})$`).test(name));
   expect(others).toEqual([]);
 }
 
@@ -370,12 +363,12 @@ describe('STOW-RS refuses a bad instance and stores its neighbours', () => {
     await expect(fs.access(path.join(path.dirname(server.dataDir), escape))).rejects.toThrow();
     await expect(fs.access(path.join(server.dataDir, 'etc'))).rejects.toThrow();
 
-    const before = indexRows().length;
+    const before = (await indexRows()).length;
     const { body, contentType } = stowBody([goodInstance().bytes]);
     const response = await adminFetch(`${server.dicomweb}/studies/..%2F..%2Fetc`, { method: 'POST', headers: { 'Content-Type': contentType }, body: new Uint8Array(body) });
     expect(response.status).toBe(400);
     expect(await response.json()).toMatchObject({ error: 'bad-request', detail: expect.stringMatching(/StudyInstanceUID in the URL "\.\.\/\.\.\/etc" is not a valid DICOM UID/) });
-    expect(indexRows()).toHaveLength(before);
+    expect(await indexRows()).toHaveLength(before);
   });
 
   it('refuses an instance of another study than the URL names, and stores its neighbours', async () => {
@@ -383,7 +376,7 @@ describe('STOW-RS refuses a bad instance and stores its neighbours', () => {
     const stranger = goodInstance();
     const failure = await expectRefusedBesideGood(stranger.bytes, FailureReason.DataSetDoesNotMatch, new RegExp(`StudyInstanceUID \\S+ is not the study ${study} named in the URL`), study);
     expect(failure.sopInstanceUID).toBe(stranger.uid);
-    expectNoneStored([stranger.uid]);
+    await expectNoneStored([stranger.uid]);
   });
 });
 
@@ -405,7 +398,7 @@ describe('STOW-RS holds uploads to the size limits', () => {
     const answer = await postInPieces(inPieces(body, 64 * KB), { 'Content-Type': contentType });
     expect(answer.status).toBe(413);
     expect(answer.body).toMatchObject({ error: 'too-large', detail: expect.stringMatching(/larger than the 2 MiB limit \(PACS_MAX_REQUEST_BYTES\).*nothing was stored/) });
-    expectNoneStored([good.uid]);
+    await expectNoneStored([good.uid]);
   });
 
   it('refuses one instance over PACS_MAX_INSTANCE_BYTES with 0xA700 and stores the others', async () => {
@@ -423,7 +416,7 @@ describe('STOW-RS refuses a broken multipart body whole', () => {
     expect(response.status).toBe(status);
     expect(response.headers.get('content-type')).toMatch(/^application\/json/);
     expect(await response.json()).toMatchObject({ error, detail: expect.stringMatching(detail) });
-    expectNoneStored(notStored);
+    await expectNoneStored(notStored);
   }
 
   it('answers 415 to a multipart/related Content-Type without a boundary', async () => {
@@ -467,6 +460,6 @@ describe('STOW-RS and a client that goes away', () => {
     await waitFor(async () => (await fs.readdir(spoolDir())).length > 0, 'a spool file appears');
     request.destroy();
     await waitFor(async () => (await fs.readdir(spoolDir())).length === 0, 'the spool is emptied');
-    expectNoneStored([a.uid, b.uid]);
+    await expectNoneStored([a.uid, b.uid]);
   });
 });

@@ -1,21 +1,11 @@
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticInstance } from '../fixtures/synthetic.js';
+import { projectBackend } from '../helpers/backend.js';
+import { cli } from '../helpers/cli.js';
 import { AS_ADMIN, startServer, stow, type RunningServer } from '../helpers/server.js';
-
-const run = promisify(execFile);
-const ROOT = path.resolve(import.meta.dirname, '../..');
-
-function cli(args: string[], dataDir: string, env: Record<string, string> = {}) {
-  return run(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, env: { ...process.env, PACS_STORAGE_DIR: dataDir, ...env } }).then(
-    (r) => ({ code: 0, ...r }),
-    (e) => ({ code: e.code as number, stdout: e.stdout as string, stderr: e.stderr as string }),
-  );
-}
 
 /** Creates a key with the CLI and reads back what it printed. */
 async function createKey(dataDir: string, role: string, name: string, extra: string[] = []) {
@@ -177,7 +167,8 @@ describe('command-line access management, beside a running server', () => {
     expect(await readWith(kept)).toBe(401);
   });
 
-  it('answers bad usage with exit code 2 and the usage, and leaves no spool folder behind', async () => {
+  // Arguments are checked before any store or index is opened, alike on every backend: checked once, on the default one.
+  it.runIf(projectBackend().name === 'fs+sqlite')('answers bad usage with exit code 2 and the usage', async () => {
     const badRole = await cli(['keys', 'create', '--role', 'superuser', '--name', 'x'], dataDir);
     expect(badRole.code).toBe(2);
     expect(badRole.stderr).toMatch(/viewer-links, upload, read, admin/);
@@ -197,16 +188,33 @@ describe('command-line access management, beside a running server', () => {
     const help = await cli(['help'], dataDir);
     expect(help.code).toBe(0);
     for (const command of ['keys create', 'keys list', 'keys revoke', 'tokens revoke', 'tokens revoke-study', 'signing-key rotate']) expect(help.stdout).toContain(command);
+  });
 
+  it('leaves no spool folder behind', async () => {
     // Only the server's own spool folder: the CLI runs beside it without leaving one of its own.
     expect(await fs.readdir(path.join(dataDir, 'tmp'))).toEqual([String(server.process.pid)]);
   });
 
-  it('refuses a storage folder that holds no index instead of making a second one', async () => {
+  // A SQLite index is found by its folder, so a mistyped folder would get a fresh index of its own.
+  it.skipIf(projectBackend().postgres)('refuses a storage folder that holds no index instead of making a second one', async () => {
     const empty = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-empty-'));
     const out = await cli(['keys', 'create', '--role', 'admin', '--name', 'x'], empty);
     expect(out.code).toBe(1);
     expect(out.stderr).toMatch(/PACS_STORAGE_DIR/);
+    expect(await fs.readdir(empty)).toEqual([]);
+    await fs.rm(empty, { recursive: true });
+  });
+
+  // A Postgres index is found by its URL: a mistyped one names a database that is not there.
+  it.runIf(projectBackend().postgres)('refuses a database URL that names no database, in a line, and makes nothing', async () => {
+    const empty = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-empty-'));
+    const wrong = new URL(projectBackend().postgres!.url);
+    wrong.pathname = '/pacs_no_such_database';
+    const out = await cli(['keys', 'create', '--role', 'admin', '--name', 'x'], empty, { PACS_DATABASE_URL: wrong.toString() });
+    expect(out.code).toBe(1);
+    expect(out.stderr).toMatch(/database/);
+    expect(out.stderr).not.toMatch(/\n\s+at /);
+    expect(out.stderr).not.toContain(decodeURIComponent(wrong.password));
     expect(await fs.readdir(empty)).toEqual([]);
     await fs.rm(empty, { recursive: true });
   });

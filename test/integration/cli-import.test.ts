@@ -1,21 +1,10 @@
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { syntheticSeries } from '../fixtures/synthetic.js';
+import { cli } from '../helpers/cli.js';
 import { adminFetch, startServer } from '../helpers/server.js';
-
-const run = promisify(execFile);
-const ROOT = path.resolve(import.meta.dirname, '../..');
-
-function cli(args: string[], dataDir: string) {
-  return run(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, env: { ...process.env, PACS_STORAGE_DIR: dataDir } }).then(
-    (r) => ({ code: 0, ...r }),
-    (e) => ({ code: e.code as number, stdout: e.stdout as string, stderr: e.stderr as string }),
-  );
-}
 
 describe('command-line import', () => {
   it('finds DICOM files by content in nested folders, stores them once, and says what it refused', async () => {

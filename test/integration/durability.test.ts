@@ -1,17 +1,14 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
+import { cli } from '../helpers/cli.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { indexRows, objectKeys } from '../helpers/stored.js';
 
-const run = promisify(execFile);
-const ROOT = path.resolve(import.meta.dirname, '../..');
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const sopUidOf = (json: any): string => json['00080018'].Value[0];
 
@@ -101,24 +98,22 @@ describe('durability', () => {
   });
 
   it('leaves no index row without its object, and the checksum verifier agrees', async () => {
-    const dir = await dataDir;
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'verify'], { cwd: ROOT, env: { ...process.env, PACS_STORAGE_DIR: dir } }).catch(
-      (e) => e as { stdout: string },
-    );
+    const { stdout } = await cli(['verify'], await dataDir);
     expect(stdout).toMatch(/indexed object\(s\) checked/);
     expect(stdout).not.toMatch(/MISSING|CHANGED/);
+    // And the same seen from outside the server: every row's object is in the store.
+    const keys = new Set(await objectKeys(server!));
+    const rows = await indexRows<{ key: string }>(server!, 'SELECT object_key AS key FROM instances');
+    expect(rows.length).toBeGreaterThan(0);
+    expect(rows.filter((r) => !keys.has(r.key))).toEqual([]);
   });
 
-  it('keeps the index in WAL mode and clears the spool of the killed process', async () => {
-    const dir = await dataDir;
-    const db = new Database(path.join(dir, 'index.sqlite'), { readonly: true });
-    try {
-      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    } finally {
-      db.close();
+  it('keeps a SQLite index in WAL mode and clears the spool of the killed process', async () => {
+    if (server!.backend.index === 'sqlite') {
+      expect(await indexRows(server!, 'PRAGMA journal_mode')).toEqual([{ journal_mode: 'wal' }]);
     }
-    // Only the running server's own spool folder is left; uploads of killed processes were never acknowledged.
-    expect(await fs.readdir(path.join(dir, 'tmp'))).toEqual([String(server!.process.pid)]);
+    // Only the running server's own spool folder is left (a local folder on every backend); uploads of killed processes were never acknowledged.
+    expect(await fs.readdir(path.join(await dataDir, 'tmp'))).toEqual([String(server!.process.pid)]);
   });
 });
 
@@ -133,9 +128,7 @@ describe('racing uploads', () => {
       const statuses = await Promise.all(races.flatMap(([a, b]) => [stow(server.dicomweb, [a]), stow(server.dicomweb, [b])].map((r) => r.then((x) => x.status))));
       // Of each pair exactly one is stored; the other is refused as a conflicting duplicate.
       for (let i = 0; i < races.length; i++) expect([statuses[2 * i], statuses[2 * i + 1]].sort(), `race ${i}`).toEqual([200, 409]);
-      const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'verify'], { cwd: ROOT, env: { ...process.env, PACS_STORAGE_DIR: server.dataDir } }).catch(
-        (e) => e as { stdout: string },
-      );
+      const { stdout } = await cli(['verify'], server.dataDir);
       expect(stdout).toMatch(/^12 indexed object\(s\) checked, 0 unindexed object\(s\), 0 problem\(s\)/m);
     } finally {
       await server.stop();

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid, writePart10, type WriteElement } from '../../src/dicom/write.js';
 import { syntheticInstance, type SyntheticOptions } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { objectKeys, objectVersion, readObject, writeObject } from '../helpers/stored.js';
 
 /**
  * Rendered and thumbnail resources (PS3.18 10.4.1.1.3-4), WADO-URI (PS3.18 9) and their derived/ cache, HTTP in,
@@ -73,21 +73,19 @@ const MAGIC = {
   'image/webp': (b: Buffer) => b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP',
 } as const;
 
-/** Files under the instance's folder of derived objects, with what tells a rewrite from the same file. */
-async function derivedFiles(target: RunningServer, i: { studyUID: string; seriesUID?: string; sopInstanceUID?: string }) {
-  let dir = path.join(target.dataDir, 'objects', 'derived', 'studies', i.studyUID);
-  if (i.seriesUID) dir = path.join(dir, 'series', i.seriesUID);
-  if (i.sopInstanceUID) dir = path.join(dir, 'instances', i.sopInstanceUID);
-  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  const files = entries.filter((e) => e.isFile() && !e.name.endsWith('.tmp')).map((e) => path.join(e.parentPath, e.name));
-  return Promise.all(files.map(async (file) => ({ file, ...(await fs.stat(file)) })));
+/** Keys of the derived objects under the instance's (series', study's) folder in the store, but files still being written. */
+async function derivedKeys(target: RunningServer, i: { studyUID: string; seriesUID?: string; sopInstanceUID?: string }): Promise<string[]> {
+  let prefix = `derived/studies/${i.studyUID}/`;
+  if (i.seriesUID) prefix += `series/${i.seriesUID}/`;
+  if (i.sopInstanceUID) prefix += `instances/${i.sopInstanceUID}/`;
+  return (await objectKeys(target, prefix)).filter((key) => !key.endsWith('.tmp'));
 }
 
 /** The cache is written just after the answer goes out: wait for it rather than race it. */
 async function waitForDerived(target: RunningServer, i: Ref, count = 1) {
   for (const started = Date.now(); Date.now() - started < 5_000; await new Promise((r) => setTimeout(r, 25))) {
-    const files = await derivedFiles(target, i);
-    if (files.length >= count) return files;
+    const keys = await derivedKeys(target, i);
+    if (keys.length >= count) return keys;
   }
   throw new Error(`no derived object appeared for ${i.sopInstanceUID}`);
 }
@@ -293,19 +291,20 @@ describe('the derived/ cache', () => {
     const first = await fetchImage(url);
     const [cached, ...more] = await waitForDerived(server, kept);
     expect(more).toHaveLength(0);
-    expect(path.relative(path.join(server.dataDir, 'objects'), cached!.file)).toMatch(
+    expect(cached).toMatch(
       new RegExp(`^derived/studies/${kept.studyUID}/series/${kept.seriesUID}/instances/${kept.sopInstanceUID}/${sha256(kept.bytes).slice(0, 16)}-f1-[0-9a-f]{16}\\.jpg$`),
     );
-    expect((await fs.readFile(cached!.file)).equals(first.bytes)).toBe(true);
+    expect((await readObject(server, cached!)).equals(first.bytes)).toBe(true);
+    const version = await objectVersion(server, cached!);
 
     const second = await fetchImage(url);
     expect(second.bytes.equals(first.bytes)).toBe(true);
-    const [after] = await derivedFiles(server, kept);
-    expect([after!.ino, after!.mtimeMs]).toEqual([cached!.ino, cached!.mtimeMs]);
+    expect(await derivedKeys(server, kept)).toEqual([cached]);
+    expect(await objectVersion(server, cached!)).toBe(version);
 
     // What is served is what the cache holds: a marked copy comes back as it is.
     const marked = Buffer.concat([first.bytes, Buffer.from('cached copy')]);
-    await fs.writeFile(cached!.file, marked);
+    await writeObject(server, cached!, marked);
     const third = await adminFetch(url);
     expect((await bytesOf(third)).equals(marked)).toBe(true);
   });
@@ -317,7 +316,7 @@ describe('the derived/ cache', () => {
     expect(responses.map((r) => r.status)).toEqual(Array(6).fill(200));
     for (const body of bodies) expect(body.equals(bodies[0]!)).toBe(true);
     const files = await waitForDerived(server, big);
-    expect(files.filter((f) => f.file.endsWith('.jpg')).length).toBeGreaterThan(0);
+    expect(files.filter((key) => key.endsWith('.jpg')).length).toBeGreaterThan(0);
   });
 
   it('answers 304 to a current ETag, and another ETag for other options', async () => {
@@ -342,7 +341,7 @@ describe('the derived/ cache', () => {
     await waitForDerived(server, doomed, 2);
     const response = await adminFetch(`${server.dicomweb}${instancePath(doomed)}`, { method: 'DELETE' });
     expect(response.status, await response.text()).toBe(200);
-    expect(await derivedFiles(server, doomed)).toEqual([]);
+    expect(await derivedKeys(server, doomed)).toEqual([]);
     await expectError(await adminFetch(`${server.dicomweb}${instancePath(doomed)}/thumbnail`), 404, /no instance/);
   });
 });
@@ -361,7 +360,7 @@ describe('a server that allows overwriting and decodes frames of at most 100 KB'
     expect((await stow(other.dicomweb, [large.bytes])).status).toBe(200);
     const body = await expectError(await adminFetch(`${other.dicomweb}${instancePath(large)}/thumbnail`), 413, /131072 bytes, over this server's limit of 102400/);
     expect(body.error).toBe('too-large');
-    expect(await derivedFiles(other, large)).toEqual([]);
+    expect(await derivedKeys(other, large)).toEqual([]);
   });
 
   it('drops the renderings of an instance replaced with other pixels, and renders the new ones', async () => {
@@ -373,13 +372,13 @@ describe('a server that allows overwriting and decodes frames of at most 100 KB'
     const old = await fetchImage(url, { headers: { Accept: 'image/png' } });
     const [oldFile] = await waitForDerived(other, before);
     expect((await stow(other.dicomweb, [after.bytes])).status).toBe(200);
-    expect(await derivedFiles(other, before)).toEqual([]);
+    expect(await derivedKeys(other, before)).toEqual([]);
     const fresh = await fetchImage(url, { headers: { Accept: 'image/png' } });
     expect((await pixels(fresh.bytes)).equals(await pixels(old.bytes))).toBe(false);
     expect(fresh.response.headers.get('etag')).not.toBe(old.response.headers.get('etag'));
     const [newFile] = await waitForDerived(other, after);
-    expect(path.basename(newFile!.file)).not.toBe(path.basename(oldFile!.file));
-    expect(path.basename(newFile!.file).startsWith(sha256(after.bytes).slice(0, 16))).toBe(true);
+    expect(path.posix.basename(newFile!)).not.toBe(path.posix.basename(oldFile!));
+    expect(path.posix.basename(newFile!).startsWith(sha256(after.bytes).slice(0, 16))).toBe(true);
   });
 });
 

@@ -1,0 +1,67 @@
+import { constants } from 'node:fs';
+import { chmod, copyFile, mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { AccessRecords } from '../auth/records.js';
+import { SigningKeys } from '../auth/signing-keys.js';
+import type { Config } from '../config.js';
+
+export type AccessCopy = {
+  keys: { seen: number; added: number; revoked: number };
+  revocations: { seen: number; changed: number };
+  audit: { seen: number; added: number };
+};
+
+/** Audit events read and merged per transaction. */
+const AUDIT_PAGE = 1000;
+
+/**
+ * Carries API keys (their hashes: a key works on the target as it did on the source), viewer-token revocations
+ * and the audit trail into the target's index. Merging: run again, it adds only what the target lacks, and a key
+ * revoked in the source since is revoked in the target too.
+ */
+export async function copyAccess(source: AccessRecords, target: AccessRecords): Promise<AccessCopy> {
+  const keys = await source.storedKeys();
+  const merged = await target.mergeKeys(keys);
+  const revocations = await source.revocations();
+  const changed = await target.mergeRevocations(revocations);
+  const audit = { seen: 0, added: 0 };
+  for (let after = 0; ; ) {
+    const page = await source.auditAfter(after, AUDIT_PAGE);
+    if (page.length === 0) break;
+    audit.seen += page.length;
+    audit.added += await target.mergeAudit(page.map(({ id: _id, ...event }) => event));
+    after = page.at(-1)!.id;
+  }
+  return {
+    keys: { seen: keys.length, ...merged },
+    revocations: { seen: revocations.tokens.length + revocations.studies.length, changed },
+    audit,
+  };
+}
+
+/**
+ * What becomes of the viewer links the source has signed: `shared` when the target verifies them with the same key
+ * (configured alike, or the same key file), `copied` when the source's key file was copied into the target's
+ * storage folder (it had none), `differs` when the target signs with a key of its own, `none` when the source never
+ * signed any.
+ */
+export async function carrySigningKeys(source: Config, target: Config): Promise<'shared' | 'copied' | 'differs' | 'none'> {
+  const configured = (c: Config) => c.viewerToken.signingKey;
+  if (configured(target)) {
+    const verifies = [configured(target), target.viewerToken.previousSigningKey];
+    return configured(source) && verifies.includes(configured(source)) ? 'shared' : 'differs';
+  }
+  if (configured(source)) return 'differs';
+  const from = SigningKeys.fileIn(source.storageDir);
+  const to = SigningKeys.fileIn(target.storageDir);
+  if (path.resolve(from) === path.resolve(to)) return 'shared';
+  const keys = await readFile(from).catch(() => undefined);
+  if (!keys) return 'none';
+  const theirs = await readFile(to).catch(() => undefined);
+  if (theirs) return theirs.equals(keys) ? 'shared' : 'differs';
+  // As the server makes it: a folder only its user may enter, a file only its user may read.
+  await mkdir(path.dirname(to), { recursive: true, mode: 0o700 });
+  await copyFile(from, to, constants.COPYFILE_EXCL);
+  await chmod(to, 0o600);
+  return 'copied';
+}
