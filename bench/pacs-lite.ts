@@ -24,12 +24,13 @@ const VIEWER_URL = 'http://127.0.0.1:3000';
  * The real server as production runs it (`node --import tsx src/main.ts`), on a loopback port, with its data
  * in `workDir` (a later start with the same `workDir` reopens the same data). It is started with
  * PACS_ADMIN_KEY and every request the benchmark makes sends that key. Anonymous reads are off unless
- * `anonymousRead`. With `profileDir`, V8 writes a CPU profile there when the server exits.
+ * `anonymousRead`. With `profileDir`, V8 writes a CPU profile there when the server exits. `env` adds settings,
+ * such as an S3 bucket (PACS_S3_*) or a Postgres index (PACS_DATABASE_URL): backends.ts, qido-scale.ts.
  */
 export async function startPacsLite(
   settings: Settings,
   workDir: string,
-  opts: { adminKey: string; anonymousRead?: boolean; profileDir?: string },
+  opts: { adminKey: string; anonymousRead?: boolean; profileDir?: string; env?: Readonly<Record<string, string>> },
 ): Promise<PacsLiteServer> {
   const port = await freePort();
   const dataDir = path.join(workDir, 'pacs-lite-data');
@@ -50,6 +51,7 @@ export async function startPacsLite(
       PACS_ADMIN_KEY: opts.adminKey,
       PACS_VIEWER_URL: VIEWER_URL,
       PACS_ANONYMOUS_READ: opts.anonymousRead ? 'true' : 'false',
+      ...opts.env,
     },
     logFile: path.join(workDir, 'pacs-lite.log'),
     readyUrl: `http://127.0.0.1:${port}/healthz`,

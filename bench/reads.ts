@@ -13,6 +13,8 @@ export type ReadProbe = {
   maxCalls?: number;
   /** Once the timed calls are done (`calls` made in all): what else to record with the line (rendered.ts). */
   after?(server: RunningServer, calls: number): Promise<Record<string, unknown>>;
+  /** Frame lines: frames answered so far and their bytes, to set against what the object store served (backends.ts). */
+  payload?: { frames: number; bytes: number };
 };
 
 /** OHIF runs in a browser, which always offers gzip. */
@@ -26,16 +28,21 @@ const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transf
 
 export function readProbes(corpus: Corpus, scenario: Scenario): ReadProbe[] {
   const { series } = scenario;
-  const frameProbe = (key: string, instances: CorpusInstance[], frame: number): ReadProbe => ({
-    key,
-    async once(server, i) {
-      const instance = scrolled(instances, i);
-      const url = `${server.dicomweb}/studies/${instance.studyUid}/series/${instance.seriesUid}/instances/${instance.sopUid}/frames/${frame}`;
-      const reply = await request(url, { headers: { ...server.auth, ...BROWSER, Accept: FRAME_ACCEPT } });
-      await expectFrame(reply, corpus, instance, frame, `frame ${frame} of ${instance.file}`);
-      return reply.ms;
-    },
-  });
+  const frameProbe = (key: string, instances: CorpusInstance[], frame: number): ReadProbe => {
+    const payload = { frames: 0, bytes: 0 };
+    return {
+      key,
+      payload,
+      async once(server, i) {
+        const instance = scrolled(instances, i);
+        const url = `${server.dicomweb}/studies/${instance.studyUid}/series/${instance.seriesUid}/instances/${instance.sopUid}/frames/${frame}`;
+        const reply = await request(url, { headers: { ...server.auth, ...BROWSER, Accept: FRAME_ACCEPT } });
+        payload.bytes += await expectFrame(reply, corpus, instance, frame, `frame ${frame} of ${instance.file}`);
+        payload.frames++;
+        return reply.ms;
+      },
+    };
+  };
   const described = new Set(corpus.studies.filter((s) => s.studyDescription).map((s) => s.studyUid));
   const queryProbe = (key: string, query: Scenario['studyList']): ReadProbe => ({
     key,
@@ -90,7 +97,8 @@ export async function measureReads(server: RunningServer, probes: ReadProbe[], r
   return results;
 }
 
-async function expectFrame(reply: Reply, corpus: Corpus, instance: CorpusInstance, frame: number, what: string): Promise<void> {
+/** Checks a frame answer; returns the frame's size in bytes. */
+async function expectFrame(reply: Reply, corpus: Corpus, instance: CorpusInstance, frame: number, what: string): Promise<number> {
   if (reply.status !== 200) throw new Error(`${what}: HTTP ${reply.status} ${decodedBody(reply).toString('utf8', 0, 300)}`);
   const parts = multipartParts({ ...reply, body: decodedBody(reply) });
   if (parts.length !== 1) throw new Error(`${what}: expected one part, got ${parts.length}`);
@@ -98,4 +106,5 @@ async function expectFrame(reply: Reply, corpus: Corpus, instance: CorpusInstanc
   if (expected ? !parts[0]!.equals(expected) : parts[0]!.length === 0) {
     throw new Error(`${what}: the ${parts[0]!.length} bytes answered are not the ${expected?.length ?? 'stored'} bytes of the frame`);
   }
+  return parts[0]!.length;
 }

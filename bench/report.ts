@@ -1,6 +1,8 @@
 import type { Throughput } from './limits.js';
 import type { Latency } from './measure.js';
-import type { ServerName } from './settings.js';
+import { BACKEND_LABELS, servedPerFrameByte, type BackendResults } from './backends.js';
+import { JUDGED, QIDO_SCALE_LINES, QIDO_SCALE_TARGET_MS, type QidoScaleLine, type QidoScaleResults } from './qido-scale.js';
+import type { BackendName, Dialect, ServerName } from './settings.js';
 import type { IngestResult } from './ingest.js';
 import type { ReadResult } from './reads.js';
 import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
@@ -31,10 +33,15 @@ export function failuresOf(s: ServerResults): string[] {
 export type BenchResults = {
   startedAt: string;
   machine: { cpus: number; cpuModel: string; memoryGiB: number; os: string; node: string; loadAverageAtStart: number[] };
-  corpus: { origin: string; dir: string; instances: number; studies: number; bytes: number };
-  scenario: Record<string, string>;
-  limits: { copyWithFsync: Throughput; sha256: Throughput };
+  /** Absent when neither a server nor a backend ran (QIDO at scale alone). */
+  corpus?: { origin: string; dir: string; instances: number; studies: number; bytes: number };
+  scenario?: Record<string, string>;
+  limits?: { copyWithFsync: Throughput; sha256: Throughput };
   servers: Partial<Record<ServerName, ServerResults>>;
+  /** PACS-lite on each storage backend (backends.ts). */
+  backends?: Partial<Record<BackendName, BackendResults>>;
+  /** QIDO on a synthesised index of a million instances, by dialect (qido-scale.ts). */
+  qidoScale?: Partial<Record<Dialect, QidoScaleResults>>;
   orthancConfig: unknown;
 };
 
@@ -61,12 +68,13 @@ type Figure = {
 export function tableRows(r: BenchResults, labels: Record<string, string>): Row[] {
   const servers = { pacs: r.servers['pacs-lite'], orthanc: r.servers.orthanc };
   const row = (f: Figure) => comparedRow(f, servers.pacs, servers.orthanc);
-  const raw = r.limits.copyWithFsync.mbPerSecond;
+  const limits = r.limits!;
+  const raw = limits.copyWithFsync.mbPerSecond;
   const pacsIngest = servers.pacs?.ingest;
   const ofRaw = pacsIngest && pacsIngest.mbPerSecond / raw;
   const rows: Row[] = [
     limitRow('raw copy + fsync, MB/s', raw),
-    limitRow('raw SHA-256 (one thread), MB/s', r.limits.sha256.mbPerSecond),
+    limitRow('raw SHA-256 (one thread), MB/s', limits.sha256.mbPerSecond),
     row({ metric: 'STOW ingest, instances/s', of: (s) => s.ingest?.instancesPerSecond, better: 'higher', factor: 2, target: '≥ 2× Orthanc', digits: 0 }),
     {
       ...row({ metric: 'STOW ingest, MB/s', of: (s) => s.ingest?.mbPerSecond, digits: 1 }),
@@ -292,7 +300,138 @@ export function describeRun(r: BenchResults): string {
   return [
     `machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB.toFixed(1)} GiB RAM, ${m.os}, Node ${m.node}; load average at start ${m.loadAverageAtStart.map((l) => l.toFixed(2)).join(' ')}`,
     ...versions.map((v) => `server: ${v}`),
-    `corpus: ${r.corpus.instances.toLocaleString('en-US')} instances in ${r.corpus.studies.toLocaleString('en-US')} studies, ${(r.corpus.bytes / 1e9).toFixed(2)} GB (${r.corpus.origin}) at ${r.corpus.dir}`,
-    ...Object.entries(r.scenario).map(([k, v]) => `${k}: ${v}`),
+    ...(r.corpus
+      ? [`corpus: ${r.corpus.instances.toLocaleString('en-US')} instances in ${r.corpus.studies.toLocaleString('en-US')} studies, ${(r.corpus.bytes / 1e9).toFixed(2)} GB (${r.corpus.origin}) at ${r.corpus.dir}`]
+      : []),
+    ...Object.entries(r.scenario ?? {}).map(([k, v]) => `${k}: ${v}`),
   ].join('\n');
+}
+
+/** What failed on a backend (as opposed to a figure that missed). */
+export function backendFailures(b: BackendResults): string[] {
+  return [...(b.error ? [b.error] : []), ...Object.entries(b.reads).flatMap(([key, r]) => ('error' in r ? [`${key}: ${r.error}`] : []))];
+}
+
+/** What failed in QIDO at scale on a dialect. */
+export function qidoScaleFailures(q: QidoScaleResults): string[] {
+  return [...(q.error ? [q.error] : []), ...Object.entries(q.lines).flatMap(([key, l]) => (l && 'error' in l ? [`${key}: ${l.error}`] : []))];
+}
+
+/** Read lines of the backends table, in order. */
+const BACKEND_READS = ['seriesMetadata', 'seriesFrame', 'deepFrame', 'studyList', 'filteredStudyList'];
+/** Bytes served for a frame line within this of the frames' bytes: ranged reads, nothing more. */
+const RANGED_TOLERANCE = 0.05;
+
+/**
+ * PACS-lite on each storage backend, one column each: ingest, the read lines, and for S3 what s3rver served,
+ * which shows that frames come from ranged reads (bytes served ÷ bytes of the frames answered ≈ 1).
+ */
+export function renderBackends(backends: Partial<Record<BackendName, BackendResults>>, labels: Record<string, string>): string {
+  const list = Object.values(backends);
+  const header = ['metric', ...list.map((b) => BACKEND_LABELS[b.backend]), 'target', 'result'];
+  const rows: string[][] = [];
+  const figure = (metric: string, of: (b: BackendResults) => number | undefined, digits: number, target = '', result = '') =>
+    rows.push([metric, ...list.map((b) => (b.error && of(b) === undefined ? 'error' : fixed(of(b), digits))), target, result]);
+  figure('STOW ingest, instances/s', (b) => b.ingest?.instancesPerSecond, 0);
+  figure('STOW ingest, MB/s', (b) => b.ingest?.mbPerSecond, 1);
+  figure('peak RSS of PACS-lite during ingest, MB', (b) => b.ingest?.peakRssMB, 0);
+  figure('PACS-lite CPU during ingest, s', (b) => b.ingest?.serverCpuSeconds, 1);
+  if (list.some((b) => b.s3)) {
+    figure('s3rver CPU during ingest, s', (b) => b.s3?.ingestCpuSeconds, 1);
+    figure('s3rver requests during ingest', (b) => b.s3?.ingest.requests, 0);
+  }
+  if (list.some((b) => b.postgresIngestCpuSeconds !== undefined)) figure('Postgres CPU during ingest, s', (b) => b.postgresIngestCpuSeconds, 1);
+  figure('all cores busy during ingest, %', (b) => b.ingest?.machine.busyPercent, 0);
+  for (const key of BACKEND_READS) {
+    if (!list.some((b) => b.reads[key])) continue;
+    const label = labels[key] ?? key;
+    const latency = (b: BackendResults) => latencyOf(b.reads[key]);
+    rows.push([`${label}, median ms`, ...list.map((b) => (errorOf(b.reads[key]) ? 'error' : fixed(latency(b)?.medianMs, 2))), '', '']);
+    rows.push([`${label}, p95 ms`, ...list.map((b) => (errorOf(b.reads[key]) ? 'error' : fixed(latency(b)?.p95Ms, 2))), '', '']);
+    const s3 = list.filter((b) => b.s3?.lines[key]?.frames);
+    if (!s3.length) continue;
+    // Frame lines on S3: GETs per frame, and the bytes s3rver served over the bytes of the frames answered.
+    const perFrame = (b: BackendResults) => {
+      const t = b.s3?.lines[key];
+      return t?.frames ? `${((t.gets.ranged + t.gets.whole) / t.frames).toFixed(2)}${t.gets.whole ? ` (${t.gets.whole} whole)` : ' ranged'}` : '';
+    };
+    rows.push([`${label}: s3rver GETs per frame`, ...list.map(perFrame), '', '']);
+    const ratio = (b: BackendResults) => servedPerFrameByte(b.s3?.lines[key]);
+    const ok = s3.every((b) => b.s3!.lines[key]!.gets.whole === 0 && Math.abs(ratio(b)! - 1) <= RANGED_TOLERANCE);
+    rows.push([`${label}: bytes s3rver served ÷ (frames × frame size)`, ...list.map((b) => fixed(ratio(b), 3)), '≈ 1 (ranged reads)', ok ? 'PASS' : 'MISS']);
+  }
+  const frameSizes = list.flatMap((b) =>
+    Object.entries(b.s3?.lines ?? {}).flatMap(([key, t]) => (t.frames ? [`${labels[key] ?? key}: ${t.frames} frames of ${(t.frameBytes! / t.frames / 1024).toFixed(0)} KiB`] : [])),
+  );
+  return [
+    `storage backends, PACS-lite (the same corpus and read lines${list.some((b) => b.s3) ? '; S3 is s3rver, a test server: file-backed, single-threaded JavaScript, no fsync' : ''}):`,
+    ...list.map((b) => `  ${BACKEND_LABELS[b.backend]}: ${b.setup}`),
+    ...(frameSizes.length ? [`  frames asked for on S3, per backend: ${[...new Set(frameSizes)].join('; ')}`] : []),
+    renderColumns(header, rows, header.map((_, i) => i > 0 && i <= list.length)),
+  ].join('\n');
+}
+
+const QIDO_SCALE_LABELS: Record<QidoScaleLine, string> = {
+  studyList: 'OHIF study list (limit=101, no filter)',
+  patientId: 'PatientID lookup (/studies?PatientID=…)',
+  ohifPatientId: 'MRN typed in OHIF (00100020=*…*, study-list parameters)',
+  nameAndDate: 'name *oss* + StudyDate of a year (study-list parameters)',
+};
+const DIALECT_LABELS: Record<Dialect, string> = { sqlite: 'SQLite', pg: 'Postgres' };
+
+/** QIDO at scale: each line on each dialect, the verdicts, then the plans the databases chose. */
+export function renderQidoScale(scale: Partial<Record<Dialect, QidoScaleResults>>): string {
+  const list = Object.values(scale);
+  const first = list.find((q) => q.counts.instances > 0) ?? list[0]!;
+  const n = (x: number) => x.toLocaleString('en-US');
+  const c = first.counts;
+  const lines = [
+    `QIDO at scale: ${n(c.instances)} instances in ${n(c.series)} series and ${n(c.studies)} studies of ${n(c.patients)} patients, synthesised into each index ` +
+      `(rows made here by the server's rowsOf, written with SQL in batches into the schema the server migrated, then the server started on it)`,
+    `  stored JSON: study ${fixed(first.json.studyMean, 0)} bytes on average (${first.json.studyMin}–${first.json.studyMax}), series ${fixed(first.json.seriesMean, 0)}, instance ${fixed(first.json.instanceMean, 0)}`,
+    ...list.map((q) => `  ${DIALECT_LABELS[q.dialect]}: ${q.index}${q.triedSql ? `; BENCH_QIDO_TRY_SQL was run on it first: ${q.triedSql}` : ''}`),
+  ];
+  const header = ['metric', ...list.map((q) => DIALECT_LABELS[q.dialect]), 'target', ...list.map((q) => `${DIALECT_LABELS[q.dialect]} result`)];
+  const rows: string[][] = [];
+  const blank = list.map(() => '');
+  const errored = (q: QidoScaleResults) => (q.error && !q.fill.seconds ? 'error' : undefined);
+  rows.push(['rows made and written, s', ...list.map((q) => errored(q) ?? fixed(q.fill.seconds, 0)), '', ...blank]);
+  rows.push(['then VACUUM ANALYZE (Postgres), s', ...list.map((q) => (q.dialect === 'pg' ? fixed(q.fill.afterSeconds, 0) : '')), '', ...blank]);
+  rows.push(['index on disk, GB', ...list.map((q) => fixed(q.indexBytes / 1e9, 2)), '', ...blank]);
+  for (const key of QIDO_SCALE_LINES) {
+    if (!list.some((q) => q.lines[key])) continue;
+    const line = (q: QidoScaleResults) => q.lines[key];
+    const latency = (q: QidoScaleResults) => {
+      const l = line(q);
+      return l && 'medianMs' in l ? l : undefined;
+    };
+    const value = (q: QidoScaleResults, of: (l: Latency) => number, digits = 2) => (line(q) && 'error' in line(q)! ? 'error' : fixed(latency(q) && of(latency(q)!), digits));
+    const judged = JUDGED.has(key);
+    const label = QIDO_SCALE_LABELS[key];
+    rows.push([`${label}, median ms`, ...list.map((q) => value(q, (l) => l.medianMs)), '', ...blank]);
+    rows.push([
+      `${label}, p95 ms`,
+      ...list.map((q) => value(q, (l) => l.p95Ms)),
+      judged ? `< ${QIDO_SCALE_TARGET_MS} ms` : 'shown, not judged',
+      ...list.map((q) => {
+        if (!judged) return '';
+        if (!line(q) || (line(q) && 'error' in line(q)!)) return 'MISS';
+        return latency(q)!.p95Ms < QIDO_SCALE_TARGET_MS ? 'PASS' : 'MISS';
+      }),
+    ]);
+    rows.push([`${label}, the SQL alone, median ms`, ...list.map((q) => fixed(latency(q)?.sqlAloneMedianMs, 2)), '', ...blank]);
+    rows.push([`${label}, timed calls`, ...list.map((q) => (latency(q) ? String(latency(q)!.n) : '')), '', ...blank]);
+  }
+  lines.push(renderColumns(header, rows, header.map((_, i) => i > 0 && i <= list.length)));
+  const plans: string[] = [];
+  for (const q of list) {
+    for (const key of QIDO_SCALE_LINES) {
+      const l = q.lines[key];
+      if (!l || !('plan' in l) || !l.plan) continue;
+      plans.push(`  ${DIALECT_LABELS[q.dialect]}, ${QIDO_SCALE_LABELS[key]}: ${q.dialect === 'pg' ? 'EXPLAIN (ANALYZE, BUFFERS)' : 'EXPLAIN QUERY PLAN'}`);
+      plans.push(...l.plan.map((p) => `    ${p}`));
+    }
+  }
+  if (plans.length) lines.push('', 'query plans (the SQL the server runs for each line, captured from its SqlCatalog):', ...plans);
+  return lines.join('\n');
 }

@@ -1,6 +1,7 @@
 /**
  * npm run bench: PACS-lite and Orthanc side by side on one corpus, with the machine's own limits,
- * against the targets of the issue. See bench/README.md.
+ * against the targets of the issue; PACS-lite on each storage backend; QIDO on a synthesised index of a
+ * million instances. See bench/README.md.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -14,12 +15,29 @@ import { startOrthanc, orthancConfig } from './orthanc.js';
 import { randomAdminKey, startPacsLite } from './pacs-lite.js';
 import { summarizeProfile } from './profile.js';
 import { renderPlan, renderProbes, type RenderPlan } from './rendered.js';
-import { describeIngestThreads, describeRendering, describeRun, failuresOf, renderAccessControl, renderTable, tableRows, type BenchResults, type ServerResults } from './report.js';
+import {
+  backendFailures,
+  describeIngestThreads,
+  describeRendering,
+  describeRun,
+  failuresOf,
+  qidoScaleFailures,
+  renderAccessControl,
+  renderBackends,
+  renderQidoScale,
+  renderTable,
+  tableRows,
+  type BenchResults,
+  type ServerResults,
+} from './report.js';
 import { scenarioOf, type Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 import { readSettings, type ServerName, type Settings } from './settings.js';
 import { ingest, INSTANCES_PER_REQUEST, REQUESTS_IN_FLIGHT } from './ingest.js';
 import { measureReads, readProbes, type ReadProbe } from './reads.js';
+import { BACKEND_LABELS, benchBackend, fromMainRun } from './backends.js';
+import { startPostgres, type BenchPostgres } from './postgres.js';
+import { qidoAtScale } from './qido-scale.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -45,25 +63,64 @@ async function main(): Promise<number> {
   const loadAtStart = os.loadavg();
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-bench-run-'));
   cleanups.push(() => fs.rm(workDir, { recursive: true, force: true }));
+  for (const note of settings.skipped) log(note);
 
-  const corpus = await loadCorpus(settings, log);
-  const scenario = scenarioOf(corpus);
-  log(`corpus: ${corpus.instances.length} instances, ${(corpus.bytes / 1e9).toFixed(2)} GB in ${corpus.dir}`);
-  log('reading the corpus once so every phase starts from the same page cache');
-  await warmCorpus(corpus);
-  log('measuring the limits: SHA-256 pass, then copy with fsync');
-  const limits = { sha256: await sha256Pass(corpus), copyWithFsync: await rawCopyWithFsync(corpus, path.join(workDir, 'raw-copy')) };
+  // One Postgres server for the run, started when a phase first needs it (backends.ts, qido-scale.ts).
+  let postgres: Promise<BenchPostgres> | undefined;
+  const postgresServer = () =>
+    (postgres ??= startPostgres(log).then((server) => {
+      cleanups.push(() => server.close());
+      return server;
+    }));
 
-  // The rendering lines run last, on instances no other line has read (rendered.ts).
-  const plan = await renderPlan(corpus, scenario, settings.reps);
-  const probes = [...readProbes(corpus, scenario), ...renderProbes(plan)];
   const servers: BenchResults['servers'] = {};
+  const backends: NonNullable<BenchResults['backends']> = {};
+  let main: Omit<BenchResults, 'startedAt' | 'machine' | 'servers' | 'orthancConfig'> | undefined;
+  let labels: Record<string, string> = {};
   let profileSummary: string | undefined;
-  for (const name of settings.servers) {
-    const profileDir = name === 'pacs-lite' && settings.profile ? path.join(settings.outDir, `profile-${stamp(startedAt)}`) : undefined;
-    servers[name] = await benchServer(name, settings, workDir, corpus, scenario, probes, profileDir);
-    checkInterrupted();
-    if (profileDir) profileSummary = await summarizeProfile(profileDir, settings.root);
+  if (settings.servers.length || settings.backends.length) {
+    const corpus = await loadCorpus(settings, log);
+    const scenario = scenarioOf(corpus);
+    log(`corpus: ${corpus.instances.length} instances, ${(corpus.bytes / 1e9).toFixed(2)} GB in ${corpus.dir}`);
+    log('reading the corpus once so every phase starts from the same page cache');
+    await warmCorpus(corpus);
+    log('measuring the limits: SHA-256 pass, then copy with fsync');
+    const limits = { sha256: await sha256Pass(corpus), copyWithFsync: await rawCopyWithFsync(corpus, path.join(workDir, 'raw-copy')) };
+
+    // The rendering lines run last, on instances no other line has read (rendered.ts).
+    const plan = await renderPlan(corpus, scenario, settings.reps);
+    const reads = readProbes(corpus, scenario);
+    const probes = [...reads, ...renderProbes(plan)];
+    for (const name of settings.servers) {
+      const profileDir = name === 'pacs-lite' && settings.profile ? path.join(settings.outDir, `profile-${stamp(startedAt)}`) : undefined;
+      servers[name] = await benchServer(name, settings, workDir, corpus, scenario, probes, profileDir);
+      checkInterrupted();
+      if (profileDir) profileSummary = await summarizeProfile(profileDir, settings.root);
+    }
+    // PACS-lite on each storage backend (backends.ts); fs+SQLite is the PACS-lite above when it ran.
+    for (const backend of settings.backends) {
+      const pacsLite = servers['pacs-lite'];
+      backends[backend] =
+        backend === 'fs-sqlite' && pacsLite?.ingest
+          ? fromMainRun(pacsLite, reads)
+          : await benchBackend(backend, { settings, workDir, corpus, probes: reads, postgres: postgresServer, log, running });
+      checkInterrupted();
+    }
+    main = {
+      corpus: { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes },
+      scenario: describeScenario(scenario, plan),
+      limits,
+    };
+    labels = rowLabels(scenario, plan);
+  }
+
+  // QIDO at scale (qido-scale.ts): no corpus, an index synthesised for each dialect.
+  const qidoScale: NonNullable<BenchResults['qidoScale']> = {};
+  if (settings.qidoInstances > 0) {
+    for (const dialect of settings.qidoDialects) {
+      qidoScale[dialect] = await qidoAtScale(dialect, { settings, workDir, postgres: postgresServer, log, running, trySql: settings.qidoTrySql });
+      checkInterrupted();
+    }
   }
 
   const results: BenchResults = {
@@ -77,10 +134,10 @@ async function main(): Promise<number> {
       // Other work on the machine shows in every figure; this says how much there was.
       loadAverageAtStart: loadAtStart,
     },
-    corpus: { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes },
-    scenario: describeScenario(scenario, plan),
-    limits,
+    ...main,
     servers,
+    ...(settings.backends.length ? { backends } : {}),
+    ...(Object.keys(qidoScale).length ? { qidoScale } : {}),
     orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
   };
   await fs.mkdir(settings.outDir, { recursive: true });
@@ -89,18 +146,25 @@ async function main(): Promise<number> {
 
   console.log(`\nPACS-lite benchmark, ${results.startedAt}`);
   console.log(describeRun(results));
-  console.log();
-  const labels = rowLabels(scenario, plan);
-  console.log(renderTable(tableRows(results, labels)));
-  const rendering = describeRendering(results, labels);
-  if (rendering) console.log(`\n${rendering}`);
-  const accessControl = renderAccessControl(servers['pacs-lite'], labels);
-  if (accessControl) console.log(`\n${accessControl}`);
-  console.log(`\n${describeIngestThreads(results)}`);
-  if (profileSummary) console.log(`\n${profileSummary}`);
+  if (settings.servers.length) {
+    console.log();
+    console.log(renderTable(tableRows(results, labels)));
+    const rendering = describeRendering(results, labels);
+    if (rendering) console.log(`\n${rendering}`);
+    const accessControl = renderAccessControl(servers['pacs-lite'], labels);
+    if (accessControl) console.log(`\n${accessControl}`);
+    console.log(`\n${describeIngestThreads(results)}`);
+    if (profileSummary) console.log(`\n${profileSummary}`);
+  }
+  if (results.backends) console.log(`\n${renderBackends(results.backends, labels)}`);
+  if (results.qidoScale) console.log(`\n${renderQidoScale(results.qidoScale)}`);
   console.log(`\nresults: ${jsonFile}`);
-  const failed = Object.entries(servers).filter(([, s]) => failuresOf(s).length > 0);
-  for (const [name, s] of failed) console.log(`${name} failed: ${failuresOf(s).join('; ')}`);
+  const failed = [
+    ...Object.entries(servers).flatMap(([name, s]) => (failuresOf(s).length ? [`${name} failed: ${failuresOf(s).join('; ')}`] : [])),
+    ...Object.values(backends).flatMap((b) => (b.fromMainRun ? [] : backendFailures(b).map((f) => `PACS-lite ${BACKEND_LABELS[b.backend]} failed: ${f}`))),
+    ...Object.values(qidoScale).flatMap((q) => qidoScaleFailures(q).map((f) => `QIDO at scale, ${q.dialect} failed: ${f}`)),
+  ];
+  for (const line of failed) console.log(line);
   return failed.length ? 1 : 0;
 }
 

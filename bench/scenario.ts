@@ -6,7 +6,7 @@ import type { Corpus, CorpusInstance } from './corpus.js';
  * defines as the same query, because Orthanc's DICOMweb plugin 1.7 ignores a comma-separated list and would
  * answer without StudyDescription, doing less work than asked.
  */
-const OHIF_STUDY_LIST: Array<[string, string]> = [
+export const OHIF_STUDY_LIST: Array<[string, string]> = [
   ['limit', '101'],
   ['offset', '0'],
   // viewer/app-config.js sets supportsFuzzyMatching, so OHIF sends true to PACS-lite.

