@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { linguisticLocale } from '../test/helpers/postgres.js';
 import { freePort } from './server-process.js';
 
 const CLOCK_TICKS = Number(execSync('getconf CLK_TCK', { encoding: 'utf8' }).trim()) || 100;
@@ -136,15 +137,4 @@ export async function startPostgres(log: (line: string) => void): Promise<BenchP
       }
     },
   };
-}
-
-/** As the tests: a linguistic default collation where there is one (the index's matching columns are COLLATE "C"). */
-function linguisticLocale(): string {
-  let available: string[] = [];
-  try {
-    available = execSync('locale -a', { encoding: 'utf8' }).split('\n').map((l) => l.trim());
-  } catch {
-    // no `locale`: the byte-order default below
-  }
-  return ['en_US.utf8', 'en_US.UTF-8'].find((l) => available.includes(l)) ?? 'C.UTF-8';
 }

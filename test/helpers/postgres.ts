@@ -129,7 +129,8 @@ async function onServer(serverUrl: string, statement: string): Promise<void> {
   }
 }
 
-function linguisticLocale(): string {
+/** A linguistic default collation where there is one, so that a locale-dependent query shows (the index's matching columns are COLLATE "C"). */
+export function linguisticLocale(): string {
   let available: string[] = [];
   try {
     available = execSync('locale -a', { encoding: 'utf8' }).split('\n').map((l) => l.trim());
