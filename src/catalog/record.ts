@@ -99,6 +99,9 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
       frames: JSON.stringify(record.frames),
       json: JSON.stringify(j),
       createdAt: now,
+      // New bytes (an overwrite allowed by the operator) are whole until a read or a verify pass says otherwise.
+      damage: null,
+      damageFoundAt: null,
     },
   };
 }

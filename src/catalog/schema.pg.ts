@@ -77,9 +77,21 @@ export const instances = pgTable(
     frames: text('frames').notNull(),
     json: text('json').notNull(),
     createdAt: long('created_at').notNull(),
+    damage: text('damage', { enum: ['missing', 'changed'] }),
+    damageFoundAt: long('damage_found_at'),
   },
-  (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid)],
+  (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid), index('instances_damage').on(t.damage)],
 );
+
+export const integrityPasses = pgTable('integrity_passes', {
+  name: text('name').primaryKey(),
+  owner: text('owner'),
+  leaseUntil: long('lease_until').notNull(),
+  startedAt: long('started_at').notNull(),
+  cursor: bytewise('cursor').notNull(),
+  progress: text('progress').notNull(),
+  last: text('last'),
+});
 
 export const apiKeys = pgTable(
   'api_keys',

@@ -70,9 +70,29 @@ export const instances = sqliteTable(
     frames: text('frames').notNull(),
     json: text('json').notNull(),
     createdAt: integer('created_at').notNull(),
+    /** Set when a read or a verify pass found the object missing or its bytes changed; cleared when a pass finds it whole. */
+    damage: text('damage', { enum: ['missing', 'changed'] }),
+    damageFoundAt: integer('damage_found_at'),
   },
-  (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid)],
+  (t) => [index('instances_series').on(t.seriesUid, t.instanceNumber), index('instances_study').on(t.studyUid), index('instances_damage').on(t.damage)],
 );
+
+/**
+ * Scheduled verify passes (src/integrity/): one row per kind of pass. A replica works on a pass only while it holds
+ * the row's lease, so replicas over one index never walk the store twice at once; the cursor lets another resume it.
+ */
+export const integrityPasses = sqliteTable('integrity_passes', {
+  name: text('name').primaryKey(),
+  owner: text('owner'),
+  leaseUntil: integer('lease_until').notNull(),
+  startedAt: integer('started_at').notNull(),
+  /** The last SOP Instance UID checked; '' before the first. */
+  cursor: text('cursor').notNull(),
+  /** JSON counts of the pass under way. */
+  progress: text('progress').notNull(),
+  /** JSON report of the last finished pass. */
+  last: text('last'),
+});
 
 /** API keys (DESIGN decision 8): only the SHA-256 of a key is kept; the key itself is shown once. */
 export const apiKeys = sqliteTable(
