@@ -15,7 +15,7 @@ import { renderedRouter } from './dicomweb/rendered.js';
 import { stowRouter } from './dicomweb/stow.js';
 import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
-import { HttpError } from './errors.js';
+import { BadRequest, HttpError } from './errors.js';
 import { RenderError } from './render/types.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
 
@@ -47,6 +47,14 @@ export function createApp(services: Services) {
       maxAge: 600,
     }),
   );
+
+  // Routes decode their parameters: a path whose escapes do not decode (`%ZZ`, half a UTF-8 character) names nothing.
+  app.use(async (c, next) => {
+    if (!isWellEncoded(new URL(c.req.url).pathname)) {
+      throw new BadRequest('the path is not valid percent-encoding: each % must begin two hex digits that spell UTF-8 (RFC 3986 2.1); send a literal % as %25');
+    }
+    await next();
+  });
 
   app.get('/healthz', async (c) => {
     const checks = await Promise.allSettled([services.catalog.check(), services.store.check()]);
@@ -84,6 +92,15 @@ export function createApp(services: Services) {
   });
 
   return app;
+}
+
+function isWellEncoded(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function asHttpError(err: Error): HttpError | undefined {

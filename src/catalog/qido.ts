@@ -17,6 +17,17 @@ export type QidoQuery = {
 /** A bad query value: the route answers 400 with this message. */
 export class QueryError extends Error {}
 
+/**
+ * Values one list key may carry (a UID list, ModalitiesInStudy). Viewers ask for one study or a handful, and PS3.3
+ * defines a few dozen modalities: 200 is far past both, and keeps a list of wildcard values (two levels of SQL
+ * each) under SQLite's expression depth of 1000, where thousands of values used to fail the query.
+ */
+export const MAX_VALUES_PER_KEY = 200;
+/** Words of one fuzzy person name: five components of a word or two each is ten; each word is one more LIKE. */
+export const MAX_NAME_WORDS = 20;
+/** PS3.5 6.2.1: alphabetic, ideographic and phonetic. */
+const NAME_GROUPS = 3;
+
 type Kind = 'uid' | 'text' | 'folded-text' | 'date' | 'time' | 'pn' | 'int' | 'modalities';
 type Table = 'studies' | 'series' | 'instances';
 /** A matching key: the column (for names, one column per component group) and the rule that answers it. */
@@ -117,7 +128,7 @@ function matchCondition(m: Matchable, key: MatchKey, fuzzy: boolean): SQL | unde
       return sql`EXISTS (SELECT 1 FROM series m WHERE m.study_uid = studies.study_uid AND (${sql.join(any, sql` OR `)}))`;
     }
     case 'pn':
-      return personNameMatch(m, value, fuzzy);
+      return personNameMatch(m, key.keyword, value, fuzzy);
   }
 }
 
@@ -125,6 +136,9 @@ function matchCondition(m: Matchable, key: MatchKey, fuzzy: boolean): SQL | unde
 function listValues(key: MatchKey, value: string): string[] {
   const values = value.split(/[\\,]/).map((v) => v.trim()).filter(Boolean);
   if (values.length === 0) throw new QueryError(`${key.keyword}: "${value}" lists no value`);
+  if (values.length > MAX_VALUES_PER_KEY) {
+    throw new QueryError(`${key.keyword} lists ${values.length} values; at most ${MAX_VALUES_PER_KEY} are matched in one query: split it into several searches`);
+  }
   return values;
 }
 
@@ -176,26 +190,33 @@ function parseTime(v: string): string | undefined {
  * query names with `=`. Fuzzy matching (PS3.18 8.3.4.2): each word of the query begins some name component,
  * in any order.
  */
-function personNameMatch(m: Matchable, value: string, fuzzy: boolean): SQL | undefined {
+function personNameMatch(m: Matchable, keyword: string, value: string, fuzzy: boolean): SQL | undefined {
   const query = foldText(value);
   const groups = m.columns.map((c) => sql.raw(`${m.table}.${c}`));
   if (!query.includes('=')) {
     const name = trimNameComponents(query);
-    return sql`(${sql.join(groups.map((g) => nameGroupMatch(g, name, fuzzy)), sql` OR `)})`;
+    return sql`(${sql.join(groups.map((g) => nameGroupMatch(g, keyword, name, fuzzy)), sql` OR `)})`;
   }
-  const conditions = query.split('=').flatMap((part, i) => {
+  const parts = query.split('=');
+  if (parts.length > NAME_GROUPS) {
+    throw new QueryError(`${keyword} has ${parts.length} component groups; a person name has at most ${NAME_GROUPS} (alphabetic=ideographic=phonetic)`);
+  }
+  const conditions = parts.flatMap((part, i) => {
     const name = trimNameComponents(part);
     if (isUniversal(name)) return [];
     // A group this index does not keep (a referring physician's ideographic name) cannot match.
-    return [groups[i] ? nameGroupMatch(groups[i], name, fuzzy) : sql`1 = 0`];
+    return [groups[i] ? nameGroupMatch(groups[i], keyword, name, fuzzy) : sql`1 = 0`];
   });
   return conditions.length ? sql`(${sql.join(conditions, sql` AND `)})` : undefined;
 }
 
-function nameGroupMatch(col: SQL, name: string, fuzzy: boolean): SQL {
+function nameGroupMatch(col: SQL, keyword: string, name: string, fuzzy: boolean): SQL {
   if (/[*?]/.test(name)) return sql`${col} LIKE ${wildcardToLike(name)} ESCAPE '\\'`;
   const words = name.split(/[\^ ,]+/).filter(Boolean);
   if (!fuzzy || words.length === 0) return sql`${col} = ${name}`;
+  if (words.length > MAX_NAME_WORDS) {
+    throw new QueryError(`${keyword} has ${words.length} words; at most ${MAX_NAME_WORDS} are matched fuzzily in one name: leave out some`);
+  }
   const spaced = sql`(' ' || replace(${col}, '^', ' '))`;
   return sql`(${sql.join(words.map((w) => sql`${spaced} LIKE ${'% ' + escapeLike(w) + '%'} ESCAPE '\\'`), sql` AND `)})`;
 }
