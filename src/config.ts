@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import type { S3Settings } from './storage/s3.js';
@@ -14,6 +15,9 @@ const bytes = z
 /** No viewer token may live longer than this, whatever the configuration says. */
 export const LONGEST_TOKEN_TTL = 7 * 24 * 3600;
 
+/** PACS_ADMIN_KEY opens everything; a guessable one is refused at start. */
+const MIN_ADMIN_KEY_BITS = 128;
+
 const seconds = z.coerce.number().int().min(1).max(LONGEST_TOKEN_TTL);
 
 const signingKey = z
@@ -29,6 +33,8 @@ const schema = z.object({
   PACS_MAX_REQUEST_BYTES: bytes.default(4 * 1024 ** 3),
   PACS_MAX_INSTANCE_BYTES: bytes.default(2 * 1024 ** 3),
   PACS_OVERWRITE_DIFFERENT: bool.default(false),
+  PACS_MIN_FREE_BYTES: bytes.default(512 * 1024 ** 2),
+  PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PACS_ANONYMOUS_READ: bool.default(false),
   PACS_ADMIN_KEY: z
@@ -37,13 +43,22 @@ const schema = z.object({
     .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
     // A credential with a dot is taken for a viewer token (auth/middleware.ts), so such a key could never be used.
     .regex(/^[^.]+$/, 'without a dot, which marks a viewer token')
+    .refine((key) => estimatedKeyBits(key) >= MIN_ADMIN_KEY_BITS, `too easy to guess (under ${MIN_ADMIN_KEY_BITS} bits by its length and variety of characters); make one with \`openssl rand -base64 32\``)
     .optional(),
+  PACS_TRUSTED_PROXIES: z
+    .string()
+    .refine((list) => proxyList(list).every(isAddressOrCidr), 'a comma-separated list of IP addresses and CIDR ranges, such as 127.0.0.1,10.0.0.0/8,::1')
+    .default(''),
+  PACS_AUTH_FAILURES_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  PACS_AUDIT_REFUSED_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(60),
   PACS_VIEWER_URL: z.url().optional(),
   PACS_VIEWER_TOKEN_TTL: seconds.default(3600),
   PACS_VIEWER_TOKEN_MAX_TTL: seconds.default(12 * 3600),
   PACS_VIEWER_SIGNING_KEY: signingKey.optional(),
   PACS_VIEWER_SIGNING_KEY_PREVIOUS: signingKey.optional(),
   PACS_RENDER_MAX_FRAME_BYTES: bytes.default(256 * 1024 ** 2),
+  PACS_RENDER_MEMORY_BYTES: bytes.refine((n) => n >= 16 * 1024 ** 2, 'at least 16MiB').default(512 * 1024 ** 2),
+  PACS_DERIVED_CACHE_BYTES: bytes.default(1024 ** 3),
   PACS_S3_ENDPOINT: z.url().optional(),
   PACS_S3_BUCKET: z
     .string()
@@ -78,14 +93,28 @@ export type Config = Readonly<{
   maxRequestBytes: number;
   maxInstanceBytes: number;
   overwriteDifferent: boolean;
+  /** Uploads are refused (507) before they start while the data folder's disk has less free; 0: never. */
+  minFreeBytes: number;
+  /** Seconds a connection may pass without a byte received or sent before it is closed; a request's whole length is not limited. */
+  idleTimeoutSeconds: number;
   logLevel: string;
   /** Opt-in for a trusted LAN: reads (QIDO, WADO, study summaries) without a credential. */
   anonymousRead: boolean;
   adminKey?: string;
+  /** Addresses (IPs and CIDRs) whose X-Forwarded-* headers are believed; none by default. */
+  trustedProxies: readonly string[];
+  /** Distinct failed credentials one address (or one key prefix) may send a minute before it gets 429. */
+  authFailuresPerMinute: number;
+  /** Refused requests one address may add to the audit trail a minute; the rest are counted in one summary event. */
+  auditRefusedPerMinute: number;
   viewerUrl?: string;
   viewerToken: Readonly<{ defaultTtl: number; maxTtl: number; signingKey?: string; previousSigningKey?: string }>;
   /** Largest decoded frame (rows × columns × samples × bytes a sample) that rendering will decode; larger ones get 413. */
   renderMaxFrameBytes: number;
+  /** Memory the renderings decoding at once may hold together (decoded pixels, 8-bit image); the rest wait their turn. */
+  renderMemoryBytes: number;
+  /** Bytes the derived objects (rendered images, thumbnails) may take in the store; least recently used go first. */
+  derivedCacheBytes: number;
   /** Present when PACS_S3_BUCKET is set: objects go to that bucket instead of `<storageDir>/objects`. */
   s3?: S3Settings;
   /** Present when PACS_DATABASE_URL is set: the index is in that Postgres database instead of `<storageDir>/index.sqlite`. Holds a password. */
@@ -113,9 +142,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxRequestBytes: e.PACS_MAX_REQUEST_BYTES,
     maxInstanceBytes: e.PACS_MAX_INSTANCE_BYTES,
     overwriteDifferent: e.PACS_OVERWRITE_DIFFERENT,
+    minFreeBytes: e.PACS_MIN_FREE_BYTES,
+    idleTimeoutSeconds: e.PACS_IDLE_TIMEOUT,
     logLevel: e.PACS_LOG_LEVEL,
     anonymousRead: e.PACS_ANONYMOUS_READ,
     adminKey: e.PACS_ADMIN_KEY,
+    trustedProxies: Object.freeze(proxyList(e.PACS_TRUSTED_PROXIES)),
+    authFailuresPerMinute: e.PACS_AUTH_FAILURES_PER_MINUTE,
+    auditRefusedPerMinute: e.PACS_AUDIT_REFUSED_PER_MINUTE,
     viewerUrl: e.PACS_VIEWER_URL?.replace(/\/+$/, ''),
     viewerToken: Object.freeze({
       defaultTtl: Math.min(e.PACS_VIEWER_TOKEN_TTL, e.PACS_VIEWER_TOKEN_MAX_TTL),
@@ -124,6 +158,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       previousSigningKey: e.PACS_VIEWER_SIGNING_KEY_PREVIOUS,
     }),
     renderMaxFrameBytes: e.PACS_RENDER_MAX_FRAME_BYTES,
+    renderMemoryBytes: e.PACS_RENDER_MEMORY_BYTES,
+    derivedCacheBytes: e.PACS_DERIVED_CACHE_BYTES,
     s3: e.PACS_S3_BUCKET
       ? Object.freeze({
           endpoint: e.PACS_S3_ENDPOINT?.replace(/\/+$/, ''),
@@ -143,6 +179,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     databaseUrl: e.PACS_DATABASE_URL,
   });
+}
+
+/**
+ * A deliberately simple estimate of a key's randomness: the characters that do not merely continue a run (`aaa`,
+ * `0123`, `fedc`) times the lesser of the bits a character of its classes could carry and the Shannon entropy of
+ * its characters. `aaaa…` and `key-0123456789abcdef` score low; `openssl rand -base64 32` and `-hex 32` about 200.
+ */
+export function estimatedKeyBits(key: string): number {
+  const codes = [...key].map((ch) => ch.codePointAt(0)!);
+  const surprising = codes.filter((code, i) => i === 0 || Math.abs(code - codes[i - 1]!) > 1).length;
+  const classes = [/[a-z]/, /[A-Z]/, /[0-9]/, /[^a-zA-Z0-9]/];
+  const sizes = [26, 26, 10, 33];
+  const alphabet = classes.reduce((sum, re, i) => sum + (re.test(key) ? sizes[i]! : 0), 0);
+  const counts = new Map<string, number>();
+  for (const ch of key) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+  const shannon = [...counts.values()].reduce((h, n) => h - (n / key.length) * Math.log2(n / key.length), 0);
+  return surprising * Math.min(Math.log2(Math.max(alphabet, 1)), shannon);
+}
+
+function proxyList(text: string): string[] {
+  return text.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function isAddressOrCidr(text: string): boolean {
+  const [address = '', bits, extra] = text.split('/');
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
 }
 
 function isPostgresUrl(text: string): boolean {

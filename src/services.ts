@@ -29,7 +29,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
   // Rendering reads frames and bulk data as WADO-RS does; it is handed those reads, as render/ may not import dicomweb/.
   const reads = { frame: (i: StoredInstance, n: number) => onlyFrame(readFrames(store, i, [n])), bulkData: (i: StoredInstance, at: string) => readBulkData(store, i, at) };
-  const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes });
+  const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes, derivedCacheBytes: config.derivedCacheBytes });
   return {
     config,
     store,

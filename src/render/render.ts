@@ -3,8 +3,9 @@ import type { Logger } from 'pino';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { DicomJson } from '../dicom/json.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+import { DerivedCache } from '../storage/derived-cache.js';
 import { renderedKey } from '../storage/keys.js';
-import { ObjectNotFound, type ObjectStore } from '../storage/object-store.js';
+import type { ObjectStore } from '../storage/object-store.js';
 import { closeCodecPool, decodeFrame } from './decode.js';
 import { toDisplay } from './display.js';
 import { DEFAULT_QUALITY, encodeImage } from './encode.js';
@@ -42,23 +43,29 @@ export type InstanceReader = {
 /** One rendering, named before it exists: where it is cached and the ETag it answers with. */
 export type Rendition = { key: string; etag: string; mediaType: string };
 
+/** PACS_DERIVED_CACHE_BYTES's default, for callers without a configuration. */
+export const DEFAULT_DERIVED_CACHE_BYTES = 1024 ** 3;
+
 /** Bumped when the pipeline changes what it draws, so that images cached by an older version are not served. */
-const PIPELINE_VERSION = 1;
+const PIPELINE_VERSION = 2;
 
 /**
  * Rendered images and thumbnails (DESIGN: derived/ cache, else frame → decode → display → encode → cache).
- * The cache is the object store, so every replica shares it; a key names the instance's bytes by checksum,
- * the frame and the options, and is therefore never stale. Only requests in flight are held in the process.
+ * The cache is the object store, so every replica shares it, held to a size budget (storage/derived-cache.ts);
+ * a key names the instance's bytes by checksum, the frame and the options, and is therefore never stale.
  */
 export class Renderer {
   private readonly inFlight = new Map<string, Promise<Buffer>>();
+  private readonly cache: DerivedCache;
 
   constructor(
-    private readonly store: ObjectStore,
+    store: ObjectStore,
     private readonly read: InstanceReader,
     private readonly log: Logger,
-    private readonly limits: { maxFrameBytes?: number } = {},
-  ) {}
+    private readonly limits: { maxFrameBytes?: number; memoryBytes?: number; derivedCacheBytes?: number } = {},
+  ) {
+    this.cache = new DerivedCache(store, limits.derivedCacheBytes ?? DEFAULT_DERIVED_CACHE_BYTES, log);
+  }
 
   /** The cache key and ETag of a rendering; cheap, so a 304 costs no read at all. */
   identify(instance: StoredInstance, frame: number, options: RenderOptions): Rendition {
@@ -76,7 +83,7 @@ export class Renderer {
     const rendition = this.identify(instance, frame, options);
     const running = this.inFlight.get(rendition.key);
     if (running) return { bytes: await running, cached: false, rendition };
-    const cached = await this.cached(rendition.key);
+    const cached = await this.cache.get(rendition.key);
     if (cached) return { bytes: cached, cached: true, rendition };
     // Another request may have started it while the cache was read.
     const started = this.inFlight.get(rendition.key);
@@ -87,7 +94,7 @@ export class Renderer {
     // Held until it is cached too, so that a request arriving meanwhile neither renders again nor misses the cache.
     making
       .then(
-        (bytes) => this.store.put(rendition.key, bytes, rendition.mediaType).catch((err: unknown) => this.log.warn({ err, objectKey: rendition.key }, 'rendered image not cached')),
+        (bytes) => this.cache.put(rendition.key, bytes, rendition.mediaType).catch((err: unknown) => this.log.warn({ err, objectKey: rendition.key }, 'rendered image not cached')),
         () => undefined,
       )
       .finally(() => this.inFlight.delete(rendition.key));
@@ -116,18 +123,6 @@ export class Renderer {
       viewport: options.viewport && { width: options.viewport.width, height: options.viewport.height },
     });
   }
-
-  private async cached(key: string): Promise<Buffer | undefined> {
-    try {
-      const chunks: Buffer[] = [];
-      for await (const chunk of await this.store.get(key)) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
-    } catch (err) {
-      // A store that cannot be read is a miss: the image is rendered again rather than refused.
-      if (!(err instanceof ObjectNotFound)) this.log.warn({ err, objectKey: key }, 'derived object could not be read; rendering again');
-      return undefined;
-    }
-  }
 }
 
 /** The same request in one form only, so that equal requests share one cached image. */
@@ -138,8 +133,19 @@ function normalise(o: RenderOptions): RenderOptions {
     format: o.format,
     quality: lossy ? (o.quality ?? DEFAULT_QUALITY) : undefined,
     viewport: o.viewport && { width: o.viewport.width, height: o.viewport.height, region: region && { x: region.x, y: region.y, width: region.width, height: region.height } },
-    window: o.window && { center: o.window.center, width: o.window.width, fn: o.window.fn },
+    window: o.window && rounded(o.window),
   };
+}
+
+/**
+ * A window's centre and width on a grid of a power of two no coarser than width / 256: moving either by half a
+ * step moves no output level by more than half a grey level, so requests that differ by less share one image
+ * (and one cache entry). Whole numbers stay as they are for widths from 256 up.
+ */
+function rounded(w: WindowRequest): WindowRequest {
+  if (!(w.width > 0) || !Number.isFinite(w.center)) return w;
+  const step = 2 ** Math.floor(Math.log2(w.width / 256));
+  return { center: Math.round(w.center / step) * step, width: Math.round(w.width / step) * step, fn: w.fn };
 }
 
 /** Stored JSON names bulk data by URI (relative or absolute); readBulkData wants the path after `/bulkdata/`. */
