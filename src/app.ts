@@ -4,6 +4,7 @@ import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
 import { studiesApi } from './api/studies.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess } from './auth/middleware.js';
+import { TrustedProxies } from './auth/proxies.js';
 import { CatalogUnavailable } from './catalog/catalog.js';
 import { QueryError } from './catalog/qido.js';
 import type { Env, Services } from './context.js';
@@ -13,6 +14,7 @@ import { deleteRouter } from './dicomweb/delete.js';
 import { qidoRouter } from './dicomweb/qido.js';
 import { renderedRouter } from './dicomweb/rendered.js';
 import { stowRouter } from './dicomweb/stow.js';
+import { requestBase } from './dicomweb/urls.js';
 import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
 import { BadRequest, HttpError } from './errors.js';
@@ -37,10 +39,22 @@ export function createApp(services: Services) {
     );
   });
 
-  // Every response, errors included, carries CORS headers (DESIGN decision 5).
+  // Who is asking and where they reached us; X-Forwarded-* are believed from trusted proxies only (issue 10).
+  const proxies = new TrustedProxies(config.trustedProxies);
+  app.use(async (c, next) => {
+    c.set('client', proxies.clientAddress(c.env?.incoming?.socket?.remoteAddress, c.req.header('x-forwarded-for')));
+    c.set('requestBase', requestBase(c, proxies));
+    c.set('publicBase', config.publicUrl ?? c.var.requestBase);
+    await next();
+    // A browser takes what we send for what it says it is, and saves a DICOM file rather than showing it (issue 10).
+    c.header('X-Content-Type-Options', 'nosniff');
+    if (isDicomDownload(c.res.headers.get('content-type')) && !c.res.headers.has('content-disposition')) c.header('Content-Disposition', 'attachment');
+  });
+
+  // Every response, errors included, carries CORS headers (DESIGN decision 5), for the origins auth/origins.ts allows.
   app.use(
     cors({
-      origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
+      origin: (origin, c) => services.auth.origins.allowOrigin(origin, c),
       allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id'],
       allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
       exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning', 'WWW-Authenticate'],
@@ -101,6 +115,12 @@ function isWellEncoded(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** A DICOM file as WADO-RS or WADO-URI sends it: application/dicom, alone or as the parts of multipart/related. */
+function isDicomDownload(contentType: string | null): boolean {
+  if (!contentType) return false;
+  return /^application\/dicom\s*(;|$)/i.test(contentType) || (/^multipart\/related\s*;/i.test(contentType) && /;\s*type="?application\/dicom"?\s*(;|$)/i.test(contentType));
 }
 
 function asHttpError(err: Error): HttpError | undefined {

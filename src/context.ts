@@ -29,6 +29,12 @@ export type Env = {
   Variables: {
     log: Logger;
     requestId: string;
+    /** The client's address, as the socket says or, behind a trusted proxy, X-Forwarded-For (auth/proxies.ts). */
+    client: { address: string; via?: string };
+    /** The server's base URL as this request reached it, each part checked (dicomweb/urls.ts `requestBase`). */
+    requestBase: string;
+    /** PACS_PUBLIC_URL, else `requestBase`: what URLs handed out begin with. */
+    publicBase: string;
     /** Who is asking; unset when nobody said and anonymous reads are off. */
     principal?: Principal;
     /** How a refused credential is named in the audit trail and the log, e.g. `rejected:token:<jti>`. */

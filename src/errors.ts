@@ -1,7 +1,7 @@
 /** Errors that reach HTTP; app.onError maps them to `{ error, detail }` with their status. */
 export class HttpError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 406 | 409 | 413 | 415 | 416 | 422 | 500 | 501 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 406 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 501 | 503,
     readonly code: string,
     detail: string,
     readonly headers: Record<string, string> = {},

@@ -3,6 +3,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuditLog } from './auth/audit.js';
+import { AuthFailures } from './auth/auth-failures.js';
+import { Origins } from './auth/origins.js';
 import { SigningKeys } from './auth/signing-keys.js';
 import { CLOCK_TOLERANCE_SECONDS, ViewerTokens } from './auth/viewer-tokens.js';
 import type { StoredInstance } from './catalog/catalog.js';
@@ -24,8 +26,15 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const catalog = await openCatalog(config, log);
   const records = catalog.access();
   const signingKeys = await openSigningKeys(config);
-  const audit = new AuditLog(records, log);
-  const auth = { keys: new ApiKeys(records), tokens: new ViewerTokens(signingKeys, records, config.viewerToken), audit, anonymousRead: config.anonymousRead };
+  const audit = new AuditLog(records, log, config.auditRefusedPerMinute);
+  const auth = {
+    keys: new ApiKeys(records),
+    tokens: new ViewerTokens(signingKeys, records, config.viewerToken, config.publicUrl),
+    audit,
+    anonymousRead: config.anonymousRead,
+    failures: new AuthFailures(config.authFailuresPerMinute),
+    origins: new Origins(config.corsOrigins),
+  };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
   // Rendering reads frames and bulk data as WADO-RS does; it is handed those reads, as render/ may not import dicomweb/.
   const reads = { frame: (i: StoredInstance, n: number) => onlyFrame(readFrames(store, i, [n])), bulkData: (i: StoredInstance, at: string) => readBulkData(store, i, at) };

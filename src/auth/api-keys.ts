@@ -4,6 +4,7 @@ import type { Principal, Role } from './principal.js';
 import type { AccessRecords, ApiKeyRecord } from './records.js';
 
 const KEY_PREFIX = 'pacs_';
+const NOT_VALID = 'the API key is not known to this server, or was revoked or has expired; ask the administrator for a valid one';
 
 /** Keys are 192 random bits, so a plain SHA-256 is enough to keep them: there is nothing to guess. */
 export function hashKey(key: string): string {
@@ -42,12 +43,14 @@ export class ApiKeys {
     return this.records.revokeKey(id, Date.now());
   }
 
-  /** The principal a presented key stands for, or a 401 that says why not. */
+  /**
+   * The principal a presented key stands for, or a 401. Unknown, revoked and expired keys are refused in the same
+   * words, so that a guess learns nothing; the audit trail names the key when there is one (`key:<id>`).
+   */
   async authenticate(key: string): Promise<Principal> {
     const record = await this.records.keyByHash(hashKey(key));
-    if (!record) throw new Unauthorized('the API key is not known to this server', true);
-    if (record.revokedAt !== null) throw new Unauthorized(`API key ${record.id} was revoked`, true, `key:${record.id}`);
-    if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw new Unauthorized(`API key ${record.id} expired on ${new Date(record.expiresAt).toISOString()}`, true, `key:${record.id}`);
+    if (!record) throw new Unauthorized(NOT_VALID, true);
+    if (record.revokedAt !== null || (record.expiresAt !== null && record.expiresAt <= Date.now())) throw new Unauthorized(NOT_VALID, true, `key:${record.id}`);
     return { kind: 'key', id: record.id, name: record.name, role: record.role };
   }
 

@@ -4,32 +4,64 @@ import type { Env } from '../context.js';
 import { Forbidden, NotFound, Unauthorized } from '../errors.js';
 import type { ApiKeys } from './api-keys.js';
 import type { AuditLog } from './audit.js';
+import type { AuthFailures, LimitReached } from './auth-failures.js';
+import type { Origins } from './origins.js';
+import type { AuditEvent } from './records.js';
 import { credentialLabel, permits, studyScope, type Permission, type Principal } from './principal.js';
 import type { ViewerTokens } from './viewer-tokens.js';
 
-export type Auth = { keys: ApiKeys; tokens: ViewerTokens; audit: AuditLog; anonymousRead: boolean };
+export type Auth = { keys: ApiKeys; tokens: ViewerTokens; audit: AuditLog; anonymousRead: boolean; failures: AuthFailures; origins: Origins };
 
 /**
  * Finds who is asking and sets `principal`; a credential that is given must be good, even on a route
- * anonymous readers could use. Without one, the caller is anonymous only where the operator allowed it.
+ * anonymous readers could use. Without one, the caller is anonymous only where the operator allowed it,
+ * and never for a page of another origin that PACS_CORS_ORIGINS does not name.
  */
 export function authenticate(auth: Auth): MiddlewareHandler<Env> {
   return async (c, next) => {
-    const credential = credentialOf(c);
-    if (credential !== undefined) {
-      // A JWS has three dot-separated parts; our API keys have no dot.
-      const isToken = credential.includes('.');
-      try {
-        c.set('principal', isToken ? await auth.tokens.verify(credential) : await auth.keys.authenticate(credential));
-      } catch (e) {
-        if (e instanceof Unauthorized) c.set('rejectedCredential', `rejected:${e.credential ?? (isToken ? claimedToken(credential) : 'key')}`);
-        throw e;
-      }
+    const given = credentialOf(c);
+    if (given !== undefined) {
+      c.set('principal', await verified(c, auth, given));
     } else if (auth.anonymousRead) {
+      const foreign = auth.origins.unlistedForeign(c);
+      if (foreign !== undefined) {
+        throw new Unauthorized(`reads without a credential are not granted to ${foreign}: send a credential, or have the administrator list that origin in PACS_CORS_ORIGINS`, false);
+      }
       c.set('principal', { kind: 'anonymous' });
     }
     await next();
   };
+}
+
+/** The principal a credential stands for; a refusal is counted against the address and, for keys, the key's prefix. */
+async function verified(c: Context<Env>, auth: Auth, { credential, inUrl }: GivenCredential): Promise<Principal> {
+  // A JWS has three dot-separated parts; our API keys have no dot.
+  const isToken = credential.includes('.');
+  const address = c.var.client.address;
+  auth.failures.check(address, credential);
+  let principal: Principal;
+  try {
+    principal = isToken ? await auth.tokens.verify(credential) : await auth.keys.authenticate(credential);
+  } catch (e) {
+    if (e instanceof Unauthorized) {
+      c.set('rejectedCredential', `rejected:${e.credential ?? (isToken ? claimedToken(credential) : 'key')}`);
+      for (const reached of auth.failures.fail(address, credential)) auditLimit(c, auth.audit, reached);
+    }
+    throw e;
+  }
+  // A URL is kept in browser history, proxy logs and referrers: only what reads may travel in one.
+  if (inUrl && principal.kind === 'key' && principal.role !== 'read') {
+    c.set('rejectedCredential', `rejected:${credentialLabel(principal)}`);
+    throw new Unauthorized(`an API key of the role "${principal.role}" is not taken as ?token=, where URLs are logged and kept; send it as "Authorization: Bearer <key>"`, true);
+  }
+  return principal;
+}
+
+/** The limit being reached is audited once a window, under the address it was reached from. */
+function auditLimit(c: Context<Env>, audit: AuditLog, reached: LimitReached): void {
+  const credential = reached.by === 'address' ? 'rate-limited:address' : `rate-limited:key-prefix:${reached.prefix}`;
+  c.var.log.warn({ limit: reached.by, address: c.var.client.address, prefix: reached.by === 'key-prefix' ? reached.prefix : undefined }, 'failed credentials reached their limit: further ones are 429 for the rest of the minute');
+  audit.record({ ...eventOf(c), credential, query: null, status: 429 });
 }
 
 /** A route's permission: 401 when the caller has not said who they are, 403 when they may not. */
@@ -62,27 +94,34 @@ export function auditTrail(audit: AuditLog): MiddlewareHandler<Env> {
   return async (c, next) => {
     await next();
     if (c.req.method === 'OPTIONS' || !AUDITED.test(c.req.path)) return;
-    const { studyUid, seriesUid, sopUid } = uidsNamedBy(c);
-    const params = new URL(c.req.url).searchParams;
-    params.delete('token');
-    const event = {
-      at: Date.now(),
-      credential: callerOf(c),
-      ip: clientAddress(c),
-      method: c.req.method,
-      path: c.req.path,
-      query: params.size > 0 ? params.toString() : null,
-      studyUid: studyUid ?? null,
-      seriesUid: seriesUid ?? null,
-      sopUid: sopUid ?? null,
-      status: c.res.status,
-      requestId: c.var.requestId,
-    };
+    const event = eventOf(c);
     // One event per study touched, so that filtering the trail by study finds them all.
     const scope = studyScope(c.var.principal);
-    const studies = studyUid === undefined ? (c.var.auditStudyUids ?? (scope ? [scope] : [])) : [];
+    const studies = event.studyUid === null ? (c.var.auditStudyUids ?? (scope ? [scope] : [])) : [];
     if (studies.length === 0) audit.record(event);
     for (const study of studies) audit.record({ ...event, studyUid: study });
+  };
+}
+
+/** The audit event of a request as answered so far; AuditLog keeps long fields short. */
+function eventOf(c: Context<Env>): AuditEvent {
+  const { studyUid, seriesUid, sopUid } = uidsNamedBy(c);
+  const params = new URL(c.req.url).searchParams;
+  // Whatever its casing, a token parameter is a secret; `?TOKEN=` is no credential here, but it may be one elsewhere.
+  for (const name of [...params.keys()]) if (SECRET_PARAMETER.test(name)) params.delete(name);
+  const { address, via } = c.var.client;
+  return {
+    at: Date.now(),
+    credential: callerOf(c),
+    ip: via ? `${address} via ${via}` : address,
+    method: c.req.method,
+    path: c.req.path,
+    query: params.size > 0 ? params.toString() : null,
+    studyUid: studyUid ?? null,
+    seriesUid: seriesUid ?? null,
+    sopUid: sopUid ?? null,
+    status: c.res.status,
+    requestId: c.var.requestId,
   };
 }
 
@@ -111,6 +150,7 @@ function claimedToken(token: string): string {
   }
 }
 
+const SECRET_PARAMETER = /^(token|access_token|api_?key)$/i;
 const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$)/;
 const WADO_URI = /^\/wado\/?$/;
 const UIDS_IN_PATH = /^\/(?:dicom-web|api\/v1)\/studies\/([^/]+)(?:\/series\/([^/]+))?(?:\/instances\/([^/]+))?/;
@@ -133,16 +173,18 @@ function demand(principal: Principal | undefined, permission: Permission): void 
   throw new Forbidden(`API key ${principal.id} has the role "${principal.role}", which may not ${DOES[permission]}`);
 }
 
+type GivenCredential = { credential: string; inUrl: boolean };
+
 /** Bearer, Basic with the key as password (for tools that only speak Basic), or ?token= on reads. */
-function credentialOf(c: Context<Env>): string | undefined {
+function credentialOf(c: Context<Env>): GivenCredential | undefined {
   const header = c.req.header('authorization');
   if (header !== undefined) {
     const [, scheme = '', value = ''] = /^\s*(\S+)\s*(.*?)\s*$/.exec(header) ?? [];
-    if (/^bearer$/i.test(scheme) && value) return value;
+    if (/^bearer$/i.test(scheme) && value) return { credential: value, inUrl: false };
     if (/^basic$/i.test(scheme) && value) {
       const decoded = Buffer.from(value, 'base64').toString('utf8');
       const password = decoded.slice(decoded.indexOf(':') + 1);
-      if (password) return password;
+      if (password) return { credential: password, inUrl: false };
     }
     throw new Unauthorized('the Authorization header must be "Bearer <key or token>" or "Basic" with the API key as the password', true);
   }
@@ -150,14 +192,8 @@ function credentialOf(c: Context<Env>): string | undefined {
     const token = c.req.query('token');
     if (token !== undefined) {
       if (!token) throw new Unauthorized('the token parameter is empty', true);
-      return token;
+      return { credential: token, inUrl: true };
     }
   }
   return undefined;
-}
-
-function clientAddress(c: Context<Env>): string | null {
-  const socket = c.env?.incoming?.socket?.remoteAddress ?? null;
-  const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
-  return forwarded ? `${forwarded} via ${socket}` : socket;
 }

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { SignJWT, errors, jwtVerify, type JWTHeaderParameters } from 'jose';
 import { LONGEST_TOKEN_TTL } from '../config.js';
 import { isValidUid } from '../dicom/uid.js';
@@ -10,8 +10,6 @@ import type { SigningKeys } from './signing-keys.js';
 /** The one algorithm tokens are signed with, and so the only one accepted. */
 const ALGORITHM = 'HS256';
 const TOKEN_TYPE = 'pacs-viewer+jwt';
-const ISSUER = 'pacs-lite';
-const AUDIENCE = 'pacs-lite/dicom-web';
 const SCOPE = 'study:read';
 /** Replicas' clocks may differ a little; a token's life is never stretched by more. */
 export const CLOCK_TOLERANCE_SECONDS = 5;
@@ -33,6 +31,8 @@ export class ViewerTokens {
     private readonly keys: SigningKeys,
     private readonly records: AccessRecords,
     readonly lifetime: { defaultTtl: number; maxTtl: number },
+    /** PACS_PUBLIC_URL: when set, it names the installation in every token's iss and aud. */
+    private readonly publicUrl?: string,
   ) {}
 
   private readonly verified = new Map<string, VerifiedClaims>();
@@ -41,10 +41,11 @@ export class ViewerTokens {
     const key = await this.keys.signing();
     const jti = randomUUID();
     const now = Math.floor(Date.now() / 1000);
+    const { iss, aud } = tokenParties(key.secret, this.publicUrl);
     const token = await new SignJWT({ scope: SCOPE })
       .setProtectedHeader({ alg: ALGORITHM, typ: TOKEN_TYPE, kid: key.kid })
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
+      .setIssuer(iss)
+      .setAudience(aud)
       .setSubject(studyUid)
       .setJti(jti)
       .setIssuedAt(now)
@@ -77,22 +78,25 @@ export class ViewerTokens {
   private async verifiedClaims(token: string): Promise<VerifiedClaims> {
     const known = this.verified.get(token);
     if (known) return known;
-    let payload, protectedHeader;
+    let payload, protectedHeader, key;
     try {
-      ({ payload, protectedHeader } = await jwtVerify(token, (header: JWTHeaderParameters) => this.keyFor(header), {
+      ({ payload, protectedHeader, key } = await jwtVerify(token, (header: JWTHeaderParameters) => this.keyFor(header), {
         algorithms: [ALGORITHM],
         typ: TOKEN_TYPE,
-        issuer: ISSUER,
-        audience: AUDIENCE,
         clockTolerance: CLOCK_TOLERANCE_SECONDS,
         requiredClaims: ['exp', 'iat', 'jti', 'sub'],
       }));
     } catch (e) {
       throw invalid(reasonOf(e));
     }
+    const { iss, aud } = tokenParties(key as Uint8Array, this.publicUrl);
+    if (payload.iss !== iss || payload.aud !== aud) throw invalid('the token was issued for another installation: its iss and aud claims do not name this server', payload.jti);
     const studyUid = payload.sub!;
     if (payload.scope !== SCOPE || !isValidUid(studyUid)) throw invalid('the token does not grant read access to a study');
     if (payload.iat! > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) throw invalid('the token claims to be issued in the future');
+    // Signed here, yet asking for more life than this server grants: a token is never trusted beyond the configured maximum.
+    const life = payload.exp! - payload.iat!;
+    if (life > this.lifetime.maxTtl + CLOCK_TOLERANCE_SECONDS) throw invalid(`the token claims a life of ${life} s, longer than the ${this.lifetime.maxTtl} s this server grants`, payload.jti);
     const claims = { jti: payload.jti!, studyUid, iat: payload.iat!, exp: payload.exp!, kid: protectedHeader.kid! };
     if (this.verified.size >= VERIFIED_TOKENS_KEPT) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(token, claims);
@@ -114,6 +118,18 @@ export class ViewerTokens {
     if (!key) throw new UnknownKey();
     return key.secret;
   }
+}
+
+/**
+ * A token's iss and aud name the installation, so that two installations sharing a signing key by mistake refuse
+ * each other's links: from PACS_PUBLIC_URL when set (the same on every replica), else from the key that signed,
+ * which replicas share by configuration and which differs between installations unless configured alike.
+ */
+export function tokenParties(secret: Uint8Array, publicUrl: string | undefined): { iss: string; aud: string } {
+  const id = publicUrl
+    ? createHash('sha256').update(`pacs-lite installation\0${publicUrl}`).digest('base64url').slice(0, 22)
+    : createHmac('sha256', secret).update('pacs-lite installation').digest('base64url').slice(0, 22);
+  return { iss: `pacs-lite:${id}`, aud: `pacs-lite:${id}/dicom-web` };
 }
 
 class UnknownKey extends Error {}

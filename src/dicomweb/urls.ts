@@ -1,19 +1,37 @@
 import type { Context } from 'hono';
+import type { TrustedProxies } from '../auth/proxies.js';
+import type { Env } from '../context.js';
 
 /**
- * The DICOMweb root as clients reach it (DESIGN decision 5): the configured public URL, else the
- * request's own origin as corrected by a reverse proxy's X-Forwarded-* headers.
+ * The DICOMweb root as clients reach it (DESIGN decision 5): the configured public URL, else the request's own
+ * origin (`publicBase`, set for every request by app.ts from `requestBase`).
  */
-export function dicomwebRoot(c: Context, publicUrl: string | undefined): string {
-  if (publicUrl) return `${publicUrl}/dicom-web`;
+export function dicomwebRoot(c: Context<Env>, publicUrl: string | undefined): string {
+  return `${publicUrl ?? c.var.publicBase}/dicom-web`;
+}
+
+/**
+ * The request's own base URL: Host, as corrected by X-Forwarded-Proto/Host/Prefix only when the peer is a trusted
+ * proxy. Every part is checked before it goes into a URL we hand out; a part that fails is not used.
+ */
+export function requestBase(c: Context<Env>, proxies: TrustedProxies): string {
+  const socket = c.env?.incoming?.socket;
+  const trusted = proxies.trusts(socket?.remoteAddress);
+  const forwarded = (name: string) => (trusted ? c.req.header(name)?.split(',')[0]?.trim() : undefined);
   const url = new URL(c.req.url);
-  const proto = c.req.header('x-forwarded-proto')?.split(',')[0]?.trim() || url.protocol.replace(':', '');
-  const host = c.req.header('x-forwarded-host')?.split(',')[0]?.trim() || c.req.header('host') || url.host;
-  const prefix = (c.req.header('x-forwarded-prefix') ?? '').replace(/\/+$/, '');
-  return `${proto}://${host}${prefix}/dicom-web`;
+  const proto = [forwarded('x-forwarded-proto')?.toLowerCase(), url.protocol.slice(0, -1)].find((p) => p === 'http' || p === 'https') ?? 'http';
+  const local = socket?.localAddress?.includes(':') ? `[${socket.localAddress}]` : socket?.localAddress;
+  const host = [forwarded('x-forwarded-host'), c.req.header('host'), url.host, local && `${local}:${socket!.localPort}`].find((h) => !!h && HOST.test(h)) ?? 'localhost';
+  const prefix = forwarded('x-forwarded-prefix')?.replace(/\/+$/, '') ?? '';
+  return `${proto}://${host}${PREFIX.test(prefix) ? prefix : ''}`;
 }
 
 /** Stored JSON keeps BulkDataURIs relative to the root so that one copy serves every public URL. */
 export function absolutizeBulkData(json: string, root: string): string {
   return json.replaceAll('"BulkDataURI":"', `"BulkDataURI":"${root}/`);
 }
+
+/** A DNS name or an IPv4 address, or an IPv6 address in brackets, with an optional port (RFC 3986 3.2.2). */
+const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+/** Path segments of unreserved characters and escapes: nothing that could end the URL's path or start another. */
+const PREFIX = /^(?:\/(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})+)*$/;

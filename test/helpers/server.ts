@@ -22,7 +22,7 @@ export type RunningServer = {
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
 /** Every test server starts with this admin key (PACS_ADMIN_KEY), unless a test sets its own. */
-export const TEST_ADMIN_KEY = 'test-admin-key-0123456789abcdef';
+export const TEST_ADMIN_KEY = 'Kx7mQ2vR9pL4tW8zN3cF6hJ1bY5dG0sA+u/EeZiTnoM=';
 export const AS_ADMIN = { Authorization: `Bearer ${TEST_ADMIN_KEY}` };
 
 /** fetch as the clinic's administrator, unless the request carries its own Authorization. */

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentialLabel, permits, studyScope, type Permission, type Principal } from '../../src/auth/principal.js';
 import type { AccessRecords } from '../../src/auth/records.js';
 import { SigningKeys } from '../../src/auth/signing-keys.js';
-import { ViewerTokens } from '../../src/auth/viewer-tokens.js';
+import { ViewerTokens, tokenParties } from '../../src/auth/viewer-tokens.js';
 import { SqliteCatalog } from '../../src/catalog/sqlite.js';
 import { newUid } from '../../src/dicom/write.js';
 import { Unauthorized } from '../../src/errors.js';
@@ -56,7 +56,7 @@ async function refusal(tokens: ViewerTokens, token: string): Promise<string> {
 /** A token as ViewerTokens makes them, signed with `key`, but for what `claims` change. */
 async function craft(key: { kid: string; secret: Uint8Array }, studyUid: string, claims: Record<string, unknown> = {}): Promise<string> {
   const now = nowSeconds();
-  return new SignJWT({ scope: 'study:read', iss: 'pacs-lite', aud: 'pacs-lite/dicom-web', sub: studyUid, jti: randomUUID(), iat: now, exp: now + 600, ...claims })
+  return new SignJWT({ scope: 'study:read', ...tokenParties(key.secret, undefined), sub: studyUid, jti: randomUUID(), iat: now, exp: now + 600, ...claims })
     .setProtectedHeader({ alg: 'HS256', typ: 'pacs-viewer+jwt', kid: key.kid })
     .sign(key.secret);
 }
@@ -112,7 +112,7 @@ describe('ViewerTokens', () => {
     const issued = await tokens.issue(study);
     expect(decodeProtectedHeader(issued.token)).toEqual({ alg: 'HS256', typ: 'pacs-viewer+jwt', kid: (await keys.signing()).kid });
     const claims = decodeJwt(issued.token);
-    expect(claims).toEqual({ scope: 'study:read', iss: 'pacs-lite', aud: 'pacs-lite/dicom-web', sub: study, jti: issued.jti, iat: expect.any(Number), exp: expect.any(Number) });
+    expect(claims).toEqual({ scope: 'study:read', iss: expect.stringMatching(/^pacs-lite:[\w-]{22}$/), aud: `${claims.iss}/dicom-web`, sub: study, jti: issued.jti, iat: expect.any(Number), exp: expect.any(Number) });
     expect(claims.iat).toBeGreaterThanOrEqual(before);
     expect(claims.exp! - claims.iat!).toBe(LIFETIME.defaultTtl);
     expect(issued).toMatchObject({ studyUid: study, expiresIn: LIFETIME.defaultTtl, expiresAt: new Date(claims.exp! * 1000) });
@@ -148,6 +148,34 @@ describe('ViewerTokens', () => {
     const altered = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), exp: nowSeconds() + 10 ** 8 })).toString('base64url');
     expect(await refusal(tokens, `${header}.${altered}.${signature}`)).toMatch(/signature does not verify/);
     expect(await refusal(tokens, await craft(await keys.signing(), study, { padding: 'x'.repeat(2048) }))).toMatch(/characters long/);
+  });
+
+  it('refuses a token of its own signature whose life exceeds the configured maximum: issued 30 days ago, or expiring in 10 years', async () => {
+    const key = await keys.signing();
+    const now = nowSeconds();
+    expect(await refusal(tokens, await craft(key, newUid(), { iat: now - 30 * 86_400, exp: now + 600 }))).toMatch(/claims a life of \d+ s, longer than the 7200 s this server grants/);
+    expect(await refusal(tokens, await craft(key, newUid(), { iat: now, exp: now + 10 * 365 * 86_400 }))).toMatch(/longer than the 7200 s/);
+    // The control: the longest life it grants, and the 5 s of tolerance.
+    expect((await tokens.verify(await craft(key, newUid(), { iat: now - 100, exp: now - 100 + LIFETIME.maxTtl + 5 }))).kind).toBe('viewer-token');
+  });
+
+  it('refuses a token whose iss and aud are the ones every installation used to share', async () => {
+    const token = await craft(await keys.signing(), newUid(), { iss: 'pacs-lite', aud: 'pacs-lite/dicom-web' });
+    expect(await refusal(tokens, token)).toMatch(/issued for another installation/);
+  });
+
+  it('names its installation in iss and aud: by PACS_PUBLIC_URL when set, else by its key', async () => {
+    const shared = SigningKeys.configured(randomBytes(32).toString('base64'), undefined);
+    const clinicA = new ViewerTokens(shared, records, LIFETIME, 'https://pacs.clinic-a.example');
+    const clinicB = new ViewerTokens(shared, records, LIFETIME, 'https://pacs.clinic-b.example');
+    const replicaOfA = new ViewerTokens(SigningKeys.configured(Buffer.from((await shared.signing()).secret).toString('base64'), undefined), records, LIFETIME, 'https://pacs.clinic-a.example');
+    const issued = await clinicA.issue(newUid());
+    // Two clinics that share a signing key by mistake do not open each other's links; replicas of one do.
+    expect(await refusal(clinicB, issued.token)).toMatch(/issued for another installation/);
+    expect((await replicaOfA.verify(issued.token)).jti).toBe(issued.jti);
+    // Without a public URL the installation is its key: any other key's claims differ even where a signature would not.
+    expect(tokenParties((await shared.signing()).secret, undefined)).not.toEqual(tokenParties(randomBytes(32), undefined));
+    expect(await refusal(new ViewerTokens(shared, records, LIFETIME), issued.token)).toMatch(/issued for another installation/);
   });
 
   it('revokes one token by its jti; the study\'s other tokens still verify', async () => {
