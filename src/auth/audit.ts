@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { RateWindows, type Window } from './rate-windows.js';
+import { RateWindows, countedAddress, type Window } from './rate-windows.js';
 import type { AccessRecords, AuditEvent, AuditFilter } from './records.js';
 
 /** A write per request would cost a commit each; events are written together, a few times a second. */
@@ -35,7 +35,8 @@ export class AuditLog {
 
   record(event: AuditEvent): void {
     const refused = event.credential === 'none' || event.credential.startsWith('rejected:');
-    if (refused && this.refused.add(event.ip ?? 'unknown').count > this.refusedPerMinute) return;
+    // Counted by the client's address, not by the proxy it came through (`<client> via <proxy>`).
+    if (refused && this.refused.add(countedAddress(event.ip?.split(' via ')[0] ?? 'unknown')).count > this.refusedPerMinute) return;
     this.enqueue(compact(event, refused ? REFUSED_FIELD_CHARS : FIELD_CHARS));
   }
 

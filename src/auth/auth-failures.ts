@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { HttpError } from '../errors.js';
-import { RateWindows, type Window } from './rate-windows.js';
+import { RateWindows, countedAddress, type Window } from './rate-windows.js';
 
 const WINDOW_MS = 60_000;
 
@@ -26,7 +26,8 @@ export class AuthFailures {
   constructor(private readonly limit: number) {}
 
   /** Throws 429 when the address or the credential's key prefix is over its limit this minute. */
-  check(address: string, credential: string): void {
+  check(client: string, credential: string): void {
+    const address = countedAddress(client);
     const now = Date.now();
     const prefix = keyPrefix(credential);
     const limits: Array<[Window | undefined, string]> = [
@@ -41,7 +42,8 @@ export class AuthFailures {
   }
 
   /** Counts a refused credential; names what reached its limit with it, once a window. */
-  fail(address: string, credential: string): LimitReached[] {
+  fail(client: string, credential: string): LimitReached[] {
+    const address = countedAddress(client);
     // Counted by a digest: the guesses themselves are not kept.
     const digest = createHash('sha256').update(credential).digest('base64url').slice(0, 22);
     const reached: LimitReached[] = [];

@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+
 /** One key's count in the current window; `distinct` holds what was counted when only distinct items count. */
 export type Window = { start: number; count: number; distinct?: Set<string>; flagged: boolean };
 
@@ -56,4 +58,17 @@ export class RateWindows {
       }
     }
   }
+}
+
+/**
+ * What a client's address is counted as: itself, or for IPv6 its /64, which one host is given whole and could
+ * otherwise spend one address a request from.
+ */
+export function countedAddress(address: string): string {
+  if (isIP(address) !== 6) return address;
+  const [head = '', tail] = address.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
