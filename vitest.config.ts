@@ -15,6 +15,8 @@ const ONE_BACKEND = [
   'test/integration/replicas.test.ts',
   // Moves a clinic from one backend to another: it names both ends.
   'test/integration/migrate.test.ts',
+  // Fills a tmpfs data folder to its end: the filesystem store, the spool and the SQLite index meeting a full disk.
+  'test/integration/full-disk.test.ts',
 ];
 
 /**

@@ -17,8 +17,10 @@ import { stowRouter } from './dicomweb/stow.js';
 import { requestBase } from './dicomweb/urls.js';
 import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
-import { BadRequest, HttpError } from './errors.js';
+import { BadRequest, DiskFull, HttpError } from './errors.js';
+import { ObjectsDamaged } from './integrity/damage.js';
 import { RenderError } from './render/types.js';
+import { diskSpace } from './storage/disk-space.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
 
 /** Assembles the HTTP app: middleware, then the routers. */
@@ -74,7 +76,11 @@ export function createApp(services: Services) {
     const checks = await Promise.allSettled([services.catalog.check(), services.store.check()]);
     const [index, objects] = checks.map((r) => (r.status === 'fulfilled' ? 'ok' : String((r as PromiseRejectedResult).reason?.message ?? r.reason)));
     const healthy = index === 'ok' && objects === 'ok';
-    return c.json({ status: healthy ? 'ok' : 'unavailable', index, objectStore: objects }, healthy ? 200 : 503);
+    // A disk below PACS_MIN_FREE_BYTES refuses uploads but still serves reads: degraded, and still 200 for load balancers.
+    const space = await diskSpace(config.storageDir, config.minFreeBytes).catch((e: Error) => e);
+    const disk = space instanceof Error ? { status: space.message } : { status: space.low ? 'low' : 'ok', freeBytes: space.freeBytes, minFreeBytes: space.minFreeBytes };
+    const status = !healthy ? 'unavailable' : disk.status === 'ok' ? 'ok' : 'degraded';
+    return c.json({ status, index, objectStore: objects, disk }, healthy ? 200 : 503);
   });
 
   // Health tells nothing of patients and is what load balancers probe: no credential.
@@ -125,9 +131,14 @@ function isDicomDownload(contentType: string | null): boolean {
 
 function asHttpError(err: Error): HttpError | undefined {
   if (err instanceof HttpError) return err;
+  // 507 Insufficient Storage (RFC 4918 11.5): nothing of the write was kept, and only an operator can make room.
+  const full = DiskFull.of(err);
+  if (full) return new HttpError(507, 'disk-full', `${full.message}; nothing was kept. Free space in the data folder (PACS_STORAGE_DIR), then send it again; reads still work`);
   if (err instanceof UidError || err instanceof QueryError || err instanceof DicomParseError) return new HttpError(400, 'bad-request', err.message);
   // A busy codec pool is a moment's wait, not a fault.
   if (err instanceof RenderError) return new HttpError(err.status, RENDER_ERROR_CODES[err.status], err.message, err.status === 503 ? { 'Retry-After': '2' } : {});
+  // Lost or changed data is the server's fault, said with the instances' names; nothing was sent before it.
+  if (err instanceof ObjectsDamaged) return new HttpError(500, 'damaged', `${err.message}. The administrator sees them in GET /api/v1/integrity; run \`npm run cli -- verify\`, then restore them from a backup or send them again`);
   if (err instanceof ObjectNotFound) return new HttpError(404, 'not-found', `${err.message}; run the verify command to reconcile the index`);
   // The store is away for a moment; the client retries, the server recovers by itself when it returns.
   if (err instanceof StoreUnavailable) return new HttpError(503, 'store-unavailable', `${err.message}; nothing was changed, try again in a few seconds`, { 'Retry-After': '5' });

@@ -1,7 +1,7 @@
 /** Errors that reach HTTP; app.onError maps them to `{ error, detail }` with their status. */
 export class HttpError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 406 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 501 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 406 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 501 | 503 | 507,
     readonly code: string,
     detail: string,
     readonly headers: Record<string, string> = {},
@@ -44,5 +44,28 @@ export class Unauthorized extends HttpError {
 export class Forbidden extends HttpError {
   constructor(detail: string) {
     super(403, 'forbidden', detail);
+  }
+}
+
+/** What the system says when a disk has no room left: no space, a quota reached, SQLite's database or disk full. */
+const DISK_FULL_CODES: Record<string, string> = {
+  ENOSPC: 'the disk of the data folder is full',
+  EDQUOT: "the disk quota of the server's user is full",
+  SQLITE_FULL: 'the index database could not grow: its disk is full',
+};
+
+/**
+ * A write met a full disk (the spool, the objects, the index): nothing of it was kept. HTTP answers 507; reads go on.
+ * The one place that tells a full disk from other failures, whichever layer met it.
+ */
+export class DiskFull extends Error {
+  /** The DiskFull an error stands for, looking through the causes wrapping it; undefined for any other error. */
+  static of(error: unknown): DiskFull | undefined {
+    for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+      if (e instanceof DiskFull) return e;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== undefined && Object.hasOwn(DISK_FULL_CODES, code)) return new DiskFull(`${DISK_FULL_CODES[code]} (${code})`, { cause: error });
+    }
+    return undefined;
   }
 }

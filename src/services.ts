@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { buffer } from 'node:stream/consumers';
 import type { Logger } from 'pino';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuditLog } from './auth/audit.js';
@@ -11,8 +12,7 @@ import type { StoredInstance } from './catalog/catalog.js';
 import { openCatalog } from './catalog/open.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
-import { readBulkData, readFrames } from './dicomweb/retrieve.js';
-import { NotFound } from './errors.js';
+import { readBulkData, readFrame } from './dicomweb/retrieve.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { Renderer } from './render/render.js';
 import { FileObjectStore } from './storage/fs.js';
@@ -37,7 +37,8 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
   // Rendering reads frames and bulk data as WADO-RS does; it is handed those reads, as render/ may not import dicomweb/.
-  const reads = { frame: (i: StoredInstance, n: number) => onlyFrame(readFrames(store, i, [n])), bulkData: (i: StoredInstance, at: string) => readBulkData(store, i, at) };
+  const limits = { maxInflatedBytes: config.maxInstanceBytes };
+  const reads = { frame: (i: StoredInstance, n: number) => readFrame(store, i, n, limits), bulkData: async (i: StoredInstance, at: string) => buffer(await readBulkData(store, i, at, limits)) };
   const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes, derivedCacheBytes: config.derivedCacheBytes });
   return {
     config,
@@ -54,12 +55,6 @@ export async function openServices(config: Config, log: Logger): Promise<Service
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };
-}
-
-/** The one frame of a one-frame read. */
-async function onlyFrame(frames: AsyncIterable<Buffer>): Promise<Buffer> {
-  for await (const frame of frames) return frame;
-  throw new NotFound('the frame has no pixel data');
 }
 
 /** The viewer-token signing keys: configured ones when PACS_VIEWER_SIGNING_KEY is set, else those in the storage folder. */
@@ -79,14 +74,15 @@ export function retiredKeyLife(config: Config): number {
  * uploads that were never acknowledged: they go.
  */
 export async function freshSpoolDir(parent: string): Promise<string> {
-  await fs.mkdir(parent, { recursive: true });
+  // Made first, this makes the data folder too: readable by the server's user only, like all it holds.
+  await fs.mkdir(parent, { recursive: true, mode: 0o700 });
   for (const name of await fs.readdir(parent)) {
     const pid = Number(name);
     if (Number.isInteger(pid) && pid !== process.pid && !isRunning(pid)) await fs.rm(path.join(parent, name), { recursive: true, force: true });
   }
   const dir = path.join(parent, String(process.pid));
   await fs.rm(dir, { recursive: true, force: true });
-  await fs.mkdir(dir);
+  await fs.mkdir(dir, { mode: 0o700 });
   return dir;
 }
 

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -18,6 +19,7 @@ export class SqliteCatalog extends SqlCatalog {
 
   constructor(file: string) {
     super();
+    keepPrivate(file);
     this.sqlite = new Database(file);
     // WAL lets readers run beside the writer; FULL makes an acknowledged commit survive power loss.
     this.sqlite.pragma('journal_mode = WAL');
@@ -55,6 +57,22 @@ export class SqliteCatalog extends SqlCatalog {
 
   async close(): Promise<void> {
     this.sqlite.close();
+  }
+}
+
+/**
+ * The index holds patient data: readable by the server's user only, whatever the umask. SQLite gives the -wal and
+ * -shm files it creates the mode of the database file; files made by an earlier version are narrowed too.
+ */
+function keepPrivate(file: string): void {
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      fs.chmodSync(f, 0o600);
+    } catch (e) {
+      // Absent, or another user's file this process may still open: left as it is.
+      if (!['ENOENT', 'EPERM'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    }
   }
 }
 

@@ -1,9 +1,10 @@
 import { Hono, type Context } from 'hono';
 import { Tag } from '../dicom/tags.js';
 import { assertUid } from '../dicom/uid.js';
-import { HttpError } from '../errors.js';
+import { DiskFull, HttpError } from '../errors.js';
 import { FailureReason, IngestBatch, type InstanceOutcome } from '../ingest/ingest.js';
 import { formatBytes } from '../ingest/spool.js';
+import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
 import { MultipartError, parseMultipartRelated, readMultipart } from './multipart.js';
 import { dicomwebRoot } from './urls.js';
@@ -25,6 +26,7 @@ export function stowRouter(services: Services) {
     // A declared length over the limit is refused before a byte of the body is read; other bodies are counted.
     const declared = Number(c.req.header('content-length'));
     if (declared > config.maxRequestBytes) throw requestTooLarge(config.maxRequestBytes, declared);
+    await refuseOnLowDisk(config.storageDir, config.minFreeBytes, declared);
     const body = c.env?.incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array> | null);
     if (!body) throw new HttpError(400, 'bad-request', 'the request has no body');
 
@@ -64,6 +66,19 @@ export function stowRouter(services: Services) {
   router.post('/studies', store);
   router.post('/studies/:study', store);
   return router;
+}
+
+/**
+ * Uploads stop before they start while the data folder's disk is below its floor (or this body's declared length
+ * would take it there): the last free space is kept for the index, the spool of uploads under way and the logs.
+ */
+async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, declared: number): Promise<void> {
+  const space = await diskSpace(storageDir, minFreeBytes);
+  const after = space.freeBytes - (Number.isFinite(declared) ? declared : 0);
+  if (!space.low && (minFreeBytes === 0 || after >= minFreeBytes)) return;
+  const free = `it has ${formatBytes(space.freeBytes)} free`;
+  const what = space.low ? `${free}, less than` : `${free}, and this ${formatBytes(declared)} request would leave less than`;
+  throw new DiskFull(`the server's disk is nearly full: ${what} the ${formatBytes(minFreeBytes)} kept free (PACS_MIN_FREE_BYTES)`);
 }
 
 function requestTooLarge(limit: number, declared?: number): HttpError {

@@ -95,8 +95,16 @@ export class GroupCommit {
       return 'stored';
     });
     const toStore = items.filter((_, i) => outcomes[i] === 'stored');
-    await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
-    const indexed = await this.catalog.index(toStore.map((i) => i.record), this.overwrite);
+    let indexed: IndexOutcome[];
+    try {
+      await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
+      indexed = await this.catalog.index(toStore.map((i) => i.record), this.overwrite);
+    } catch (e) {
+      // A refused write leaves nothing behind (DESIGN decision 11): no object without its row. A replaced object's
+      // former bytes are gone already, and its row stays, so that one is kept.
+      await this.removeObjects(toStore.filter((i) => !replacing.has(i.record.sopUid)));
+      throw e;
+    }
     // An overwritten instance's renderings go with its former bytes (their keys name those bytes' checksum anyway).
     const replaced = toStore.filter((i, n) => indexed[n] === 'stored' && replacing.has(i.record.sopUid));
     for (const { record } of replaced) {
@@ -106,5 +114,14 @@ export class GroupCommit {
     }
     let next = 0;
     return outcomes.map((outcome) => (outcome === 'stored' ? indexed[next++]! : outcome));
+  }
+
+  /** Best effort: an object that cannot be removed now is logged, and `verify` reports it as unindexed. */
+  private async removeObjects(items: Item[]): Promise<void> {
+    await Promise.all(
+      items.map(({ record }) =>
+        this.store.delete(record.objectKey).catch((err: unknown) => this.log?.error({ err, objectKey: record.objectKey }, 'object of a refused upload left in the store')),
+      ),
+    );
   }
 }

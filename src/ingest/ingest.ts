@@ -3,6 +3,7 @@ import { CatalogUnavailable } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
 import { DicomParseError } from '../dicom/parse.js';
 import { UidError } from '../dicom/uid.js';
+import { DiskFull } from '../errors.js';
 import { instanceKey } from '../storage/keys.js';
 import { StoreUnavailable } from '../storage/object-store.js';
 import type { GroupCommit } from './group-commit.js';
@@ -134,10 +135,11 @@ export class IngestBatch {
       }
     } catch (e) {
       log.error({ err: e }, 'storing a batch failed');
-      if (e instanceof StoreUnavailable || e instanceof CatalogUnavailable) {
-        // Not these instances' fault: the whole request is answered 503 with Retry-After, and nothing is kept.
+      const full = DiskFull.of(e);
+      if (full || e instanceof StoreUnavailable || e instanceof CatalogUnavailable) {
+        // Not these instances' fault: the whole request is answered 507 (disk full) or 503 with Retry-After, and nothing is kept.
         await Promise.all(toStore.map((p) => discard(p.spooled)));
-        throw e;
+        throw full ?? e;
       }
       for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
       await Promise.all(toStore.map((p) => discard(p.spooled)));
@@ -151,9 +153,19 @@ export class IngestBatch {
     this.pending.length = 0;
   }
 
-  /** Waits until every spooled file is on disk; one that could not be written fails alone and is taken out. */
+  /**
+   * Waits until every spooled file is on disk; one that could not be written fails alone and is taken out. A full
+   * disk fails the whole batch (DiskFull, nothing kept): its neighbours would meet it again in the index.
+   */
   private async awaitSpools(toStore: Pending[]): Promise<void> {
     const settled = await Promise.allSettled(toStore.map((p) => p.spooled.synced));
+    const full = settled.map((r) => (r.status === 'rejected' ? DiskFull.of(r.reason) : undefined)).find((f) => f !== undefined);
+    if (full) {
+      this.deps.log.error({ err: full }, 'writing an upload to the spool folder met a full disk');
+      await Promise.all(toStore.map((p) => discard(p.spooled)));
+      this.pending.length = 0;
+      throw full;
+    }
     for (let i = settled.length - 1; i >= 0; i--) {
       const result = settled[i]!;
       if (result.status === 'fulfilled') continue;

@@ -86,9 +86,12 @@ class BackgroundFile {
   private readonly opened: Promise<fs.FileHandle>;
   private chain: Promise<void>;
   queuedBytes = 0;
+  /** Every byte handed to write(): what the file must hold once synced. */
+  private totalBytes = 0;
 
   constructor(file: string) {
-    this.opened = fs.open(file, 'w');
+    // Patient data: readable by the server's user only, whatever the umask.
+    this.opened = fs.open(file, 'w', 0o600);
     this.chain = this.opened.then(() => undefined);
     this.chain.catch(() => undefined);
   }
@@ -96,8 +99,9 @@ class BackgroundFile {
   write(buffers: Buffer[], bytes: number): void {
     if (bytes === 0) return;
     this.queuedBytes += bytes;
+    this.totalBytes += bytes;
     this.chain = this.chain.then(async () => {
-      await (await this.opened).writev(buffers);
+      await writeAll(await this.opened, buffers, bytes);
       this.queuedBytes -= bytes;
     });
     // A failed write is reported by written()/syncAndClose(), whoever asks first; never as an unhandled rejection.
@@ -112,6 +116,9 @@ class BackgroundFile {
     const done = this.finish(async (handle) => {
       await this.chain;
       await handle.sync();
+      // The bytes hashed must be the bytes kept (DESIGN decision 11): checked once more on the synced file.
+      const { size } = await handle.stat();
+      if (size !== this.totalBytes) throw new Error(`the spooled file holds ${size} bytes, not the ${this.totalBytes} received`);
     });
     done.catch(() => undefined);
     return done;
@@ -131,6 +138,29 @@ class BackgroundFile {
       await handle.close();
     }
   }
+}
+
+/**
+ * writev may write fewer bytes than asked, as when the disk fills up mid-write: the rest is written again until every
+ * byte is in the file or the disk says why not (ENOSPC, EDQUOT, EIO).
+ */
+async function writeAll(handle: fs.FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
+  let left = buffers;
+  for (let remaining = bytes; remaining > 0; ) {
+    const { bytesWritten } = await handle.writev(left);
+    if (bytesWritten === 0) throw new Error('the disk took none of the bytes written to the spooled file');
+    remaining -= bytesWritten;
+    left = after(left, bytesWritten);
+  }
+}
+
+/** The buffers past their first `n` bytes. */
+function after(buffers: Buffer[], n: number): Buffer[] {
+  let i = 0;
+  for (; i < buffers.length && n >= buffers[i]!.length; i++) n -= buffers[i]!.length;
+  const rest = buffers.slice(i);
+  if (n > 0) rest[0] = rest[0]!.subarray(n);
+  return rest;
 }
 
 export function formatBytes(n: number): string {

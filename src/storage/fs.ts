@@ -4,12 +4,16 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ObjectNotFound, type ByteRange, type ObjectStore } from './object-store.js';
 
+/** Patient data is readable by the server's user only, whatever the umask: files 0600, folders 0700. */
+const FILE_MODE = 0o600;
+const FOLDER_MODE = 0o700;
+
 /** Objects as plain files under one folder: temp file, fsync, rename, fsync of the folder. */
 export class FileObjectStore implements ObjectStore {
   constructor(readonly root: string) {}
 
   async init(): Promise<this> {
-    await fs.mkdir(this.root, { recursive: true });
+    await fs.mkdir(this.root, { recursive: true, mode: FOLDER_MODE });
     return this;
   }
 
@@ -20,7 +24,7 @@ export class FileObjectStore implements ObjectStore {
     const changed = new Set(folders);
     await Promise.all(
       folders.map(async (folder) => {
-        const first = await fs.mkdir(folder, { recursive: true });
+        const first = await fs.mkdir(folder, { recursive: true, mode: FOLDER_MODE });
         if (!first) return;
         for (let dir = folder; dir.length > first.length; dir = path.dirname(dir)) changed.add(path.dirname(dir));
         changed.add(path.dirname(first));
@@ -32,10 +36,16 @@ export class FileObjectStore implements ObjectStore {
 
   async put(key: string, body: Buffer): Promise<void> {
     const target = this.pathOf(key);
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await fs.mkdir(path.dirname(target), { recursive: true, mode: FOLDER_MODE });
     const temp = `${target}.${process.pid}.${Date.now()}.tmp`;
-    await fs.writeFile(temp, body);
-    await fs.rename(temp, target);
+    try {
+      await fs.writeFile(temp, body, { mode: FILE_MODE });
+      await fs.rename(temp, target);
+    } catch (e) {
+      // A disk that filled up mid-write leaves no half file behind.
+      await fs.rm(temp, { force: true });
+      throw e;
+    }
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {
@@ -60,9 +70,9 @@ export class FileObjectStore implements ObjectStore {
     }
   }
 
-  async head(key: string): Promise<{ size: number } | undefined> {
+  async head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined> {
     const stat = await fs.stat(this.pathOf(key)).catch(() => undefined);
-    return stat?.isFile() ? { size: stat.size } : undefined;
+    return stat?.isFile() ? { size: stat.size, modifiedAt: stat.mtimeMs } : undefined;
   }
 
   async delete(key: string): Promise<void> {

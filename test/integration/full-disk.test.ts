@@ -1,0 +1,287 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
+import { syntheticInstance } from '../fixtures/synthetic.js';
+import { cli } from '../helpers/cli.js';
+import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { indexRows, objectKeys } from '../helpers/stored.js';
+
+const run = promisify(execFile);
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const MiB = 1024 * 1024;
+
+/** A data folder on a tmpfs of its own, so the disk can be filled for real (the test runs as root). */
+async function smallDisk(megabytes: number): Promise<{ dir: string; free(): Promise<number>; remove(): Promise<void> }> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-full-'));
+  await run('mount', ['-t', 'tmpfs', '-o', `size=${megabytes}m`, 'tmpfs', dir]);
+  return {
+    dir,
+    async free() {
+      const s = await fs.statfs(dir);
+      return s.bavail * s.bsize;
+    },
+    async remove() {
+      await run('umount', [dir]);
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Takes all but `leave` bytes of the disk's free space with a file the server knows nothing of. */
+async function fillDisk(disk: { dir: string; free(): Promise<number> }, name: string, leave: number): Promise<void> {
+  const take = (await disk.free()) - leave;
+  if (take <= 0) return;
+  const handle = await fs.open(path.join(disk.dir, name), 'w');
+  try {
+    const chunk = Buffer.alloc(MiB, 0x55);
+    for (let done = 0; done < take; ) {
+      const n = Math.min(chunk.length, take - done);
+      done += (await handle.write(chunk, 0, n)).bytesWritten;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+type Instance = { studyUid: string; seriesUid: string; sopUid: string; bytes: Buffer };
+
+async function retrieve(server: RunningServer, i: Instance): Promise<Response> {
+  const q = new URLSearchParams({ requestType: 'WADO', studyUID: i.studyUid, seriesUID: i.seriesUid, objectUID: i.sopUid, contentType: 'application/dicom' });
+  return adminFetch(`${server.url}/wado?${q}`);
+}
+
+function rssOf(pid: number): Promise<number> {
+  return fs.readFile(`/proc/${pid}/status`, 'utf8').then((s) => Number(/VmRSS:\s+(\d+)/.exec(s)![1]) * 1024);
+}
+
+/** Spool files left in the server's spool folders (<data>/tmp/<pid>/). */
+async function spoolLeftovers(dataDir: string): Promise<string[]> {
+  const entries = await fs.readdir(path.join(dataDir, 'tmp'), { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+}
+
+describe('a full data disk', () => {
+  let disk: Awaited<ReturnType<typeof smallDisk>>;
+  let server: RunningServer;
+  const acknowledged: Instance[] = [];
+  const refusals: Array<{ status: number; body: any }> = [];
+
+  beforeAll(async () => {
+    disk = await smallDisk(20);
+    // No threshold: uploads run into the disk's real end (ENOSPC mid-write), not into the check before it.
+    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '0' } });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await disk?.remove();
+  });
+
+  it('acknowledges only what is stored byte for byte, refuses the rest with 507 and leaves nothing behind', async () => {
+    const statuses = new Map<number, number>();
+    let filling = true;
+    // /healthz and the server's memory, sampled while the disk fills.
+    const latencies: number[] = [];
+    let peakRss = await rssOf(server.process.pid!);
+    const sampler = (async () => {
+      while (filling) {
+        const started = performance.now();
+        await fetch(`${server.url}/healthz`).then((r) => r.arrayBuffer());
+        latencies.push(performance.now() - started);
+        peakRss = Math.max(peakRss, await rssOf(server.process.pid!));
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    // Three clients send series of four instances of 0.3 to 0.9 MiB until each has been refused three times running.
+    const client = async (n: number) => {
+      let refusedInARow = 0;
+      for (let round = 0; round < 40 && refusedInARow < 3; round++) {
+        const ids = { studyUid: newUid(), seriesUid: newUid() };
+        const batch = Array.from({ length: 4 }, (_, i): Instance => {
+          const sopUid = newUid();
+          const columns = 256 + 64 * ((n + round + i) % 8);
+          return { ...ids, sopUid, bytes: syntheticInstance({ studyUID: ids.studyUid, seriesUID: ids.seriesUid, sopInstanceUID: sopUid, rows: 640, columns, instanceNumber: i + 1 }) };
+        });
+        const response = await stow(
+          server.dicomweb,
+          batch.map((i) => i.bytes),
+        );
+        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+        const body = await response.json();
+        if (response.status === 200) {
+          refusedInARow = 0;
+          const stored = new Set((body['00081199']?.Value ?? []).map((item: any) => item['00081155'].Value[0]));
+          acknowledged.push(...batch.filter((i) => stored.has(i.sopUid)));
+        } else {
+          refusedInARow++;
+          refusals.push({ status: response.status, body });
+        }
+      }
+    };
+    const fillStarted = performance.now();
+    await Promise.all([0, 1, 2].map(client));
+    const fillMs = performance.now() - fillStarted;
+    filling = false;
+    await sampler;
+    latencies.sort((a, b) => a - b);
+    console.log(
+      `full disk: ${acknowledged.length} instances acknowledged in ${(fillMs / 1000).toFixed(1)} s, statuses ${JSON.stringify(Object.fromEntries(statuses))}, ` +
+        `free now ${await disk.free()} bytes; server peak RSS ${(peakRss / MiB).toFixed(0)} MiB; /healthz over ${latencies.length} probes: ` +
+        `p50 ${latencies[Math.floor(latencies.length / 2)]!.toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms`,
+    );
+
+    // Every instance answered as stored comes back whole, with the bytes and SHA-256 that were sent.
+    for (const instance of acknowledged) {
+      const response = await retrieve(server, instance);
+      expect(response.status).toBe(200);
+      const bytes = Buffer.from(await response.arrayBuffer());
+      expect(bytes.length).toBe(instance.bytes.length);
+      expect(sha256(bytes)).toBe(sha256(instance.bytes));
+    }
+    const rows = await indexRows<{ sop_uid: string; size: number; sha256: string }>(server, 'SELECT sop_uid, size, sha256 FROM instances');
+    expect(rows.map((r) => r.sop_uid).sort()).toEqual(acknowledged.map((i) => i.sopUid).sort());
+
+    // Nothing refused was left behind: no object without its row, no spool file.
+    const keys = await objectKeys(server, 'studies/');
+    expect(keys).toHaveLength(acknowledged.length);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+
+    const verify = await cli(['verify'], disk.dir);
+    expect(verify.stdout).toContain(`${acknowledged.length} indexed object(s) checked, 0 unindexed object(s), 0 problem(s)`);
+    expect(verify.code).toBe(0);
+
+    // A full disk is said as such, for the whole request: never a 500, never a partial success.
+    expect(acknowledged.length).toBeGreaterThan(0);
+    expect(refusals.length).toBeGreaterThan(0);
+    for (const { status, body } of refusals) {
+      expect(status, JSON.stringify(body)).toBe(507);
+      expect(body.error).toBe('disk-full');
+      expect(body.detail).toMatch(/full/);
+    }
+  });
+
+  it('restarted on the full disk, serves reads, says the disk is low and refuses uploads before they start', async () => {
+    await server.stop();
+    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '4MiB' } });
+
+    const health = await fetch(`${server.url}/healthz`);
+    // A load balancer must keep a server that can still serve reads.
+    expect(health.status).toBe(200);
+    const said = await health.json();
+    expect(said.disk).toMatchObject({ status: 'low', minFreeBytes: 4 * MiB });
+    expect(said.disk.freeBytes).toBeLessThan(4 * MiB);
+
+    const instance = acknowledged[0]!;
+    const read = await retrieve(server, instance);
+    expect(read.status).toBe(200);
+    expect(sha256(Buffer.from(await read.arrayBuffer()))).toBe(sha256(instance.bytes));
+    const qido = await adminFetch(`${server.dicomweb}/studies?StudyInstanceUID=${instance.studyUid}`);
+    expect(qido.status).toBe(200);
+
+    const refused = await stow(server.dicomweb, [syntheticInstance()]);
+    expect(refused.status).toBe(507);
+    const body = await refused.json();
+    expect(body.error).toBe('disk-full');
+    expect(body.detail).toContain('PACS_MIN_FREE_BYTES');
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+  });
+});
+
+describe('an instance cut short by the disk', () => {
+  let disk: Awaited<ReturnType<typeof smallDisk>>;
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    disk = await smallDisk(12);
+    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '0' } });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await disk?.remove();
+  });
+
+  it('is never acknowledged, even when the index still has room', async () => {
+    for (let i = 0; i < 4; i++) expect((await stow(server.dicomweb, [syntheticInstance()])).status).toBe(200);
+    // Checkpointed, the index's journal starts again from its beginning: the next commit needs no new disk space.
+    const index = new Database(path.join(disk.dir, 'index.sqlite'));
+    index.pragma('wal_checkpoint(PASSIVE)');
+    index.close();
+    const bytes = syntheticInstance({ rows: 256, columns: 256 });
+    await fillDisk(disk, 'filler', Math.floor(bytes.length / 2 / 4096) * 4096);
+    const response = await stow(server.dicomweb, [bytes]);
+    const body = await response.json();
+    expect(await objectKeys(server, 'studies/')).toHaveLength(4);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+    expect(response.status, JSON.stringify(body)).toBe(507);
+    expect(body.error).toBe('disk-full');
+  });
+});
+
+describe('an index that cannot grow', () => {
+  let disk: Awaited<ReturnType<typeof smallDisk>>;
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    disk = await smallDisk(12);
+    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '0' } });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await disk?.remove();
+  });
+
+  it('refuses the upload as a full disk and leaves no object without its row', async () => {
+    expect((await stow(server.dicomweb, [syntheticInstance()])).status).toBe(200);
+    const bytes = syntheticInstance({ rows: 256, columns: 256 });
+    // Room for the spooled instance (whole pages), none for the pages the index adds in its journal.
+    await fillDisk(disk, 'filler', Math.ceil(bytes.length / 4096) * 4096);
+    const response = await stow(server.dicomweb, [bytes]);
+    const body = await response.json();
+    expect(await objectKeys(server, 'studies/')).toHaveLength(1);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+    expect(response.status, JSON.stringify(body)).toBe(507);
+    expect(body.error).toBe('disk-full');
+  });
+
+  it('answers an API key created on a full disk with 507', async () => {
+    await fillDisk(disk, 'filler-2', 0);
+    const response = await adminFetch(`${server.url}/api/v1/keys`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'full disk', role: 'upload' }),
+    });
+    const body = await response.json();
+    expect(response.status, JSON.stringify(body)).toBe(507);
+    expect(body.error).toBe('disk-full');
+  });
+});
+
+describe('files the server creates', () => {
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    server = await startServer();
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('are readable by the server user only, whatever the umask', async () => {
+    expect((await stow(server.dicomweb, [syntheticInstance()])).status).toBe(200);
+    const modeOf = async (file: string) => (await fs.stat(path.join(server.dataDir, file))).mode & 0o777;
+    const [key] = await objectKeys(server, 'studies/');
+    expect(await modeOf(`objects/${key}`)).toBe(0o600);
+    for (let folder = path.dirname(`objects/${key}`); folder !== '.'; folder = path.dirname(folder)) expect(await modeOf(folder), folder).toBe(0o700);
+    for (const file of ['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm']) expect(await modeOf(file), file).toBe(0o600);
+    expect(await modeOf('tmp')).toBe(0o700);
+  });
+});
