@@ -17,6 +17,8 @@ const ONE_BACKEND = [
   'test/integration/migrate.test.ts',
   // Fills a tmpfs data folder to its end: the filesystem store, the spool and the SQLite index meeting a full disk.
   'test/integration/full-disk.test.ts',
+  // The HTTP server's idle timeout: the same Node server in front of every backend.
+  'test/integration/idle-timeout.test.ts',
 ];
 
 /**

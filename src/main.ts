@@ -5,6 +5,8 @@ import { createLogger } from './logger.js';
 import type { Services } from './context.js';
 import { openServices } from './services.js';
 
+const HEADERS_TIMEOUT_MS = 60_000;
+
 async function main() {
   let config;
   try {
@@ -25,11 +27,21 @@ async function main() {
   });
   await warnAboutAccess(services);
   const app = createApp(services);
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (info) => {
-    log.info({ port: info.port, host: config.host, storage: config.storageDir }, 'listening');
-  });
-  // Uploads of large studies are slow clients, not hung ones.
-  server.setTimeout?.(0);
+  const server = serve(
+    {
+      fetch: app.fetch,
+      port: config.port,
+      hostname: config.host,
+      // Uploads of large studies are slow clients, not hung ones: no limit on a request's whole length (Node's default
+      // cuts any request at 300 s with 408), but headers must come within a minute (slowloris).
+      serverOptions: { requestTimeout: 0, headersTimeout: HEADERS_TIMEOUT_MS },
+    },
+    (info) => {
+      log.info({ port: info.port, host: config.host, storage: config.storageDir }, 'listening');
+    },
+  );
+  // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
+  server.setTimeout(config.idleTimeoutSeconds * 1000);
 
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
