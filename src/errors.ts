@@ -47,11 +47,13 @@ export class Forbidden extends HttpError {
   }
 }
 
-/** What the system says when a disk has no room left: no space, a quota reached, SQLite's database or disk full. */
+/** What the system says when a disk has no room left: no space, a quota reached, SQLite's or Postgres's disk full. */
 const DISK_FULL_CODES: Record<string, string> = {
   ENOSPC: 'the disk of the data folder is full',
   EDQUOT: "the disk quota of the server's user is full",
   SQLITE_FULL: 'the index database could not grow: its disk is full',
+  // Postgres's SQLSTATE disk_full (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+  '53100': "the index database could not grow: the database server's disk is full",
 };
 
 /**
