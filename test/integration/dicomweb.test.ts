@@ -347,6 +347,8 @@ describe('HTTP', () => {
 
   it('reports health of the index and the object store', async () => {
     const response = await adminFetch(`${server.url}/healthz`);
-    expect(await response.json()).toEqual({ status: 'ok', index: 'ok', objectStore: 'ok' });
+    const health = await response.json();
+    expect(health).toMatchObject({ status: 'ok', index: 'ok', objectStore: 'ok', disk: { status: 'ok', minFreeBytes: 512 * 1024 ** 2 } });
+    expect(health.disk.freeBytes).toBeGreaterThan(0);
   });
 });
