@@ -65,7 +65,11 @@ export class SqliteCatalog extends SqlCatalog {
  * -shm files it creates the mode of the database file; files made by an earlier version are narrowed too.
  */
 function keepPrivate(file: string): void {
-  fs.closeSync(fs.openSync(file, 'a', 0o600));
+  try {
+    fs.closeSync(fs.openSync(file, 'a', 0o600));
+  } catch {
+    return; // a folder that is missing or not ours: SQLite's own open says so next, as it always did
+  }
   for (const f of [file, `${file}-wal`, `${file}-shm`]) {
     try {
       fs.chmodSync(f, 0o600);
