@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { CatalogUnavailable } from './catalog/catalog.js';
 import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js';
+import { BACKUP_USAGE, runBackupCommand } from './cli-backup.js';
 import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
 import { ConfigError, loadConfig } from './config.js';
 import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
@@ -14,6 +15,8 @@ const USAGE = `usage: npm run cli -- <command>
   import <folder>   store every DICOM file found under the folder (by content, not by name)
   verify            check every indexed object against its SHA-256, and find objects missing from the index
   help              this text
+
+${BACKUP_USAGE}
 
 ${MIGRATE_USAGE}
 
@@ -28,6 +31,7 @@ async function main(argv: string[]) {
     if (command === 'import' && args[0]) return await importFolder(args[0]);
     if (command === 'verify') return await verify();
     if (command === 'migrate') return await runMigrate(args);
+    if (command === 'backup' || command === 'restore') return await runBackupCommand(command, args);
     if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
   } catch (e) {
     // A bad setting, or an index database out of reach: said in a line, not a stack trace.

@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { chmod, copyFile, mkdir, readFile } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AccessRecords } from '../auth/records.js';
 import { SigningKeys } from '../auth/signing-keys.js';
@@ -43,9 +42,9 @@ export async function copyAccess(source: AccessRecords, target: AccessRecords): 
  * What becomes of the viewer links the source has signed: `shared` when the target verifies them with the same key
  * (configured alike, or the same key file), `copied` when the source's key file was copied into the target's
  * storage folder (it had none), `differs` when the target signs with a key of its own, `none` when the source never
- * signed any.
+ * signed any. `replace`: a key file of the target's own is replaced by the source's (a backup follows a rotation).
  */
-export async function carrySigningKeys(source: Config, target: Config): Promise<'shared' | 'copied' | 'differs' | 'none'> {
+export async function carrySigningKeys(source: Config, target: Config, { replace = false } = {}): Promise<'shared' | 'copied' | 'differs' | 'none'> {
   const configured = (c: Config) => c.viewerToken.signingKey;
   if (configured(target)) {
     const verifies = [configured(target), target.viewerToken.previousSigningKey];
@@ -58,10 +57,14 @@ export async function carrySigningKeys(source: Config, target: Config): Promise<
   const keys = await readFile(from).catch(() => undefined);
   if (!keys) return 'none';
   const theirs = await readFile(to).catch(() => undefined);
-  if (theirs) return theirs.equals(keys) ? 'shared' : 'differs';
+  if (theirs && (theirs.equals(keys) || !replace)) return theirs.equals(keys) ? 'shared' : 'differs';
   // As the server makes it: a folder only its user may enter, a file only its user may read.
   await mkdir(path.dirname(to), { recursive: true, mode: 0o700 });
-  await copyFile(from, to, constants.COPYFILE_EXCL);
-  await chmod(to, 0o600);
+  // Put in place whole, never half a key file; linked unless replacing, so a key file made meanwhile is kept (EEXIST).
+  const temp = `${to}.${process.pid}.tmp`;
+  await copyFile(from, temp);
+  await chmod(temp, 0o600);
+  if (replace) await rename(temp, to);
+  else await link(temp, to).finally(() => rm(temp, { force: true }));
   return 'copied';
 }

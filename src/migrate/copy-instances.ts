@@ -45,6 +45,11 @@ export type CopyOptions = {
   onProgress?: (counts: Readonly<CopyCounts>) => void;
   /** Aborted: no further instance is started; those in flight finish, and the result says it stopped. */
   signal?: AbortSignal;
+  /**
+   * An instance the target holds with other bytes is copied over it (the target's ingest must overwrite): a backup
+   * follows an instance replaced in the source. Otherwise it is a conflict, left as it is.
+   */
+  replace?: boolean;
 };
 
 /** Source instances whose presence in the target is asked in one query. */
@@ -148,7 +153,7 @@ export async function copyInstances(
       if (halted()) return;
       const there = known.get(row.sopUid);
       if (there === row.sha256) settle(row, 'present');
-      else if (there !== undefined) fail(row, 'conflict', conflictDetail);
+      else if (there !== undefined && !options.replace) fail(row, 'conflict', conflictDetail);
       else {
         while (running.size >= options.parallel) await Promise.race(running);
         if (halted()) return;

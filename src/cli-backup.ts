@@ -1,0 +1,149 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { Logger } from 'pino';
+import { pruneDeleted } from './backup/prune.js';
+import { backupPlace, readManifest, writeManifest } from './backup/place.js';
+import { snapshotSqliteIndex } from './backup/snapshot.js';
+import { parallelOption, UsageError } from './cli-migrate.js';
+import { loadConfig, type Config } from './config.js';
+import { formatBytes } from './ingest/spool.js';
+import { createLogger } from './logger.js';
+import { backendOf, type Backend } from './migrate/backends.js';
+import { opening, openSource, openTarget, Refused, type End } from './migrate/ends.js';
+import { transferReport } from './migrate/report.js';
+import { transfer } from './migrate/transfer.js';
+
+export const BACKUP_USAGE = `Backups:
+  backup --to <folder | env file> [--parallel <n>]
+                    copy what the backup lacks of this environment's store: every instance (verified against
+                    its SHA-256 on the way), API keys, revocations, the audit trail and the viewer signing key,
+                    from one consistent snapshot of the index. A folder becomes a files + SQLite store; an env
+                    file names a bucket (PACS_S3_*, AWS_*) and the folder for its index (PACS_STORAGE_DIR).
+                    Safe while the server runs; run it again after an interruption: it skips what is there.
+  restore --from <folder | env file> [--parallel <n>]
+                    bring a backup back into the empty store this environment names (as for the server)`;
+
+/** Left in the restored store's data folder while a restore runs: a re-run after a kill may go on filling it. */
+const RESTORING = 'restore-in-progress';
+
+type Command = { place: string; parallel: number };
+
+function parseOptions(command: 'backup' | 'restore', args: string[]): Command {
+  const flag = command === 'backup' ? 'to' : 'from';
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { [flag]: { type: 'string' }, parallel: { type: 'string' } }, strict: true }));
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as Error).message}`);
+  }
+  const place = values[flag];
+  if (typeof place !== 'string' || place === '') throw new UsageError(`${command} needs --${flag} <folder | env file>`);
+  return { place, parallel: parallelOption(values.parallel as string | undefined) };
+}
+
+/** Runs `backup` or `restore`; exit code 0 when every instance is in the target and verified, 1 when not, 2 on bad usage. */
+export async function runBackupCommand(command: 'backup' | 'restore', args: string[]): Promise<void> {
+  let options;
+  try {
+    options = parseOptions(command, args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`${e.message}\n\n${BACKUP_USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  const log = createLogger('error');
+  const ends: End[] = [];
+  try {
+    if (command === 'backup') await backup(options, loadConfig(), await backupPlace(options.place), log, ends);
+    else await restore(options, await backupPlace(options.place), loadConfig(), log, ends);
+  } catch (e) {
+    if (!(e instanceof Refused)) throw e;
+    console.error(e.message);
+    process.exitCode = 1;
+  } finally {
+    for (const end of ends.reverse()) await end.close().catch(() => undefined);
+  }
+}
+
+async function backup(options: Command, sourceConfig: Config, backupConfig: Config, log: Logger, ends: End[]) {
+  const from = backendOf(sourceConfig);
+  const to = backendOf(backupConfig);
+  if (from.indexPlace === to.indexPlace || from.objectsPlace === to.objectsPlace) {
+    throw new Refused(`${options.place} is the store itself (${from.objects} + ${from.index}): a backup goes to another disk, folder or bucket.`);
+  }
+  const target = await opening('the backup', () => openTarget(backupConfig, to, log, undefined, true));
+  ends.push(target);
+  // SQLite: one moment's index, while the server goes on. Postgres: read as it is (pg_dump for a point in time: README).
+  const snapshot = sourceConfig.databaseUrl ? undefined : () => snapshotSqliteIndex(sourceConfig.storageDir, path.join(target.spoolDir, 'snapshot'));
+  const source = await opening('the store to back up', () => openSource(sourceConfig, from, log, snapshot));
+  ends.push(source);
+
+  const out = process.stdout;
+  out.write(`Backing up\n  from  ${from.objects} + ${from.index}${snapshot ? ' (a snapshot of it taken now)' : ''}\n  to    ${to.objects} + ${to.index}\n`);
+  const done = await transfer(source, target, { command: 'backup', parallel: options.parallel, replace: true, log });
+  const complete = done.counts.failed === 0 && !done.counts.stopped;
+  let pruned = 0;
+  if (!done.counts.stopped) pruned = await pruneDeleted(source.catalog, target);
+  if (complete) await writeManifest(backupConfig, from, done.counts.total);
+  out.write(
+    transferReport(done, backupConfig, {
+      failed: 'the backup lacks them',
+      done: [
+        `  The backup holds ${done.counts.total.instances} instance(s), ${formatBytes(done.counts.total.bytes)}${pruned ? `; ${pruned} deleted from the store since were removed from it` : ''}.`,
+        `  Restore it into an empty store with: npm run cli -- restore --from ${options.place}`,
+      ],
+    }),
+  );
+  process.exitCode = complete ? 0 : 1;
+}
+
+async function restore(options: Command, backupConfig: Config, targetConfig: Config, log: Logger, ends: End[]) {
+  const from = backendOf(backupConfig);
+  const to = backendOf(targetConfig);
+  if (!(await fs.stat(path.join(backupConfig.storageDir, 'index.sqlite')).catch(() => undefined))) {
+    throw new Refused(`${options.place} holds no backup (no index.sqlite in ${backupConfig.storageDir}): give the folder or env file that \`backup --to\` wrote.`);
+  }
+  if (from.indexPlace === to.indexPlace) throw new Refused(`The backup is this environment's own store (${to.index}): set PACS_STORAGE_DIR to the empty folder to restore into.`);
+  const manifest = await readManifest(backupConfig);
+  const source = await opening('the backup', () => openSource(backupConfig, from, log));
+  ends.push(source);
+  const target = await opening('the store to restore into', () => openTarget(targetConfig, to, log, undefined));
+  ends.push(target);
+  const marker = path.join(targetConfig.storageDir, RESTORING);
+  const resuming = await fs.readFile(marker, 'utf8').then((text) => text.trim() === backupConfig.storageDir, () => false);
+  if (!resuming) await refuseNonEmpty(target, to);
+  await fs.writeFile(marker, `${backupConfig.storageDir}\n`);
+
+  const out = process.stdout;
+  out.write(`Restoring\n  from  ${from.objects} + ${from.index}\n  to    ${to.objects} + ${to.index}\n`);
+  out.write(manifest ? `The backup was last completed at ${manifest.completedAt} (${manifest.instances} instance(s)).\n` : 'The backup never completed a run: restoring the instances it holds.\n');
+  if (resuming) out.write('Going on with the restore a previous run began (it skips what is already restored).\n');
+  const done = await transfer(source, target, { command: 'restore', parallel: options.parallel, log });
+  const complete = done.counts.failed === 0 && !done.counts.stopped;
+  if (complete) await fs.rm(marker, { force: true });
+  out.write(
+    transferReport(done, targetConfig, {
+      failed: 'they are not restored',
+      done: ['  Start the server with these settings: it serves the store as it was at the backup.', '  To read every object back: npm run cli -- verify'],
+    }),
+  );
+  process.exitCode = complete ? 0 : 1;
+}
+
+/** A restore fills an empty store only, so that nothing already there is mixed with, or replaced by, the backup. */
+async function refuseNonEmpty(target: End, to: Backend) {
+  const { instances } = await target.catalog.objectTotals();
+  let objects = false;
+  for await (const _key of target.store.list('studies/')) {
+    objects = true;
+    break;
+  }
+  if (instances === 0 && !objects) return;
+  const holds = instances > 0 ? `${to.index} indexes ${instances} instance(s)` : `${to.objects} holds objects`;
+  throw new Refused(
+    `Not restoring: the target is not empty (${holds}). A restore only fills an empty store. Point PACS_STORAGE_DIR ` +
+      '(and PACS_S3_BUCKET, PACS_DATABASE_URL if set) at an empty folder, bucket and database, or move what is there away first.',
+  );
+}
