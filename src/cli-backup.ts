@@ -5,11 +5,11 @@ import type { Logger } from 'pino';
 import { pruneDeleted } from './backup/prune.js';
 import { backupPlace, readManifest, writeManifest } from './backup/place.js';
 import { snapshotSqliteIndex } from './backup/snapshot.js';
-import { parallelOption, UsageError } from './cli-migrate.js';
 import { loadConfig, type Config } from './config.js';
 import { formatBytes } from './ingest/spool.js';
 import { createLogger } from './logger.js';
 import { backendOf, type Backend } from './migrate/backends.js';
+import { parallelOption, runCopyCommand, UsageError } from './migrate/command.js';
 import { opening, openSource, openTarget, Refused, type End } from './migrate/ends.js';
 import { transferReport } from './migrate/report.js';
 import { transfer } from './migrate/transfer.js';
@@ -43,28 +43,12 @@ function parseOptions(command: 'backup' | 'restore', args: string[]): Command {
 }
 
 /** Runs `backup` or `restore`; exit code 0 when every instance is in the target and verified, 1 when not, 2 on bad usage. */
-export async function runBackupCommand(command: 'backup' | 'restore', args: string[]): Promise<void> {
-  let options;
-  try {
-    options = parseOptions(command, args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`${e.message}\n\n${BACKUP_USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
-  const log = createLogger('error');
-  const ends: End[] = [];
-  try {
+export function runBackupCommand(command: 'backup' | 'restore', args: string[]): Promise<void> {
+  return runCopyCommand(BACKUP_USAGE, () => parseOptions(command, args), async (options, ends) => {
+    const log = createLogger('error');
     if (command === 'backup') await backup(options, loadConfig(), await backupPlace(options.place), log, ends);
     else await restore(options, await backupPlace(options.place), loadConfig(), log, ends);
-  } catch (e) {
-    if (!(e instanceof Refused)) throw e;
-    console.error(e.message);
-    process.exitCode = 1;
-  } finally {
-    for (const end of ends.reverse()) await end.close().catch(() => undefined);
-  }
+  });
 }
 
 async function backup(options: Command, sourceConfig: Config, backupConfig: Config, log: Logger, ends: End[]) {

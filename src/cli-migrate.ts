@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { backendOf } from './migrate/backends.js';
+import { parallelOption, runCopyCommand, UsageError } from './migrate/command.js';
 import { loadFileConfig, opening, openSource, openTarget, Refused, type End, type TargetEnd } from './migrate/ends.js';
 import { transferReport } from './migrate/report.js';
 import { transfer } from './migrate/transfer.js';
@@ -16,33 +17,16 @@ export const MIGRATE_USAGE = `Moving the store (filesystem/SQLite <-> S3/Postgre
   migrate --from-env <file> [--parallel <n>]
                     the same the other way round: from the store named in <file> to this environment's`;
 
-/** Instances in flight at once: enough to hide an S3 round trip, few enough to spare its connections and the disk. */
-const DEFAULT_PARALLEL = 8;
-const MAX_PARALLEL = 64;
-
-/** Bad arguments: said with the usage, exit code 2. */
-export class UsageError extends Error {}
-
 /** Runs `migrate …`; sets the exit code: 0 when every instance is in the target and verified, 1 when not, 2 on bad usage. */
-export async function runMigrate(args: string[]): Promise<void> {
-  let options;
-  try {
-    options = parseOptions(args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`${e.message}\n\n${MIGRATE_USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
-  const log = createLogger('error');
-  const fileConfig = await loadFileConfig(options.envFile);
-  const sourceConfig = options.direction === 'to' ? loadConfig() : fileConfig;
-  const targetConfig = options.direction === 'to' ? fileConfig : loadConfig();
-  const targetNamed = options.direction === 'to' ? options.envFile : 'the environment';
-  const from = backendOf(sourceConfig);
-  const to = backendOf(targetConfig);
-  const ends: End[] = [];
-  try {
+export function runMigrate(args: string[]): Promise<void> {
+  return runCopyCommand(MIGRATE_USAGE, () => parseOptions(args), async (options, ends) => {
+    const log = createLogger('error');
+    const fileConfig = await loadFileConfig(options.envFile);
+    const sourceConfig = options.direction === 'to' ? loadConfig() : fileConfig;
+    const targetConfig = options.direction === 'to' ? fileConfig : loadConfig();
+    const targetNamed = options.direction === 'to' ? options.envFile : 'the environment';
+    const from = backendOf(sourceConfig);
+    const to = backendOf(targetConfig);
     if (from.indexPlace === to.indexPlace) {
       throw new Refused(
         `The source and the target are the same index (${from.index}): give the target its own PACS_DATABASE_URL, or for SQLite its own PACS_STORAGE_DIR, in ${targetNamed}.`,
@@ -54,13 +38,7 @@ export async function runMigrate(args: string[]): Promise<void> {
     const target = await opening('the target', () => openTarget(targetConfig, to, log, inPlace ? source.store : undefined));
     ends.push(target);
     await migrate(source, target, options, log, inPlace, targetNamed);
-  } catch (e) {
-    if (!(e instanceof Refused)) throw e;
-    console.error(e.message);
-    process.exitCode = 1;
-  } finally {
-    for (const end of ends.reverse()) await end.close().catch(() => undefined);
-  }
+  });
 }
 
 async function migrate(source: End, target: TargetEnd, options: Options, log: Logger, inPlace: boolean, targetNamed: string) {
@@ -99,11 +77,4 @@ function parseOptions(args: string[]): Options {
   if (!toEnv && !fromEnv) throw new UsageError('migrate needs --to-env <file>: the target store\'s settings, one NAME=value a line');
   const parallel = parallelOption(values.parallel);
   return toEnv ? { direction: 'to', envFile: toEnv, parallel } : { direction: 'from', envFile: fromEnv!, parallel };
-}
-
-/** `--parallel <n>` of the commands that copy a store: instances in flight at once. */
-export function parallelOption(value: string | undefined): number {
-  const parallel = value === undefined ? DEFAULT_PARALLEL : Number(value);
-  if (!Number.isInteger(parallel) || parallel < 1 || parallel > MAX_PARALLEL) throw new UsageError(`--parallel takes a whole number from 1 to ${MAX_PARALLEL}`);
-  return parallel;
 }

@@ -12,22 +12,23 @@ const INSTANCE_KEY = /^studies\/([0-9.]+)\/series\/([0-9.]+)\/instances\/([0-9.]
  * Resolves with how many were removed.
  */
 export async function pruneDeleted(source: Catalog, backup: { catalog: Catalog; store: ObjectStore }): Promise<number> {
-  const gone: string[] = [];
-  let page: string[] = [];
+  type Scope = { studyUid: string; seriesUid: string; sopUid: string };
+  const gone: Scope[] = [];
+  let page: Scope[] = [];
   const ask = async () => {
-    const kept = await source.checksumsOf(page.map((key) => INSTANCE_KEY.exec(key)![3]!));
-    gone.push(...page.filter((key) => !kept.has(INSTANCE_KEY.exec(key)![3]!)));
+    const kept = await source.checksumsOf(page.map((s) => s.sopUid));
+    gone.push(...page.filter((s) => !kept.has(s.sopUid)));
     page = [];
   };
   for await (const { objectKey } of backup.catalog.allObjects()) {
-    if (!INSTANCE_KEY.test(objectKey)) continue;
-    page.push(objectKey);
+    const uids = INSTANCE_KEY.exec(objectKey);
+    if (!uids) continue;
+    page.push({ studyUid: uids[1]!, seriesUid: uids[2]!, sopUid: uids[3]! });
     if (page.length >= PAGE) await ask();
   }
   await ask();
-  for (const key of gone) {
-    const [, studyUid, seriesUid, sopUid] = INSTANCE_KEY.exec(key)!;
-    const removal = await backup.catalog.remove({ studyUid: studyUid!, seriesUid: seriesUid!, sopUid: sopUid! });
+  for (const scope of gone) {
+    const removal = await backup.catalog.remove(scope);
     for (const objectKey of removal.objectKeys) await backup.store.delete(objectKey);
   }
   return gone.length;

@@ -10,6 +10,7 @@ import { syntheticInstance } from '../fixtures/synthetic.js';
 import { backendEnv } from '../helpers/backend.js';
 import { cli } from '../helpers/cli.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { readObject, writeObject } from '../helpers/stored.js';
 
 /**
  * `npm run cli -- backup --to <folder>` beside a running server on the project's backend, and `restore --from` into
@@ -33,6 +34,8 @@ const servers: RunningServer[] = [];
 /** Every instance the server acknowledged, with the SHA-256 of the bytes sent. */
 const stored: Instance[] = manifest.map((f) => ({ studyUID: f.studyUID, seriesUID: f.seriesUID, sopInstanceUID: f.sopInstanceUID, sha256: f.sha256 }));
 const access = { readKey: '', revokedKey: '' };
+/** Deleted from the store after a backup held them: a restore must not bring them back. */
+const deleted: Instance[] = [];
 
 /** The counts of a backup or restore report. */
 function counts(stdout: string): { copied: number; present: number; failed: number; total: number } {
@@ -103,9 +106,32 @@ describe('backup and restore', () => {
     expect(await countFiles(path.join(backupDir, 'objects'))).toBe(manifest.length + 3);
   });
 
+  it('refuses an object whose bytes no longer match its SHA-256: reported, not copied, copied once it is right again', { timeout: 120_000 }, async () => {
+    await storeStudy(2);
+    const damaged = stored.at(-1)!;
+    const key = `studies/${damaged.studyUID}/series/${damaged.seriesUID}/instances/${damaged.sopInstanceUID}.dcm`;
+    const original = await readObject(server, key);
+    const flipped = Buffer.from(original);
+    flipped[flipped.length - 10]! ^= 0x01;
+    await writeObject(server, key, flipped);
+    try {
+      const run = await cli(['backup', '--to', backupDir], server.dataDir);
+      expect(run.code).toBe(1);
+      expect(counts(run.stdout)).toMatchObject({ copied: 1, failed: 1, total: stored.length });
+      expect(run.stdout).toContain(`DAMAGED  ${key}: the source object is damaged`);
+      expect(existsSync(path.join(backupDir, 'objects', key))).toBe(false);
+    } finally {
+      await writeObject(server, key, original);
+    }
+    const again = await cli(['backup', '--to', backupDir], server.dataDir);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(counts(again.stdout)).toEqual({ copied: 1, present: stored.length - 1, failed: 0, total: stored.length });
+    expect(sha256(await fs.readFile(path.join(backupDir, 'objects', key)))).toBe(damaged.sha256);
+  });
+
   it('resumes after kill -9: the second run skips what the first completed and copies the rest', { timeout: 180_000 }, async () => {
+    const before = stored.length;
     for (let i = 0; i < 6; i++) await storeStudy(50);
-    const before = manifest.length + 3;
     const env = { ...process.env, PACS_STORAGE_DIR: server.dataDir, ...(await backendEnv(server.dataDir)) };
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'backup', '--to', backupDir, '--parallel', '2'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -137,6 +163,18 @@ describe('backup and restore', () => {
     expect(await countFiles(path.join(backupDir, 'objects'))).toBe(stored.length);
   });
 
+  it('removes from the backup a study deleted from the store, so that a restore does not bring it back', { timeout: 120_000 }, async () => {
+    const study = stored[manifest.length]!.studyUID;
+    expect((await adminFetch(`${server.dicomweb}/studies/${study}`, { method: 'DELETE' })).status).toBeLessThan(300);
+    deleted.push(...stored.filter((i) => i.studyUID === study));
+    stored.splice(0, stored.length, ...stored.filter((i) => i.studyUID !== study));
+    const run = await cli(['backup', '--to', backupDir], server.dataDir);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(counts(run.stdout)).toEqual({ copied: 0, present: stored.length, failed: 0, total: stored.length });
+    expect(run.stdout).toContain(`; ${deleted.length} deleted from the store since were removed from it`);
+    expect(await countFiles(path.join(backupDir, 'objects'))).toBe(stored.length);
+  });
+
   it('refuses to restore into a store that is not empty, and says so', { timeout: 60_000 }, async () => {
     const run = await cli(['restore', '--from', backupDir], server.dataDir);
     expect(run.code).toBe(1);
@@ -161,6 +199,7 @@ describe('backup and restore', () => {
       const [part] = await readMultipartResponse(response);
       expect(sha256(part!.body), i.sopInstanceUID).toBe(i.sha256);
     }
+    for (const i of deleted) expect((await adminFetch(`${restored.dicomweb}/studies/${i.studyUID}/series/${i.seriesUID}/instances/${i.sopInstanceUID}`, { headers: INSTANCE_ACCEPT })).status).toBe(404);
     expect((await fetch(`${restored.dicomweb}/studies?limit=1`, { headers: bearer(access.readKey) })).status).toBe(200);
     expect((await fetch(`${restored.dicomweb}/studies?limit=1`, { headers: bearer(access.revokedKey) })).status).toBe(401);
   });
