@@ -104,6 +104,8 @@ export function createApp(services: Services) {
   app.onError((err, c) => {
     const known = asHttpError(err);
     if (known) {
+      // Only an operator can make room: said in the log at error level, not only to the client.
+      if (known.status === 507) c.var.log?.error({ err }, 'refused for a full disk');
       for (const [name, value] of Object.entries(known.headers)) c.header(name, value);
       return c.json({ error: known.code, detail: known.message }, known.status);
     }
