@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Catalog, IndexOutcome } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
+import { DiskFull } from '../errors.js';
 import { derivedPrefix } from '../storage/keys.js';
 import { deleteUnder, type ObjectStore } from '../storage/object-store.js';
 
@@ -95,14 +96,22 @@ export class GroupCommit {
       return 'stored';
     });
     const toStore = items.filter((_, i) => outcomes[i] === 'stored');
-    let indexed: IndexOutcome[];
+    // A refused write leaves nothing behind (DESIGN decision 11): no object without its row. A replaced object's
+    // former bytes are gone already, and its row stays, so that one is kept.
+    const added = toStore.filter((i) => !replacing.has(i.record.sopUid));
     try {
       await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
+    } catch (e) {
+      await this.removeObjects(added);
+      throw e;
+    }
+    let indexed: IndexOutcome[];
+    try {
       indexed = await this.catalog.index(toStore.map((i) => i.record), this.overwrite);
     } catch (e) {
-      // A refused write leaves nothing behind (DESIGN decision 11): no object without its row. A replaced object's
-      // former bytes are gone already, and its row stays, so that one is kept.
-      await this.removeObjects(toStore.filter((i) => !replacing.has(i.record.sopUid)));
+      // A full disk surely rolled the transaction back. Another failure (a connection lost in the commit) may not
+      // have: its objects stay, since a row without its object would be worse, and `verify` finds them.
+      if (DiskFull.of(e)) await this.removeObjects(added);
       throw e;
     }
     // An overwritten instance's renderings go with its former bytes (their keys name those bytes' checksum anyway).
