@@ -108,10 +108,7 @@ describe('a full data disk', () => {
           const columns = 256 + 64 * ((n + round + i) % 8);
           return { ...ids, sopUid, bytes: syntheticInstance({ studyUID: ids.studyUid, seriesUID: ids.seriesUid, sopInstanceUID: sopUid, rows: 640, columns, instanceNumber: i + 1 }) };
         });
-        const response = await stow(
-          server.dicomweb,
-          batch.map((i) => i.bytes),
-        );
+        const response = await stow(server.dicomweb, batch.map((i) => i.bytes));
         statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
         const body = await response.json();
         if (response.status === 200) {
