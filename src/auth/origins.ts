@@ -18,7 +18,7 @@ export class Origins {
 
   /**
    * The other origin a browser made this request for, when it was not our own page and not listed by name: the
-   * Origin header, or Sec-Fetch-Site where a browser sends no Origin (a GET from an image tag).
+   * Origin header, or Sec-Fetch-Site where a browser sends no Origin (a GET from an image tag or a script).
    */
   unlistedForeign(c: Context<Env>): string | undefined {
     const origin = c.req.header('origin');
@@ -26,6 +26,8 @@ export class Origins {
       if (this.listed.has(origin) || ownOrigins(c).includes(origin)) return undefined;
       return origin;
     }
+    // A link followed shows the answer to the person who followed it, never to the page the link was on.
+    if (c.req.header('sec-fetch-mode') === 'navigate') return undefined;
     const site = c.req.header('sec-fetch-site');
     return site === 'cross-site' || site === 'same-site' ? `a page of another ${site === 'same-site' ? 'origin' : 'site'}` : undefined;
   }

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
@@ -60,6 +61,16 @@ async function inBatches(count: number, concurrency: number, send: (i: number) =
     statuses.push(...(await Promise.all(batch)));
   }
   return statuses;
+}
+
+/** The status of a GET sent with exactly these headers (fetch adds Sec-Fetch-Mode: cors to every request). */
+function statusOf(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { headers }, (response) => {
+      response.resume();
+      response.on('end', () => resolve(response.statusCode!));
+    }).on('error', reject);
+  });
 }
 
 const tally = (statuses: number[]) => statuses.reduce<Record<number, number>>((t, s) => ({ ...t, [s]: (t[s] ?? 0) + 1 }), {});
@@ -174,13 +185,16 @@ describe('anonymous reads are not granted to pages of other origins', () => {
     expect(byOrigin.status).toBe(401);
     expect((await byOrigin.json()).detail).toMatch(/^reads without a credential are not granted to https:\/\/evil\.example: send a credential, or have the administrator list that origin in PACS_CORS_ORIGINS$/);
     // An image tag or a navigation sends no Origin, but says where it comes from.
-    expect((await search(lan, lanStudy, { 'Sec-Fetch-Site': 'cross-site' })).status).toBe(401);
+    expect(await statusOf(`${lan.dicomweb}/studies?StudyInstanceUID=${lanStudy.studyUID}`, { 'Sec-Fetch-Site': 'cross-site', 'Sec-Fetch-Mode': 'no-cors' })).toBe(401);
     expect((await fetch(`${lan.url}/api/v1/studies/${lanStudy.studyUID}`, { headers: { Origin: 'null' } })).status).toBe(401);
   });
 
   it('our own origin, and clients that are not browsers, still read without a credential', async () => {
     expect((await search(lan, lanStudy, { Origin: lan.url })).status).toBe(200);
     expect((await search(lan, lanStudy, { 'Sec-Fetch-Site': 'same-origin' })).status).toBe(200);
+    // A link followed from another site opens for the person who followed it; the page it was on reads nothing.
+    // (fetch sends a Sec-Fetch-Mode of its own, so this one goes out by node:http, as a browser's navigation would.)
+    expect(await statusOf(`${lan.dicomweb}/studies?StudyInstanceUID=${lanStudy.studyUID}`, { 'Sec-Fetch-Site': 'cross-site', 'Sec-Fetch-Mode': 'navigate' })).toBe(200);
     expect((await search(lan, lanStudy)).status).toBe(200);
   });
 
