@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
+import { fetchLocalFiles, sendLocalFiles } from './backup/bucket.js';
 import { pruneDeleted } from './backup/prune.js';
 import { backupPlace, readManifest, writeManifest } from './backup/place.js';
 import { snapshotSqliteIndex } from './backup/snapshot.js';
@@ -57,6 +58,8 @@ async function backup(options: Command, sourceConfig: Config, backupConfig: Conf
   if (from.indexPlace === to.indexPlace || from.objectsPlace === to.objectsPlace) {
     throw new Refused(`${options.place} is the store itself (${from.objects} + ${from.index}): a backup goes to another disk, folder or bucket.`);
   }
+  // A bucket backup whose local folder was lost takes its index back from the bucket, so that it stays incremental.
+  if (backupConfig.s3) await opening('the backup', () => fetchLocalFiles({ ...backupConfig, s3: backupConfig.s3! }, log, { create: true }));
   const target = await opening('the backup', () => openTarget(backupConfig, to, log, undefined, true));
   ends.push(target);
   // SQLite: one moment's index, while the server goes on. Postgres: read as it is (pg_dump for a point in time: README).
@@ -71,6 +74,7 @@ async function backup(options: Command, sourceConfig: Config, backupConfig: Conf
   let pruned = 0;
   if (!done.counts.stopped) pruned = await pruneDeleted(source.catalog, target);
   if (complete) await writeManifest(backupConfig, from, done.counts.total);
+  if (backupConfig.s3 && !done.counts.stopped) await sendLocalFiles(backupConfig.storageDir, target.store, target.spoolDir);
   out.write(
     transferReport(done, backupConfig, {
       failed: 'the backup lacks them',
@@ -86,6 +90,7 @@ async function backup(options: Command, sourceConfig: Config, backupConfig: Conf
 async function restore(options: Command, backupConfig: Config, targetConfig: Config, log: Logger, ends: End[]) {
   const from = backendOf(backupConfig);
   const to = backendOf(targetConfig);
+  const fetched = backupConfig.s3 ? await opening('the backup', () => fetchLocalFiles({ ...backupConfig, s3: backupConfig.s3! }, log, { create: false })) : [];
   if (!(await fs.stat(path.join(backupConfig.storageDir, 'index.sqlite')).catch(() => undefined))) {
     throw new Refused(`${options.place} holds no backup (no index.sqlite in ${backupConfig.storageDir}): give the folder or env file that \`backup --to\` wrote.`);
   }
@@ -103,6 +108,7 @@ async function restore(options: Command, backupConfig: Config, targetConfig: Con
   const out = process.stdout;
   out.write(`Restoring\n  from  ${from.objects} + ${from.index}\n  to    ${to.objects} + ${to.index}\n`);
   out.write(manifest ? `The backup was last completed at ${manifest.completedAt} (${manifest.instances} instance(s)).\n` : 'The backup never completed a run: restoring the instances it holds.\n');
+  if (fetched.length) out.write(`Taken from the bucket, as ${backupConfig.storageDir} lacked them: ${fetched.join(', ')}.\n`);
   if (resuming) out.write('Going on with the restore a previous run began (it skips what is already restored).\n');
   const done = await transfer(source, target, { command: 'restore', parallel: options.parallel, log });
   const complete = done.counts.failed === 0 && !done.counts.stopped;

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type Config } from '../config.js';
 import type { Backend } from '../migrate/backends.js';
-import { loadFileConfig } from '../migrate/ends.js';
+import { loadFileConfig, Refused } from '../migrate/ends.js';
 
 /** What a backup's last complete run wrote beside it, last of all: when, from where, how much. */
 export type BackupManifest = { format: 'pacs-lite-backup/1'; completedAt: string; source: { objects: string; index: string }; instances: number; bytes: number };
@@ -17,8 +17,11 @@ const MANIFEST = 'backup.json';
  */
 export async function backupPlace(place: string): Promise<Config> {
   const stat = await fs.stat(place).catch(() => undefined);
-  if (stat?.isFile()) return loadFileConfig(place);
-  return loadConfig({ PACS_STORAGE_DIR: path.resolve(place) });
+  if (!stat?.isFile()) return loadConfig({ PACS_STORAGE_DIR: path.resolve(place) });
+  const config = await loadFileConfig(place);
+  if (!config.s3) throw new Refused(`${place} names no bucket (PACS_S3_BUCKET): for a backup to a folder, give the folder itself.`);
+  if (config.databaseUrl) throw new Refused(`${place} sets PACS_DATABASE_URL: a backup keeps its index in SQLite, in its PACS_STORAGE_DIR and in the bucket; remove that line.`);
+  return config;
 }
 
 /** The manifest of a backup's last complete run; undefined when no run has completed (or it is no backup). */

@@ -83,12 +83,14 @@ export async function openSource(config: Config, backend: Backend, log: Logger, 
 export async function openTarget(config: Config, backend: Backend, log: Logger, sourceStore: ObjectStore | undefined, overwrite = false): Promise<TargetEnd> {
   const s3 = !sourceStore && config.s3 ? await S3ObjectStore.open(config.s3, log) : undefined;
   const store = sourceStore ? new ObjectsInPlace(sourceStore) : (s3 ?? (await new FileObjectStore(path.join(config.storageDir, 'objects')).init()));
+  // Beside the target's objects folder, so that a spooled file is renamed into place rather than copied again; made
+  // first, as the server makes it, so that a new data folder exists before its SQLite index is opened.
+  const spoolDir = await freshSpoolDir(path.join(config.storageDir, 'tmp'));
   const catalog = await openCatalog(config, log).catch(async (e: unknown) => {
     s3?.close();
+    await fs.rm(spoolDir, { recursive: true, force: true });
     throw e;
   });
-  // Beside the target's objects folder, so that a spooled file is renamed into place rather than copied again.
-  const spoolDir = await freshSpoolDir(path.join(config.storageDir, 'tmp'));
   return {
     config,
     backend,

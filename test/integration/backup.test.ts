@@ -9,6 +9,7 @@ import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { backendEnv } from '../helpers/backend.js';
 import { cli } from '../helpers/cli.js';
+import { startS3 } from '../helpers/s3.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { readObject, writeObject } from '../helpers/stored.js';
 
@@ -59,6 +60,19 @@ async function storeStudy(n: number): Promise<void> {
 async function countFiles(folder: string): Promise<number> {
   const entries = await fs.readdir(folder, { recursive: true, withFileTypes: true }).catch(() => []);
   return entries.filter((e) => e.isFile()).length;
+}
+
+/** A restored server: every instance byte for byte as stored, none of the deleted ones, the API keys as they were. */
+async function expectServesAsBefore(restored: RunningServer) {
+  for (const i of stored) {
+    const response = await adminFetch(`${restored.dicomweb}/studies/${i.studyUID}/series/${i.seriesUID}/instances/${i.sopInstanceUID}`, { headers: INSTANCE_ACCEPT });
+    expect(response.status, i.sopInstanceUID).toBe(200);
+    const [part] = await readMultipartResponse(response);
+    expect(sha256(part!.body), i.sopInstanceUID).toBe(i.sha256);
+  }
+  for (const i of deleted) expect((await adminFetch(`${restored.dicomweb}/studies/${i.studyUID}/series/${i.seriesUID}/instances/${i.sopInstanceUID}`, { headers: INSTANCE_ACCEPT })).status).toBe(404);
+  expect((await fetch(`${restored.dicomweb}/studies?limit=1`, { headers: bearer(access.readKey) })).status).toBe(200);
+  expect((await fetch(`${restored.dicomweb}/studies?limit=1`, { headers: bearer(access.revokedKey) })).status).toBe(401);
 }
 
 beforeAll(async () => {
@@ -175,6 +189,40 @@ describe('backup and restore', () => {
     expect(await countFiles(path.join(backupDir, 'objects'))).toBe(stored.length);
   });
 
+  it('backs up to an S3 bucket, each object put with its SHA-256, and restores from the bucket alone', { timeout: 240_000 }, async () => {
+    const s3 = await startS3();
+    try {
+      const folder = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-bucket-backup-'));
+      const local = path.join(folder, 'index');
+      const envFile = path.join(folder, 'backup.env');
+      const vars = { ...s3.env('pacs-offsite'), PACS_STORAGE_DIR: local };
+      await fs.writeFile(envFile, Object.entries(vars).map(([k, v]) => `${k}=${v}\n`).join(''), { mode: 0o600 });
+
+      const run = await cli(['backup', '--to', envFile], server.dataDir);
+      expect(run.code, run.stdout + run.stderr).toBe(0);
+      expect(counts(run.stdout)).toEqual({ copied: stored.length, present: 0, failed: 0, total: stored.length });
+      const puts = s3.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/pacs-offsite/studies/'));
+      expect(puts).toHaveLength(stored.length);
+      for (const put of puts) expect(put.headers['x-amz-checksum-sha256']).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+      const again = await cli(['backup', '--to', envFile], server.dataDir);
+      expect(counts(again.stdout)).toEqual({ copied: 0, present: stored.length, failed: 0, total: stored.length });
+
+      // The backup's own folder is lost with the disk: the bucket holds its index too.
+      await fs.rm(local, { recursive: true, force: true });
+      const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-restored-'));
+      const restore = await cli(['restore', '--from', envFile], dataDir);
+      expect(restore.code, restore.stdout + restore.stderr).toBe(0);
+      expect(restore.stdout).toContain('Taken from the bucket');
+      expect(counts(restore.stdout)).toEqual({ copied: stored.length, present: 0, failed: 0, total: stored.length });
+      const restored = await startServer({ dataDir });
+      servers.push(restored);
+      await expectServesAsBefore(restored);
+      await restored.stop();
+    } finally {
+      await s3.stop();
+    }
+  });
+
   it('refuses to restore into a store that is not empty, and says so', { timeout: 60_000 }, async () => {
     const run = await cli(['restore', '--from', backupDir], server.dataDir);
     expect(run.code).toBe(1);
@@ -193,14 +241,6 @@ describe('backup and restore', () => {
 
     const restored = await startServer({ dataDir });
     servers.push(restored);
-    for (const i of stored) {
-      const response = await adminFetch(`${restored.dicomweb}/studies/${i.studyUID}/series/${i.seriesUID}/instances/${i.sopInstanceUID}`, { headers: INSTANCE_ACCEPT });
-      expect(response.status, i.sopInstanceUID).toBe(200);
-      const [part] = await readMultipartResponse(response);
-      expect(sha256(part!.body), i.sopInstanceUID).toBe(i.sha256);
-    }
-    for (const i of deleted) expect((await adminFetch(`${restored.dicomweb}/studies/${i.studyUID}/series/${i.seriesUID}/instances/${i.sopInstanceUID}`, { headers: INSTANCE_ACCEPT })).status).toBe(404);
-    expect((await fetch(`${restored.dicomweb}/studies?limit=1`, { headers: bearer(access.readKey) })).status).toBe(200);
-    expect((await fetch(`${restored.dicomweb}/studies?limit=1`, { headers: bearer(access.revokedKey) })).status).toBe(401);
+    await expectServesAsBefore(restored);
   });
 });
