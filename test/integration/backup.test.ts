@@ -7,11 +7,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
-import { backendEnv } from '../helpers/backend.js';
+import { backendEnv, serverBackend } from '../helpers/backend.js';
 import { cli } from '../helpers/cli.js';
 import { startS3 } from '../helpers/s3.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
-import { readObject, writeObject } from '../helpers/stored.js';
+import { objectKeys, readObject, writeObject } from '../helpers/stored.js';
 
 /**
  * `npm run cli -- backup --to <folder>` beside a running server on the project's backend, and `restore --from` into
@@ -229,14 +229,33 @@ describe('backup and restore', () => {
     expect(run.stderr).toMatch(/Not restoring: the target is not empty \(.* indexes \d+ instance\(s\)\)/);
   });
 
-  it('restores into an empty store once the data folder is lost: every instance byte for byte, keys as they were', { timeout: 240_000 }, async () => {
+  it('restores into an empty store once the data folder is lost, going on after kill -9: every instance byte for byte, keys as they were', { timeout: 240_000 }, async () => {
     await server.stop();
     await fs.rm(server.dataDir, { recursive: true, force: true });
     // On S3 or Postgres projects a new folder is also a new, empty bucket and database.
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-restored-'));
+    // A restore killed part way leaves a store that is not empty, and is still let go on.
+    const env = { ...process.env, PACS_STORAGE_DIR: dataDir, ...(await backendEnv(dataDir)) };
+    const target = { dataDir, backend: serverBackend(env) };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'restore', '--from', backupDir, '--parallel', '2'], { cwd: ROOT, env, stdio: 'ignore' });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+    for (let i = 0; i < 3000 && child.exitCode === null; i++) {
+      if ((await objectKeys(target, 'studies/')).length >= 20) {
+        child.kill('SIGKILL');
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await exited).toBe('SIGKILL');
+    expect(existsSync(path.join(dataDir, 'restore-in-progress'))).toBe(true);
+
     const run = await cli(['restore', '--from', backupDir], dataDir);
     expect(run.code, run.stdout + run.stderr).toBe(0);
-    expect(counts(run.stdout)).toEqual({ copied: stored.length, present: 0, failed: 0, total: stored.length });
+    expect(run.stdout).toContain('Going on with the restore a previous run began');
+    const c = counts(run.stdout);
+    expect(c).toMatchObject({ failed: 0, total: stored.length });
+    expect(c.present).toBeGreaterThan(0);
+    expect(c.copied + c.present).toBe(stored.length);
     expect(existsSync(path.join(dataDir, 'restore-in-progress'))).toBe(false);
 
     const restored = await startServer({ dataDir });
