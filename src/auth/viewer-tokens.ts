@@ -91,7 +91,9 @@ export class ViewerTokens {
     }
     const { iss, aud } = tokenParties(key as Uint8Array, this.publicUrl);
     if (payload.iss !== iss || payload.aud !== aud) throw invalid('the token was issued for another installation: its iss and aud claims do not name this server', payload.jti);
-    const studyUid = payload.sub!;
+    // Signed with our key, yet a JSON value of any type (found by fuzzing: a null sub or an object jti was a 500).
+    if (typeof payload.sub !== 'string' || typeof payload.jti !== 'string') throw invalid('the token\'s sub and jti claims are not strings');
+    const studyUid = payload.sub;
     if (payload.scope !== SCOPE || !isValidUid(studyUid)) throw invalid('the token does not grant read access to a study');
     if (payload.iat! > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) throw invalid('the token claims to be issued in the future');
     // Signed here, yet asking for more life than this server grants: a token is never trusted beyond the configured maximum.

@@ -10,7 +10,7 @@ import { adminFetch, startServer, stow, type RunningServer } from '../helpers/se
  * what to change, on both dialects; at the caps, the query still runs.
  */
 
-const patient = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid(), patientName: 'Doe^Jane Mary', patientID: 'LIMITS-1', modality: 'MR' };
+const patient = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid(), patientName: 'Doe^Jane Mary', patientID: 'LIMITS-1', modality: 'MR' as const };
 
 let server: RunningServer;
 const get = (path: string) => adminFetch(`${server.url}${path}`, { headers: { Accept: 'application/dicom+json' } });
