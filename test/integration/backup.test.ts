@@ -240,7 +240,8 @@ describe('backup and restore', () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'restore', '--from', backupDir, '--parallel', '2'], { cwd: ROOT, env, stdio: 'ignore' });
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
     for (let i = 0; i < 3000 && child.exitCode === null; i++) {
-      if ((await objectKeys(target, 'studies/')).length >= 20) {
+      // Until the restore has made it, the bucket is not there to list.
+      if ((await objectKeys(target, 'studies/').catch(() => [])).length >= 20) {
         child.kill('SIGKILL');
         break;
       }
