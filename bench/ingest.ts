@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Corpus, CorpusInstance } from './corpus.js';
-import { expectJson, request, stowBody } from './http.js';
+import { expectJson, request, stowBody, type Reply } from './http.js';
 import { throughput, type Throughput } from './limits.js';
 import { cpuSeconds, cpuSecondsByThread, resetPeakRss, sampleRss, syncDisks, watchMachineCpu, type MachineCpu } from './measure.js';
 import type { RunningServer } from './server-process.js';
@@ -86,14 +86,23 @@ export function stowBatches(corpus: Corpus): CorpusInstance[][] {
 const STOW_TIMEOUT_MS = 10 * 60_000;
 
 async function stowBatch(server: RunningServer, corpus: Corpus, batch: CorpusInstance[]): Promise<void> {
+  expectAllStored(server, batch, await sendStow(server, corpus, batch));
+}
+
+/** One STOW-RS request of `batch`, read from the corpus; the answer as it came. */
+export async function sendStow(server: RunningServer, corpus: Corpus, batch: CorpusInstance[], timeoutMs = STOW_TIMEOUT_MS): Promise<Reply> {
   const files = await Promise.all(batch.map((i) => fs.readFile(path.join(corpus.dir, i.file))));
   const { pieces, contentType } = stowBody(files);
-  const reply = await request(`${server.dicomweb}/studies`, {
+  return request(`${server.dicomweb}/studies`, {
     method: 'POST',
     headers: { ...server.auth, 'Content-Type': contentType, Accept: 'application/dicom+json' },
     body: pieces,
-    timeoutMs: STOW_TIMEOUT_MS,
+    timeoutMs,
   });
+}
+
+/** Throws unless the answer is a 200 saying that every instance of `batch` was stored (a duplicate counts as stored). */
+export function expectAllStored(server: RunningServer, batch: CorpusInstance[], reply: Reply): void {
   const answer = expectJson(reply, `STOW of ${batch[0]!.file}…`) as Record<string, { Value?: unknown[] } | undefined>;
   const stored = answer['00081199']?.Value?.length ?? 0;
   const failed = answer['00081198']?.Value?.length ?? 0;

@@ -62,7 +62,8 @@ export async function resetPeakRss(pid: number): Promise<void> {
   await fs.writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => undefined);
 }
 
-async function statusField(pid: number, field: string): Promise<number> {
+/** A field of /proc/<pid>/status in kB (VmRSS, VmHWM). */
+export async function statusField(pid: number, field: string): Promise<number> {
   const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
   const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
   if (!match) throw new Error(`no ${field} for process ${pid}`);

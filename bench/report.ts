@@ -4,6 +4,7 @@ import { BACKEND_LABELS, servedPerFrameByte, type BackendResults } from './backe
 import { JUDGED, QIDO_SCALE_LINES, QIDO_SCALE_TARGET_MS, type QidoScaleLine, type QidoScaleResults } from './qido-scale.js';
 import type { BackendName, Dialect, ServerName } from './settings.js';
 import type { IngestResult } from './ingest.js';
+import type { LoadResults } from './load.js';
 import type { ReadResult } from './reads.js';
 import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
 import { RENDER_LINES, THUMBNAIL_TARGET_MS, type ImageFacts, type RenderDetail } from './rendered.js';
@@ -42,6 +43,8 @@ export type BenchResults = {
   backends?: Partial<Record<BackendName, BackendResults>>;
   /** QIDO on a synthesised index of a million instances, by dialect (qido-scale.ts). */
   qidoScale?: Partial<Record<Dialect, QidoScaleResults>>;
+  /** 45 readers and 5 uploads, then the same with a render bomb stored (load.ts). */
+  load?: LoadResults;
   orthancConfig: unknown;
 };
 
@@ -192,7 +195,7 @@ function errorOf(r: ReadResult | undefined): string | undefined {
   return r && 'error' in r ? r.error : undefined;
 }
 
-function fixed(value: number | undefined, digits: number): string {
+export function fixed(value: number | undefined, digits: number): string {
   if (value === undefined || !Number.isFinite(value)) return '';
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
@@ -209,7 +212,7 @@ export function renderTable(rows: Row[]): string {
 }
 
 /** A plain-text table: numbers to the right, text to the left. */
-function renderColumns(header: string[], rows: string[][], numeric: boolean[]): string {
+export function renderColumns(header: string[], rows: string[][], numeric: boolean[]): string {
   const widths = header.map((_, i) => Math.max(...[header, ...rows].map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => widths.map((w, i) => (numeric[i] ? (r[i] ?? '').padStart(w) : (r[i] ?? '').padEnd(w))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');

