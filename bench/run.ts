@@ -1,7 +1,7 @@
 /**
  * npm run bench: PACS-lite and Orthanc side by side on one corpus, with the machine's own limits,
  * against the targets of the issue; PACS-lite on each storage backend; QIDO on a synthesised index of a
- * million instances. See bench/README.md.
+ * million instances; the load case (`npm run bench -- load` alone). See bench/README.md.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
