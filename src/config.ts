@@ -18,6 +18,12 @@ export const LONGEST_TOKEN_TTL = 7 * 24 * 3600;
 /** PACS_ADMIN_KEY opens everything; a guessable one is refused at start. */
 const MIN_ADMIN_KEY_BITS = 128;
 
+/** A time span such as 24h, 7d, 30m or 90s; 0 or off for none. */
+const duration = z
+  .string()
+  .regex(/^(0|off|\d+(\.\d+)?\s*(ms|s|m|h|d))$/i, 'a time span such as 24h, 7d, 30m or 90s, or 0 / off')
+  .transform(parseDuration);
+
 const seconds = z.coerce.number().int().min(1).max(LONGEST_TOKEN_TTL);
 
 const signingKey = z
@@ -32,6 +38,8 @@ const schema = z.object({
   PACS_CORS_ORIGINS: z.string().default('*'),
   PACS_MAX_REQUEST_BYTES: bytes.default(4 * 1024 ** 3),
   PACS_MAX_INSTANCE_BYTES: bytes.default(2 * 1024 ** 3),
+  // A large multi-phase CT study is a few thousand instances; each part costs work and a line of the answer.
+  PACS_MAX_PARTS_PER_REQUEST: z.coerce.number().int().min(1).default(10_000),
   PACS_OVERWRITE_DIFFERENT: bool.default(false),
   PACS_MIN_FREE_BYTES: bytes.default(512 * 1024 ** 2),
   PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
@@ -57,6 +65,7 @@ const schema = z.object({
   PACS_VIEWER_SIGNING_KEY: signingKey.optional(),
   PACS_VIEWER_SIGNING_KEY_PREVIOUS: signingKey.optional(),
   PACS_RENDER_MAX_FRAME_BYTES: bytes.default(256 * 1024 ** 2),
+  PACS_VERIFY_INTERVAL: duration.default(7 * 86_400_000),
   PACS_RENDER_MEMORY_BYTES: bytes.refine((n) => n >= 16 * 1024 ** 2, 'at least 16MiB').default(512 * 1024 ** 2),
   PACS_DERIVED_CACHE_BYTES: bytes.default(1024 ** 3),
   PACS_S3_ENDPOINT: z.url().optional(),
@@ -91,7 +100,10 @@ export type Config = Readonly<{
   publicUrl?: string;
   corsOrigins: readonly string[];
   maxRequestBytes: number;
+  /** Largest instance, and largest data set a deflated one inflates to. */
   maxInstanceBytes: number;
+  /** Parts one STOW-RS request may hold; past it the request is answered 413 and nothing is stored. */
+  maxPartsPerRequest: number;
   overwriteDifferent: boolean;
   /** Uploads are refused (507) before they start while the data folder's disk has less free; 0: never. */
   minFreeBytes: number;
@@ -111,6 +123,8 @@ export type Config = Readonly<{
   viewerToken: Readonly<{ defaultTtl: number; maxTtl: number; signingKey?: string; previousSigningKey?: string }>;
   /** Largest decoded frame (rows × columns × samples × bytes a sample) that rendering will decode; larger ones get 413. */
   renderMaxFrameBytes: number;
+  /** Time over which the scheduled verify pass spreads its reading of every object (ms); 0 when it is off. */
+  verifyInterval: number;
   /** Memory the renderings decoding at once may hold together (decoded pixels, 8-bit image); the rest wait their turn. */
   renderMemoryBytes: number;
   /** Bytes the derived objects (rendered images, thumbnails) may take in the store; least recently used go first. */
@@ -141,6 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     corsOrigins: Object.freeze(e.PACS_CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     maxRequestBytes: e.PACS_MAX_REQUEST_BYTES,
     maxInstanceBytes: e.PACS_MAX_INSTANCE_BYTES,
+    maxPartsPerRequest: e.PACS_MAX_PARTS_PER_REQUEST,
     overwriteDifferent: e.PACS_OVERWRITE_DIFFERENT,
     minFreeBytes: e.PACS_MIN_FREE_BYTES,
     idleTimeoutSeconds: e.PACS_IDLE_TIMEOUT,
@@ -158,6 +173,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       previousSigningKey: e.PACS_VIEWER_SIGNING_KEY_PREVIOUS,
     }),
     renderMaxFrameBytes: e.PACS_RENDER_MAX_FRAME_BYTES,
+    verifyInterval: e.PACS_VERIFY_INTERVAL,
     renderMemoryBytes: e.PACS_RENDER_MEMORY_BYTES,
     derivedCacheBytes: e.PACS_DERIVED_CACHE_BYTES,
     s3: e.PACS_S3_BUCKET
@@ -211,6 +227,13 @@ function isAddressOrCidr(text: string): boolean {
 
 function isPostgresUrl(text: string): boolean {
   return URL.canParse(text) && ['postgres:', 'postgresql:'].includes(new URL(text).protocol);
+}
+
+function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/i.exec(text.trim());
+  if (!m) return 0;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 }[m[2]!.toLowerCase() as 'ms'];
+  return Math.round(Number(m[1]) * unit);
 }
 
 function parseByteSize(text: string): number {

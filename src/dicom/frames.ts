@@ -23,7 +23,7 @@ export async function frameRanges(header: ParsedHeader, reader: ByteReader): Pro
   const pixels = header.pixelData;
   if (!pixels) return [];
   const frames = numberOfFrames(header);
-  const size = header.inflated ? header.bytes.length : reader.size;
+  const size = header.size;
   if (!isEncapsulated(header.transferSyntaxUID)) {
     if (pixels.hadUndefinedLength) throw new DicomParseError('native pixel data must have a defined length');
     if (pixels.dataOffset + pixels.length > size) {

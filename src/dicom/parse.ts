@@ -1,8 +1,8 @@
-import { constants as bufferConstants } from 'node:buffer';
 import zlib from 'node:zlib';
 import dicomParser from 'dicom-parser';
 import { TransferSyntax, isKnownTransferSyntax } from './transfer-syntax.js';
 import { assertUid } from './uid.js';
+import { TooManyElements, walkDataSet } from './walk.js';
 
 export class DicomParseError extends Error {
   override name = 'DicomParseError';
@@ -20,34 +20,38 @@ export type ParsedHeader = {
   seriesInstanceUID: string;
   /** PixelData (or float variants) as found: dataOffset is in the (inflated) data set's bytes. */
   pixelData?: Element;
-  /** The bytes the offsets refer to: the file itself, or the inflated data set of a deflated file. */
+  /** The bytes the offsets refer to, or a prefix of them: the file itself, or its meta information and inflated data set. */
   bytes: Buffer;
+  /** The whole length of what `bytes` begins: the file's size, or its meta information and inflated data set. */
+  size: number;
   /** True when bytes is not the file as stored (Deflated Explicit VR Little Endian). */
   inflated: boolean;
 };
 
 const PIXEL_TAGS: readonly string[] = ['x7fe00010', 'x7fe00008', 'x7fe00009'];
 const MAX_NESTING = 64;
-const MAX_BUFFER = bufferConstants.MAX_LENGTH;
 const NESTED_TOO_DEEP = `sequences are nested more than ${MAX_NESTING} deep`;
 
-export type ParseLimits = {
-  /** A Deflated Explicit VR Little Endian data set is inflated in memory: never past this many bytes. */
-  maxInflatedBytes?: number;
-};
+/** A deflated data set inflated in place is held whole, twice over while it is joined to the meta information. */
+const MAX_INFLATE_HERE = 64 * 1024 * 1024;
 
-/** A deflated data set that would inflate past ParseLimits.maxInflatedBytes; nothing past the limit was allocated. */
-export class InflateLimitExceeded extends DicomParseError {
-  constructor(readonly limit: number) {
-    super(`the deflated data set inflates to more than ${limit} bytes`);
-  }
-}
+export type ParseOptions = {
+  /**
+   * How a Deflated Explicit VR Little Endian data set is read: 'ask' throws NeedsInflating (ingest inflates it as a
+   * stream, off the event loop); 'inflated': `bytes` hold the meta information and the data set inflated already;
+   * 'here' (for a file already held whole: tools, tests) inflates it synchronously, up to MAX_INFLATE_HERE bytes.
+   */
+  deflated?: 'ask' | 'inflated' | 'here';
+};
 
 /**
  * Parses a Part 10 file up to its pixel data (PS3.10 7.1). `bytes` may be a prefix of a larger file
- * of `fileSize` bytes: NeedMoreBytes asks the caller for a longer prefix.
+ * of `fileSize` bytes: NeedMoreBytes asks the caller for a longer prefix. A few KB deflated may inflate to
+ * gigabytes: with `deflated: 'ask'`, NeedsInflating asks the caller to inflate it, bounded and off the event loop,
+ * and to call again with the inflated bytes and `deflated: 'inflated'`.
  */
-export function parsePart10(bytes: Buffer, fileSize = bytes.length, limits: ParseLimits = {}): ParsedHeader {
+export function parsePart10(bytes: Buffer, fileSize = bytes.length, options: ParseOptions = {}): ParsedHeader {
+  const deflated = options.deflated ?? 'here';
   if (bytes.length < 132 || bytes.toString('latin1', 128, 132) !== 'DICM') {
     throw new DicomParseError('not a DICOM Part 10 file: the 128-byte preamble and "DICM" prefix are missing');
   }
@@ -55,16 +59,16 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, limits: Pars
   let dataSet: DataSet;
   let inflated = false;
   try {
-    dataSet = dicomParser.parseDicom(bytes, {
+    dataSet = dicomParser.parseDicom(checkElements(bytes, deflated, partial, fileSize), {
       untilTag: 'x7fe00010',
-      inflater: (whole: Buffer, position: number) => {
-        if (partial) throw new NeedMoreBytes(fileSize);
+      // checkElements inflated the data set, or had it inflated: the bytes are ready.
+      inflater: (whole: Buffer) => {
         inflated = true;
-        return Buffer.concat([whole.subarray(0, position), inflate(whole.subarray(position), limits.maxInflatedBytes ?? MAX_BUFFER)]);
+        return whole;
       },
     } as unknown as dicomParser.ParseDicomOptions);
   } catch (e) {
-    if (e instanceof NeedMoreBytes || e instanceof DicomParseError) throw e;
+    if (e instanceof NeedMoreBytes || e instanceof NeedsInflating || e instanceof DicomParseError || e instanceof TooManyElements) throw e;
     if (partial) throw new NeedMoreBytes(bytes.length * 2);
     // The parser stops at the first problem; what it read up to there names the element at fault.
     const readSoFar = (e as { dataSet?: DataSet } | undefined)?.dataSet;
@@ -77,25 +81,27 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, limits: Pars
   const pixelData = PIXEL_TAGS.map((t) => dataSet.elements[t]).find((e) => e !== undefined);
   if (partial && !pixelData) throw new NeedMoreBytes(bytes.length * 2);
 
-  const transferSyntaxUID = trimUid(dataSet.string('x00020010'));
+  const transferSyntaxUID = uidIn(dataSet, 'x00020010');
   if (!transferSyntaxUID) throw new DicomParseError('the meta header has no Transfer Syntax UID (0002,0010)');
   if (!isKnownTransferSyntax(transferSyntaxUID)) {
     throw new DicomParseError(`transfer syntax ${transferSyntaxUID} is not one this server knows`);
   }
-  const sopInstanceUID = assertUid('SOPInstanceUID (0008,0018)', trimUid(dataSet.string('x00080018')));
-  const mediaSop = trimUid(dataSet.string('x00020003'));
+  const sopInstanceUID = assertUid('SOPInstanceUID (0008,0018)', uidIn(dataSet, 'x00080018'));
+  const mediaSop = uidIn(dataSet, 'x00020003');
   if (mediaSop && mediaSop !== sopInstanceUID) {
     throw new DicomParseError(`MediaStorageSOPInstanceUID ${mediaSop} differs from SOPInstanceUID ${sopInstanceUID}`);
   }
   return {
     dataSet,
     transferSyntaxUID,
-    sopClassUID: assertUid('SOPClassUID (0008,0016)', trimUid(dataSet.string('x00080016') ?? dataSet.string('x00020002'))),
+    sopClassUID: assertUid('SOPClassUID (0008,0016)', uidIn(dataSet, 'x00080016') ?? uidIn(dataSet, 'x00020002')),
     sopInstanceUID,
-    studyInstanceUID: assertUid('StudyInstanceUID (0020,000D)', trimUid(dataSet.string('x0020000d'))),
-    seriesInstanceUID: assertUid('SeriesInstanceUID (0020,000E)', trimUid(dataSet.string('x0020000e'))),
+    studyInstanceUID: assertUid('StudyInstanceUID (0020,000D)', uidIn(dataSet, 'x0020000d')),
+    seriesInstanceUID: assertUid('SeriesInstanceUID (0020,000E)', uidIn(dataSet, 'x0020000e')),
     pixelData,
     bytes: source,
+    // Inflated here, the data set is all in `source`; inflated by the caller, fileSize counts it.
+    size: inflated && deflated === 'here' ? source.length : fileSize,
     inflated,
   };
 }
@@ -107,15 +113,46 @@ export class NeedMoreBytes extends Error {
   }
 }
 
-function trimUid(value: string | undefined): string | undefined {
-  return value?.replace(/[\0 ]+$/, '');
+/** Thrown for a deflated data set not yet inflated: it begins at `offset` of the file. */
+export class NeedsInflating extends Error {
+  constructor(readonly offset: number) {
+    super(`the data set from offset ${offset} is deflated`);
+  }
 }
 
-function inflate(deflated: Buffer, maxBytes: number): Buffer {
+/**
+ * A UID as its bytes hold it, without its padding (PS3.5 9.1: one trailing NUL; trailing spaces are tolerated).
+ * dicom-parser's own reading stops at the first NUL, which would turn `1.2.3\0.4` into `1.2.3`; here the NUL stays and is refused.
+ */
+function uidIn(dataSet: DataSet, tag: string): string | undefined {
+  const element = dataSet.elements[tag];
+  if (!element) return undefined;
+  return (dataSet.byteArray as Buffer).toString('latin1', element.dataOffset, element.dataOffset + element.length).replace(/[\0 ]+$/, '');
+}
+
+/**
+ * The element walk (walk.ts) over the data set, in the encoding its meta information names; a deflated one is
+ * inflated first (or the caller asked to). Returns the bytes to parse: meta information and a plain data set.
+ */
+function checkElements(bytes: Buffer, deflated: NonNullable<ParseOptions['deflated']>, partial: boolean, fileSize: number): Buffer {
+  const meta = dicomParser.readPart10Header(bytes) as DataSet & { position: number };
+  const syntax = uidIn(meta, 'x00020010');
+  if (!syntax || !isKnownTransferSyntax(syntax)) return bytes; // named after parsing
+  let plain = bytes;
+  if (syntax === TransferSyntax.DeflatedExplicitVRLittleEndian && deflated !== 'inflated') {
+    if (deflated === 'ask') throw new NeedsInflating(meta.position);
+    if (partial) throw new NeedMoreBytes(fileSize);
+    plain = Buffer.concat([bytes.subarray(0, meta.position), inflateHere(bytes.subarray(meta.position))]);
+  }
+  walkDataSet(plain, meta.position, { explicitVr: syntax !== TransferSyntax.ImplicitVRLittleEndian, littleEndian: syntax !== TransferSyntax.ExplicitVRBigEndian });
+  return plain;
+}
+
+function inflateHere(deflated: Buffer): Buffer {
   try {
-    return zlib.inflateRawSync(deflated, { maxOutputLength: maxBytes });
+    return zlib.inflateRawSync(deflated, { maxOutputLength: MAX_INFLATE_HERE });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new InflateLimitExceeded(maxBytes);
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new DicomParseError(`the deflated data set inflates to more than ${MAX_INFLATE_HERE} bytes`);
     throw new DicomParseError(`the deflated data set does not inflate (${(e as Error).message}): the file is cut short or corrupt`);
   }
 }

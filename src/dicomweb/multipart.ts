@@ -8,11 +8,12 @@ import { parseMediaType } from './media-type.js';
 
 /**
  * A problem with a multipart body or its Content-Type; `code` picks the HTTP answer:
- * not-multipart → 415, too-large → 413, malformed → 400, part-too-large → that part fails, the others go on.
+ * not-multipart → 415, too-large and too-many-parts → 413, malformed → 400, part-too-large → that part fails,
+ * the others go on.
  */
 export class MultipartError extends Error {
   constructor(
-    readonly code: 'not-multipart' | 'malformed' | 'too-large' | 'part-too-large',
+    readonly code: 'not-multipart' | 'malformed' | 'too-large' | 'too-many-parts' | 'part-too-large',
     message: string,
   ) {
     super(message);
@@ -28,7 +29,8 @@ export type MultipartPart = {
   body: AsyncIterable<Uint8Array>;
 };
 
-export type MultipartLimits = { maxPartBytes: number; maxTotalBytes: number };
+/** `maxParts`: a body of tiny parts costs per part, not per byte, so their number is bounded too. */
+export type MultipartLimits = { maxPartBytes: number; maxTotalBytes: number; maxParts?: number };
 
 // RFC 2046 5.1.1: 1 to 70 bchars, the last one not a space.
 const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$/;
@@ -74,7 +76,8 @@ const MAX_PADDING_BYTES = 1024;
 /**
  * Streams the parts of a multipart body (RFC 2046 5.1.1) as they arrive. Bytes are counted here, so a chunked
  * body with no Content-Length is held to the limits just the same:
- * - past `maxTotalBytes` (preamble and framing included) the reader throws MultipartError 'too-large';
+ * - past `maxTotalBytes` (preamble and framing included) the reader throws MultipartError 'too-large', and
+ *   when part `maxParts` + 1 begins, 'too-many-parts';
  * - a part past `maxPartBytes` throws 'part-too-large' from its body iterator; the reader then skips the rest
  *   of that part and goes on with the next one, so one oversized instance never stops its neighbours;
  * - broken framing (no boundary, bytes after a boundary, headers over 16 KB or without a colon, a body that ends
@@ -95,8 +98,10 @@ export async function* readMultipart(
   const delimiter = Buffer.from(`\r\n--${boundary}`, 'latin1');
   await input.skipPreamble(delimiter);
   let part: PartBody | undefined;
+  let parts = 0;
   try {
     while ((await input.afterBoundary()) === 'part') {
+      if (++parts > (limits.maxParts ?? Number.POSITIVE_INFINITY)) input.fail('too-many-parts', `the body holds more than ${limits.maxParts} parts`);
       const headers = await input.readHeaders();
       part = new PartBody(input, delimiter, limits.maxPartBytes);
       yield { headers, contentType: headers['content-type'], body: part };

@@ -6,6 +6,7 @@ import { FailureReason, IngestBatch, type InstanceOutcome } from '../ingest/inge
 import { formatBytes } from '../ingest/spool.js';
 import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
+import { callerOf } from '../auth/middleware.js';
 import { MultipartError, parseMultipartRelated, readMultipart } from './multipart.js';
 import { dicomwebRoot } from './urls.js';
 
@@ -33,7 +34,7 @@ export function stowRouter(services: Services) {
     const batch = new IngestBatch(services.ingest, studyUid);
     let parts = 0;
     try {
-      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes })) {
+      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes, maxParts: config.maxPartsPerRequest })) {
         parts++;
         const partType = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
         if (partType !== 'application/dicom') {
@@ -46,6 +47,10 @@ export function stowRouter(services: Services) {
       await batch.abort();
       if (e instanceof MultipartError) {
         if (e.code === 'too-large') throw requestTooLarge(config.maxRequestBytes);
+        if (e.code === 'too-many-parts') {
+          // Refused whole, as soon as the part past the limit begins: the work and the answer stay bounded.
+          throw new HttpError(413, 'too-many-parts', `the request holds more than ${config.maxPartsPerRequest} parts (PACS_MAX_PARTS_PER_REQUEST); nothing was stored, send fewer instances per request`);
+        }
         throw new HttpError(400, 'bad-multipart', `${e.message}; nothing was stored`);
       }
       // The client hung up mid-upload: its mistake or its network's, not a server failure to report as one.
@@ -61,6 +66,8 @@ export function stowRouter(services: Services) {
     c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid!))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
+    const executables = stored.filter((o) => o.executablePreamble);
+    if (executables.length) flagExecutables(c, services, executables, status);
     return c.body(JSON.stringify(stowResponse(outcomes, root, studyUid)), status, { 'Content-Type': 'application/dicom+json' });
   };
   router.post('/studies', store);
@@ -79,6 +86,33 @@ async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, declare
   const free = `it has ${formatBytes(space.freeBytes)} free`;
   const what = space.low ? `${free}, less than` : `${free}, and this ${formatBytes(declared)} request would leave less than`;
   throw new DiskFull(`the server's disk is nearly full: ${what} the ${formatBytes(minFreeBytes)} kept free (PACS_MIN_FREE_BYTES)`);
+}
+
+/**
+ * Instances whose preamble holds an executable header (dicom/preamble.ts) are kept as sent, the checksum vouches
+ * for those bytes, but the audit trail records each, and the client is told in a Warning header (RFC 9111 5.5).
+ */
+function flagExecutables(c: Context<Env>, services: Services, instances: InstanceOutcome[], status: number): void {
+  const { address, via } = c.var.client;
+  for (const o of instances) {
+    services.auth.audit.record({
+      at: Date.now(),
+      credential: callerOf(c),
+      ip: via ? `${address} via ${via}` : address,
+      method: c.req.method,
+      path: c.req.path,
+      query: `alert=executable-preamble&format=${encodeURIComponent(o.executablePreamble!)}`,
+      studyUid: o.studyUid ?? null,
+      seriesUid: o.seriesUid ?? null,
+      sopUid: o.sopInstanceUid ?? null,
+      status,
+      requestId: c.var.requestId,
+    });
+  }
+  const first = instances[0]!;
+  const more = instances.length > 1 ? ` and ${instances.length - 1} more` : '';
+  const text = `instance ${first.sopInstanceUid}${more} holds an executable header in its preamble (${first.executablePreamble}); stored as sent, and audited`;
+  c.header('Warning', `199 pacs-lite "${text.replace(/["\\]/g, '')}"`);
 }
 
 function requestTooLarge(limit: number, declared?: number): HttpError {

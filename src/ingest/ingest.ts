@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { CatalogUnavailable } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
 import { DicomParseError } from '../dicom/parse.js';
+import { executablePreamble } from '../dicom/preamble.js';
 import { UidError } from '../dicom/uid.js';
 import { DiskFull } from '../errors.js';
 import { instanceKey } from '../storage/keys.js';
@@ -28,7 +29,22 @@ export type InstanceOutcome = {
   status: 'stored' | 'duplicate' | 'failed';
   failureReason?: number;
   reason?: string;
+  /** Stored, but its preamble opens with this executable header (dicom/preamble.ts): to be logged and audited. */
+  executablePreamble?: string;
 };
+
+/** The body, or undefined when it holds no byte; the chunks already read are handed on. */
+async function nonEmpty(body: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Uint8Array> | undefined> {
+  const chunks = body[Symbol.asyncIterator]();
+  let first = await chunks.next();
+  while (!first.done && first.value.byteLength === 0) first = await chunks.next();
+  if (first.done) return undefined;
+  const head = first.value;
+  return (async function* () {
+    yield head;
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) yield next.value;
+  })();
+}
 
 export type IngestDeps = {
   durable: GroupCommit;
@@ -70,7 +86,10 @@ export class IngestBatch {
   async add(body: AsyncIterable<Uint8Array>, expected?: { sha256: string }): Promise<void> {
     let spooled: Spooled | undefined;
     try {
-      spooled = await spool(body, this.deps.spoolDir, this.deps.maxInstanceBytes);
+      const content = await nonEmpty(body);
+      // Empty parts cost no file: a body of 100,000 of them must not mean 100,000 files opened and synced.
+      if (!content) return this.fail({ status: 'failed' }, FailureReason.CannotUnderstand, 'the part is empty: it holds no DICOM file');
+      spooled = await spool(content, this.deps.spoolDir, this.deps.maxInstanceBytes);
       if (expected && spooled.sha256 !== expected.sha256) throw new ChecksumMismatch(expected.sha256, spooled.sha256, spooled.size);
       const header = await readInstanceHeader(spooled, this.deps.maxInstanceBytes);
       const outcome: InstanceOutcome = {
@@ -80,6 +99,11 @@ export class IngestBatch {
         seriesUid: header.seriesInstanceUID,
         status: 'stored',
       };
+      const executable = executablePreamble(spooled.head);
+      if (executable) {
+        outcome.executablePreamble = executable;
+        this.deps.log.warn({ sopInstanceUid: header.sopInstanceUID, studyUid: header.studyInstanceUID, executable }, 'an instance whose preamble holds an executable header was received');
+      }
       if (this.expectedStudyUid && header.studyInstanceUID !== this.expectedStudyUid) {
         this.fail(outcome, FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`);
         await discard(spooled);
