@@ -19,6 +19,7 @@ const METADATA_CACHE_ENTRIES = 64;
 export function wadoRouter(services: Services) {
   const { catalog, store, config } = services;
   const router = new Hono<Env>();
+  const readLimits = { maxInflatedBytes: config.maxInstanceBytes };
 
   const scopeOf = (c: Context<Env>) => {
     const study = c.req.param('study');
@@ -104,10 +105,10 @@ export function wadoRouter(services: Services) {
       throw new HttpError(406, 'not-acceptable', `frames are available as multipart/related; type="application/octet-stream"; transfer-syntax=${syntax} (or transfer-syntax=*)`);
     }
     const boundary = multipartBoundary();
-    const frames = readFrames(store, instance!, numbers);
+    const frames = readFrames(store, instance!, numbers, readLimits);
     const partType = `${accepted.type ?? 'application/octet-stream'}; transfer-syntax=${syntax}`;
     const parts = (async function* () {
-      for await (const frame of frames) yield { contentType: partType, body: frame };
+      for await (const frame of frames) yield { contentType: partType, body: frame.chunks };
     })();
     return c.body(await started(multipartBody(parts, boundary)), 200, {
       'Content-Type': multipartContentType(accepted.type ?? 'application/octet-stream', boundary),
@@ -118,10 +119,10 @@ export function wadoRouter(services: Services) {
     const [instance] = await instancesOf(c);
     const marker = '/bulkdata/';
     const path = decodeURIComponent(c.req.path.slice(c.req.path.indexOf(marker) + marker.length));
-    const bytes = await readBulkData(store, instance!, path);
     const accept = parseAccept(c.req.header('accept'));
     const accepted = negotiate(accept, [{ mediaType: 'multipart/related', type: 'application/octet-stream' }, { mediaType: 'application/octet-stream' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'bulk data is available as multipart/related; type="application/octet-stream" or application/octet-stream');
+    const bytes = await readBulkData(store, instance!, path, readLimits);
     if (accepted.mediaType === 'multipart/related') {
       const boundary = multipartBoundary();
       const parts = (async function* () {
@@ -131,7 +132,7 @@ export function wadoRouter(services: Services) {
         'Content-Type': multipartContentType('application/octet-stream', boundary),
       });
     }
-    return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/octet-stream' });
+    return c.body(streamOf(bytes), 200, { 'Content-Type': 'application/octet-stream' });
   });
 
   return router;
