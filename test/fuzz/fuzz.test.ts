@@ -8,7 +8,7 @@ import { TARGETS } from './targets/index.js';
  * printed by fast-check with the failing input when a run fails, so that it can be replayed. `npm run fuzz` runs
  * longer and keeps what it finds as fixtures.
  */
-const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const FIXED_SEED = 20261205;
 
 for (const target of TARGETS) {
