@@ -92,7 +92,7 @@ async function restore(options: Command, backupConfig: Config, targetConfig: Con
   const to = backendOf(targetConfig);
   const fetched = backupConfig.s3 ? await opening('the backup', () => fetchLocalFiles({ ...backupConfig, s3: backupConfig.s3! }, log, { create: false })) : [];
   if (!(await fs.stat(path.join(backupConfig.storageDir, 'index.sqlite')).catch(() => undefined))) {
-    throw new Refused(`${options.place} holds no backup (no index.sqlite in ${backupConfig.storageDir}): give the folder or env file that \`backup --to\` wrote.`);
+    throw new Refused(`${options.place} holds no backup (no index.sqlite in ${backupConfig.storageDir}${backupConfig.s3 ? ' nor under pacs-backup/ in its bucket' : ''}): give the folder or env file that \`backup --to\` wrote.`);
   }
   if (from.indexPlace === to.indexPlace) throw new Refused(`The backup is this environment's own store (${to.index}): set PACS_STORAGE_DIR to the empty folder to restore into.`);
   const manifest = await readManifest(backupConfig);

@@ -27,7 +27,12 @@ export async function backupPlace(place: string): Promise<Config> {
 /** The manifest of a backup's last complete run; undefined when no run has completed (or it is no backup). */
 export async function readManifest(backup: Config): Promise<BackupManifest | undefined> {
   const text = await fs.readFile(path.join(backup.storageDir, MANIFEST), 'utf8').catch(() => undefined);
-  return text === undefined ? undefined : (JSON.parse(text) as BackupManifest);
+  try {
+    return text === undefined ? undefined : (JSON.parse(text) as BackupManifest);
+  } catch {
+    // Only informative: the index and the objects are what a restore reads.
+    return undefined;
+  }
 }
 
 /** Written whole (temp file, rename) once a run has put every instance in the backup. */
