@@ -35,7 +35,11 @@ export function request(
       headers: { ...opts.headers, ...(opts.body ? { 'Content-Length': String(length) } : {}) },
     });
     req.setTimeout(opts.timeoutMs ?? 120_000, () => req.destroy(new Error(`no answer from ${url} within ${opts.timeoutMs ?? 120_000} ms`)));
-    req.on('error', reject);
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      // A reset on a reused connection: the server closed it (keep-alive timeout) as the request went out.
+      if (req.reusedSocket && e.code === 'ECONNRESET') e.message += ' on a kept-alive connection';
+      reject(e);
+    });
     req.on('response', (res) => {
       const host = new URL(url).host;
       answered.set(host, (answered.get(host) ?? 0) + 1);

@@ -204,7 +204,10 @@ async function phase(
       } else if (outcome instanceof Error) {
         t.errors++;
         t.firstError ??= outcome.message;
-        const what = (outcome as NodeJS.ErrnoException).code ?? /^.*?: (HTTP \d+)/.exec(outcome.message)?.[1] ?? 'wrong answer';
+        const code = (outcome as NodeJS.ErrnoException).code;
+        const what = code
+          ? `${code}${outcome.message.endsWith('kept-alive connection') ? ' (kept-alive)' : ''}`
+          : (/^.*?: (HTTP \d+)/.exec(outcome.message)?.[1] ?? 'wrong answer');
         t.errorsBy[what] = (t.errorsBy[what] ?? 0) + 1;
       } else {
         t.samplesMs.push(outcome.ms);
