@@ -7,8 +7,11 @@ import { DicomParseError } from './parse.js';
  * Where the bytes end or a structure it does not follow begins, it stops quietly: the parser reports those.
  */
 
-/** More elements than any real header carries (an enhanced multi-frame or a large RT Structure Set has a few 100,000). */
-export const MAX_ELEMENTS = 1_000_000;
+/**
+ * Elements and items one header may hold. dicom-parser reads them synchronously at about 6 µs each, so this bounds
+ * the stall to about 1.5 s; an enhanced multi-frame of 2,000 frames or a large RT Structure Set holds 100,000-150,000.
+ */
+export const MAX_ELEMENTS = 250_000;
 
 export type Encoding = { explicitVr: boolean; littleEndian: boolean };
 

@@ -290,6 +290,17 @@ describe('readMultipart limits', () => {
     await expect(swallow()).rejects.toMatchObject({ code: 'too-large' });
   });
 
+  it('reads maxParts parts and fails the body as too-many-parts when the next one begins', async () => {
+    const empty = body(...Array.from({ length: 5 }, () => ''));
+    expect(await readAll(text(empty, 7), 'b', { ...LIMITS, maxParts: 5 })).toHaveLength(5);
+    const seen: number[] = [];
+    const readSome = async () => {
+      for await (const part of readMultipart(text(empty, 7), 'b', { ...LIMITS, maxParts: 4 })) seen.push((await collect(part.body)).length);
+    };
+    await expect(readSome()).rejects.toMatchObject({ code: 'too-many-parts', message: 'the body holds more than 4 parts' });
+    expect(seen).toEqual([0, 0, 0, 0]);
+  });
+
   it('counts the preamble against maxTotalBytes', async () => {
     const padded = `${'p'.repeat(6000)}\r\n${body('one')}`;
     await expect(readAll(text(padded, 64), 'b', { maxPartBytes: 100, maxTotalBytes: 5000 })).rejects.toMatchObject({ code: 'too-large' });
