@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
+import { integrityApi } from './api/integrity.js';
 import { studiesApi } from './api/studies.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
@@ -19,6 +20,7 @@ import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
 import { BadRequest, DiskFull, HttpError } from './errors.js';
 import { ObjectsDamaged } from './integrity/damage.js';
+import { integrityStatus } from './integrity/schedule.js';
 import { RenderError } from './render/types.js';
 import { diskSpace } from './storage/disk-space.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
@@ -80,7 +82,9 @@ export function createApp(services: Services) {
     const space = await diskSpace(config.storageDir, config.minFreeBytes).catch((e: Error) => e);
     const disk = space instanceof Error ? { status: space.message } : { status: space.low ? 'low' : 'ok', freeBytes: space.freeBytes, minFreeBytes: space.minFreeBytes };
     const status = !healthy ? 'unavailable' : disk.status === 'ok' ? 'ok' : 'degraded';
-    return c.json({ status, index, objectStore: objects, disk }, healthy ? 200 : 503);
+    // The scheduled verify pass as the index has it: counts only, no UIDs (health needs no credential).
+    const { problems: _, ...integrity } = await integrityStatus(services, config.verifyInterval).catch((e: Error) => ({ status: e.message, problems: [] }));
+    return c.json({ status, index, objectStore: objects, disk, integrity }, healthy ? 200 : 503);
   });
 
   // Health tells nothing of patients and is what load balancers probe: no credential.
@@ -98,6 +102,7 @@ export function createApp(services: Services) {
 
   app.route('/api/v1', studiesApi(services));
   app.route('/api/v1', accessApi(services));
+  app.route('/api/v1', integrityApi(services));
 
   app.notFound((c) => c.json({ error: 'not-found', detail: `no route for ${c.req.method} ${c.req.path}` }, 404));
 

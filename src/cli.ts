@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
@@ -8,12 +7,14 @@ import { BACKUP_USAGE, runBackupCommand } from './cli-backup.js';
 import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
 import { ConfigError, loadConfig } from './config.js';
 import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
+import { freshProgress, verifyPass } from './integrity/verify-pass.js';
 import { createLogger } from './logger.js';
 import { openServices } from './services.js';
 
 const USAGE = `usage: npm run cli -- <command>
   import <folder>   store every DICOM file found under the folder (by content, not by name)
-  verify            check every indexed object against its SHA-256, and find objects missing from the index
+  verify            check every indexed object against its SHA-256 (flagging what is missing or changed), index
+                    unindexed objects that are instances and move the rest under quarantine/
   help              this text
 
 ${BACKUP_USAGE}
@@ -76,34 +77,22 @@ async function importFolder(folder: string) {
   if (totals.failed > 0) process.exitCode = 1;
 }
 
+/** The scheduled pass of the server, run at once and unpaced (src/integrity/verify-pass.ts). */
 async function verify() {
   const services = await openServices(loadConfig(), createLogger('warn'));
-  const { catalog, store } = services;
-  const indexed = new Set<string>();
-  const problems: string[] = [];
-  let checked = 0;
-  for await (const row of catalog.allObjects()) {
-    indexed.add(row.objectKey);
-    const hash = createHash('sha256');
-    try {
-      for await (const chunk of await store.get(row.objectKey)) hash.update(chunk as Buffer);
-      if (hash.digest('hex') !== row.sha256) problems.push(`CHANGED  ${row.objectKey}: its bytes no longer match the SHA-256 recorded at ingest`);
-    } catch (e) {
-      problems.push(`MISSING  ${row.objectKey}: ${(e as Error).message}`);
-    }
-    if (++checked % 100 === 0) process.stderr.write(`${checked} checked\r`);
-  }
-  let orphans = 0;
-  for await (const key of store.list('studies/')) {
-    if (!indexed.has(key)) {
-      orphans++;
-      problems.push(`UNINDEXED ${key}: stored but not in the index (an upload interrupted before it was acknowledged); import it again or delete it`);
-    }
-  }
+  const progress = freshProgress((await services.catalog.objectTotals()).instances);
+  await verifyPass(services, progress, '', {
+    async proceed(_cursor, p) {
+      if (p.checked % 100 === 0) process.stderr.write(`${p.checked} checked\r`);
+      return true;
+    },
+  });
   await services.close();
-  console.log(`${checked} indexed object(s) checked, ${orphans} unindexed object(s), ${problems.length} problem(s)`);
-  for (const p of problems) console.log(`  ${p}`);
-  if (problems.length > 0) process.exitCode = 1;
+  const orphans = progress.orphansIndexed + progress.orphansQuarantined + progress.orphansLeft;
+  const problems = progress.missing + progress.changed + orphans;
+  console.log(`${progress.checked} indexed object(s) checked, ${orphans} unindexed object(s), ${problems} problem(s)`);
+  for (const p of progress.problems) console.log(`  ${p}`);
+  if (problems > 0) process.exitCode = 1;
 }
 
 /** DICOM files carry "DICM" at byte 128 (PS3.10 7.1), whatever their name (DICOMDIR media use none). */

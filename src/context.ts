@@ -5,6 +5,7 @@ import type { Principal } from './auth/principal.js';
 import type { Catalog } from './catalog/catalog.js';
 import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
+import type { VerifySchedule } from './integrity/schedule.js';
 import type { Renderer } from './render/render.js';
 import type { ObjectStore } from './storage/object-store.js';
 
@@ -20,6 +21,8 @@ export type Services = {
   log: Logger;
   /** Closes the index, stops the codec workers and removes this process's spool folder. */
   close(): Promise<void>;
+  /** The scheduled verify pass (PACS_VERIFY_INTERVAL); the server starts it, close() stops it. */
+  verifySchedule: VerifySchedule;
 };
 
 /** Hono context values, typed once (STYLE.md). */

@@ -40,6 +40,7 @@ async function main() {
       log.info({ port: info.port, host: config.host, storage: config.storageDir }, 'listening');
     },
   );
+  services.verifySchedule.start();
   // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
   server.setTimeout(config.idleTimeoutSeconds * 1000);
 

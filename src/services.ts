@@ -14,6 +14,7 @@ import type { Config } from './config.js';
 import type { Services } from './context.js';
 import { readBulkData, readFrame } from './dicomweb/retrieve.js';
 import { GroupCommit } from './ingest/group-commit.js';
+import { VerifySchedule } from './integrity/schedule.js';
 import { Renderer } from './render/render.js';
 import { FileObjectStore } from './storage/fs.js';
 import type { ObjectStore } from './storage/object-store.js';
@@ -40,6 +41,9 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const limits = { maxInflatedBytes: config.maxInstanceBytes };
   const reads = { frame: (i: StoredInstance, n: number) => readFrame(store, i, n, limits), bulkData: async (i: StoredInstance, at: string) => buffer(await readBulkData(store, i, at, limits)) };
   const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes, derivedCacheBytes: config.derivedCacheBytes });
+  const ingest = { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log };
+  // Started by main.ts only: the command line runs its own pass when asked.
+  const verifySchedule = new VerifySchedule({ store, catalog, ingest, log }, config.verifyInterval);
   return {
     config,
     store,
@@ -47,8 +51,10 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     log,
     auth,
     renderer,
-    ingest: { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log },
+    ingest,
+    verifySchedule,
     async close() {
+      await verifySchedule.stop();
       await audit.close();
       await renderer.close();
       await catalog.close();

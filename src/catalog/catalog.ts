@@ -21,6 +21,32 @@ export type StudyRow = { json: string; numSeries: number; numInstances: number; 
 export type SeriesRow = { json: string; numInstances: number; studyUid: string; seriesUid: string; study: StudyRow };
 export type InstanceRow = { json: string; studyUid: string; seriesUid: string; sopUid: string; series: SeriesRow };
 
+/** What a read or a verify pass found wrong with an instance's object. */
+export type Damage = 'missing' | 'changed';
+export type IndexedObject = { sopUid: string; objectKey: string; size: number; sha256: string; damage: Damage | null };
+export type DamagedInstance = { studyUid: string; seriesUid: string; sopUid: string; objectKey: string; damage: Damage; foundAt: number };
+
+/** A pass as its row keeps it: under way while `owner` is set; progress and last are the caller's JSON. */
+export type PassRow = { owner: string | null; leaseUntil: number; startedAt: number; cursor: string; progress: string; last: string | null };
+
+/**
+ * Leases on long passes over the whole store (the scheduled verify), kept in the index that replicas share: one
+ * replica works on a pass at a time, another resumes it from its cursor when the lease runs out.
+ */
+export interface IntegrityPasses {
+  /**
+   * Takes the pass for `owner` until now + leaseMs: the one under way (whoever held it, if their lease ran out), or a
+   * new one when none is under way and the last one started at or before `dueBy`. undefined: another holds it, or
+   * none is due.
+   */
+  claim(name: string, owner: string, leaseMs: number, dueBy: number, freshProgress: string): Promise<PassRow | undefined>;
+  /** Saves how far the pass came and extends the lease; false when the lease was lost to another owner. */
+  advance(name: string, owner: string, leaseMs: number, cursor: string, progress: string): Promise<boolean>;
+  /** Ends the pass with its report; the next one is due an interval after its start. */
+  finish(name: string, owner: string, last: string): Promise<void>;
+  state(name: string): Promise<PassRow | undefined>;
+}
+
 export type Scope = { studyUid: string; seriesUid?: string; sopUid?: string };
 
 export type IndexOutcome = 'stored' | 'duplicate' | 'conflict';
@@ -63,8 +89,19 @@ export interface Catalog {
   remove(scope: Scope): Promise<Removal>;
   /** How many instances are indexed and their bytes together, e.g. to tell how far a copy of them has come. */
   objectTotals(): Promise<{ instances: number; bytes: number }>;
-  /** Every indexed object with its checksum, for verification. */
-  allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }>;
+  /** Every indexed object with its checksum, for verification, in SOP Instance UID order from after `after`. */
+  allObjects(after?: string): AsyncIterable<IndexedObject>;
+  /** The object key of each indexed SOP Instance UID among those asked. */
+  objectKeysOf(sopUids: string[]): Promise<Map<string, string>>;
+  /**
+   * Records what a read or a verify pass found of an instance's object (undefined: whole again). Only while the
+   * instance still has the checksum that was checked: bytes replaced meanwhile were not what was found damaged.
+   */
+  markDamage(sopUid: string, sha256: string, damage: Damage | undefined): Promise<void>;
+  /** Instances marked damaged, newest finding first, and how many of each kind there are. */
+  damaged(limit: number): Promise<{ counts: Record<Damage, number>; instances: DamagedInstance[] }>;
+  /** The scheduled passes' leases and reports (src/integrity/). */
+  passes(): IntegrityPasses;
   /** SHA-256 of each instance in scope, in the same order as storedInstances: a cheap fingerprint for ETags. */
   checksums(scope: Scope): Promise<string[]>;
   check(): Promise<void>;

@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
-import type { Catalog, IndexOutcome, InstanceRow, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { Catalog, Damage, DamagedInstance, IndexedObject, IndexOutcome, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import { SqlIntegrityPasses } from './integrity-passes.js';
 import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
 import { whereClauses, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
@@ -74,15 +75,50 @@ export abstract class SqlCatalog implements Catalog {
   }
 
   /** A page at a time, by key: the index may be millions of rows, and it may change while this runs. */
-  async *allObjects(): AsyncIterable<{ sopUid: string; objectKey: string; size: number; sha256: string }> {
-    for (let after = ''; ; ) {
-      const page = await this.read(fetchRows<{ sopUid: string; objectKey: string; size: number | string; sha256: string }>(sql`
-        SELECT sop_uid AS "sopUid", object_key AS "objectKey", size, sha256 FROM instances
+  async *allObjects(after = ''): AsyncIterable<IndexedObject> {
+    for (;;) {
+      const page = await this.read(fetchRows<Omit<IndexedObject, 'size'> & { size: number | string }>(sql`
+        SELECT sop_uid AS "sopUid", object_key AS "objectKey", size, sha256, damage FROM instances
         WHERE sop_uid > ${after} ORDER BY sop_uid LIMIT ${OBJECTS_PAGE}`));
       for (const row of page) yield { ...row, size: Number(row.size) };
       if (page.length < OBJECTS_PAGE) return;
       after = page.at(-1)!.sopUid;
     }
+  }
+
+  objectKeysOf(sopUids: string[]): Promise<Map<string, string>> {
+    return this.read(
+      (function* () {
+        const keys = new Map<string, string>();
+        for (const chunk of chunks(sopUids, CHUNK)) {
+          const rows = yield* fetchRows<{ sopUid: string; objectKey: string }>(sql`SELECT sop_uid AS "sopUid", object_key AS "objectKey" FROM instances WHERE sop_uid IN ${list(chunk)}`);
+          for (const r of rows) keys.set(r.sopUid, r.objectKey);
+        }
+        return keys;
+      })(),
+    );
+  }
+
+  markDamage(sopUid: string, sha256: string, damage: Damage | undefined): Promise<void> {
+    return this.write(
+      damage
+        ? execute(sql`UPDATE instances SET damage = ${damage}, damage_found_at = ${Date.now()} WHERE sop_uid = ${sopUid} AND sha256 = ${sha256}`)
+        : execute(sql`UPDATE instances SET damage = NULL, damage_found_at = NULL WHERE sop_uid = ${sopUid} AND sha256 = ${sha256} AND damage IS NOT NULL`),
+    );
+  }
+
+  async damaged(limit: number): Promise<{ counts: Record<Damage, number>; instances: DamagedInstance[] }> {
+    const counted = await this.read(fetchRows<{ damage: Damage; n: number | string }>(sql`SELECT damage, count(*) AS n FROM instances WHERE damage IS NOT NULL GROUP BY damage`));
+    const rows = await this.read(fetchRows<Omit<DamagedInstance, 'foundAt'> & { foundAt: number | string }>(sql`
+      SELECT study_uid AS "studyUid", series_uid AS "seriesUid", sop_uid AS "sopUid", object_key AS "objectKey", damage, damage_found_at AS "foundAt"
+      FROM instances WHERE damage IS NOT NULL ORDER BY damage_found_at DESC, sop_uid LIMIT ${limit}`));
+    const counts: Record<Damage, number> = { missing: 0, changed: 0 };
+    for (const c of counted) counts[c.damage] = Number(c.n);
+    return { counts, instances: rows.map((r) => ({ ...r, foundAt: Number(r.foundAt) })) };
+  }
+
+  passes(): IntegrityPasses {
+    return new SqlIntegrityPasses((plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   async check(): Promise<void> {

@@ -4,6 +4,7 @@ import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
+import { CheckedReads } from '../integrity/checked-reads.js';
 import type { ImageFormat, Viewport } from '../render/render.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { number, sendRendered, windowOf, wholeNumber } from './rendered.js';
@@ -19,6 +20,7 @@ const UNBOUNDED = 16384;
 export function wadoUriRouter(services: Services) {
   const { catalog, store, renderer } = services;
   const router = new Hono<Env>();
+  const checked = new CheckedReads(store, catalog, services.log);
 
   router.get('/', async (c) => {
     const requestType = c.req.query('requestType');
@@ -44,7 +46,7 @@ export function wadoUriRouter(services: Services) {
     if (!chosen) {
       throw new HttpError(406, 'not-acceptable', `contentType "${asked}" cannot be served for this object; it is available as ${offers.join(', ')}`);
     }
-    if (chosen === 'application/dicom') return sendFile(c, store, instance);
+    if (chosen === 'application/dicom') return sendFile(c, checked, instance);
 
     const frameText = c.req.query('frameNumber');
     const frame = frameText === undefined ? 1 : wholeNumber('frameNumber', frameText, 1, Number.MAX_SAFE_INTEGER);
@@ -61,8 +63,11 @@ export function wadoUriRouter(services: Services) {
   return router;
 }
 
-/** The stored file byte for byte, as WADO-RS sends it; a client that names another transfer syntax is told so. */
-async function sendFile(c: Context<Env>, store: Services['store'], instance: StoredInstance): Promise<Response> {
+/**
+ * The stored file byte for byte, as WADO-RS sends it, checked as it goes (CheckedReads); a client that names another
+ * transfer syntax is told so.
+ */
+async function sendFile(c: Context<Env>, checked: CheckedReads, instance: StoredInstance): Promise<Response> {
   const syntax = c.req.query('transferSyntax');
   if (syntax !== undefined && syntax !== instance.transferSyntaxUid) {
     throw new HttpError(406, 'not-acceptable', `the object is stored as ${instance.transferSyntaxUid} and sent as stored; leave transferSyntax out or name that one`);
@@ -70,7 +75,8 @@ async function sendFile(c: Context<Env>, store: Services['store'], instance: Sto
   const etag = `"${instance.sha256}"`;
   const headers = { ETag: etag, 'Cache-Control': 'private, no-cache' };
   if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
-  const body = Readable.toWeb(await store.get(instance.objectKey)) as ReadableStream;
+  await checked.assertPresent([instance]);
+  const body = Readable.toWeb(Readable.from(checked.stream(instance))) as ReadableStream;
   return c.body(body, 200, { ...headers, 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size) });
 }
 

@@ -10,6 +10,7 @@ import { negotiate, parseAccept } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
 import { absolutizeBulkData, dicomwebRoot } from './urls.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+import { CheckedReads } from '../integrity/checked-reads.js';
 
 /** Assembled metadata documents by ETag: a series is assembled and gzipped once, then served from memory. */
 const metadataCache = new Map<string, Buffer>();
@@ -20,6 +21,7 @@ export function wadoRouter(services: Services) {
   const { catalog, store, config } = services;
   const router = new Hono<Env>();
   const readLimits = { maxInflatedBytes: config.maxInstanceBytes };
+  const checked = new CheckedReads(store, catalog, services.log);
 
   const scopeOf = (c: Context<Env>) => {
     const study = c.req.param('study');
@@ -47,13 +49,12 @@ export function wadoRouter(services: Services) {
     if (entries.length === 0 || (!named.some((ts) => ts === undefined || ts === '*') && !syntaxes.every((ts) => named.includes(ts)))) {
       throw new HttpError(406, 'not-acceptable', `instances are stored as ${syntaxes.join(', ')} and sent as stored; ask for multipart/related; type="application/dicom"; transfer-syntax=*`);
     }
+    // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
+    await checked.assertPresent(found);
     const boundary = multipartBoundary();
     const parts = (async function* () {
       for (const instance of found) {
-        yield {
-          contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`,
-          body: await store.get(instance.objectKey),
-        };
+        yield { contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`, body: checked.stream(instance) };
       }
     })();
     return c.body(await started(multipartBody(parts, boundary)), 200, {

@@ -1,8 +1,15 @@
-import { assertUid } from '../dicom/uid.js';
+import { assertUid, isValidUid } from '../dicom/uid.js';
 
 /** DESIGN decision 1: object keys are built from validated UIDs only. */
 export function instanceKey(study: string, series: string, sop: string): string {
   return `studies/${assertUid('StudyInstanceUID', study)}/series/${assertUid('SeriesInstanceUID', series)}/instances/${assertUid('SOPInstanceUID', sop)}.dcm`;
+}
+
+/** The UIDs an instance key was built from; undefined for any other key (a stray file, a half-written name). */
+export function instanceKeyParts(key: string): { studyUid: string; seriesUid: string; sopUid: string } | undefined {
+  const m = /^studies\/([^/]+)\/series\/([^/]+)\/instances\/([^/]+)\.dcm$/.exec(key);
+  if (!m || ![m[1], m[2], m[3]].every(isValidUid)) return undefined;
+  return { studyUid: m[1]!, seriesUid: m[2]!, sopUid: m[3]! };
 }
 
 /**

@@ -13,7 +13,8 @@ export interface ObjectStore {
   /** Streams an object or a byte range of it; rejects with ObjectNotFound. */
   get(key: string, range?: ByteRange): Promise<Readable>;
   read(key: string, range: ByteRange): Promise<Buffer>;
-  head(key: string): Promise<{ size: number } | undefined>;
+  /** Size and, where the store tells it, when the object was last written (ms since the epoch). */
+  head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined>;
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<string>;
   /** Throws when the store cannot be used, with a reason for the health check. */

@@ -150,10 +150,10 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  async head(key: string): Promise<{ size: number } | undefined> {
+  async head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined> {
     try {
       const response = await this.call(`looking up ${key}`, key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key })));
-      return { size: response.ContentLength ?? 0 };
+      return { size: response.ContentLength ?? 0, modifiedAt: response.LastModified?.getTime() };
     } catch (e) {
       if (e instanceof ObjectNotFound) return undefined;
       throw e;

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { projectBackend, type ServerBackend } from './backend.js';
@@ -48,7 +48,10 @@ export async function readObject(server: Target, key: string): Promise<Buffer> {
 
 /** Replaces an object's bytes behind the server's back. */
 export async function writeObject(server: Target, key: string, bytes: Buffer): Promise<void> {
-  if (server.backend.store === 'fs') return fs.writeFile(path.join(objectsFolder(server), key), bytes);
+  if (server.backend.store === 'fs') {
+    await fs.mkdir(path.dirname(path.join(objectsFolder(server), key)), { recursive: true });
+    return fs.writeFile(path.join(objectsFolder(server), key), bytes);
+  }
   const { client, bucket, keyPrefix } = s3Of(server);
   await client.send(new PutObjectCommand({ Bucket: bucket, Key: keyPrefix + key, Body: bytes }));
 }
@@ -59,15 +62,30 @@ export async function writeObject(server: Target, key: string, bytes: Buffer): P
  * file s3rver keeps the object in.
  */
 export async function objectVersion(server: Target, key: string): Promise<string> {
-  let file = path.join(objectsFolder(server), key);
-  if (server.backend.store === 's3') {
-    const s3rver = projectBackend().s3;
-    const { bucket, keyPrefix } = s3Of(server);
-    if (!s3rver || server.backend.env.PACS_S3_ENDPOINT !== s3rver.endpoint) throw new Error('objectVersion knows only the project\'s s3rver');
-    file = path.join(s3rver.directory, bucket, `${keyPrefix}${key}._S3rver_object`);
-  }
-  const stat = await fs.stat(file);
+  const stat = await fs.stat(backingFile(server, key));
   return `${stat.ino}@${stat.mtimeMs}`;
+}
+
+/** Makes an object look written `seconds` ago, as the store reports it (file mtime; s3rver's LastModified is its file's). */
+export async function backdateObject(server: Target, key: string, seconds: number): Promise<void> {
+  const then = new Date(Date.now() - seconds * 1000);
+  await fs.utimes(backingFile(server, key), then, then);
+}
+
+/** Removes an object behind the server's back. */
+export async function deleteObject(server: Target, key: string): Promise<void> {
+  if (server.backend.store === 'fs') return fs.rm(path.join(objectsFolder(server), key));
+  const { client, bucket, keyPrefix } = s3Of(server);
+  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keyPrefix + key }));
+}
+
+/** The local file holding an object: in the data folder, or the one the project's s3rver keeps it in. */
+function backingFile(server: Target, key: string): string {
+  if (server.backend.store === 'fs') return path.join(objectsFolder(server), key);
+  const s3rver = projectBackend().s3;
+  const { bucket, keyPrefix } = s3Of(server);
+  if (!s3rver || server.backend.env.PACS_S3_ENDPOINT !== s3rver.endpoint) throw new Error('only the project\'s s3rver keeps objects in files this test can reach');
+  return path.join(s3rver.directory, bucket, `${keyPrefix}${key}._S3rver_object`);
 }
 
 /**

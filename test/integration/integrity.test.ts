@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
+import { syntheticInstance } from '../fixtures/synthetic.js';
+import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { backdateObject, deleteObject, indexRows, objectKeys, readObject, writeObject } from '../helpers/stored.js';
+
+const AS_STORED = { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' };
+
+type Stored = { studyUID: string; seriesUID: string; sops: string[]; keys: string[] };
+
+/** A study of `count` instances of 512×512 16-bit pixels (512 KiB each: more than one chunk of a stream). */
+async function storeStudy(server: RunningServer, count: number): Promise<Stored> {
+  const studyUID = newUid();
+  const seriesUID = newUid();
+  const sops = Array.from({ length: count }, () => newUid());
+  const files = sops.map((sopInstanceUID, i) => syntheticInstance({ studyUID, seriesUID, sopInstanceUID, instanceNumber: i + 1, rows: 512, columns: 512 }));
+  expect((await stow(server.dicomweb, files)).status).toBe(200);
+  const all = await objectKeys(server, `studies/${studyUID}/`);
+  return { studyUID, seriesUID, sops, keys: sops.map((sop) => all.find((k) => k.endsWith(`/${sop}.dcm`))!) };
+}
+
+async function flipByte(server: RunningServer, key: string): Promise<void> {
+  const bytes = await readObject(server, key);
+  bytes[bytes.length >> 1]! ^= 0xff;
+  await writeObject(server, key, bytes);
+}
+
+const damageOf = async (server: RunningServer, studyUID: string) =>
+  Object.fromEntries((await indexRows<{ sop: string; damage: string | null }>(server, 'SELECT sop_uid AS sop, damage FROM instances WHERE study_uid = ?', [studyUID])).map((r) => [r.sop, r.damage]));
+
+const wadoUri = (server: RunningServer, s: Stored, sop: string) =>
+  adminFetch(`${server.url}/wado?requestType=WADO&studyUID=${s.studyUID}&seriesUID=${s.seriesUID}&objectUID=${sop}&contentType=application/dicom`);
+
+describe('reading an instance whose object changed or went missing', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startServer({ env: { PACS_VERIFY_INTERVAL: 'off' } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('never completes a WADO-RS instance or series retrieve, nor a WADO-URI download, of changed bytes, and flags and logs the instance', async () => {
+    const s = await storeStudy(server, 2);
+    await flipByte(server, s.keys[1]!);
+    const series = `${server.dicomweb}/studies/${s.studyUID}/series/${s.seriesUID}`;
+    for (const url of [`${series}/instances/${s.sops[1]}`, series]) {
+      const response = await adminFetch(url, { headers: AS_STORED });
+      expect(response.status, url).toBe(200);
+      await expect(response.arrayBuffer(), url).rejects.toThrow();
+    }
+    const uri = await wadoUri(server, s, s.sops[1]!);
+    expect(uri.status).toBe(200);
+    await expect(uri.arrayBuffer()).rejects.toThrow();
+
+    // The instance beside it is whole and still comes out whole.
+    const whole = await adminFetch(`${series}/instances/${s.sops[0]}`, { headers: AS_STORED });
+    expect((await whole.arrayBuffer()).byteLength).toBeGreaterThan(512 * 512);
+    expect(await damageOf(server, s.studyUID)).toEqual({ [s.sops[0]!]: null, [s.sops[1]!]: 'changed' });
+    const logged = server.logs.map((l) => (l.startsWith('{') ? JSON.parse(l) : undefined)).filter((l) => l?.level === 50 && l.sopUid === s.sops[1]);
+    expect(logged.length, server.logs.join('\n')).toBeGreaterThan(0);
+  });
+
+  it('answers a study retrieve with an error status naming the instance before any body when its object is missing; a cut-short one too', async () => {
+    const s = await storeStudy(server, 3);
+    await deleteObject(server, s.keys[1]!);
+    const study = await adminFetch(`${server.dicomweb}/studies/${s.studyUID}`, { headers: AS_STORED });
+    expect(study.status).toBe(500);
+    const body = (await study.json()) as { error: string; detail: string };
+    expect(body.error).toBe('damaged');
+    expect(body.detail).toContain(s.sops[1]);
+    expect(body.detail).toMatch(/verify/);
+    expect((await wadoUri(server, s, s.sops[1]!)).status).toBe(500);
+
+    const cut = await readObject(server, s.keys[2]!);
+    await writeObject(server, s.keys[2]!, cut.subarray(0, cut.length - 1000));
+    const instance = await adminFetch(`${server.dicomweb}/studies/${s.studyUID}/series/${s.seriesUID}/instances/${s.sops[2]}`, { headers: AS_STORED });
+    expect(instance.status).toBe(500);
+    expect(((await instance.json()) as { detail: string }).detail).toMatch(/bytes, not the \d+ recorded/);
+    expect(await damageOf(server, s.studyUID)).toEqual({ [s.sops[0]!]: null, [s.sops[1]!]: 'missing', [s.sops[2]!]: 'changed' });
+  });
+});
+
+type Pass = { startedAt: string; finishedAt: string; checked: number; missing: number; changed: number; orphansIndexed: number; orphansQuarantined: number; orphansLeft: number };
+
+/** /healthz until it reports a scheduled pass that began after `since` and has finished. */
+async function passAfter(server: RunningServer, since: number): Promise<Pass> {
+  for (const until = Date.now() + 45_000; Date.now() < until; ) {
+    const health = (await (await fetch(`${server.url}/healthz`)).json()) as { integrity?: { lastPass?: Pass | null } };
+    const last = health.integrity?.lastPass;
+    if (last && Date.parse(last.startedAt) > since) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`no scheduled verify pass finished after ${new Date(since).toISOString()}:\n${server.logs.slice(-20).join('\n')}`);
+}
+
+describe('scheduled verify (PACS_VERIFY_INTERVAL)', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startServer({ env: { PACS_VERIFY_INTERVAL: '2s' } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('finds the changed and the missing object and reports them in /healthz and to the admin API', { timeout: 90_000 }, async () => {
+    const s = await storeStudy(server, 3);
+    await flipByte(server, s.keys[0]!);
+    await deleteObject(server, s.keys[2]!);
+    const tampered = Date.now();
+    const pass = await passAfter(server, tampered);
+    expect(pass).toMatchObject({ checked: 3, missing: 1, changed: 1 });
+
+    expect((await fetch(`${server.url}/api/v1/integrity`)).status).toBe(401);
+    const report = (await (await adminFetch(`${server.url}/api/v1/integrity`)).json()) as {
+      verifyIntervalMs: number;
+      problems: string[];
+      damaged: { counts: Record<string, number>; instances: Array<{ sopUid: string; damage: string }> };
+    };
+    expect(report.verifyIntervalMs).toBe(2000);
+    expect(report.damaged.counts).toEqual({ missing: 1, changed: 1 });
+    expect(report.damaged.instances.map((i) => [i.sopUid, i.damage]).sort()).toEqual([[s.sops[0], 'changed'], [s.sops[2], 'missing']].sort());
+    expect(report.problems).toContainEqual(expect.stringMatching(new RegExp(`^CHANGED  ${s.keys[0]!.replaceAll('.', '\\.')}`)));
+    expect(report.problems).toContainEqual(expect.stringMatching(new RegExp(`^MISSING  ${s.keys[2]!.replaceAll('.', '\\.')}`)));
+
+    // Put back as it was, the next pass finds it whole again and lifts the flag.
+    await flipByte(server, s.keys[0]!);
+    await passAfter(server, Date.now());
+    expect(await damageOf(server, s.studyUID)).toMatchObject({ [s.sops[0]!]: null, [s.sops[2]!]: 'missing' });
+  });
+
+  it('indexes an unindexed instance, quarantines junk, and leaves an object young enough to be an upload in progress', { timeout: 90_000 }, async () => {
+    const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
+    const orphan = `studies/${ids.studyUID}/series/${ids.seriesUID}/instances/${ids.sopInstanceUID}.dcm`;
+    const junkStudy = newUid();
+    const junk = `studies/${junkStudy}/series/1.2/instances/3.4.dcm`;
+    const young = `studies/${junkStudy}/series/1.2/instances/5.6.dcm`;
+    await writeObject(server, orphan, syntheticInstance({ ...ids, patientName: 'Orphan^Found' }));
+    await writeObject(server, junk, Buffer.from('not a DICOM file'));
+    await writeObject(server, young, Buffer.from('an upload still being written, as far as anyone can tell'));
+    for (const key of [orphan, junk]) await backdateObject(server, key, 2 * 3600);
+    const placed = Date.now();
+
+    const pass = await passAfter(server, placed);
+    expect(pass).toMatchObject({ orphansIndexed: 1, orphansQuarantined: 1, orphansLeft: 1 });
+    const found = await adminFetch(`${server.dicomweb}/studies/${ids.studyUID}/instances`, { headers: { Accept: 'application/dicom+json' } });
+    expect(found.status).toBe(200);
+    expect(((await found.json()) as unknown[]).length).toBe(1);
+    expect(await objectKeys(server, `studies/${junkStudy}/`)).toEqual([young]);
+    const quarantined = await objectKeys(server, 'quarantine/');
+    expect(quarantined.filter((k) => k.endsWith(`/${junk}`))).toHaveLength(1);
+    expect((await readObject(server, quarantined.find((k) => k.endsWith(`/${junk}`))!)).toString()).toBe('not a DICOM file');
+  });
+});
