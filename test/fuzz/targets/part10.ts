@@ -15,7 +15,7 @@ export const part10: Target<Buffer> = {
     return {
       arbitrary: mutatedPart10(),
       async check(bytes) {
-        await refusesOnlyWith([DicomParseError, UidError], () => toDicomJson(parsePart10(bytes).dataSet, { bulkDataBase: 'studies/1/series/2/instances/3' }));
+        await refusesOnlyWith([DicomParseError, UidError], async () => toDicomJson((await parsePart10(bytes)).dataSet, { bulkDataBase: 'studies/1/series/2/instances/3' }));
         for (const length of prefixesOf(bytes.length)) {
           await refusesOnlyWith([DicomParseError, UidError, NeedMoreBytes], () => parsePart10(bytes.subarray(0, length), bytes.length));
         }
