@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
+import { projectBackend } from '../helpers/backend.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { backdateObject, deleteObject, indexRows, objectKeys, readObject, writeObject } from '../helpers/stored.js';
 
@@ -150,5 +151,38 @@ describe('scheduled verify (PACS_VERIFY_INTERVAL)', () => {
     const quarantined = await objectKeys(server, 'quarantine/');
     expect(quarantined.filter((k) => k.endsWith(`/${junk}`))).toHaveLength(1);
     expect((await readObject(server, quarantined.find((k) => k.endsWith(`/${junk}`))!)).toString()).toBe('not a DICOM file');
+  });
+});
+
+// Replicas share an index only on Postgres: SQLite is one server's file.
+describe.runIf(projectBackend().postgres !== undefined)('scheduled verify on two replicas over one database and store', () => {
+  it('never runs two passes at once: one replica walks, the other waits its turn', { timeout: 90_000 }, async () => {
+    const first = await startServer({ env: { PACS_VERIFY_INTERVAL: '2s' } });
+    const second = await startServer({ dataDir: first.dataDir, env: { PACS_VERIFY_INTERVAL: '2s' } });
+    try {
+      await storeStudy(first, 3);
+      const since = Date.now();
+      // A few passes, each of them paced over most of its interval.
+      for (let i = 0; i < 3; i++) await passAfter(first, Math.max(since, Date.now()));
+      type Line = { time: number; msg: string; server: number };
+      const lines: Line[] = [first, second].flatMap((s, server) =>
+        s.logs.flatMap((l) => (l.startsWith('{') ? [{ ...(JSON.parse(l) as Line), server }] : [])).filter((l) => /^verify pass (started|resumed|finished)/.test(l.msg)),
+      );
+      // Within one millisecond, a pass that finished comes before the next one started.
+      lines.sort((a, b) => a.time - b.time || Number(b.msg.startsWith('verify pass finished')) - Number(a.msg.startsWith('verify pass finished')));
+      let walking: number | undefined;
+      for (const line of lines) {
+        if (line.msg.startsWith('verify pass finished')) {
+          expect(walking, JSON.stringify(line)).toBe(line.server);
+          walking = undefined;
+        } else {
+          expect(walking, JSON.stringify(line)).toBeUndefined();
+          walking = line.server;
+        }
+      }
+      expect(lines.filter((l) => l.msg.startsWith('verify pass finished')).length).toBeGreaterThanOrEqual(3);
+    } finally {
+      await Promise.all([first.stop(), second.stop()]);
+    }
   });
 });
