@@ -144,7 +144,10 @@ function checkElements(bytes: Buffer, deflated: NonNullable<ParseOptions['deflat
     if (partial) throw new NeedMoreBytes(fileSize);
     plain = Buffer.concat([bytes.subarray(0, meta.position), inflateHere(bytes.subarray(meta.position))]);
   }
-  walkDataSet(plain, meta.position, { explicitVr: syntax !== TransferSyntax.ImplicitVRLittleEndian, littleEndian: syntax !== TransferSyntax.ExplicitVRBigEndian });
+  const walked = walkDataSet(plain, meta.position, { explicitVr: syntax !== TransferSyntax.ImplicitVRLittleEndian, littleEndian: syntax !== TransferSyntax.ExplicitVRBigEndian });
+  // A prefix that ends before the pixel data is not worth parsing: a large header would be parsed once per doubling.
+  if (partial && walked.stopped === 'ran-out') throw new NeedMoreBytes(Math.max(bytes.length * 2, walked.atLeast));
+  if (partial && walked.stopped === 'end') throw new NeedMoreBytes(bytes.length * 2);
   return plain;
 }
 

@@ -15,8 +15,15 @@ export const MAX_ELEMENTS = 250_000;
 
 export type Encoding = { explicitVr: boolean; littleEndian: boolean };
 
-/** The walk gave up: the bytes end here, or what follows is for the parser to judge. */
-class Stop extends Error {}
+/** The walk gave up: the bytes end before `atLeast`, or (without it) what follows is for the parser to judge. */
+class Stop extends Error {
+  constructor(readonly atLeast?: number) {
+    super();
+  }
+}
+
+/** Where the walk of the top level ended: at its pixel data, at the end of the bytes, or before. */
+export type Walked = { stopped: 'pixel-data' | 'end' | 'gave-up' } | { stopped: 'ran-out'; atLeast: number };
 
 /** More elements than MAX_ELEMENTS: a resource limit, not a malformed file. */
 export class TooManyElements extends Error {
@@ -36,17 +43,24 @@ const MAX_DEPTH = 64;
 // dicom-parser's own list of VRs with a 4-byte length: the walk must read lengths as the parser will.
 const LONG_VRS = new Set(['OB', 'OD', 'OL', 'OW', 'SQ', 'OF', 'UC', 'UR', 'UT', 'UN']);
 
-/** Walks the data set of `bytes` from `start` up to the top-level pixel data; throws DicomParseError or TooManyElements. */
-export function walkDataSet(bytes: Buffer, start: number, encoding: Encoding): void {
+/**
+ * Walks the data set of `bytes` from `start` up to the top-level pixel data; throws DicomParseError or
+ * TooManyElements. On a prefix, 'ran-out' and 'end' say a longer one is needed before parsing is worth it.
+ */
+export function walkDataSet(bytes: Buffer, start: number, encoding: Encoding): Walked {
   try {
-    new Walk(bytes).dataSet(start, bytes.length, 'top', 0, encoding);
+    const walk = new Walk(bytes);
+    walk.dataSet(start, bytes.length, 'top', 0, encoding);
+    return { stopped: walk.reachedPixelData ? 'pixel-data' : 'end' };
   } catch (e) {
     if (!(e instanceof Stop)) throw e;
+    return e.atLeast === undefined ? { stopped: 'gave-up' } : { stopped: 'ran-out', atLeast: e.atLeast };
   }
 }
 
 class Walk {
   private counted = 0;
+  reachedPixelData = false;
 
   constructor(private readonly bytes: Buffer) {}
 
@@ -56,7 +70,7 @@ class Walk {
   }
 
   private need(end: number): void {
-    if (end > this.bytes.length) throw new Stop();
+    if (end > this.bytes.length) throw new Stop(end);
   }
 
   private u16(at: number, e: Encoding): number {
@@ -93,14 +107,16 @@ class Walk {
         );
       }
       previous = tag;
-      if (depth === 0 && tag === PIXEL_DATA) return at;
+      if (depth === 0 && tag === PIXEL_DATA) {
+        this.reachedPixelData = true;
+        return at;
+      }
       this.count();
       at = this.element(at, tag, depth, e);
       // Past the end of the bytes: a prefix, or a file cut short, which the parser names.
-      if (at > this.bytes.length) throw new Stop();
+      if (at > this.bytes.length) throw new Stop(at);
       if (at > end) throw new DicomParseError(`${tagName(tag)} runs past the end of the item that holds it`);
     }
-    if (kind === 'open-item') throw new Stop();
     return at;
   }
 
@@ -125,7 +141,7 @@ class Walk {
       throw new Stop();
     }
     const end = valueAt + length;
-    if (end > this.bytes.length) throw new Stop();
+    if (end > this.bytes.length) throw new Stop(end);
     const isPrivate = (tag >>> 16) % 2 === 1;
     if (vr === 'SQ' || (vr === undefined && !isPrivate && this.opensSequence(valueAt, e))) return this.sequence(valueAt, end, tag, depth, e);
     return end;
@@ -150,11 +166,10 @@ class Walk {
       }
       if (itemTag !== ITEM) throw new DicomParseError(`sequence ${tagName(tag)} holds ${tagName(itemTag)} at offset ${at} where an item (FFFE,E000) must begin`);
       this.count();
-      if (length !== UNDEFINED && at + 8 + length > this.bytes.length) throw new Stop();
+      if (length !== UNDEFINED && at + 8 + length > this.bytes.length) throw new Stop(at + 8 + length);
       at = length === UNDEFINED ? this.dataSet(at + 8, Infinity, 'open-item', depth + 1, e) : this.dataSet(at + 8, at + 8 + length, 'item', depth + 1, e);
       if (at > end) throw new DicomParseError(`an item of sequence ${tagName(tag)} runs past the end of the sequence`);
     }
-    if (end === Infinity) throw new Stop();
     return at;
   }
 

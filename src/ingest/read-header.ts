@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
+import { setImmediate } from 'node:timers/promises';
 import { frameRanges, numberOfFrames, type ByteReader, type FrameRange } from '../dicom/frames.js';
 import { InflateLimitExceeded, InflatingReader } from '../dicom/inflate.js';
 import { toDicomJson, type DicomJson } from '../dicom/json.js';
@@ -55,9 +56,12 @@ export async function readInstanceHeader(spooled: Spooled, maxInstanceBytes: num
         const parsed = parsePart10(bytes, total ?? Number.MAX_SAFE_INTEGER, { deflated: inflating ? 'inflated' : 'ask' });
         // The rest of an inflated data set is inflated too, to bound and check it, but not held.
         const header = inflating ? { ...parsed, size: await inflating.drain() } : parsed;
+        // Parsing and converting a large header are each synchronous: let other requests in between them.
+        await setImmediate();
         const frames = await frameRanges(header, file);
         const base = `studies/${header.studyInstanceUID}/series/${header.seriesInstanceUID}/instances/${header.sopInstanceUID}`;
         const json = toDicomJson(header.dataSet, { bulkDataBase: base });
+        await setImmediate();
         refuseNulInside(json);
         // Viewers rely on these two (DESIGN decision 3): frames count, and the syntax frames are served in.
         json[Tag.NumberOfFrames] ??= { vr: 'IS', Value: [numberOfFrames(header)] };

@@ -199,6 +199,28 @@ describe('hostile uploads', () => {
     ]);
   });
 
+  it('refuses a header of more than 250,000 elements with 0xA700 before dicom-parser builds them', async () => {
+    const elements = (n: number) => {
+      const bytes = Buffer.alloc(n * 8);
+      for (let i = 0; i < n; i++) {
+        // Empty private elements of groups 0009, 000B, ... in ascending order, between the SOP and study UIDs.
+        bytes.writeUInt16LE(0x0009 + 2 * Math.floor(i / 0xf000), i * 8);
+        bytes.writeUInt16LE(0x1000 + (i % 0xf000), i * 8 + 2);
+        bytes.write('LO', i * 8 + 4, 'latin1');
+      }
+      return bytes;
+    };
+    const tooMany = newUid();
+    const refused = stowBody([part10(tooMany, dataSet(tooMany, elements(250_001)))]);
+    const { result } = await whileHealthzPolled('250,001 elements', () => post(refused));
+    expect(result.failed).toEqual([{ reason: FailureReason.OutOfResources, comment: expect.stringMatching(/more than 250,000 elements, more than this server reads in one header/) }]);
+    // The most a header may hold is read, in one synchronous parse: the figure printed is the longest stall it causes.
+    const most = newUid();
+    const accepted = stowBody([part10(most, dataSet(most, elements(249_990)))]);
+    const { result: stored } = await whileHealthzPolled('249,990 elements', () => post(accepted));
+    expect(stored.stored).toEqual([most]);
+  });
+
   it('refuses item and sequence delimiters that declare a length', async () => {
     const sequence = (itemDelimiterLength: number, sequenceDelimiterLength: number) =>
       element('00081115', 'SQ', Buffer.concat([delimiter(0xe000, 0xffffffff), element('00081150', 'UI', uidValue(SECONDARY_CAPTURE)), delimiter(0xe00d, itemDelimiterLength), delimiter(0xe0dd, sequenceDelimiterLength)]), 0xffffffff);
