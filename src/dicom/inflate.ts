@@ -1,6 +1,6 @@
 import { Readable, pipeline } from 'node:stream';
 import zlib from 'node:zlib';
-import { DicomParseError } from './parse.js';
+import { DicomParseError } from './parse-error.js';
 
 /** zlib hands back this much at a time: fewer trips to its thread pool than its 16 KB default. */
 const CHUNK_BYTES = 256 * 1024;

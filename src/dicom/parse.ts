@@ -1,12 +1,11 @@
 import zlib from 'node:zlib';
 import dicomParser from 'dicom-parser';
 import { TransferSyntax, isKnownTransferSyntax } from './transfer-syntax.js';
+import { DicomParseError } from './parse-error.js';
 import { assertUid } from './uid.js';
-import { TooManyElements, walkDataSet } from './walk.js';
+import { walkDataSet } from './walk.js';
 
-export class DicomParseError extends Error {
-  override name = 'DicomParseError';
-}
+export { DicomParseError };
 
 export type Element = dicomParser.Element;
 export type DataSet = dicomParser.DataSet;
@@ -68,7 +67,7 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, options: Par
       },
     } as unknown as dicomParser.ParseDicomOptions);
   } catch (e) {
-    if (e instanceof NeedMoreBytes || e instanceof NeedsInflating || e instanceof DicomParseError || e instanceof TooManyElements) throw e;
+    if (e instanceof NeedMoreBytes || e instanceof NeedsInflating || e instanceof DicomParseError) throw e;
     if (partial) throw new NeedMoreBytes(bytes.length * 2);
     // The parser stops at the first problem; what it read up to there names the element at fault.
     const readSoFar = (e as { dataSet?: DataSet } | undefined)?.dataSet;

@@ -1,4 +1,4 @@
-import { DicomParseError } from './parse.js';
+import { DicomParseError } from './parse-error.js';
 
 /**
  * A quick walk over the element headers of a data set, before dicom-parser reads it: it refuses what dicom-parser
@@ -25,8 +25,8 @@ class Stop extends Error {
 /** Where the walk of the top level ended: at its pixel data, at the end of the bytes, or before. */
 export type Walked = { stopped: 'pixel-data' | 'end' | 'gave-up' } | { stopped: 'ran-out'; atLeast: number };
 
-/** More elements than MAX_ELEMENTS: a resource limit, not a malformed file. */
-export class TooManyElements extends Error {
+/** More elements than MAX_ELEMENTS: a resource limit (ingest answers 0xA700) rather than a malformed file. */
+export class TooManyElements extends DicomParseError {
   constructor() {
     super(`the data set holds more than ${MAX_ELEMENTS.toLocaleString('en')} elements`);
   }
