@@ -29,7 +29,14 @@ export function seeds(): Seed[] {
     .filter((f) => f.endsWith('.dcm'))
     .sort()
     .map((name) => seedOf(name, fs.readFileSync(path.join(FIXTURES, name))));
+  loaded.push(deflateBomb(loaded.find((s) => s.deflated)!));
   return loaded;
+}
+
+/** The deflated fixture with 6 MB of zeros after its data set, deflated to a few KB: past the read-header target's limit. */
+function deflateBomb(seed: Seed): Seed {
+  const { meta, dataSet } = seed.deflated!;
+  return { name: 'deflate-bomb', bytes: deflate(meta, Buffer.concat([dataSet, Buffer.alloc(6 * 1024 * 1024)])), lengthFields: seed.lengthFields };
 }
 
 function seedOf(name: string, bytes: Buffer): Seed {
