@@ -113,6 +113,8 @@ describe('scheduled verify (PACS_VERIFY_INTERVAL)', () => {
     expect(pass).toMatchObject({ checked: 3, missing: 1, changed: 1 });
 
     expect((await fetch(`${server.url}/api/v1/integrity`)).status).toBe(401);
+    const reader = (await (await adminFetch(`${server.url}/api/v1/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'a reader', role: 'read' }) })).json()) as { key: string };
+    expect((await fetch(`${server.url}/api/v1/integrity`, { headers: { Authorization: `Bearer ${reader.key}` } })).status).toBe(403);
     const report = (await (await adminFetch(`${server.url}/api/v1/integrity`)).json()) as {
       verifyIntervalMs: number;
       problems: string[];
