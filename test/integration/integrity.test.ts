@@ -156,6 +156,36 @@ describe('scheduled verify (PACS_VERIFY_INTERVAL)', () => {
   });
 });
 
+describe('scheduled verify across a restart', () => {
+  it('saves how far its pass came when the server stops, and the next start resumes that pass from there', { timeout: 90_000 }, async () => {
+    const first = await startServer({ env: { PACS_VERIFY_INTERVAL: 'off' } });
+    await storeStudy(first, 4);
+    await first.stop();
+    // 4 instances over 90% of 40 s: one checked every 9 s.
+    type Running = { startedAt: string; checked: number; total: number } | null;
+    const running = async (server: RunningServer) => ((await (await fetch(`${server.url}/healthz`)).json()) as { integrity: { running: Running } }).integrity.running;
+    const walking = await startServer({ dataDir: first.dataDir, env: { PACS_VERIFY_INTERVAL: '40s' } });
+    let before: Running = null;
+    try {
+      for (const until = Date.now() + 30_000; !before && Date.now() < until; await new Promise((r) => setTimeout(r, 200))) before = await running(walking);
+      expect(before).toMatchObject({ total: 4 });
+    } finally {
+      await walking.stop();
+    }
+    const resumed = await startServer({ dataDir: first.dataDir, env: { PACS_VERIFY_INTERVAL: '40s' } });
+    try {
+      const saved = await running(resumed);
+      expect(saved).toMatchObject({ startedAt: before!.startedAt, total: 4 });
+      expect(saved!.checked).toBeGreaterThanOrEqual(1);
+      const lines = () => resumed.logs.filter((l) => l.includes('"verify pass resumed"'));
+      for (const until = Date.now() + 10_000; lines().length === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+      expect(lines(), resumed.logs.join('\n')).toHaveLength(1);
+    } finally {
+      await resumed.stop();
+    }
+  });
+});
+
 // Replicas share an index only on Postgres: SQLite is one server's file.
 describe.runIf(projectBackend().postgres !== undefined)('scheduled verify on two replicas over one database and store', () => {
   it('never runs two passes at once: one replica walks, the other waits its turn', { timeout: 90_000 }, async () => {
