@@ -1,6 +1,6 @@
 import { Worker, type ResourceLimits } from 'node:worker_threads';
-import type { CodecFrame, CodecHints, CodecName, CodecRequest, CodecResponse } from './codec-protocol.js';
-import { RenderError } from './types.js';
+import type { CodecFrame, CodecHints, CodecName, CodecRequest, CodecResponse, DisplayJob } from './codec-protocol.js';
+import { RenderError, type DisplayImage } from './types.js';
 
 export type CodecPoolOptions = {
   /** Worker threads decoding at once (default 2). */
@@ -17,7 +17,9 @@ export type CodecPoolOptions = {
 
 type Job = {
   request: CodecRequest;
-  resolve: (frame: CodecFrame) => void;
+  /** Buffers handed to the worker rather than copied. */
+  transfer: ArrayBuffer[];
+  resolve: (result: CodecFrame | DisplayImage) => void;
   reject: (error: RenderError) => void;
   timer?: NodeJS.Timeout;
 };
@@ -43,13 +45,29 @@ export class CodecPool {
 
   /** Decodes one frame. `bytes` is transferred when it owns its whole buffer (and then is detached), else copied once. */
   decode(codec: CodecName, bytes: Uint8Array, hints: CodecHints): Promise<CodecFrame> {
+    const owned = owns(bytes) ? bytes : new Uint8Array(bytes);
+    return this.run({ id: this.nextId++, codec, bytes: owned, hints }, [owned.buffer as ArrayBuffer]) as Promise<CodecFrame>;
+  }
+
+  /**
+   * Turns decoded pixels into the 8-bit image (window, LUTs, colour, crop) in a worker: a pass over every pixel
+   * that would otherwise hold up the event loop. The frame's pixels are transferred when they own their buffer.
+   */
+  async display(job: DisplayJob): Promise<DisplayImage> {
+    const pixels = job.frame.pixels;
+    const transfer = owns(pixels) ? [pixels.buffer as ArrayBuffer] : [];
+    const image = (await this.run({ id: this.nextId++, display: job }, transfer)) as DisplayImage;
+    // Structured cloning turns a Buffer into a plain Uint8Array.
+    return { ...image, data: Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength) };
+  }
+
+  private run(request: CodecRequest, transfer: ArrayBuffer[]): Promise<CodecFrame | DisplayImage> {
     if (this.closed) return Promise.reject(new RenderError(503, 'the image decoders are shutting down'));
     if (this.queue.length >= this.options.maxQueue) {
       return Promise.reject(new RenderError(503, `${this.queue.length} frames are already waiting for a decoder; try again shortly`));
     }
-    const owned = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : new Uint8Array(bytes);
     return new Promise((resolve, reject) => {
-      this.queue.push({ request: { id: this.nextId++, codec, bytes: owned, hints }, resolve, reject });
+      this.queue.push({ request, transfer, resolve, reject });
       this.dispatch();
     });
   }
@@ -86,7 +104,7 @@ export class CodecPool {
         this.settle(target, new RenderError(503, `decoding the frame took longer than ${this.options.timeoutMs} ms; its decoder was stopped`));
         this.retire(target);
       }, this.options.timeoutMs);
-      slot.worker.postMessage(job.request, [job.request.bytes.buffer as ArrayBuffer]);
+      slot.worker.postMessage(job.request, job.transfer);
     }
   }
 
@@ -97,7 +115,9 @@ export class CodecPool {
     worker.on('message', (response: CodecResponse) => {
       if (!slot.job || slot.job.request.id !== response.id) return;
       if ('frame' in response) this.settle(slot, undefined, response.frame);
+      else if ('image' in response) this.settle(slot, undefined, response.image);
       else if (response.unavailable) this.settle(slot, new RenderError(500, `the image decoder is not available: ${response.error}`));
+      else if (response.status) this.settle(slot, new RenderError(response.status, response.error));
       else this.settle(slot, new RenderError(422, `the frame does not decode: ${response.error}`));
       this.dispatch();
     });
@@ -116,14 +136,14 @@ export class CodecPool {
   }
 
   /** Ends the slot's job, once, with a frame or an error. */
-  private settle(slot: Slot, error?: RenderError, frame?: CodecFrame): void {
+  private settle(slot: Slot, error?: RenderError, result?: CodecFrame | DisplayImage): void {
     const job = slot.job;
     if (!job) return;
     slot.job = undefined;
     clearTimeout(job.timer);
     if (!this.closed) slot.worker.unref();
     if (error) job.reject(error);
-    else job.resolve(frame!);
+    else job.resolve(result!);
   }
 
   /** Drops a worker that failed; a fresh one starts when a frame needs it. */
@@ -134,6 +154,11 @@ export class CodecPool {
     void slot.worker.terminate();
     this.dispatch();
   }
+}
+
+/** True when the view is its whole buffer, which can then be transferred to a worker instead of copied. */
+function owns(bytes: Uint8Array | DisplayJob['frame']['pixels']): boolean {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
 }
 
 /**

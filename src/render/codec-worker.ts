@@ -5,7 +5,10 @@
  */
 import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
-import type { CodecFrame, CodecHints, CodecName, CodecRequest, CodecResponse } from './codec-protocol.js';
+import type { CodecFrame, CodecHints, CodecName, CodecRequest, CodecResponse, DisplayJob } from './codec-protocol.js';
+import { cropped } from './crop.js';
+import { toDisplay } from './display.js';
+import { RenderError, type DisplayImage } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -14,6 +17,9 @@ type WasmDecoder = {
   getEncodedBuffer(length: number): Uint8Array;
   getDecodedBuffer(): Uint8Array;
   decode(): void;
+  /** JPEG 2000 and HTJ2K only: decoding at a lower resolution level. */
+  decodeSubResolution?(level: number, layer: number): void;
+  calculateSizeAtDecompositionLevel?(level: number): { width: number; height: number };
   getFrameInfo(): { width: number; height: number; bitsPerSample: number; componentCount: number; isSigned?: boolean };
   getInterleaveMode?(): number;
   delete(): void;
@@ -60,17 +66,22 @@ function wasm(name: keyof typeof WASM): Promise<WasmModule> {
   return module;
 }
 
-async function decodeWasm(name: keyof typeof WASM, bytes: Uint8Array): Promise<CodecFrame> {
+async function decodeWasm(name: keyof typeof WASM, bytes: Uint8Array, hints: CodecHints): Promise<CodecFrame> {
   const module = await wasm(name);
   const Decoder = module[WASM[name].decoder] as new () => WasmDecoder;
   const decoder = new Decoder();
   try {
     decoder.getEncodedBuffer(bytes.length).set(bytes);
-    decoder.decode();
+    // Only the resolution levels needed (decode.ts keeps it within the codestream's): a thumbnail of a 16000²
+    // codestream decodes a few hundred pixels a side.
+    const reduced = decoder.decodeSubResolution ? (hints.reduce ?? 0) : 0;
+    if (reduced > 0) decoder.decodeSubResolution!(reduced, 0);
+    else decoder.decode();
     // OpenJPEG and OpenJPH report some failures only by printing them and leaving the image empty.
     const error = printed.find((l) => /\berror\b/i.test(l));
     if (error) throw new Error(error.replace(/^\[ERROR\]\s*/, ''));
-    const info = decoder.getFrameInfo();
+    // The frame info gives the full size whatever the level decoded.
+    const info = { ...decoder.getFrameInfo(), ...(reduced > 0 ? decoder.calculateSizeAtDecompositionLevel!(reduced) : {}) };
     if (info.width === 0 || info.height === 0) throw new Error(`${name} returned no image`);
     const pixels = decoder.getDecodedBuffer().slice(); // out of the wasm heap, into a buffer we can transfer
     const bytesPerSample = info.bitsPerSample <= 8 ? 1 : 2;
@@ -84,6 +95,7 @@ async function decodeWasm(name: keyof typeof WASM, bytes: Uint8Array): Promise<C
       bitsPerSample: info.bitsPerSample,
       bytesPerSample,
       planar: interleave === 0 && info.componentCount > 1,
+      reduced,
     };
   } catch (e) {
     // A codec that threw may have left its heap in any state.
@@ -115,6 +127,7 @@ async function decodeJpegLossless(bytes: Uint8Array, hints: CodecHints): Promise
     bitsPerSample: decoder.frame.precision,
     bytesPerSample,
     planar: false,
+    reduced: 0,
   };
 }
 
@@ -147,7 +160,7 @@ async function decodeJpeg12(bytes: Uint8Array, hints: CodecHints): Promise<Codec
   const bytesPerSample = hints.bitsAllocated <= 8 ? 1 : 2;
   const components = hints.samplesPerPixel;
   // dcmjs-codecs decodes into the size it was told; a stream of another size fails inside the codec.
-  return { pixels: pixels.slice(), width: hints.columns, height: hints.rows, components, bitsPerSample: hints.bitsStored, bytesPerSample, planar: false };
+  return { pixels: pixels.slice(), width: hints.columns, height: hints.rows, components, bitsPerSample: hints.bitsStored, bytesPerSample, planar: false, reduced: 0 };
 }
 
 function describe(e: unknown, module?: WasmModule, codec?: string): string {
@@ -171,17 +184,29 @@ async function decode({ codec, bytes, hints }: { codec: CodecName; bytes: Uint8A
     case 'jpeg12':
       return decodeJpeg12(bytes, hints);
     default:
-      return decodeWasm(codec, bytes);
+      return decodeWasm(codec, bytes, hints);
   }
+}
+
+/** The 8-bit image of decoded pixels: a pass over every pixel, which would hold up the server's event loop. */
+function display({ frame, module, window, region }: DisplayJob): DisplayImage {
+  const image = toDisplay(frame, module, window);
+  return region ? cropped(image, region) : image;
+}
+
+/** The buffer under a view, when the view is all of it: only then can it be handed over rather than copied. */
+function transferable(view: Uint8Array): ArrayBuffer[] {
+  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? [view.buffer as ArrayBuffer] : [];
 }
 
 parentPort!.on('message', async (request: CodecRequest) => {
   printed = [];
   let response: CodecResponse;
   try {
-    response = { id: request.id, frame: await decode(request) };
+    response = 'display' in request ? { id: request.id, image: display(request.display) } : { id: request.id, frame: await decode(request) };
   } catch (e) {
-    response = { id: request.id, error: describe(e), unavailable: e instanceof Unavailable };
+    response = { id: request.id, error: describe(e), unavailable: e instanceof Unavailable, status: e instanceof RenderError ? e.status : undefined };
   }
-  parentPort!.postMessage(response, 'frame' in response ? [response.frame.pixels.buffer as ArrayBuffer] : []);
+  const transfer = 'frame' in response ? transferable(response.frame.pixels) : 'image' in response ? transferable(response.image.data) : [];
+  parentPort!.postMessage(response, transfer);
 });

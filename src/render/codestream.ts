@@ -16,6 +16,8 @@ export type CodestreamHeader = {
   precision: number;
   /** Where the codestream starts in the frame (after a JP2 file wrapper, when there is one). */
   offset: number;
+  /** J2K only: the fewest wavelet decomposition levels the main header gives a component (COD, COC); 0 for JPEG. */
+  decompositions: number;
 };
 
 export class CodestreamError extends Error {}
@@ -46,6 +48,7 @@ export function jpegHeader(bytes: Uint8Array): CodestreamHeader {
         width: (bytes[p + 7]! << 8) | bytes[p + 8]!,
         components: bytes[p + 9]!,
         offset: 0,
+        decompositions: 0,
       };
     }
     if (marker === 0xffda || marker === 0xffd9) throw new CodestreamError(`it reaches marker ${hex(marker)} without a start-of-frame`);
@@ -67,7 +70,27 @@ export function j2kHeader(bytes: Uint8Array): CodestreamHeader {
   const height = view.getUint32(12) - view.getUint32(20);
   const components = view.getUint16(40);
   const ssiz = b[42]!;
-  return { family: 'j2k', frameMarker: 0xff51, highThroughput: (rsiz & 0x4000) !== 0, width, height, components, precision: (ssiz & 0x7f) + 1, offset };
+  const decompositions = decompositionLevels(b, view, 4 + view.getUint16(4), components);
+  return { family: 'j2k', frameMarker: 0xff51, highThroughput: (rsiz & 0x4000) !== 0, width, height, components, precision: (ssiz & 0x7f) + 1, offset, decompositions };
+}
+
+/** The fewest decomposition levels in the main header's COD and COC segments (T.800 A.6.1, A.6.2), read up to the first tile. */
+function decompositionLevels(b: Uint8Array, view: DataView, start: number, components: number): number {
+  let levels = 0;
+  let found = false;
+  for (let p = start; p + 4 <= b.length; ) {
+    const marker = view.getUint16(p);
+    if (marker === 0xff90 || (marker >> 8) !== 0xff) break; // SOT: the main header is over
+    const length = view.getUint16(p + 2);
+    // COD: Scod, SGcod (4 bytes), then SPcod's first byte; COC: Ccoc (1 or 2 bytes), Scoc, then SPcoc's.
+    const at = marker === 0xff52 ? p + 9 : marker === 0xff53 ? p + 5 + (components < 257 ? 1 : 2) : -1;
+    if (at >= 0 && at < b.length) {
+      levels = found ? Math.min(levels, b[at]!) : b[at]!;
+      found = true;
+    }
+    p += 2 + length;
+  }
+  return levels;
 }
 
 /**

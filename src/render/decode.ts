@@ -1,3 +1,4 @@
+import sharp from 'sharp';
 import { TransferSyntax } from '../dicom/transfer-syntax.js';
 import { codecPool, type CodecPool } from './codec-pool.js';
 import type { CodecFrame, CodecName } from './codec-protocol.js';
@@ -16,6 +17,12 @@ export type DecodeOptions = {
   maxFrameBytes?: number;
   /** The worker pool for compressed frames; the process's shared pool by default. */
   pool?: CodecPool;
+  /**
+   * Resolution levels that may be left out (each halves both sides), for an image that will be shown smaller:
+   * JPEG 2000 and HTJ2K decode only the levels needed, 8-bit JPEG scales its DCT; other frames decode whole.
+   * The frame returned says the size it has.
+   */
+  reduce?: number;
 };
 
 const NATIVE = new Set<string>([
@@ -89,10 +96,22 @@ export async function decodeFrame(transferSyntaxUid: string, bytes: Uint8Array, 
   const header = readHeader(transferSyntaxUid, bytes, module);
   const codec = codecFor(header);
   const stream = header.offset > 0 ? bytes.subarray(header.offset) : bytes;
-  const frame = await (options.pool ?? codecPool()).decode(codec, stream, {
-    rows, columns, samplesPerPixel, bitsAllocated, bitsStored: module.bitsStored, pixelRepresentation: module.pixelRepresentation, photometric: module.photometric,
-  });
+  const reduce = Math.max(0, Math.floor(options.reduce ?? 0));
+  const frame =
+    codec === 'libjpeg-turbo' && reduce > 0 && header.height > 0
+      ? await shrunkJpeg(stream, module, reduce)
+      : await (options.pool ?? codecPool()).decode(codec, stream, {
+          rows, columns, samplesPerPixel, bitsAllocated, bitsStored: module.bitsStored, pixelRepresentation: module.pixelRepresentation, photometric: module.photometric,
+          reduce: Math.min(reduce, header.decompositions),
+        });
   return fromCodec(transferSyntaxUid, codec, frame, module);
+}
+
+/** True when frames of this syntax can be decoded at a lower resolution (decodeFrame's `reduce`). */
+export function decodesReduced(transferSyntaxUid: string, module: PixelModule): boolean {
+  if (J2K.has(transferSyntaxUid)) return true;
+  // libjpeg-turbo's 8-bit processes; JPEG Extended may hold 12-bit samples, which another codec decodes whole.
+  return (transferSyntaxUid === '1.2.840.10008.1.2.4.50' || transferSyntaxUid === '1.2.840.10008.1.2.4.51') && module.bitsStored <= 8;
 }
 
 function decodeNative(bytes: Uint8Array, module: PixelModule): DecodedFrame {
@@ -158,10 +177,13 @@ function codecFor(header: CodestreamHeader): CodecName {
 }
 
 /** The codec's output as the typed array the data set calls for, after checking it is the image the data set describes. */
-function fromCodec(transferSyntaxUid: string, codec: CodecName, out: CodecFrame, module: PixelModule): DecodedFrame {
+function fromCodec(transferSyntaxUid: string, codec: CodecName, out: CodecFrame, full: PixelModule): DecodedFrame {
   const name = nameOf(transferSyntaxUid);
+  const factor = 2 ** out.reduced;
+  const module = { ...full, rows: Math.ceil(full.rows / factor), columns: Math.ceil(full.columns / factor) };
   if (out.width !== module.columns || out.height !== module.rows || out.components !== module.samplesPerPixel) {
-    throw new RenderError(422, `the ${name} frame decoded to ${out.width}×${out.height} with ${out.components} component(s), but the data set says ${module.columns}×${module.rows} with ${module.samplesPerPixel}`);
+    const level = out.reduced > 0 ? ` at 1/${factor} of its size` : '';
+    throw new RenderError(422, `the ${name} frame decoded${level} to ${out.width}×${out.height} with ${out.components} component(s), but the data set says ${module.columns}×${module.rows} with ${module.samplesPerPixel}`);
   }
   const count = module.rows * module.columns * module.samplesPerPixel;
   if (out.pixels.length !== count * out.bytesPerSample) {
@@ -179,6 +201,27 @@ function fromCodec(transferSyntaxUid: string, codec: CodecName, out: CodecFrame,
     throw new RenderError(422, `the ${name} frame holds ${out.bitsPerSample}-bit samples, more than BitsAllocated ${module.bitsAllocated}`);
   }
   return frame(module, pixels, out.planar, photometricAfter(codec, module));
+}
+
+/**
+ * An 8-bit JPEG decoded at 1/2^reduce of its size by libvips (sharp), whose libjpeg scales the DCT while it
+ * decodes (shrink-on-load), on sharp's own threads: a thumbnail of a 16000² JPEG never holds its 256 M pixels.
+ * Like libjpeg-turbo, it turns YCbCr into RGB.
+ */
+async function shrunkJpeg(bytes: Uint8Array, module: PixelModule, reduce: number): Promise<CodecFrame> {
+  const factor = 2 ** reduce;
+  const width = Math.ceil(module.columns / factor);
+  const height = Math.ceil(module.rows / factor);
+  try {
+    const { data, info } = await sharp(bytes, { limitInputPixels: module.rows * module.columns })
+      .resize(width, height, { fit: 'fill' })
+      .toColourspace(module.samplesPerPixel === 1 ? 'b-w' : 'srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, components: info.channels, bitsPerSample: 8, bytesPerSample: 1, planar: false, reduced: reduce };
+  } catch (e) {
+    throw new RenderError(422, `the JPEG frame does not decode: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 /**

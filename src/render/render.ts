@@ -6,11 +6,13 @@ import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
 import { DerivedCache } from '../storage/derived-cache.js';
 import { renderedKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { closeCodecPool, decodeFrame } from './decode.js';
-import { toDisplay } from './display.js';
+import type { FrameRange } from '../dicom/frames.js';
+import { codecPool } from './codec-pool.js';
+import { closeCodecPool, decodeFrame, decodesReduced } from './decode.js';
 import { DEFAULT_QUALITY, encodeImage } from './encode.js';
+import { MemoryBudget } from './memory-budget.js';
 import { pixelModuleOf } from './pixel-module.js';
-import { RenderError, type DisplayImage, type WindowRequest } from './types.js';
+import { RenderError, type PixelModule, type WindowRequest } from './types.js';
 
 export type ImageFormat = 'jpeg' | 'png' | 'webp';
 
@@ -36,12 +38,18 @@ export type RenderOptions = {
 
 /** Reads of a stored instance, given by the HTTP layer, which owns them (dicomweb/retrieve.ts). */
 export type InstanceReader = {
+  /** A buffer of the renderer's own: it may be handed over to a codec worker, which leaves it empty here. */
   frame(instance: StoredInstance, frame: number): Promise<Buffer>;
   bulkData(instance: StoredInstance, path: string): Promise<Buffer>;
 };
 
 /** One rendering, named before it exists: where it is cached and the ETag it answers with. */
 export type Rendition = { key: string; etag: string; mediaType: string };
+
+/** PACS_RENDER_MEMORY_BYTES's default, for callers without a configuration. */
+export const DEFAULT_RENDER_MEMORY_BYTES = 512 * 1024 ** 2;
+/** Resolution levels a rendering may leave out: 1/256 of each side. */
+const MAX_REDUCE = 8;
 
 /** PACS_DERIVED_CACHE_BYTES's default, for callers without a configuration. */
 export const DEFAULT_DERIVED_CACHE_BYTES = 1024 ** 3;
@@ -57,6 +65,7 @@ const PIPELINE_VERSION = 2;
 export class Renderer {
   private readonly inFlight = new Map<string, Promise<Buffer>>();
   private readonly cache: DerivedCache;
+  private readonly budget: MemoryBudget;
 
   constructor(
     store: ObjectStore,
@@ -65,6 +74,7 @@ export class Renderer {
     private readonly limits: { maxFrameBytes?: number; memoryBytes?: number; derivedCacheBytes?: number } = {},
   ) {
     this.cache = new DerivedCache(store, limits.derivedCacheBytes ?? DEFAULT_DERIVED_CACHE_BYTES, log);
+    this.budget = new MemoryBudget(limits.memoryBytes ?? DEFAULT_RENDER_MEMORY_BYTES);
   }
 
   /** The cache key and ETag of a rendering; cheap, so a 304 costs no read at all. */
@@ -108,21 +118,57 @@ export class Renderer {
     await closeCodecPool();
   }
 
+  /**
+   * Frame → pixels → 8-bit image → file, once the memory it needs is free (PACS_RENDER_MEMORY_BYTES). Only as many
+   * resolution levels are decoded as the viewport shows; the pixel passes run in a worker and encoding on sharp's
+   * threads, so the event loop only moves buffers.
+   */
   private async make(instance: StoredInstance, frame: number, options: RenderOptions): Promise<Buffer> {
     const json = JSON.parse(instance.json) as DicomJson;
     const module = await pixelModuleOf(json, (uri) => this.read.bulkData(instance, bulkDataPath(uri)));
     if (frame > module.numberOfFrames) throw new RenderError(400, `frame ${frame} does not exist: the instance has ${module.numberOfFrames} frame(s)`);
-    const bytes = await this.read.frame(instance, frame);
     // readFrames gives native pixels as Explicit VR Little Endian, whatever the file's syntax (big endian turned, deflate undone).
-    const decoded = await decodeFrame(frameTransferSyntax(instance.transferSyntaxUid), bytes, module, { maxFrameBytes: this.limits.maxFrameBytes });
-    let image = toDisplay(decoded, module, options.window);
-    if (options.viewport?.region) image = cropped(image, options.viewport.region);
-    return encodeImage(image, {
-      format: options.format,
-      quality: options.quality,
-      viewport: options.viewport && { width: options.viewport.width, height: options.viewport.height },
-    });
+    const syntax = frameTransferSyntax(instance.transferSyntaxUid);
+    const reduce = decodesReduced(syntax, module) ? levelsToLeaveOut(module, options.viewport) : 0;
+    const stored = ((JSON.parse(instance.frames) as FrameRange[])[frame - 1] ?? []).reduce((sum, [, length]) => sum + length, 0);
+    const release = await this.budget.acquire(memoryNeeded(module, reduce, stored));
+    try {
+      const bytes = await this.read.frame(instance, frame);
+      const decoded = await decodeFrame(syntax, bytes, module, { maxFrameBytes: this.limits.maxFrameBytes, reduce });
+      const shown = { ...module, rows: decoded.rows, columns: decoded.columns };
+      const image = await codecPool().display({ frame: decoded, module: shown, window: options.window, region: options.viewport?.region });
+      return await encodeImage(image, {
+        format: options.format,
+        quality: options.quality,
+        viewport: options.viewport && { width: options.viewport.width, height: options.viewport.height },
+      });
+    } finally {
+      release();
+    }
   }
+}
+
+/**
+ * Halvings of the image that still leave at least as many pixels as the viewport shows (the encoder scales the
+ * rest of the way); none when the viewport cuts out a region, which is given in full-size pixels.
+ */
+function levelsToLeaveOut(module: PixelModule, viewport?: Viewport): number {
+  if (!viewport || viewport.region) return 0;
+  const scale = Math.min(viewport.width / module.columns, viewport.height / module.rows);
+  return scale >= 1 ? 0 : Math.min(MAX_REDUCE, Math.floor(Math.log2(1 / scale)));
+}
+
+/**
+ * What one rendering holds at its peak, estimated before anything is read: the stored frame twice (read, then in
+ * the codec), the decoded samples twice (codec heap, then ours) plus a codec's 32-bit working copy, and the 8-bit
+ * image twice (made, then cropped or encoded).
+ */
+function memoryNeeded(module: PixelModule, reduce: number, storedBytes: number): number {
+  const factor = 2 ** reduce;
+  const pixels = Math.ceil(module.rows / factor) * Math.ceil(module.columns / factor) * module.samplesPerPixel;
+  const sample = Math.max(1, module.bitsAllocated / 8);
+  const channels = module.samplesPerPixel === 3 || module.palette ? 3 : 1;
+  return storedBytes * 2 + pixels * (sample * 2 + 4) + (pixels / module.samplesPerPixel) * channels * 2;
 }
 
 /** The same request in one form only, so that equal requests share one cached image. */
@@ -153,37 +199,4 @@ function bulkDataPath(uri: string): string {
   const marker = '/bulkdata/';
   const at = uri.lastIndexOf(marker);
   return at < 0 ? uri : uri.slice(at + marker.length);
-}
-
-/**
- * The region of PS3.18 8.3.5.1.3 cut out of a display image: from (x, y), |width| × |height| source pixels,
- * clipped to the image, and mirrored along an axis whose extent is negative.
- */
-export function cropped(image: DisplayImage, region: NonNullable<Viewport['region']>): DisplayImage {
-  const flipX = region.width < 0;
-  const flipY = region.height < 0;
-  const x0 = Math.max(0, region.x);
-  const y0 = Math.max(0, region.y);
-  const x1 = Math.min(image.width, region.x + Math.abs(region.width));
-  const y1 = Math.min(image.height, region.y + Math.abs(region.height));
-  const width = x1 - x0;
-  const height = y1 - y0;
-  if (width <= 0 || height <= 0) {
-    throw new RenderError(400, `the viewport's source region lies outside the ${image.width}×${image.height} image`);
-  }
-  if (!flipX && !flipY && x0 === 0 && y0 === 0 && width === image.width && height === image.height) return image;
-  const c = image.channels;
-  const data = Buffer.allocUnsafe(width * height * c);
-  for (let y = 0; y < height; y++) {
-    const sy = flipY ? y1 - 1 - y : y0 + y;
-    if (!flipX) {
-      image.data.copy(data, y * width * c, (sy * image.width + x0) * c, (sy * image.width + x1) * c);
-      continue;
-    }
-    for (let x = 0; x < width; x++) {
-      const from = (sy * image.width + (x1 - 1 - x)) * c;
-      image.data.copy(data, (y * width + x) * c, from, from + c);
-    }
-  }
-  return { data, width, height, channels: c };
 }

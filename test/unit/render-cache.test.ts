@@ -2,7 +2,8 @@ import { Readable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { StoredInstance } from '../../src/catalog/catalog.js';
-import { cropped, Renderer, type InstanceReader } from '../../src/render/render.js';
+import { cropped } from '../../src/render/crop.js';
+import { Renderer, type InstanceReader } from '../../src/render/render.js';
 import { RenderError, type DisplayImage } from '../../src/render/types.js';
 import { ObjectNotFound, type ByteRange, type ObjectStore } from '../../src/storage/object-store.js';
 
@@ -71,7 +72,7 @@ function counting() {
     async frame() {
       reads.frames++;
       await new Promise((r) => setTimeout(r, 20));
-      return FRAME;
+      return Buffer.from(FRAME);
     },
     async bulkData() {
       throw new Error('no bulk data here');
@@ -132,7 +133,7 @@ describe('Renderer', () => {
       async frame() {
         calls++;
         if (calls === 1) throw new RenderError(422, 'broken the first time');
-        return FRAME;
+        return Buffer.from(FRAME);
       },
       async bulkData() {
         throw new Error('none');
