@@ -10,6 +10,7 @@ import { newUid, writePart10 } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { AS_ADMIN, adminFetch, startServer, stowBody, type RunningServer } from '../helpers/server.js';
 import { indexRows as queryIndex, objectKeys } from '../helpers/stored.js';
+import { delimiter, element, LONG_LENGTH_VRS } from '../fixtures/raw-elements.js';
 
 /**
  * The "bad input" requirement: every malformed upload gets the right DICOMweb status and a reason a person can
@@ -47,29 +48,6 @@ afterEach(async () => {
 function goodInstance(o: Parameters<typeof syntheticInstance>[0] = {}): { uid: string; bytes: Buffer } {
   const uid = o.sopInstanceUID ?? newUid();
   return { uid, bytes: syntheticInstance({ rows: 16, columns: 16, ...o, sopInstanceUID: uid }) };
-}
-
-const LONG_LENGTH_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'UC', 'UN', 'UR', 'UT', 'SV', 'UV']);
-
-/** One element as written on the wire; `length` is what it declares, whatever `value` holds (0xFFFFFFFF: undefined). */
-function element(tag: string, vr: string, value = Buffer.alloc(0), length = value.length): Buffer {
-  const long = LONG_LENGTH_VRS.has(vr);
-  const head = Buffer.alloc(long ? 12 : 8);
-  head.writeUInt16LE(Number.parseInt(tag.slice(0, 4), 16), 0);
-  head.writeUInt16LE(Number.parseInt(tag.slice(4), 16), 2);
-  head.write(vr, 4, 'latin1');
-  if (long) head.writeUInt32LE(length, 8);
-  else head.writeUInt16LE(length, 6);
-  return Buffer.concat([head, value]);
-}
-
-/** Item (E000), Item Delimitation (E00D) or Sequence Delimitation (E0DD) tag with its length. */
-function delimiter(tagElement: 0xe000 | 0xe00d | 0xe0dd, length = 0): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16LE(0xfffe, 0);
-  b.writeUInt16LE(tagElement, 2);
-  b.writeUInt32LE(length, 4);
-  return b;
 }
 
 /** A valid instance without pixel data whose data set ends with `tail` (tags after (0020,000E)). */

@@ -7,6 +7,7 @@ import { newUid, writePart10 } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stowBody, type RunningServer } from '../helpers/server.js';
 import { objectKeys, readObject } from '../helpers/stored.js';
+import { delimiter, element } from '../fixtures/raw-elements.js';
 
 /**
  * Uploads built to hurt (issue 10): a deflate bomb, a data set trailed by 100 MB of zeros, malformed delimiters,
@@ -31,29 +32,8 @@ afterAll(async () => {
   await server?.stop();
 });
 
-/** One element of Explicit VR Little Endian; `length` is what it declares (0xFFFFFFFF: undefined). */
-function element(tag: string, vr: string, value: Buffer = Buffer.alloc(0), length = value.length): Buffer {
-  const long = ['OB', 'OW', 'SQ', 'UN', 'UT'].includes(vr);
-  const head = Buffer.alloc(long ? 12 : 8);
-  head.writeUInt16LE(Number.parseInt(tag.slice(0, 4), 16), 0);
-  head.writeUInt16LE(Number.parseInt(tag.slice(4), 16), 2);
-  head.write(vr, 4, 'latin1');
-  if (long) head.writeUInt32LE(length, 8);
-  else head.writeUInt16LE(length, 6);
-  return Buffer.concat([head, value]);
-}
-
 function uidValue(uid: string): Buffer {
   return Buffer.from(uid.length % 2 ? `${uid}\0` : uid, 'latin1');
-}
-
-/** Item (E000), Item Delimitation (E00D) or Sequence Delimitation (E0DD) with its length. */
-function delimiter(tagElement: 0xe000 | 0xe00d | 0xe0dd, length = 0): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16LE(0xfffe, 0);
-  b.writeUInt16LE(tagElement, 2);
-  b.writeUInt32LE(length, 4);
-  return b;
 }
 
 /** The UID elements every instance needs, then `middle`, then the study and series UIDs (tags ascend). */

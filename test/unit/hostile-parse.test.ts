@@ -7,32 +7,11 @@ import { executablePreamble } from '../../src/dicom/preamble.js';
 import { TransferSyntax } from '../../src/dicom/transfer-syntax.js';
 import { MAX_ELEMENTS, TooManyElements, walkDataSet, type Encoding } from '../../src/dicom/walk.js';
 import { newUid, writePart10 } from '../../src/dicom/write.js';
+import { delimiter, element } from '../fixtures/raw-elements.js';
 
 const SECONDARY_CAPTURE = '1.2.840.10008.5.1.4.1.1.7';
 const EXPLICIT: Encoding = { explicitVr: true, littleEndian: true };
 const IMPLICIT: Encoding = { explicitVr: false, littleEndian: true };
-
-function element(tag: string, vr: string, value: Buffer = Buffer.alloc(0), length = value.length, encoding = EXPLICIT): Buffer {
-  const long = !encoding.explicitVr || ['OB', 'OW', 'SQ', 'UN', 'UT'].includes(vr);
-  const head = Buffer.alloc(encoding.explicitVr && long ? 12 : 8);
-  head.writeUInt16LE(Number.parseInt(tag.slice(0, 4), 16), 0);
-  head.writeUInt16LE(Number.parseInt(tag.slice(4), 16), 2);
-  if (!encoding.explicitVr) head.writeUInt32LE(length, 4);
-  else {
-    head.write(vr, 4, 'latin1');
-    if (long) head.writeUInt32LE(length, 8);
-    else head.writeUInt16LE(length, 6);
-  }
-  return Buffer.concat([head, value]);
-}
-
-function delimiter(tagElement: 0xe000 | 0xe00d | 0xe0dd, length = 0): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16LE(0xfffe, 0);
-  b.writeUInt16LE(tagElement, 2);
-  b.writeUInt32LE(length, 4);
-  return b;
-}
 
 const text = (value: string) => Buffer.from(value.length % 2 ? `${value} ` : value, 'latin1');
 const walk = (bytes: Buffer, encoding = EXPLICIT) => () => walkDataSet(bytes, 0, encoding);
@@ -47,7 +26,7 @@ describe('the element walk before parsing', () => {
   });
 
   it('finds tags out of order in Implicit VR and inside items', () => {
-    expect(walk(Buffer.concat([element('00100020', '', text('ID'), undefined, IMPLICIT), element('00100010', '', text('Doe'), undefined, IMPLICIT)]), IMPLICIT)).toThrow(
+    expect(walk(Buffer.concat([element('00100020', '', text('ID'), undefined, false), element('00100010', '', text('Doe'), undefined, false)]), IMPLICIT)).toThrow(
       /\(0010,0010\) at offset \d+ follows \(0010,0020\)/,
     );
     const item = Buffer.concat([element('00081155', 'UI', text('1.2')), element('00081150', 'UI', text('1.2'))]);

@@ -7,9 +7,10 @@ import {
   parseMultipartRelated,
   readMultipart,
   type MultipartPart,
+  type MultipartLimits,
 } from '../../src/dicomweb/multipart.js';
 
-const LIMITS = { maxPartBytes: 1 << 30, maxTotalBytes: 1 << 30 };
+const LIMITS: MultipartLimits = { maxPartBytes: 1 << 30, maxTotalBytes: 1 << 30 };
 const BOUNDARY = 'XyZ-boundary';
 
 /** Seeded bytes, so a failure can be reproduced. */
