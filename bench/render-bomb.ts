@@ -1,7 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
-import { newUid, writePart10 } from '../src/dicom/write.js';
+import { newUid } from '../src/dicom/write.js';
+import { greyImage } from '../test/fixtures/synthetic.js';
 
 /** The render bomb of issue 10: small on disk, 16000×16000 once decoded (256 MB of 8-bit grey). */
 export const BOMB_SIDE = 16000;
@@ -21,31 +22,26 @@ export type RenderBomb = { bytes: Buffer; jpegBytes: number; studyUid: string; s
 export async function renderBomb(cacheDir: string): Promise<RenderBomb> {
   const jpeg = await cachedJpeg(path.join(cacheDir, `render-bomb-v${RECIPE}-${BOMB_SIDE}.jpg`));
   const ids = { studyUid: newUid(), seriesUid: newUid(), sopUid: newUid() };
-  const bytes = writePart10(
-    [
-      { tag: '00080016', vr: 'UI', value: SECONDARY_CAPTURE },
-      { tag: '00080018', vr: 'UI', value: ids.sopUid },
+  const bytes = greyImage({
+    sopClassUID: SECONDARY_CAPTURE,
+    studyUID: ids.studyUid,
+    seriesUID: ids.seriesUid,
+    sopInstanceUID: ids.sopUid,
+    modality: 'OT',
+    patientName: 'Bomb^Render',
+    side: BOMB_SIDE,
+    bitsAllocated: 8,
+    transferSyntaxUID: JPEG_BASELINE,
+    frames: [jpeg],
+    extra: [
       { tag: '00080020', vr: 'DA', value: '20260101' },
-      { tag: '00080060', vr: 'CS', value: 'OT' },
       { tag: '00080064', vr: 'CS', value: 'WSD' },
       { tag: '00081030', vr: 'LO', value: 'bench render bomb' },
-      { tag: '00100010', vr: 'PN', value: 'Bomb^Render' },
       { tag: '00100020', vr: 'LO', value: 'BENCH-BOMB' },
-      { tag: '0020000D', vr: 'UI', value: ids.studyUid },
-      { tag: '0020000E', vr: 'UI', value: ids.seriesUid },
       { tag: '00200011', vr: 'IS', value: '1' },
       { tag: '00200013', vr: 'IS', value: '1' },
-      { tag: '00280002', vr: 'US', value: 1 },
-      { tag: '00280004', vr: 'CS', value: 'MONOCHROME2' },
-      { tag: '00280010', vr: 'US', value: BOMB_SIDE },
-      { tag: '00280011', vr: 'US', value: BOMB_SIDE },
-      { tag: '00280100', vr: 'US', value: 8 },
-      { tag: '00280101', vr: 'US', value: 8 },
-      { tag: '00280102', vr: 'US', value: 7 },
-      { tag: '00280103', vr: 'US', value: 0 },
     ],
-    { transferSyntaxUID: JPEG_BASELINE, sopClassUID: SECONDARY_CAPTURE, sopInstanceUID: ids.sopUid, frames: [jpeg] },
-  );
+  });
   return { bytes, jpegBytes: jpeg.length, ...ids };
 }
 

@@ -6,6 +6,7 @@ import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js
 import { BACKUP_USAGE, runBackupCommand } from './cli-backup.js';
 import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
 import { ConfigError, loadConfig } from './config.js';
+import { DiskFull } from './errors.js';
 import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
 import { freshProgress, verifyPass } from './integrity/verify-pass.js';
 import { createLogger } from './logger.js';
@@ -35,9 +36,10 @@ async function main(argv: string[]) {
     if (command === 'backup' || command === 'restore') return await runBackupCommand(command, args);
     if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
   } catch (e) {
-    // A bad setting, or an index database out of reach: said in a line, not a stack trace.
-    if (!(e instanceof ConfigError || e instanceof CatalogUnavailable)) throw e;
-    console.error(e.message);
+    // A bad setting, an index database out of reach or a full disk: said in a line, not a stack trace.
+    const full = DiskFull.of(e);
+    if (!(e instanceof ConfigError || e instanceof CatalogUnavailable || full)) throw e;
+    console.error(full ? `${full.message}: nothing of the last batch was kept; free space and run the command again` : (e as Error).message);
     process.exitCode = e instanceof ConfigError ? 2 : 1;
     return;
   }

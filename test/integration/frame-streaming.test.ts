@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newUid, writePart10, type WriteElement } from '../../src/dicom/write.js';
+import { newUid } from '../../src/dicom/write.js';
+import { greyImage, SopClass } from '../fixtures/synthetic.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 /**
@@ -25,25 +26,18 @@ let server: RunningServer;
 function largeInstance(): Buffer {
   pixels = Buffer.allocUnsafe(FRAME_BYTES);
   for (let at = 0; at < FRAME_BYTES; at += 4) pixels.writeUInt32LE((at * 2654435761) >>> 0, at);
-  const sopClassUID = '1.2.840.10008.5.1.4.1.1.1';
-  const elements: WriteElement[] = [
-    { tag: '00080016', vr: 'UI', value: sopClassUID },
-    { tag: '00080018', vr: 'UI', value: sopInstanceUID },
-    { tag: '00080060', vr: 'CS', value: 'CR' },
-    { tag: '00100010', vr: 'PN', value: 'Large^Frame' },
-    { tag: '0020000D', vr: 'UI', value: studyUID },
-    { tag: '0020000E', vr: 'UI', value: seriesUID },
-    { tag: '00280002', vr: 'US', value: 1 },
-    { tag: '00280004', vr: 'CS', value: 'MONOCHROME2' },
-    { tag: '00280010', vr: 'US', value: SIDE },
-    { tag: '00280011', vr: 'US', value: SIDE },
-    { tag: '00280100', vr: 'US', value: 16 },
-    { tag: '00280101', vr: 'US', value: 16 },
-    { tag: '00280102', vr: 'US', value: 15 },
-    { tag: '00280103', vr: 'US', value: 0 },
-    { tag: '7FE00010', vr: 'OW', value: pixels },
-  ];
-  return writePart10(elements, { transferSyntaxUID: '1.2.840.10008.1.2.1', sopClassUID, sopInstanceUID });
+  return greyImage({
+    sopClassUID: SopClass.CR,
+    studyUID,
+    seriesUID,
+    sopInstanceUID,
+    modality: 'CR',
+    patientName: 'Large^Frame',
+    side: SIDE,
+    bitsAllocated: 16,
+    transferSyntaxUID: '1.2.840.10008.1.2.1',
+    pixels,
+  });
 }
 
 /** Peak and current resident memory of the server process (VmHWM, VmRSS), in bytes. */

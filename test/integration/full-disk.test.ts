@@ -66,6 +66,35 @@ async function spoolLeftovers(dataDir: string): Promise<string[]> {
   return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
 }
 
+type SmallDisk = Awaited<ReturnType<typeof smallDisk>>;
+
+/**
+ * A server on a small disk of its own for the enclosing describe block. No free-space threshold: uploads run into
+ * the disk's real end (ENOSPC mid-write), not into the check before it.
+ */
+function serverOnSmallDisk(megabytes: number): { disk: SmallDisk; server: RunningServer } {
+  const on = {} as { disk: SmallDisk; server: RunningServer };
+  beforeAll(async () => {
+    on.disk = await smallDisk(megabytes);
+    on.server = await startServer({ dataDir: on.disk.dir, env: { PACS_MIN_FREE_BYTES: '0' } });
+  });
+  afterAll(async () => {
+    await on.server?.stop();
+    await on.disk?.remove();
+  });
+  return on;
+}
+
+/** Sends one instance the disk has no room for: refused as a full disk, with no object or spool file left of it. */
+async function expectRefusedAsFull(on: { disk: SmallDisk; server: RunningServer }, bytes: Buffer, objectsBefore: number): Promise<void> {
+  const response = await stow(on.server.dicomweb, [bytes]);
+  const body = await response.json();
+  expect(await objectKeys(on.server, 'studies/')).toHaveLength(objectsBefore);
+  expect(await spoolLeftovers(on.disk.dir)).toEqual([]);
+  expect(response.status, JSON.stringify(body)).toBe(507);
+  expect(body.error).toBe('disk-full');
+}
+
 describe('a full data disk', () => {
   let disk: Awaited<ReturnType<typeof smallDisk>>;
   let server: RunningServer;
@@ -188,69 +217,51 @@ describe('a full data disk', () => {
     expect(body.detail).toContain('PACS_MIN_FREE_BYTES');
     expect(await spoolLeftovers(disk.dir)).toEqual([]);
   });
+
+  it('tells the operator of an import on the full disk in a line, and keeps nothing of it', async () => {
+    const folder = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-import-'));
+    await fs.writeFile(path.join(folder, 'one.dcm'), syntheticInstance({ rows: 256, columns: 256 }));
+    await fillDisk(disk, 'filler-import', 0);
+    const keysBefore = await objectKeys(server, 'studies/');
+    const imported = await cli(['import', folder], disk.dir);
+    await fs.rm(folder, { recursive: true, force: true });
+    expect(imported.code).toBe(1);
+    expect(imported.stderr).toContain('the disk of the data folder is full (ENOSPC): nothing of the last batch was kept');
+    expect(imported.stderr).not.toMatch(/^\s+at /m);
+    expect(await objectKeys(server, 'studies/')).toEqual(keysBefore);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+  });
 });
 
 describe('an instance cut short by the disk', () => {
-  let disk: Awaited<ReturnType<typeof smallDisk>>;
-  let server: RunningServer;
-
-  beforeAll(async () => {
-    disk = await smallDisk(12);
-    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '0' } });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await disk?.remove();
-  });
+  const on = serverOnSmallDisk(12);
 
   it('is never acknowledged, even when the index still has room', async () => {
-    for (let i = 0; i < 4; i++) expect((await stow(server.dicomweb, [syntheticInstance()])).status).toBe(200);
+    for (let i = 0; i < 4; i++) expect((await stow(on.server.dicomweb, [syntheticInstance()])).status).toBe(200);
     // Checkpointed, the index's journal starts again from its beginning: the next commit needs no new disk space.
-    const index = new Database(path.join(disk.dir, 'index.sqlite'));
+    const index = new Database(path.join(on.disk.dir, 'index.sqlite'));
     index.pragma('wal_checkpoint(PASSIVE)');
     index.close();
     const bytes = syntheticInstance({ rows: 256, columns: 256 });
-    await fillDisk(disk, 'filler', Math.floor(bytes.length / 2 / 4096) * 4096);
-    const response = await stow(server.dicomweb, [bytes]);
-    const body = await response.json();
-    expect(await objectKeys(server, 'studies/')).toHaveLength(4);
-    expect(await spoolLeftovers(disk.dir)).toEqual([]);
-    expect(response.status, JSON.stringify(body)).toBe(507);
-    expect(body.error).toBe('disk-full');
+    await fillDisk(on.disk, 'filler', Math.floor(bytes.length / 2 / 4096) * 4096);
+    await expectRefusedAsFull(on, bytes, 4);
   });
 });
 
 describe('an index that cannot grow', () => {
-  let disk: Awaited<ReturnType<typeof smallDisk>>;
-  let server: RunningServer;
-
-  beforeAll(async () => {
-    disk = await smallDisk(12);
-    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '0' } });
-  });
-
-  afterAll(async () => {
-    await server?.stop();
-    await disk?.remove();
-  });
+  const on = serverOnSmallDisk(12);
 
   it('refuses the upload as a full disk and leaves no object without its row', async () => {
-    expect((await stow(server.dicomweb, [syntheticInstance()])).status).toBe(200);
+    expect((await stow(on.server.dicomweb, [syntheticInstance()])).status).toBe(200);
     const bytes = syntheticInstance({ rows: 256, columns: 256 });
     // Room for the spooled instance (whole pages), none for the pages the index adds in its journal.
-    await fillDisk(disk, 'filler', Math.ceil(bytes.length / 4096) * 4096);
-    const response = await stow(server.dicomweb, [bytes]);
-    const body = await response.json();
-    expect(await objectKeys(server, 'studies/')).toHaveLength(1);
-    expect(await spoolLeftovers(disk.dir)).toEqual([]);
-    expect(response.status, JSON.stringify(body)).toBe(507);
-    expect(body.error).toBe('disk-full');
+    await fillDisk(on.disk, 'filler', Math.ceil(bytes.length / 4096) * 4096);
+    await expectRefusedAsFull(on, bytes, 1);
   });
 
   it('answers an API key created on a full disk with 507', async () => {
-    await fillDisk(disk, 'filler-2', 0);
-    const response = await adminFetch(`${server.url}/api/v1/keys`, {
+    await fillDisk(on.disk, 'filler-2', 0);
+    const response = await adminFetch(`${on.server.url}/api/v1/keys`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ name: 'full disk', role: 'upload' }),

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writePart10, type WriteElement } from '../../src/dicom/write.js';
+import { greyImage } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 /**
@@ -51,28 +51,23 @@ function quadrants(): Buffer {
 /** A MONOCHROME2 instance of 8-bit samples; the window maps each stored value to the same grey level. */
 function instance(which: Which, encapsulated?: Buffer, native?: Buffer): Buffer {
   const { studyUID, seriesUID, sopInstanceUID, syntax } = instances[which];
-  const sopClassUID = '1.2.840.10008.5.1.4.1.1.7';
-  const elements: WriteElement[] = [
-    { tag: '00080016', vr: 'UI', value: sopClassUID },
-    { tag: '00080018', vr: 'UI', value: sopInstanceUID },
-    { tag: '00080060', vr: 'CS', value: 'OT' },
-    { tag: '00100010', vr: 'PN', value: 'Render^Bomb' },
-    { tag: '0020000D', vr: 'UI', value: studyUID },
-    { tag: '0020000E', vr: 'UI', value: seriesUID },
-    { tag: '00280002', vr: 'US', value: 1 },
-    { tag: '00280004', vr: 'CS', value: 'MONOCHROME2' },
-    { tag: '00280010', vr: 'US', value: SIDE },
-    { tag: '00280011', vr: 'US', value: SIDE },
-    { tag: '00280100', vr: 'US', value: 8 },
-    { tag: '00280101', vr: 'US', value: 8 },
-    { tag: '00280102', vr: 'US', value: 7 },
-    { tag: '00280103', vr: 'US', value: 0 },
-    { tag: '00281050', vr: 'DS', value: '128' },
-    { tag: '00281051', vr: 'DS', value: '256' },
-    ...(native ? [{ tag: '7FE00010', vr: 'OB', value: native }] : []),
-  ];
-  const transferSyntaxUID = native ? '1.2.840.10008.1.2.1' : syntax;
-  return writePart10(elements, { transferSyntaxUID, sopClassUID, sopInstanceUID, frames: encapsulated && [encapsulated] });
+  return greyImage({
+    sopClassUID: '1.2.840.10008.5.1.4.1.1.7',
+    studyUID,
+    seriesUID,
+    sopInstanceUID,
+    modality: 'OT',
+    patientName: 'Render^Bomb',
+    side: SIDE,
+    bitsAllocated: 8,
+    transferSyntaxUID: native ? '1.2.840.10008.1.2.1' : syntax,
+    pixels: native,
+    frames: encapsulated && [encapsulated],
+    extra: [
+      { tag: '00281050', vr: 'DS', value: '128' },
+      { tag: '00281051', vr: 'DS', value: '256' },
+    ],
+  });
 }
 
 async function jpegInstance(pixels: Buffer): Promise<Buffer> {
