@@ -133,7 +133,8 @@ function included(stored: DicomJson, include: Include): DicomJson {
 function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
   return {
     ...pick(stored, STUDY_TAGS),
-    [Tag.ModalitiesInStudy]: row.modalities ? { vr: 'CS', Value: row.modalities.split('\\') } : { vr: 'CS' },
+    // Left out when no series has a Modality: OHIF 3.13 reads ModalitiesInStudy.Value.length and its study list fails on `{vr:'CS'}`.
+    ...(row.modalities ? { [Tag.ModalitiesInStudy]: { vr: 'CS', Value: row.modalities.split('\\') } } : {}),
     [Tag.NumberOfStudyRelatedSeries]: { vr: 'IS', Value: [row.numSeries] },
     [Tag.NumberOfStudyRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
   };

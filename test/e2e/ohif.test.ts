@@ -1,7 +1,10 @@
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Browser } from 'playwright-core';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
@@ -13,6 +16,17 @@ if (!runs) console.warn(`OHIF end-to-end tests skipped: no Chromium at ${CHROMIU
 
 const CT_PATIENT = { dicom: 'Tomography^Alice', shown: 'Tomography, Alice' };
 const US_PATIENT = { dicom: 'Sonography^Bob', shown: 'Sonography, Bob' };
+/** A photo turned into DICOM by dcmtk's img2dcm: no Modality anywhere, so the study has no ModalitiesInStudy. */
+const PHOTO_PATIENT = { dicom: 'Photo^Pia', shown: 'Photo, Pia' };
+
+/** What a clinic does with a camera picture: img2dcm, which leaves Modality out. */
+async function photoWithoutModality(dir: string): Promise<Buffer> {
+  const jpeg = path.join(dir, 'photo.jpg');
+  const dicom = path.join(dir, 'photo.dcm');
+  await sharp({ create: { width: 64, height: 48, channels: 3, background: '#c84' } }).jpeg().toFile(jpeg);
+  await promisify(execFile)('img2dcm', ['-k', `PatientName=${PHOTO_PATIENT.dicom}`, '-k', 'PatientID=E2E-PHOTO', jpeg, dicom]);
+  return fs.readFile(dicom);
+}
 
 /**
  * The staff workstation on a trusted LAN. OHIF 3.13 cannot be given an API key: its DICOMweb data source
@@ -36,7 +50,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
     const ct = syntheticSeries(20, { studyUID: ctStudy, modality: 'CT', rows: 256, columns: 256, patientName: CT_PATIENT.dicom, patientID: 'E2E-CT', studyDescription: 'CT phantom' });
     const us = syntheticInstance({ studyUID: usStudy, modality: 'US', frames: 40, rows: 256, columns: 256, patientName: US_PATIENT.dicom, patientID: 'E2E-US', studyDescription: 'US cine' });
     // Storing still needs a credential (stow sends the administrator's key): anonymous is read-only.
-    for (const files of [ct, [us]]) {
+    for (const files of [ct, [us], [await photoWithoutModality(artifacts)]]) {
       const response = await stow(pacs.dicomweb, files);
       expect(response.status, await response.text()).toBe(200);
     }
@@ -50,12 +64,12 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
     await pacs?.stop();
   });
 
-  it('lists the stored studies by patient name and filters them by part of a name', async () => {
+  it('lists the stored studies by patient name, a photo without Modality too, and filters them by part of a name', async () => {
     const v = await openPage(browser, pacs, artifacts);
     const { page } = v;
     try {
       await page.goto(`${ohif.url}/`);
-      for (const name of [CT_PATIENT.shown, US_PATIENT.shown]) {
+      for (const name of [CT_PATIENT.shown, US_PATIENT.shown, PHOTO_PATIENT.shown]) {
         await page
           .getByText(name, { exact: true })
           .first()

@@ -85,9 +85,10 @@ describe('what each answer carries', () => {
     expect(study!['00080060']).toBeUndefined(); // a series attribute, not answered for a study
   });
 
-  it('leaves out the Value of ModalitiesInStudy when no series has a modality', async () => {
+  it('leaves out ModalitiesInStudy when no series has a modality, as OHIF reads it', async () => {
     const [study] = await json(`/studies?StudyInstanceUID=${unknown.studyUID}`);
-    expect(study!['00080061']).toEqual({ vr: 'CS' });
+    expect(study!['00080061']).toBeUndefined();
+    expect(study!['00201206']!.Value).toEqual([1]);
   });
 
   it('answers a search of all series with study attributes, a study’s series without', async () => {
