@@ -17,6 +17,10 @@ const ONE_BACKEND = [
   'test/integration/migrate.test.ts',
   // Fills a tmpfs data folder to its end: the filesystem store, the spool and the SQLite index meeting a full disk.
   'test/integration/full-disk.test.ts',
+  // OHIF's files served from the install: no backend is read.
+  'test/integration/viewer.test.ts',
+  // The server's own HTTPS and redirect port: the same Node server in front of every backend.
+  'test/integration/https.test.ts',
   // The HTTP server's idle timeout: the same Node server in front of every backend.
   'test/integration/idle-timeout.test.ts',
 ];

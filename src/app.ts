@@ -20,10 +20,12 @@ import { wadoUriRouter } from './dicomweb/wado-uri.js';
 import { wadoRouter } from './dicomweb/wado.js';
 import { BadRequest, DiskFull, HttpError } from './errors.js';
 import { ObjectsDamaged } from './integrity/damage.js';
+import { strictTransport } from './https.js';
 import { integrityStatus } from './integrity/schedule.js';
 import { RenderError } from './render/types.js';
 import { diskSpace } from './storage/disk-space.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
+import { ohifRouter } from './viewer/ohif.js';
 
 /** Assembles the HTTP app: middleware, then the routers. */
 export function createApp(services: Services) {
@@ -42,6 +44,9 @@ export function createApp(services: Services) {
       'request',
     );
   });
+
+  // With TLS configured the app is reached over HTTPS only (plain HTTP is a redirect port, src/https.ts).
+  if (config.tls) app.use(strictTransport());
 
   // Who is asking and where they reached us; X-Forwarded-* are believed from trusted proxies only (issue 10).
   const proxies = new TrustedProxies(config.trustedProxies);
@@ -103,6 +108,8 @@ export function createApp(services: Services) {
   app.route('/api/v1', studiesApi(services));
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', integrityApi(services));
+  // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.
+  app.route('/', ohifRouter());
 
   app.notFound((c) => c.json({ error: 'not-found', detail: `no route for ${c.req.method} ${c.req.path}` }, 404));
 

@@ -42,6 +42,9 @@ const schema = z.object({
   PACS_MAX_PARTS_PER_REQUEST: z.coerce.number().int().min(1).default(10_000),
   PACS_OVERWRITE_DIFFERENT: bool.default(false),
   PACS_MIN_FREE_BYTES: bytes.default(512 * 1024 ** 2),
+  PACS_TLS_CERT: z.string().min(1).optional(),
+  PACS_TLS_KEY: z.string().min(1).optional(),
+  PACS_HTTP_REDIRECT_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PACS_ANONYMOUS_READ: bool.default(false),
@@ -107,6 +110,8 @@ export type Config = Readonly<{
   overwriteDifferent: boolean;
   /** Uploads are refused (507) before they start while the data folder's disk has less free; 0: never. */
   minFreeBytes: number;
+  /** Present when PACS_TLS_CERT and PACS_TLS_KEY are set: the server speaks HTTPS itself (PEM file paths). */
+  tls?: Readonly<{ certFile: string; keyFile: string; redirectPort?: number }>;
   /** Seconds a connection may pass without a byte received or sent before it is closed; a request's whole length is not limited. */
   idleTimeoutSeconds: number;
   logLevel: string;
@@ -147,6 +152,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  // Half a TLS setting would silently serve plain HTTP; a redirect port without TLS would redirect to nothing.
+  if (Boolean(e.PACS_TLS_CERT) !== Boolean(e.PACS_TLS_KEY) || (e.PACS_HTTP_REDIRECT_PORT && !e.PACS_TLS_CERT)) {
+    throw new ConfigError('Invalid configuration:\n  PACS_TLS_CERT, PACS_TLS_KEY: set both (PEM files of the certificate and its private key) to serve HTTPS; PACS_HTTP_REDIRECT_PORT needs them too');
+  }
   return Object.freeze({
     port: e.PORT,
     host: e.HOST,
@@ -158,6 +167,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxPartsPerRequest: e.PACS_MAX_PARTS_PER_REQUEST,
     overwriteDifferent: e.PACS_OVERWRITE_DIFFERENT,
     minFreeBytes: e.PACS_MIN_FREE_BYTES,
+    tls: e.PACS_TLS_CERT && e.PACS_TLS_KEY
+      ? Object.freeze({ certFile: path.resolve(e.PACS_TLS_CERT), keyFile: path.resolve(e.PACS_TLS_KEY), redirectPort: e.PACS_HTTP_REDIRECT_PORT })
+      : undefined,
     idleTimeoutSeconds: e.PACS_IDLE_TIMEOUT,
     logLevel: e.PACS_LOG_LEVEL,
     anonymousRead: e.PACS_ANONYMOUS_READ,

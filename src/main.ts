@@ -1,6 +1,8 @@
+import { createServer as createHttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { redirectServer, tlsFiles, TlsFilesError } from './https.js';
 import { createLogger } from './logger.js';
 import type { Services } from './context.js';
 import { openServices } from './services.js';
@@ -27,25 +29,31 @@ async function main() {
   });
   await warnAboutAccess(services);
   const app = createApp(services);
+  // Uploads of large studies are slow clients, not hung ones: no limit on a request's whole length (Node's default
+  // cuts any request at 300 s with 408), but headers must come within a minute (slowloris).
+  const timeouts = { requestTimeout: 0, headersTimeout: HEADERS_TIMEOUT_MS };
+  const tls = config.tls && tlsOrExit(config.tls);
   const server = serve(
     {
       fetch: app.fetch,
       port: config.port,
       hostname: config.host,
-      // Uploads of large studies are slow clients, not hung ones: no limit on a request's whole length (Node's default
-      // cuts any request at 300 s with 408), but headers must come within a minute (slowloris).
-      serverOptions: { requestTimeout: 0, headersTimeout: HEADERS_TIMEOUT_MS },
+      ...(tls ? { createServer: createHttpsServer, serverOptions: { ...timeouts, ...tls } } : { serverOptions: timeouts }),
     },
     (info) => {
-      log.info({ port: info.port, host: config.host, storage: config.storageDir }, 'listening');
+      log.info({ port: info.port, host: config.host, https: !!tls, storage: config.storageDir }, 'listening');
     },
   );
+  const redirect = config.tls?.redirectPort
+    ? redirectServer(config.port, config.publicUrl).listen(config.tls.redirectPort, config.host, () => log.info({ port: config.tls?.redirectPort }, 'plain HTTP redirects to HTTPS'))
+    : undefined;
   services.verifySchedule.start();
   // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
   server.setTimeout(config.idleTimeoutSeconds * 1000);
 
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
+    redirect?.close();
     server.close(async () => {
       await services.close();
       process.exit(0);
@@ -54,6 +62,16 @@ async function main() {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+function tlsOrExit(tls: NonNullable<Config['tls']>) {
+  try {
+    return tlsFiles(tls);
+  } catch (e) {
+    if (!(e instanceof TlsFilesError)) throw e;
+    console.error(`cannot start: ${e.message}`);
+    process.exit(2);
+  }
 }
 
 /** An open server is the operator's explicit choice, and said loudly; a server nobody can use is said too. */

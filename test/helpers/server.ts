@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import https from 'node:https';
 import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -48,6 +49,8 @@ export async function startServer(opts: { env?: Record<string, string>; dataDir?
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, ...backend.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // With PACS_TLS_CERT the server speaks HTTPS on its port (src/https.ts).
+  const scheme = opts.env?.PACS_TLS_CERT ? 'https' : 'http';
   const logs: string[] = [];
   let buffered = '';
   child.stdout!.on('data', (chunk: Buffer) => {
@@ -61,11 +64,11 @@ export async function startServer(opts: { env?: Record<string, string>; dataDir?
   for (const started = Date.now(); ; ) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode} before listening:\n${logs.join('\n')}`);
     if (Date.now() - started > 30_000) throw new Error(`server did not start in 30 s:\n${logs.join('\n')}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
+    const ok = await answersHealth(scheme, port);
     if (ok) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${scheme}://127.0.0.1:${port}`;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return {
     url,
@@ -83,6 +86,19 @@ export async function startServer(opts: { env?: Record<string, string>; dataDir?
       await exited;
     },
   };
+}
+
+/** Whether /healthz answers 200; over HTTPS the certificate is not checked here, only that the server is up. */
+function answersHealth(scheme: 'http' | 'https', port: number): Promise<boolean> {
+  if (scheme === 'http') return fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
+  return new Promise((resolve) => {
+    https
+      .get({ host: '127.0.0.1', port, path: '/healthz', rejectUnauthorized: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      })
+      .on('error', () => resolve(false));
+  });
 }
 
 /** A multipart/related STOW-RS body, as a modality or uploader would send it; parts are application/dicom unless typed. */
