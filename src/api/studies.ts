@@ -27,9 +27,9 @@ export function studiesApi(services: Services) {
   };
 
   const viewerLink = async (c: Context<Env>, study: StudyRow) => {
-    if (!config.viewerUrl) throw new HttpError(503, 'viewer-not-configured', 'this server has no viewer address: set PACS_VIEWER_URL to where OHIF is served');
     const issued = await auth.tokens.issue(study.studyUid, lifetimeParam(c.req.query('expires_in'), auth.tokens.lifetime.maxTtl));
-    const url = new URL(`${config.viewerUrl}/viewer`);
+    // The OHIF this server serves, unless the clinic hosts its own (PACS_VIEWER_URL).
+    const url = new URL(`${config.viewerUrl ?? c.var.publicBase}/viewer`);
     url.searchParams.set('StudyInstanceUIDs', study.studyUid);
     url.searchParams.set('token', issued.token);
     c.set('auditStudyUids', [study.studyUid]);

@@ -8,8 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
-import { freePort, startServer, stow, type RunningServer } from '../helpers/server.js';
-import { serveOhif, type OhifServer } from '../../viewer/serve-ohif.js';
+import { startServer, stow, type RunningServer } from '../helpers/server.js';
 import { CHROMIUM, changedFraction, expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, runs, summary, waitForChange, waitForImage } from './viewer-page.js';
 
 if (!runs) console.warn(`OHIF end-to-end tests skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
@@ -36,7 +35,6 @@ async function photoWithoutModality(dir: string): Promise<Buffer> {
  */
 describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allows anonymous reads', () => {
   let pacs: RunningServer;
-  let ohif: OhifServer;
   let browser: Browser;
   const ctStudy = newUid();
   const usStudy = newUid();
@@ -44,9 +42,8 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
 
   beforeAll(async () => {
     await fs.mkdir(artifacts, { recursive: true });
-    // Allow exactly the viewer's origin, as a clinic would, rather than the default `*`.
-    const viewerPort = await freePort();
-    pacs = await startServer({ env: { PACS_CORS_ORIGINS: `http://127.0.0.1:${viewerPort}`, PACS_ANONYMOUS_READ: 'true' } });
+    // OHIF is served by PACS-lite itself: its calls are same-origin, so no origin needs listing (CORS stays shut).
+    pacs = await startServer({ env: { PACS_CORS_ORIGINS: 'https://nowhere.invalid', PACS_ANONYMOUS_READ: 'true' } });
     const ct = syntheticSeries(20, { studyUID: ctStudy, modality: 'CT', rows: 256, columns: 256, patientName: CT_PATIENT.dicom, patientID: 'E2E-CT', studyDescription: 'CT phantom' });
     const us = syntheticInstance({ studyUID: usStudy, modality: 'US', frames: 40, rows: 256, columns: 256, patientName: US_PATIENT.dicom, patientID: 'E2E-US', studyDescription: 'US cine' });
     // Storing still needs a credential (stow sends the administrator's key): anonymous is read-only.
@@ -54,13 +51,11 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
       const response = await stow(pacs.dicomweb, files);
       expect(response.status, await response.text()).toBe(200);
     }
-    ohif = await serveOhif({ dicomwebRoot: pacs.dicomweb, port: viewerPort });
     browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
     await browser?.close();
-    await ohif?.stop();
     await pacs?.stop();
   });
 
@@ -68,7 +63,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
     const v = await openPage(browser, pacs, artifacts);
     const { page } = v;
     try {
-      await page.goto(`${ohif.url}/`);
+      await page.goto(`${pacs.url}/`);
       for (const name of [CT_PATIENT.shown, US_PATIENT.shown, PHOTO_PATIENT.shown]) {
         await page
           .getByText(name, { exact: true })
@@ -77,7 +72,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
           .catch(async () => fail(v, `study list never showed ${name}`));
       }
       // OHIF sends PatientName=*sOnO* (wildcards, as supportsWildcard promises); matching is case-insensitive.
-      await page.goto(`${ohif.url}/?patientName=sOnO`);
+      await page.goto(`${pacs.url}/?patientName=sOnO`);
       await page
         .getByText(US_PATIENT.shown, { exact: true })
         .first()
@@ -93,7 +88,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
   it('draws the CT slice with its full grey range and the bright disc', async () => {
     const v = await openPage(browser, pacs, artifacts);
     try {
-      await v.page.goto(`${ohif.url}/viewer?StudyInstanceUIDs=${ctStudy}`);
+      await v.page.goto(`${pacs.url}/viewer?StudyInstanceUIDs=${ctStudy}`);
       const viewport = await firstViewport(v);
       const image = await waitForImage(v, viewport, 'ct');
       // Window 40/400 after rescale -1024 clips an eighth of the background to black; a viewer that
@@ -115,7 +110,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
       }
     });
     try {
-      await page.goto(`${ohif.url}/viewer?StudyInstanceUIDs=${ctStudy}`);
+      await page.goto(`${pacs.url}/viewer?StudyInstanceUIDs=${ctStudy}`);
       await firstViewport(v);
       for (const deadline = Date.now() + 30_000; thumbnails.length === 0 && Date.now() < deadline; ) await page.waitForTimeout(250);
       if (thumbnails.length === 0) await fail(v, 'the study browser asked for no /thumbnail');
@@ -137,7 +132,7 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
     const v = await openPage(browser, pacs, artifacts);
     const { page } = v;
     try {
-      await page.goto(`${ohif.url}/viewer?StudyInstanceUIDs=${usStudy}`);
+      await page.goto(`${pacs.url}/viewer?StudyInstanceUIDs=${usStudy}`);
       const viewport = await firstViewport(v);
       const first = await waitForImage(v, viewport, 'us-frame-1');
       // If cine played by itself, a change after scrolling would prove nothing.

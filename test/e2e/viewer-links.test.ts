@@ -4,8 +4,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
-import { adminFetch, freePort, startServer, stow, type RunningServer } from '../helpers/server.js';
-import { serveOhif, type OhifServer } from '../../viewer/serve-ohif.js';
+import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { CHROMIUM, expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, runs, summary, waitForImage, type Exchange, type ViewerPage } from './viewer-page.js';
 
 if (!runs) console.warn(`OHIF viewer-link tests skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
@@ -21,7 +20,6 @@ type ViewerLink = { viewer_url: string; study_uid: string; expires_in: number; e
  */
 describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
   let pacs: RunningServer;
-  let ohif: OhifServer;
   let browser: Browser;
   const studyA = newUid();
   const studyB = newUid();
@@ -38,9 +36,8 @@ describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
   };
 
   beforeAll(async () => {
-    const viewerPort = await freePort();
-    const viewerUrl = `http://127.0.0.1:${viewerPort}`;
-    pacs = await startServer({ env: { PACS_CORS_ORIGINS: viewerUrl, PACS_VIEWER_URL: viewerUrl, PACS_ANONYMOUS_READ: 'false' } });
+    // No PACS_VIEWER_URL: links open the OHIF that PACS-lite serves on its own origin.
+    pacs = await startServer({ env: { PACS_ANONYMOUS_READ: 'false' } });
     const series = (studyUID: string, patientName: string, patientID: string) =>
       syntheticSeries(5, { studyUID, modality: 'CT', rows: 256, columns: 256, patientName, patientID, studyDescription: 'CT phantom' });
     for (const files of [series(studyA, 'Linked^Anna', 'E2E-A'), series(studyB, 'Other^Otto', 'E2E-B')]) {
@@ -55,19 +52,17 @@ describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
     expect(created.status, await created.clone().text()).toBe(201);
     emrKey = ((await created.json()) as { key: string }).key;
     [link, shortLink] = await Promise.all([askForLink(studyA), askForLink(studyA, '?expires_in=1')]);
-    ohif = await serveOhif({ dicomwebRoot: pacs.dicomweb, port: viewerPort });
     browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
     await browser?.close();
-    await ohif?.stop();
     await pacs?.stop();
   });
 
   it('opens the study the link is for, with the token on every DICOMweb request', async () => {
     expect(link.study_uid).toBe(studyA);
-    expect(link.viewer_url.startsWith(`${ohif.url}/viewer?`)).toBe(true);
+    expect(link.viewer_url.startsWith(`${pacs.url}/viewer?`)).toBe(true);
     const v = await openPage(browser, pacs, artifacts);
     try {
       await v.page.goto(link.viewer_url);

@@ -46,7 +46,8 @@ export async function openPage(browser: Browser, pacs: RunningServer, artifacts:
   });
   const page = await context.newPage();
   const journal: Journal = { requests: [], problems: [] };
-  const fromPacs = (url: string) => url.startsWith(`${pacs.url}/`);
+  // The viewer's own files come from the same origin; the conversation recorded is its DICOMweb one.
+  const fromPacs = (url: string) => url.startsWith(`${pacs.dicomweb}/`) || url.startsWith(`${pacs.url}/wado?`);
   page.on('console', (message) => {
     if (message.type() === 'error') journal.problems.push(`console error: ${message.text()}`);
   });

@@ -454,11 +454,12 @@ describe('viewer links', () => {
     expect((await wildcard.json()).detail).toMatch(/exact value/);
   });
 
-  it('are 503 with the reason when PACS_VIEWER_URL is not set', async () => {
+  it('open the OHIF this server serves when PACS_VIEWER_URL is not set', async () => {
     const study = await storeStudy(lan);
     const response = await adminFetch(`${lan.url}/api/v1/studies/${study.studyUID}/viewer-url`);
-    expect(response.status).toBe(503);
-    expect(await response.json()).toEqual({ error: 'viewer-not-configured', detail: expect.stringContaining('set PACS_VIEWER_URL') });
+    expect(response.status).toBe(200);
+    const link = new URL(((await response.json()) as { viewer_url: string }).viewer_url);
+    expect(`${link.origin}${link.pathname}`).toBe(`${lan.url}/viewer`);
   });
 });
 
