@@ -1,6 +1,5 @@
 # PACS-lite in a container (README.md, "In a container" and "Growing").
 #   docker build -t pacs-lite .                        the server: the last stage, built by default
-#   docker build -t pacs-lite-ohif --target ohif .     the pinned OHIF viewer (docker-compose.yml, profile `viewer`)
 # Written and checked by reading, without a Docker engine to build it.
 
 ARG NODE_VERSION=20
@@ -17,26 +16,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
-
-# The OHIF build the end-to-end tests use, from the npm registry, checked against its pinned integrity.
-FROM deps AS ohif-dist
+# npm ci's postinstall fetches the pinned OHIF build from the npm registry into viewer/ohif/dist, checked against its integrity.
 COPY viewer/fetch-ohif.ts viewer/
-RUN node --import tsx viewer/fetch-ohif.ts
-
-# OHIF served by viewer/serve-ohif.ts (as in the tests), its data source pointed at OHIF_DICOMWEB_ROOT:
-# the address the *browser* reaches PACS-lite at. It logs no requests, so viewer links' tokens stay out of logs.
-FROM base AS ohif
-COPY --from=deps /app/node_modules node_modules
-COPY package.json ./
-COPY viewer/app-config.js viewer/fetch-ohif.ts viewer/serve-ohif.ts viewer/
-COPY --from=ohif-dist /app/viewer/ohif/dist viewer/ohif/dist
-ENV OHIF_DICOMWEB_ROOT=http://localhost:8080/dicom-web
-USER node
-EXPOSE 3000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:3000/app-config.js').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "--import", "tsx", "--input-type=module", "-e", "const { serveOhif } = await import('./viewer/serve-ohif.ts'); const viewer = await serveOhif({ dicomwebRoot: process.env.OHIF_DICOMWEB_ROOT, host: '0.0.0.0', port: 3000 }); console.log('OHIF at ' + viewer.url + ', DICOMweb at ' + process.env.OHIF_DICOMWEB_ROOT);"]
+RUN npm ci --omit=dev --no-audit --no-fund
 
 # The server. Code and dependencies belong to root and are read-only to the user it runs as.
 FROM base AS pacs-lite
@@ -44,6 +26,9 @@ COPY --from=deps /app/node_modules node_modules
 COPY package.json package-lock.json ./
 COPY migrations migrations
 COPY src src
+# OHIF, served by the server itself on the origin of /dicom-web, with an app-config made from the server's settings.
+COPY viewer/app-config.js viewer/
+COPY --from=deps /app/viewer/ohif/dist viewer/ohif/dist
 # The data folder: objects/, index.sqlite, secrets/ and the upload spool tmp/ on the embedded default;
 # only the spool once objects are on S3 and the index on Postgres.
 RUN mkdir /data && chown node:node /data

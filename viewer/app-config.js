@@ -1,10 +1,9 @@
 /** @type {AppTypes.Config} */
 
-// OHIF v3 configuration for PACS-lite. Copy it over the viewer's own app-config.js.
-//
-// Edit PACS_LITE below to the address the *browser* reaches PACS-lite at (for example
-// 'https://pacs.clinic.local/dicom-web'), and add the viewer's origin to PACS_CORS_ORIGINS on the
-// server if the viewer is served from another host or port.
+// OHIF v3 configuration for PACS-lite. PACS-lite serves it as /app-config.js with PACS_LITE replaced by its own
+// DICOMweb root. For an OHIF hosted elsewhere (PACS_VIEWER_URL), copy it over that viewer's app-config.js, edit
+// PACS_LITE below to the address the *browser* reaches PACS-lite at (for example
+// 'https://pacs.clinic.local/dicom-web'), and add the viewer's origin to PACS_CORS_ORIGINS on the server.
 const PACS_LITE = 'http://localhost:8080/dicom-web';
 
 // Credentials (README.md, "Credentials"). PACS-lite answers no DICOMweb request without one, and this
@@ -12,8 +11,8 @@ const PACS_LITE = 'http://localhost:8080/dicom-web';
 // from its user-authentication service, which here only a `?token=` link fills (an OIDC login could too,
 // but PACS-lite does not accept OIDC tokens), and never reads `requestOptions.auth`. So:
 // - a staff workstation on a trusted LAN: start PACS-lite with PACS_ANONYMOUS_READ=true; nothing here.
-// - the EMR: it asks PACS-lite for a link (GET /api/v1/studies/{uid}/viewer-url, PACS_VIEWER_URL set
-//   to where this viewer is served); the link's token opens that one study, read-only, for a while.
+// - the EMR: it asks PACS-lite for a link (GET /api/v1/studies/{uid}/viewer-url); the link's token opens
+//   that one study, read-only, for a while.
 // Do not put an API key in this file: OHIF would not send it, and anyone who can load the viewer can
 // read this file.
 
