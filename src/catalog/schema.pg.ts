@@ -137,3 +137,31 @@ export const auditEvents = pgTable(
   },
   (t) => [index('audit_at').on(t.at), index('audit_study').on(t.studyUid, t.at), index('audit_credential').on(t.credential, t.at)],
 );
+
+export const users = pgTable(
+  'users',
+  {
+    id: text('id').primaryKey(),
+    login: text('login').notNull(),
+    displayName: text('display_name').notNull(),
+    roles: text('roles').notNull(),
+    passwordHash: text('password_hash').notNull(),
+    mustChangePassword: integer('must_change_password').notNull(),
+    createdAt: long('created_at').notNull(),
+    disabledAt: long('disabled_at'),
+    failedSignIns: integer('failed_sign_ins').notNull(),
+    lockedUntil: long('locked_until'),
+  },
+  (t) => [uniqueIndex('users_login').on(t.login)],
+);
+
+export const sessions = pgTable(
+  'sessions',
+  {
+    idHash: text('id_hash').primaryKey(),
+    userId: text('user_id').notNull(),
+    createdAt: long('created_at').notNull(),
+    lastSeenAt: long('last_seen_at').notNull(),
+  },
+  (t) => [index('sessions_user').on(t.userId)],
+);

@@ -143,3 +143,36 @@ export const auditEvents = sqliteTable(
   },
   (t) => [index('audit_at').on(t.at), index('audit_study').on(t.studyUid, t.at), index('audit_credential').on(t.credential, t.at)],
 );
+
+/** Staff who sign in (issue 14): only an Argon2id hash of the password is kept. */
+export const users = sqliteTable(
+  'users',
+  {
+    id: text('id').primaryKey(),
+    login: text('login').notNull(),
+    displayName: text('display_name').notNull(),
+    /** Comma-separated roles of principal.ts, e.g. `read,upload`. */
+    roles: text('roles').notNull(),
+    passwordHash: text('password_hash').notNull(),
+    /** 1 while the password is one the user was given (CLI, reset) rather than chose. */
+    mustChangePassword: integer('must_change_password').notNull(),
+    createdAt: integer('created_at').notNull(),
+    disabledAt: integer('disabled_at'),
+    /** Failed sign-ins in a row, and until when the account refuses every password; shared by replicas. */
+    failedSignIns: integer('failed_sign_ins').notNull(),
+    lockedUntil: integer('locked_until'),
+  },
+  (t) => [uniqueIndex('users_login').on(t.login)],
+);
+
+/** Signed-in browsers: only the SHA-256 of a session id is kept, so the table's rows open nothing. */
+export const sessions = sqliteTable(
+  'sessions',
+  {
+    idHash: text('id_hash').primaryKey(),
+    userId: text('user_id').notNull(),
+    createdAt: integer('created_at').notNull(),
+    lastSeenAt: integer('last_seen_at').notNull(),
+  },
+  (t) => [index('sessions_user').on(t.userId)],
+);
