@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
 import type { Catalog, Damage, DamagedInstance, IndexedObject, IndexOutcome, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
 import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
 import { whereClauses, type QidoQuery } from './qido.js';
@@ -139,22 +140,13 @@ function* checksumsOf(sopUids: string[]): Plan<Map<string, string>> {
   return known;
 }
 
-/** DESIGN decision 2 and 7: a batch in one transaction; a duplicate is acknowledged, different bytes a conflict unless overwriting. */
+/** DESIGN decision 2 and 7: a batch in one transaction, decided (decision.ts) against the rows as they are in it. */
 function* indexing(records: IndexRecord[], overwrite: boolean): Plan<IndexOutcome[]> {
   const known = yield* checksumsOf(records.map((r) => r.sopUid));
-  const outcomes: IndexOutcome[] = [];
-  const fresh: IndexRecord[] = [];
-  const replaced: IndexRecord[] = [];
-  for (const record of records) {
-    const existing = known.get(record.sopUid);
-    if (existing === record.sha256) outcomes.push('duplicate');
-    else if (existing !== undefined && !overwrite) outcomes.push('conflict');
-    else {
-      (existing === undefined ? fresh : replaced).push(record);
-      known.set(record.sopUid, record.sha256); // the same instance twice in one batch is stored once
-      outcomes.push('stored');
-    }
-  }
+  const decisions = decideUploads(records, known, overwrite);
+  const fresh = records.filter((_, i) => decisions[i] === 'new');
+  const replaced = records.filter((_, i) => decisions[i] === 'replace');
+  const outcomes = decisions.map(outcomeOf);
   const rows = [...fresh, ...replaced].map((r) => rowsOf(r));
   if (rows.length === 0) return outcomes;
   // One statement per level for the whole batch: building SQL per row cost more than running it.

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Catalog, IndexOutcome } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
+import { decideUploads, outcomeOf, takes } from '../catalog/decision.js';
 import { DiskFull } from '../errors.js';
 import { derivedPrefix } from '../storage/keys.js';
 import { deleteUnder, type ObjectStore } from '../storage/object-store.js';
@@ -83,22 +84,11 @@ export class GroupCommit {
 
   private async storeLockedGroup(items: Item[]): Promise<IndexOutcome[]> {
     const known = await this.catalog.checksumsOf(items.map((i) => i.record.sopUid));
-    const claimed = new Set<string>();
-    const replacing = new Set<string>();
-    const outcomes = items.map(({ record }): IndexOutcome => {
-      const existing = known.get(record.sopUid);
-      if (existing === record.sha256) return 'duplicate';
-      // Within one group the first upload of an instance wins: renames in parallel have no order.
-      if (existing !== undefined && (!this.overwrite || claimed.has(record.sopUid))) return 'conflict';
-      if (existing !== undefined) replacing.add(record.sopUid);
-      known.set(record.sopUid, record.sha256);
-      claimed.add(record.sopUid);
-      return 'stored';
-    });
-    const toStore = items.filter((_, i) => outcomes[i] === 'stored');
+    const decisions = decideUploads(items.map((i) => i.record), known, this.overwrite);
+    const toStore = items.filter((_, i) => takes(decisions[i]!));
     // A refused write leaves nothing behind (DESIGN decision 11): no object without its row. A replaced object's
     // former bytes are gone already, and its row stays, so that one is kept.
-    const added = toStore.filter((i) => !replacing.has(i.record.sopUid));
+    const added = items.filter((_, i) => decisions[i] === 'new');
     try {
       await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
     } catch (e) {
@@ -114,15 +104,15 @@ export class GroupCommit {
       if (DiskFull.of(e)) await this.removeObjects(added);
       throw e;
     }
+    const outcomes = new Map(toStore.map((item, n) => [item, indexed[n]!]));
     // An overwritten instance's renderings go with its former bytes (their keys name those bytes' checksum anyway).
-    const replaced = toStore.filter((i, n) => indexed[n] === 'stored' && replacing.has(i.record.sopUid));
+    const replaced = items.filter((item, i) => decisions[i] === 'replace' && outcomes.get(item) === 'stored');
     for (const { record } of replaced) {
       await deleteUnder(this.store, derivedPrefix({ studyUid: record.studyUid, seriesUid: record.seriesUid, sopUid: record.sopUid }), (err, key) =>
         this.log?.warn({ err, objectKey: key }, 'derived object of a replaced instance left in the store'),
       );
     }
-    let next = 0;
-    return outcomes.map((outcome) => (outcome === 'stored' ? indexed[next++]! : outcome));
+    return items.map((item, i) => outcomes.get(item) ?? outcomeOf(decisions[i]!));
   }
 
   /** Best effort: an object that cannot be removed now is logged, and `verify` reports it as unindexed. */
