@@ -7,7 +7,7 @@ import { BACKUP_USAGE, runBackupCommand } from './cli-backup.js';
 import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
 import { ConfigError, loadConfig } from './config.js';
 import { DiskFull } from './errors.js';
-import { IngestBatch, type InstanceOutcome } from './ingest/ingest.js';
+import { IngestBatch, type Receipt } from './ingest/ingest.js';
 import { freshProgress, verifyPass } from './integrity/verify-pass.js';
 import { createLogger } from './logger.js';
 import { openServices } from './services.js';
@@ -59,15 +59,13 @@ async function importFolder(folder: string) {
   for (let i = 0; i < files.length; i += BATCH) {
     const chunk = files.slice(i, i + BATCH);
     const batch = new IngestBatch(services.ingest);
-    const owners = new Map<InstanceOutcome, string>();
-    for (const file of chunk) {
-      const before = batch.outcomes.length;
-      await batch.add(createReadStream(file));
-      for (const outcome of batch.outcomes.slice(before)) owners.set(outcome, file);
-    }
-    for (const outcome of await batch.commit()) {
-      totals[outcome.status === 'stored' ? 'stored' : outcome.status === 'duplicate' ? 'duplicate' : 'failed']++;
-      if (outcome.status === 'failed') failures.push(`${owners.get(outcome) ?? '?'}: ${outcome.reason}`);
+    const receipts: Array<{ file: string; receipt: Receipt }> = [];
+    for (const file of chunk) receipts.push({ file, receipt: await batch.add(createReadStream(file)) });
+    await batch.commit();
+    for (const { file, receipt } of receipts) {
+      const outcome = await receipt.outcome;
+      totals[outcome.status]++;
+      if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
     }
     progress.update(Math.min(i + BATCH, files.length));
   }

@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono';
 import { Tag } from '../dicom/tags.js';
 import { assertUid } from '../dicom/uid.js';
 import { DiskFull, HttpError } from '../errors.js';
-import { FailureReason, IngestBatch, type InstanceOutcome } from '../ingest/ingest.js';
+import { FailureReason, IngestBatch, type InstanceOutcome, type Receipt } from '../ingest/ingest.js';
 import { formatBytes } from '../ingest/spool.js';
 import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
@@ -32,16 +32,17 @@ export function stowRouter(services: Services) {
     if (!body) throw new HttpError(400, 'bad-request', 'the request has no body');
 
     const batch = new IngestBatch(services.ingest, studyUid);
+    const receipts: Receipt[] = [];
     let parts = 0;
     try {
       for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes, maxParts: config.maxPartsPerRequest })) {
         parts++;
         const partType = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
         if (partType !== 'application/dicom') {
-          batch.reject(FailureReason.CannotUnderstand, `part ${parts} is ${partType}, not application/dicom`);
+          receipts.push(batch.reject(FailureReason.CannotUnderstand, `part ${parts} is ${partType}, not application/dicom`));
           continue;
         }
-        await batch.add(part.body);
+        receipts.push(await batch.add(part.body));
       }
     } catch (e: unknown) {
       await batch.abort();
@@ -60,10 +61,11 @@ export function stowRouter(services: Services) {
       throw e;
     }
     if (parts === 0) throw new HttpError(400, 'bad-request', 'the multipart body holds no parts');
-    const outcomes = await batch.commit();
+    await batch.commit();
+    const outcomes = await Promise.all(receipts.map((r) => r.outcome));
     const root = dicomwebRoot(c, config.publicUrl);
     const stored = outcomes.filter((o) => o.status !== 'failed');
-    c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid!))]);
+    c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
     const executables = stored.filter((o) => o.executablePreamble);
@@ -92,7 +94,7 @@ async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, declare
  * Instances whose preamble holds an executable header (dicom/preamble.ts) are kept as sent, the checksum vouches
  * for those bytes, but the audit trail records each, and the client is told in a Warning header (RFC 9111 5.5).
  */
-function flagExecutables(c: Context<Env>, services: Services, instances: InstanceOutcome[], status: number): void {
+function flagExecutables(c: Context<Env>, services: Services, instances: Exclude<InstanceOutcome, { status: 'failed' }>[], status: number): void {
   const { address, via } = c.var.client;
   for (const o of instances) {
     services.auth.audit.record({
@@ -102,9 +104,9 @@ function flagExecutables(c: Context<Env>, services: Services, instances: Instanc
       method: c.req.method,
       path: c.req.path,
       query: `alert=executable-preamble&format=${encodeURIComponent(o.executablePreamble!)}`,
-      studyUid: o.studyUid ?? null,
-      seriesUid: o.seriesUid ?? null,
-      sopUid: o.sopInstanceUid ?? null,
+      studyUid: o.studyUid,
+      seriesUid: o.seriesUid,
+      sopUid: o.sopInstanceUid,
       status,
       requestId: c.var.requestId,
     });

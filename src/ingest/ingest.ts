@@ -20,18 +20,20 @@ export const FailureReason = {
   CannotUnderstand: 0xc000,
 } as const;
 
-export type InstanceOutcome = {
-  sopClassUid?: string;
-  sopInstanceUid?: string;
-  studyUid?: string;
-  seriesUid?: string;
-  /** stored now, or stored earlier with the same bytes */
-  status: 'stored' | 'duplicate' | 'failed';
-  failureReason?: number;
-  reason?: string;
-  /** Stored, but its preamble opens with this executable header (dicom/preamble.ts): to be logged and audited. */
-  executablePreamble?: string;
-};
+/** The UIDs of an instance whose header could be read. */
+export type InstanceIdentity = { sopClassUid: string; sopInstanceUid: string; studyUid: string; seriesUid: string };
+
+/** What became of one instance: every door (STOW, import, copy) reads this and answers in its own terms. */
+export type InstanceOutcome =
+  /** Stored now. With executablePreamble, its preamble opens with that executable header (dicom/preamble.ts): to be logged and audited. */
+  | ({ status: 'stored'; executablePreamble?: string } & InstanceIdentity)
+  /** Stored earlier with the same bytes: nothing was written. */
+  | ({ status: 'duplicate'; executablePreamble?: string } & InstanceIdentity)
+  /** Not kept, for `reason` (FailureReason `failureReason`); the UIDs when its header could be read. */
+  | ({ status: 'failed'; failureReason: number; reason: string } & Partial<InstanceIdentity>);
+
+/** One instance's place in a batch: its outcome settles when the batch's commit does (or at once, when refused early). */
+export type Receipt = { outcome: Promise<InstanceOutcome> };
 
 /** The body, or undefined when it holds no byte; the chunks already read are handed on. */
 async function nonEmpty(body: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Uint8Array> | undefined> {
@@ -53,7 +55,14 @@ export type IngestDeps = {
   log: Logger;
 };
 
-type Pending = { spooled: Spooled; record: IndexRecord; outcome: InstanceOutcome };
+type Pending = {
+  spooled: Spooled;
+  record: IndexRecord;
+  identity: InstanceIdentity;
+  executablePreamble?: string;
+  settle: (outcome: InstanceOutcome) => void;
+  abandon: (reason: unknown) => void;
+};
 
 /** The bytes received are not those the sender vouched for (a SHA-256 known beforehand): nothing was kept. */
 export class ChecksumMismatch extends Error {
@@ -72,7 +81,6 @@ export class ChecksumMismatch extends Error {
  */
 export class IngestBatch {
   private readonly pending: Pending[] = [];
-  readonly outcomes: InstanceOutcome[] = [];
 
   constructor(
     private readonly deps: IngestDeps,
@@ -80,34 +88,32 @@ export class IngestBatch {
   ) {}
 
   /**
-   * Receives one instance. Never throws for a bad instance: it becomes a failed outcome. With `expected`, bytes
-   * whose SHA-256 differs are not taken: ChecksumMismatch is thrown (a copy whose source is damaged, not a bad upload).
+   * Receives one instance; resolves once its bytes are read, with a receipt whose outcome settles at commit. Never
+   * throws for a bad instance: it becomes a failed outcome. With `expected`, bytes whose SHA-256 differs are not
+   * taken: ChecksumMismatch is thrown (a copy whose source is damaged, not a bad upload).
    */
-  async add(body: AsyncIterable<Uint8Array>, expected?: { sha256: string }): Promise<void> {
+  async add(body: AsyncIterable<Uint8Array>, expected?: { sha256: string }): Promise<Receipt> {
     let spooled: Spooled | undefined;
     try {
       const content = await nonEmpty(body);
       // Empty parts cost no file: a body of 100,000 of them must not mean 100,000 files opened and synced.
-      if (!content) return this.fail({ status: 'failed' }, FailureReason.CannotUnderstand, 'the part is empty: it holds no DICOM file');
+      if (!content) return this.reject(FailureReason.CannotUnderstand, 'the part is empty: it holds no DICOM file');
       spooled = await spool(content, this.deps.spoolDir, this.deps.maxInstanceBytes);
       if (expected && spooled.sha256 !== expected.sha256) throw new ChecksumMismatch(expected.sha256, spooled.sha256, spooled.size);
       const header = await readInstanceHeader(spooled, this.deps.maxInstanceBytes);
-      const outcome: InstanceOutcome = {
+      const identity: InstanceIdentity = {
         sopClassUid: header.sopClassUID,
         sopInstanceUid: header.sopInstanceUID,
         studyUid: header.studyInstanceUID,
         seriesUid: header.seriesInstanceUID,
-        status: 'stored',
       };
       const executable = executablePreamble(spooled.head);
       if (executable) {
-        outcome.executablePreamble = executable;
         this.deps.log.warn({ sopInstanceUid: header.sopInstanceUID, studyUid: header.studyInstanceUID, executable }, 'an instance whose preamble holds an executable header was received');
       }
       if (this.expectedStudyUid && header.studyInstanceUID !== this.expectedStudyUid) {
-        this.fail(outcome, FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`);
         await discard(spooled);
-        return;
+        return settled({ ...identity, ...failure(FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`) });
       }
       const record: IndexRecord = {
         studyUid: header.studyInstanceUID,
@@ -122,59 +128,72 @@ export class IngestBatch {
         frames: header.frames,
         json: header.json,
       };
-      this.outcomes.push(outcome);
-      this.pending.push({ spooled, record, outcome });
+      const accepted = spooled;
+      const outcome = new Promise<InstanceOutcome>((settle, abandon) =>
+        this.pending.push({ spooled: accepted, record, identity, ...(executable ? { executablePreamble: executable } : {}), settle, abandon }),
+      );
+      // A batch that fails whole rejects every outcome; a caller that answers with the batch's error need not read them.
+      outcome.catch(() => {});
+      return { outcome };
     } catch (e) {
       if (spooled) await discard(spooled);
-      if (e instanceof TooLarge) {
-        // Too large to receive (the caller's reader skips the rest of the part) or to inflate.
-        this.fail({ status: 'failed' }, FailureReason.OutOfResources, e.message);
-      } else if (e instanceof DicomParseError || e instanceof UidError) {
-        this.fail({ status: 'failed' }, FailureReason.CannotUnderstand, e.message);
-      } else {
-        throw e;
-      }
+      // Too large to receive (the caller's reader skips the rest of the part) or to inflate.
+      if (e instanceof TooLarge) return this.reject(FailureReason.OutOfResources, e.message);
+      if (e instanceof DicomParseError || e instanceof UidError) return this.reject(FailureReason.CannotUnderstand, e.message);
+      throw e;
     }
   }
 
-  /** Rejects an instance that never reached parsing (bad part headers, part too large in framing). */
-  reject(reason: number, text: string): void {
-    this.fail({ status: 'failed' }, reason, text);
+  /** Refuses an instance that never reached parsing (bad part headers, part too large in framing). */
+  reject(reason: number, text: string): Receipt {
+    return settled(failure(reason, text));
   }
 
-  /** Makes every accepted instance durable, then indexes them; outcomes are final when it resolves. */
-  async commit(): Promise<InstanceOutcome[]> {
+  /**
+   * Makes every accepted instance durable, then indexes them; each receipt's outcome settles with it. Throws when the
+   * batch fails whole (a full disk, the store or the index away): nothing is kept, and the outcomes reject alike.
+   */
+  async commit(): Promise<void> {
     const { durable, log } = this.deps;
-    const toStore = [...this.pending];
-    await this.awaitSpools(toStore);
-    if (toStore.length === 0) return this.outcomes;
+    const toStore = this.pending.splice(0);
+    try {
+      await this.awaitSpools(toStore);
+    } catch (e) {
+      for (const p of toStore) p.abandon(e);
+      throw e;
+    }
+    if (toStore.length === 0) return;
     try {
       const results = await durable.commit(toStore.map((p) => ({ record: p.record, localPath: p.spooled.path })));
       for (const [i, result] of results.entries()) {
         const p = toStore[i]!;
-        if (result === 'stored') continue;
+        const known = { ...p.identity, ...(p.executablePreamble ? { executablePreamble: p.executablePreamble } : {}) };
+        if (result === 'stored') {
+          p.settle({ status: 'stored', ...known });
+          continue;
+        }
         await discard(p.spooled); // not moved into the store: this instance is there already
-        if (result === 'duplicate') p.outcome.status = 'duplicate';
-        else this.fail(p.outcome, FailureReason.DuplicateSopInstance, `SOP Instance ${p.record.sopUid} is already stored with different content; delete it first or ask the administrator to allow overwriting`);
+        if (result === 'duplicate') p.settle({ status: 'duplicate', ...known });
+        else p.settle({ ...p.identity, ...failure(FailureReason.DuplicateSopInstance, `SOP Instance ${p.record.sopUid} is already stored with different content; delete it first or ask the administrator to allow overwriting`) });
       }
     } catch (e) {
       log.error({ err: e }, 'storing a batch failed');
+      await Promise.all(toStore.map((p) => discard(p.spooled)));
       const full = DiskFull.of(e);
       if (full || e instanceof StoreUnavailable || e instanceof CatalogUnavailable) {
         // Not these instances' fault: the whole request is answered 507 (disk full) or 503 with Retry-After, and nothing is kept.
-        await Promise.all(toStore.map((p) => discard(p.spooled)));
+        for (const p of toStore) p.abandon(full ?? e);
         throw full ?? e;
       }
-      for (const p of toStore) this.fail(p.outcome, FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again');
-      await Promise.all(toStore.map((p) => discard(p.spooled)));
+      for (const p of toStore) p.settle({ ...p.identity, ...failure(FailureReason.ProcessingFailure, 'the object store or index could not be written; nothing was kept, try again') });
     }
-    return this.outcomes;
   }
 
   /** Drops everything received so far (the request itself failed): nothing is stored. */
   async abort(): Promise<void> {
-    await Promise.all(this.pending.map((p) => discard(p.spooled)));
-    this.pending.length = 0;
+    const dropped = this.pending.splice(0);
+    await Promise.all(dropped.map((p) => discard(p.spooled)));
+    for (const p of dropped) p.abandon(new Error('the batch was aborted'));
   }
 
   /**
@@ -182,28 +201,28 @@ export class IngestBatch {
    * disk fails the whole batch (DiskFull, nothing kept): its neighbours would meet it again in the index.
    */
   private async awaitSpools(toStore: Pending[]): Promise<void> {
-    const settled = await Promise.allSettled(toStore.map((p) => p.spooled.synced));
-    const full = settled.map((r) => (r.status === 'rejected' ? DiskFull.of(r.reason) : undefined)).find((f) => f !== undefined);
+    const results = await Promise.allSettled(toStore.map((p) => p.spooled.synced));
+    const full = results.map((r) => (r.status === 'rejected' ? DiskFull.of(r.reason) : undefined)).find((f) => f !== undefined);
     if (full) {
       this.deps.log.error({ err: full }, 'writing an upload to the spool folder met a full disk');
       await Promise.all(toStore.map((p) => discard(p.spooled)));
-      this.pending.length = 0;
       throw full;
     }
-    for (let i = settled.length - 1; i >= 0; i--) {
-      const result = settled[i]!;
+    for (let i = results.length - 1; i >= 0; i--) {
+      const result = results[i]!;
       if (result.status === 'fulfilled') continue;
       const [p] = toStore.splice(i, 1);
       this.deps.log.error({ err: result.reason }, 'writing an upload to the spool folder failed');
-      this.fail(p!.outcome, FailureReason.OutOfResources, `the server could not write this instance to its disk (${(result.reason as NodeJS.ErrnoException).code ?? 'I/O error'}); nothing was kept, tell the administrator`);
+      p!.settle({ ...p!.identity, ...failure(FailureReason.OutOfResources, `the server could not write this instance to its disk (${(result.reason as NodeJS.ErrnoException).code ?? 'I/O error'}); nothing was kept, tell the administrator`) });
       await discard(p!.spooled);
     }
   }
+}
 
-  private fail(outcome: InstanceOutcome, reason: number, text: string): void {
-    outcome.status = 'failed';
-    outcome.failureReason = reason;
-    outcome.reason = text;
-    if (!this.outcomes.includes(outcome)) this.outcomes.push(outcome);
-  }
+function failure(failureReason: number, reason: string): { status: 'failed'; failureReason: number; reason: string } {
+  return { status: 'failed', failureReason, reason };
+}
+
+function settled(outcome: InstanceOutcome): Receipt {
+  return { outcome: Promise.resolve(outcome) };
 }

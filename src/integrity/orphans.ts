@@ -34,10 +34,11 @@ export async function reconcileOrphan(deps: VerifyDeps, key: string): Promise<Or
 /** Ingests the object as an upload would be: undefined when it is now indexed under its own key, else why not. */
 async function indexAgain(ingest: IngestDeps, deps: VerifyDeps, key: string): Promise<string | undefined> {
   const batch = new IngestBatch(ingest);
-  await batch.add(await deps.store.get(key));
-  const [outcome] = await batch.commit();
-  if (!outcome || outcome.status === 'failed') return `it is not an instance this server can index (${outcome?.reason ?? 'unreadable'})`;
-  const own = instanceKey(outcome.studyUid!, outcome.seriesUid!, outcome.sopInstanceUid!);
+  const receipt = await batch.add(await deps.store.get(key));
+  await batch.commit();
+  const outcome = await receipt.outcome;
+  if (outcome.status === 'failed') return `it is not an instance this server can index (${outcome.reason})`;
+  const own = instanceKey(outcome.studyUid, outcome.seriesUid, outcome.sopInstanceUid);
   if (own === key) return undefined;
   return `it holds instance ${outcome.sopInstanceUid}, whose place is ${own}, where it is ${outcome.status === 'stored' ? 'now' : 'already'} indexed: this copy is redundant`;
 }

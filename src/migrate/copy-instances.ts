@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { CatalogUnavailable, type Catalog } from '../catalog/catalog.js';
-import { ChecksumMismatch, FailureReason, IngestBatch, type IngestDeps } from '../ingest/ingest.js';
+import { ChecksumMismatch, FailureReason, IngestBatch, type IngestDeps, type Receipt } from '../ingest/ingest.js';
 import { ObjectNotFound, StoreUnavailable, type ObjectStore } from '../storage/object-store.js';
 
 /** Why an instance of the source is not in the target. */
@@ -112,8 +112,9 @@ export async function copyInstances(
     }
     // The source took this instance, so the target's limit on receiving one does not apply to copying it.
     const batch = new IngestBatch({ ...target.ingest, maxInstanceBytes: Math.max(target.ingest.maxInstanceBytes, row.size) });
+    let receipt: Receipt;
     try {
-      await batch.add(body, { sha256: row.sha256 });
+      receipt = await batch.add(body, { sha256: row.sha256 });
     } catch (e) {
       body.destroy();
       if (!(e instanceof ChecksumMismatch)) throw e;
@@ -123,11 +124,12 @@ export async function copyInstances(
       const damage = `its ${e.size} bytes hash to ${e.actual.slice(0, 16)}…, not to the SHA-256 ${e.expected.slice(0, 16)}… recorded when it was stored`;
       return fail(row, 'damaged', `the source object is damaged (${damage}); it was not copied`);
     }
-    const [outcome] = await batch.commit();
-    if (outcome?.status === 'stored') return settle(row, 'copied');
-    if (outcome?.status === 'duplicate') return settle(row, 'present');
-    if (outcome?.failureReason === FailureReason.DuplicateSopInstance) return fail(row, 'conflict', conflictDetail);
-    return fail(row, 'error', `the target did not take it: ${outcome?.reason ?? 'no reason given'}`);
+    await batch.commit();
+    const outcome = await receipt.outcome;
+    if (outcome.status === 'stored') return settle(row, 'copied');
+    if (outcome.status === 'duplicate') return settle(row, 'present');
+    if (outcome.failureReason === FailureReason.DuplicateSopInstance) return fail(row, 'conflict', conflictDetail);
+    return fail(row, 'error', `the target did not take it: ${outcome.reason}`);
   };
 
   const running = new Set<Promise<void>>();
