@@ -93,9 +93,9 @@ export function createApp(services: Services) {
   });
 
   // Health tells nothing of patients and is what load balancers probe: no credential.
-  app.use('/dicom-web/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess());
+  app.use('/dicom-web/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess(services.catalog));
   // WADO-URI names its study in the query; the same access rules find it there.
-  app.use('/wado/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess());
+  app.use('/wado/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess(services.catalog));
   app.use('/api/*', auditTrail(services.auth.audit), authenticate(services.auth));
 
   app.route('/dicom-web', stowRouter(services));

@@ -42,6 +42,8 @@ export type Env = {
     principal?: Principal;
     /** How a refused credential is named in the audit trail and the log, e.g. `rejected:token:<jti>`. */
     rejectedCredential?: string;
+    /** The studies the caller may read when it is limited to some (a viewer token); set by dicomwebAccess. */
+    readableStudies?: string[];
     /** The studies a request touched when its path does not name them (a STOW to /studies, a link by accession). */
     auditStudyUids?: string[];
   };

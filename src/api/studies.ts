@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono';
 import { allow } from '../auth/middleware.js';
+import { patientOf } from '../auth/readable-studies.js';
 import type { StudyRow } from '../catalog/catalog.js';
 import type { MatchKey, QidoQuery } from '../catalog/qido.js';
 import type { Env, Services } from '../context.js';
@@ -27,7 +28,10 @@ export function studiesApi(services: Services) {
   };
 
   const viewerLink = async (c: Context<Env>, study: StudyRow) => {
-    const issued = await auth.tokens.issue(study.studyUid, lifetimeParam(c.req.query('expires_in'), auth.tokens.lifetime.maxTtl));
+    const priors = priorsParam(c.req.query('priors'));
+    const patient = priors ? patientOf(JSON.parse(study.json) as DicomJson) : undefined;
+    if (priors && !patient) throw new HttpError(409, 'no-patient-id', 'the study has no PatientID, so no other study can be told to be the same patient\'s; ask for the link without priors=true');
+    const issued = await auth.tokens.issue(study.studyUid, lifetimeParam(c.req.query('expires_in'), auth.tokens.lifetime.maxTtl), patient);
     // The OHIF this server serves, unless the clinic hosts its own (PACS_VIEWER_URL).
     const url = new URL(`${config.viewerUrl ?? c.var.publicBase}/viewer`);
     url.searchParams.set('StudyInstanceUIDs', study.studyUid);
@@ -37,6 +41,9 @@ export function studiesApi(services: Services) {
     return c.json({
       viewer_url: url.toString(),
       study_uid: study.studyUid,
+      // The token's id, for DELETE /api/v1/viewer-tokens/{jti}.
+      jti: issued.jti,
+      priors: patient !== undefined,
       expires_in: issued.expiresIn,
       expires_at: issued.expiresAt.toISOString(),
     });
@@ -47,10 +54,15 @@ export function studiesApi(services: Services) {
   router.get('/viewer-url', allow('viewer-links'), async (c) => {
     const accession = exactParam(c.req.query('accession'), 'accession');
     if (!accession) throw new BadRequest('give the accession number of the order: /api/v1/viewer-url?accession=…');
-    const rows = await catalog.studies(studyQuery([{ tag: Tag.AccessionNumber, keyword: 'AccessionNumber', value: accession }], undefined, 2));
-    if (rows.length === 0) throw new NotFound(`no study with accession number ${accession} is stored`);
+    // Accession numbers are unique per issuer only: the patient narrows one that two patients' orders share.
+    const patientId = exactParam(c.req.query('patient_id'), 'patient_id');
+    const keys: MatchKey[] = [{ tag: Tag.AccessionNumber, keyword: 'AccessionNumber', value: accession }];
+    if (patientId) keys.push({ tag: Tag.PatientID, keyword: 'PatientID', value: patientId });
+    const rows = await catalog.studies(studyQuery(keys, undefined, 2));
+    const which = patientId ? `accession number ${accession} of patient ${patientId}` : `accession number ${accession}`;
+    if (rows.length === 0) throw new NotFound(`no study with ${which} is stored`);
     if (rows.length > 1) {
-      throw new HttpError(409, 'ambiguous-accession', `accession number ${accession} names more than one study; ask for a link by Study Instance UID: /api/v1/studies/{StudyInstanceUID}/viewer-url`);
+      throw new HttpError(409, 'ambiguous-accession', `${which} names more than one study; ${patientId ? '' : 'add &patient_id=…, or '}ask for a link by Study Instance UID: /api/v1/studies/{StudyInstanceUID}/viewer-url`);
     }
     return viewerLink(c, rows[0]!);
   });
@@ -78,6 +90,13 @@ function studyQuery(keys: MatchKey[], studyUid: string | undefined, limit: numbe
 function exactParam(value: string | undefined, name: string): string | undefined {
   if (value !== undefined && /[*?\\]/.test(value)) throw new BadRequest(`${name} must be an exact value, without * ? or \\`);
   return value?.trim() || undefined;
+}
+
+/** priors=true: the link also opens the patient's other studies (PatientID within IssuerOfPatientID). */
+function priorsParam(raw: string | undefined): boolean {
+  if (raw === undefined || raw === '' || raw === 'false') return false;
+  if (raw === 'true') return true;
+  throw new BadRequest(`priors must be true or false, not "${raw}"`);
 }
 
 function lifetimeParam(raw: string | undefined, max: number): number | undefined {

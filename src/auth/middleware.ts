@@ -1,5 +1,6 @@
 import type { MiddlewareHandler, Context } from 'hono';
 import { decodeJwt } from 'jose';
+import type { Catalog } from '../catalog/catalog.js';
 import type { Env } from '../context.js';
 import { Forbidden, NotFound, Unauthorized } from '../errors.js';
 import type { ApiKeys } from './api-keys.js';
@@ -8,6 +9,7 @@ import type { AuthFailures, LimitReached } from './auth-failures.js';
 import type { Origins } from './origins.js';
 import type { AuditEvent } from './records.js';
 import { credentialLabel, permits, studyScope, type Permission, type Principal } from './principal.js';
+import { readableStudies } from './readable-studies.js';
 import type { ViewerTokens } from './viewer-tokens.js';
 
 export type Auth = { keys: ApiKeys; tokens: ViewerTokens; audit: AuditLog; anonymousRead: boolean; failures: AuthFailures; origins: Origins };
@@ -73,16 +75,17 @@ export function allow(permission: Permission): MiddlewareHandler<Env> {
 }
 
 /**
- * DICOMweb reads, stores and deletes. A viewer token sees one study: every other study is "not found",
- * whether it exists or not, so that a token tells nothing of what else is stored.
+ * DICOMweb reads, stores and deletes. A viewer token sees its study (with priors, its patient's studies): every
+ * other study is "not found", whether it exists or not, so that a token tells nothing of what else is stored.
  */
-export function dicomwebAccess(): MiddlewareHandler<Env> {
+export function dicomwebAccess(catalog: Catalog): MiddlewareHandler<Env> {
   return async (c, next) => {
     const method = c.req.method;
     demand(c.var.principal, method === 'POST' ? 'upload' : method === 'DELETE' ? 'delete' : 'read');
-    const scope = studyScope(c.var.principal);
+    const readable = await readableStudies(c.var.principal, catalog);
     const study = uidsNamedBy(c).studyUid;
-    if (scope !== undefined && study !== undefined && study !== scope) throw new NotFound('no study with that UID is stored');
+    if (readable !== undefined && study !== undefined && !readable.includes(study)) throw new NotFound('no study with that UID is stored');
+    c.set('readableStudies', readable);
     await next();
     // Patient data never sits in a shared cache, even when the credential came in the URL.
     if (!c.res.headers.has('Cache-Control')) c.header('Cache-Control', 'private');

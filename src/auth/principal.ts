@@ -14,10 +14,16 @@ const GRANTS: Record<Role, readonly Permission[]> = {
   admin: ['read', 'summaries', 'viewer-links', 'upload', 'delete', 'admin'],
 };
 
-/** Who is asking: an API key, a viewer token for one study, or nobody on a LAN that allows anonymous reads. */
+/** A patient as the index tells patients apart: PatientID within its IssuerOfPatientID ('' when none). */
+export type PatientRef = { id: string; issuer: string };
+
+/**
+ * Who is asking: an API key, a viewer token for one study (and, with `patient`, that patient's other studies),
+ * or nobody on a LAN that allows anonymous reads.
+ */
 export type Principal =
   | { kind: 'key'; id: string; name: string; role: Role }
-  | { kind: 'viewer-token'; jti: string; studyUid: string }
+  | { kind: 'viewer-token'; jti: string; studyUid: string; patient?: PatientRef }
   | { kind: 'anonymous' };
 
 export function permits(principal: Principal, permission: Permission): boolean {
@@ -39,7 +45,7 @@ export function credentialLabel(principal: Principal | undefined): string {
   return 'anonymous';
 }
 
-/** The one study a principal may see, when it is limited to one. */
+/** The study a viewer token was issued for (its audit trail's study); readable-studies.ts says what else it may read. */
 export function studyScope(principal: Principal | undefined): string | undefined {
   return principal?.kind === 'viewer-token' ? principal.studyUid : undefined;
 }

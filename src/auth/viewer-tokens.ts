@@ -3,7 +3,7 @@ import { SignJWT, errors, jwtVerify, type JWTHeaderParameters } from 'jose';
 import { LONGEST_TOKEN_TTL } from '../config.js';
 import { isValidUid } from '../dicom/uid.js';
 import { Unauthorized } from '../errors.js';
-import type { Principal } from './principal.js';
+import type { PatientRef, Principal } from './principal.js';
 import type { AccessRecords } from './records.js';
 import type { SigningKeys } from './signing-keys.js';
 
@@ -21,9 +21,11 @@ const VERIFIED_TOKENS_KEPT = 1000;
 const EXPIRED = 'the token has expired; ask the EMR for a new link';
 const UNKNOWN_KEY = 'the token was not signed by a key of this server (or its key has been retired)';
 
-type VerifiedClaims = { jti: string; studyUid: string; iat: number; exp: number; kid: string };
+type VerifiedClaims = { jti: string; studyUid: string; patient?: PatientRef; iat: number; exp: number; kid: string };
 
 export type IssuedToken = { token: string; jti: string; studyUid: string; expiresIn: number; expiresAt: Date };
+/** PatientID is LO: 64 characters; IssuerOfPatientID too. */
+const MAX_PATIENT_CHARS = 64;
 
 /** Study-scoped, read-only viewer tokens (JWS) for links the EMR opens in OHIF. */
 export class ViewerTokens {
@@ -37,12 +39,13 @@ export class ViewerTokens {
 
   private readonly verified = new Map<string, VerifiedClaims>();
 
-  async issue(studyUid: string, ttl = this.lifetime.defaultTtl): Promise<IssuedToken> {
+  /** With `patient`, the token also reads that patient's other studies (priors), as OHIF's study browser shows them. */
+  async issue(studyUid: string, ttl = this.lifetime.defaultTtl, patient?: PatientRef): Promise<IssuedToken> {
     const key = await this.keys.signing();
     const jti = randomUUID();
     const now = Math.floor(Date.now() / 1000);
     const { iss, aud } = tokenParties(key.secret, this.publicUrl);
-    const token = await new SignJWT({ scope: SCOPE })
+    const token = await new SignJWT(patient ? { scope: SCOPE, patient } : { scope: SCOPE })
       .setProtectedHeader({ alg: ALGORITHM, typ: TOKEN_TYPE, kid: key.kid })
       .setIssuer(iss)
       .setAudience(aud)
@@ -62,7 +65,7 @@ export class ViewerTokens {
     if (claims.exp + CLOCK_TOLERANCE_SECONDS <= Date.now() / 1000) throw invalid(EXPIRED, claims.jti);
     if (!(await this.keys.verifying(claims.kid))) throw invalid(UNKNOWN_KEY, claims.jti);
     if (await this.records.isTokenRevoked(claims.jti, claims.studyUid, claims.iat)) throw invalid('the token was revoked', claims.jti);
-    return { kind: 'viewer-token', jti: claims.jti, studyUid: claims.studyUid };
+    return { kind: 'viewer-token', jti: claims.jti, studyUid: claims.studyUid, ...(claims.patient && { patient: claims.patient }) };
   }
 
   /** Revokes one token; the record is kept as long as any token could live. */
@@ -99,7 +102,8 @@ export class ViewerTokens {
     // Signed here, yet asking for more life than this server grants: a token is never trusted beyond the configured maximum.
     const life = payload.exp! - payload.iat!;
     if (life > this.lifetime.maxTtl + CLOCK_TOLERANCE_SECONDS) throw invalid(`the token claims a life of ${life} s, longer than the ${this.lifetime.maxTtl} s this server grants`, payload.jti);
-    const claims = { jti: payload.jti!, studyUid, iat: payload.iat!, exp: payload.exp!, kid: protectedHeader.kid! };
+    const patient = payload.patient === undefined ? undefined : patientClaim(payload.patient);
+    const claims = { jti: payload.jti!, studyUid, patient, iat: payload.iat!, exp: payload.exp!, kid: protectedHeader.kid! };
     if (this.verified.size >= VERIFIED_TOKENS_KEPT) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(token, claims);
     return claims;
@@ -135,6 +139,14 @@ export function tokenParties(secret: Uint8Array, publicUrl: string | undefined):
 }
 
 class UnknownKey extends Error {}
+
+/** The patient claim of a token signed here, held to the shape issue() gives it. */
+function patientClaim(claim: unknown): PatientRef {
+  const { id, issuer } = (claim ?? {}) as Record<string, unknown>;
+  const fits = (v: unknown, min: number) => typeof v === 'string' && v.length >= min && v.length <= MAX_PATIENT_CHARS;
+  if (typeof claim !== 'object' || !fits(id, 1) || !fits(issuer, 0)) throw invalid("the token's patient claim is not a PatientID and IssuerOfPatientID");
+  return { id: id as string, issuer: issuer as string };
+}
 
 const invalid = (reason: string, jti?: string) => new Unauthorized(reason, true, jti && `token:${jti}`);
 

@@ -1,16 +1,17 @@
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { sql } from 'drizzle-orm';
+import { fillPlaceholders, sql, type SQL } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
+import { PgDialect } from 'drizzle-orm/pg-core';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { AccessRecords } from '../auth/records.js';
 import { CatalogUnavailable } from './catalog.js';
-import { PgAccessRecords } from './pg-access.js';
 import { openPool, orUnavailable, transaction, unreachable, withClient, type Db } from './pg-pool.js';
-import { runPlanAsync, type Plan, type Step } from './plan.js';
+import { execute, runPlanAsync, type Plan, type Step } from './plan.js';
 import * as schema from './schema.pg.js';
+import { SqlAccessRecords } from './sql-access.js';
 import { SqlCatalog } from './sql-catalog.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/pg', import.meta.url));
@@ -47,9 +48,9 @@ export class PgCatalog extends SqlCatalog {
     return new PgCatalog(pool, drizzle({ client: pool, schema }));
   }
 
-  /** Keys, revocations and the audit trail live in the same database. */
+  /** Keys, revocations and the audit trail live in the same database; their writes need not wait for the index's writer. */
   access(): AccessRecords {
-    return new PgAccessRecords(this.db, (work) => transaction(this.pool, work));
+    return new SqlAccessRecords(schema, (plan) => this.read(plan), (plan) => this.transact(plan));
   }
 
   /** Each statement on whichever connection is free; every statement sees what was committed before it began. */
@@ -59,12 +60,17 @@ export class PgCatalog extends SqlCatalog {
 
   /** One transaction, as the only writer of the index among all replicas, as SQLite's write lock makes it in one file. */
   protected write<T>(plan: Plan<T>): Promise<T> {
-    return orUnavailable(
-      transaction(this.pool, async (tx) => {
-        await tx.execute(sql`SELECT pg_advisory_xact_lock(${WRITER_LOCK})`);
-        return runPlanAsync(plan, (step) => perform(tx, step));
-      }),
+    return this.transact(
+      (function* () {
+        yield* execute(sql`SELECT pg_advisory_xact_lock(${WRITER_LOCK})`);
+        return yield* plan;
+      })(),
     );
+  }
+
+  /** One transaction on one connection. */
+  private transact<T>(plan: Plan<T>): Promise<T> {
+    return orUnavailable(transaction(this.pool, (tx) => runPlanAsync(plan, (step) => perform(tx, step))));
   }
 
   /**
@@ -103,7 +109,20 @@ const TABLES = {
   instances: { table: schema.instances, key: schema.instances.sopUid },
 };
 
+const DIALECT = new PgDialect();
+/** Statements built once with placeholders, rendered once. */
+const rendered = new WeakMap<SQL, { text: string; params: unknown[] }>();
+
 async function perform(db: Db, step: Step): Promise<unknown[]> {
+  if (step.kind === 'rows' && step.values) {
+    let query = rendered.get(step.sql);
+    if (!query) {
+      const { sql: text, params } = DIALECT.sqlToQuery(step.sql);
+      rendered.set(step.sql, (query = { text, params }));
+    }
+    const client = (db as Db & { $client: pg.Pool | pg.PoolClient }).$client;
+    return (await client.query(query.text, fillPlaceholders(query.params, step.values))).rows;
+  }
   if (step.kind === 'rows') return (await db.execute(step.sql)).rows;
   if (step.kind === 'run') {
     await db.execute(step.sql);

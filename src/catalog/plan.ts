@@ -6,9 +6,12 @@ type Rows = ReturnType<typeof rowsOf>;
 export type IndexTable = 'studies' | 'series' | 'instances';
 export type RowOf<T extends IndexTable> = { studies: Rows['study']; series: Rows['series']; instances: Rows['instance'] }[T];
 
-/** One statement of a plan; `rows` steps get their rows back, the others an empty list. */
+/**
+ * One statement of a plan; `rows` steps get their rows back, the others an empty list. A `rows` step with values is
+ * built once with sql.placeholder()s and prepared once per connection: on a hot path, rendering cost more than running.
+ */
 export type Step =
-  | { kind: 'rows'; sql: SQL }
+  | { kind: 'rows'; sql: SQL; values?: Record<string, unknown> }
   | { kind: 'run'; sql: SQL }
   | { [T in IndexTable]: { kind: 'insert'; into: T; rows: RowOf<T>[]; ignoreConflicts: boolean } }[IndexTable]
   | { [T in IndexTable]: { kind: 'upsert'; into: T; row: RowOf<T> } }[IndexTable];
@@ -20,8 +23,8 @@ export type Step =
 export type Plan<T> = Generator<Step, T, unknown[]>;
 
 /** A statement whose rows the plan reads: a SELECT, or a write with RETURNING. */
-export function* fetchRows<R>(query: SQL): Plan<R[]> {
-  return (yield { kind: 'rows', sql: query }) as R[];
+export function* fetchRows<R>(query: SQL, values?: Record<string, unknown>): Plan<R[]> {
+  return (yield { kind: 'rows', sql: query, values }) as R[];
 }
 
 export function* execute(statement: SQL): Plan<void> {

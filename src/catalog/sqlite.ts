@@ -2,15 +2,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { fillPlaceholders, type SQL } from 'drizzle-orm';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import { SQLiteSyncDialect } from 'drizzle-orm/sqlite-core';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import type { AccessRecords } from '../auth/records.js';
 import { runPlan, type Plan, type Step } from './plan.js';
 import * as schema from './schema.sqlite.js';
+import { SqlAccessRecords } from './sql-access.js';
 import { SqlCatalog } from './sql-catalog.js';
-import { SqliteAccessRecords } from './sqlite-access.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/sqlite', import.meta.url));
+const DIALECT = new SQLiteSyncDialect();
 
 /** The index in one SQLite file in the storage folder: the embedded default. */
 export class SqliteCatalog extends SqlCatalog {
@@ -33,7 +36,7 @@ export class SqliteCatalog extends SqlCatalog {
 
   /** Keys, revocations and the audit trail live in the same database. */
   access(): AccessRecords {
-    return new SqliteAccessRecords(this.db);
+    return new SqlAccessRecords(schema, (plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   static open(storageDir: string): SqliteCatalog {
@@ -42,12 +45,26 @@ export class SqliteCatalog extends SqlCatalog {
 
   /** All steps run in one synchronous stretch of this connection: no write of this process comes between. */
   protected async read<T>(plan: Plan<T>): Promise<T> {
-    return runPlan(plan, (step) => perform(this.db, step));
+    return runPlan(plan, (step) => this.perform(this.db, step));
   }
 
   /** IMMEDIATE: the write lock is taken before the first read, so another process cannot change the rows in between. */
   protected async write<T>(plan: Plan<T>): Promise<T> {
-    return this.db.transaction((tx) => runPlan(plan, (step) => perform(tx, step)), { behavior: 'immediate' });
+    return this.db.transaction((tx) => runPlan(plan, (step) => this.perform(tx, step)), { behavior: 'immediate' });
+  }
+
+  /** Statements built once with placeholders, prepared once on this connection (a transaction runs on it too). */
+  private readonly prepared = new WeakMap<SQL, { statement: Database.Statement; params: unknown[] }>();
+
+  private perform(db: BetterSQLite3Database<typeof schema> | Transaction, step: Step): unknown[] {
+    if (step.kind !== 'rows' || !step.values) return perform(db, step);
+    let query = this.prepared.get(step.sql);
+    if (!query) {
+      const { sql: text, params } = DIALECT.sqlToQuery(step.sql);
+      query = { statement: this.sqlite.prepare(text), params };
+      this.prepared.set(step.sql, query);
+    }
+    return query.statement.all(...fillPlaceholders(query.params, step.values));
   }
 
   /** One server per SQLite file, whose group commit already stores one group at a time. */

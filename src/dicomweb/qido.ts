@@ -1,5 +1,4 @@
 import { Hono, type Context } from 'hono';
-import { studyScope } from '../auth/principal.js';
 import type { InstanceRow, SeriesRow, StudyRow } from '../catalog/catalog.js';
 import { isUidListKey, isUniversal, type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
 import { INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, pick } from '../catalog/record.js';
@@ -85,10 +84,10 @@ function parseQuery(c: Context<Env>, level: Level): Search {
   };
   const sql: QidoQuery = {
     level,
-    // A viewer token's search covers its own study only (the path was checked against it already).
-    studyUid: target.study ?? studyScope(c.var.principal),
+    studyUid: target.study,
     seriesUid: target.series,
-    keys,
+    // A viewer token's search covers the studies it may read only (a path naming another was refused already).
+    keys: c.var.readableStudies ? [...keys, { tag: Tag.StudyInstanceUID, keyword: 'StudyInstanceUID', value: c.var.readableStudies.join('\\') }] : keys,
     fuzzy: booleanParam(params.get('fuzzymatching'), 'fuzzymatching'),
     limit: integerParam(params.get('limit'), 'limit', DEFAULT_LIMIT, MAX_LIMIT),
     offset: integerParam(params.get('offset'), 'offset', 0, Number.MAX_SAFE_INTEGER),

@@ -381,7 +381,7 @@ describe('viewer links', () => {
     expect(response.headers.get('cache-control')).toBe('no-store');
     const token = new URL(body.viewer_url).searchParams.get('token')!;
     secretsUsed.add(token);
-    expect(body).toEqual({ viewer_url: `${VIEWER_URL}/viewer?StudyInstanceUIDs=${A.studyUID}&token=${token}`, study_uid: A.studyUID, expires_in: 3600, expires_at: expect.any(String) });
+    expect(body).toEqual({ viewer_url: `${VIEWER_URL}/viewer?StudyInstanceUIDs=${A.studyUID}&token=${token}`, study_uid: A.studyUID, jti: expect.stringMatching(/^[0-9a-f-]{36}$/), priors: false, expires_in: 3600, expires_at: expect.any(String) });
     const expiresAt = Date.parse(body.expires_at) / 1000;
     expect(expiresAt).toBeGreaterThanOrEqual(before + 3600);
     expect(expiresAt).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + 3600);
