@@ -22,6 +22,7 @@ import { BadRequest, DiskFull, HttpError } from './errors.js';
 import { ObjectsDamaged } from './integrity/damage.js';
 import { strictTransport } from './https.js';
 import { integrityStatus } from './integrity/schedule.js';
+import { adminPages } from './pages/admin.js';
 import { RenderError } from './render/types.js';
 import { diskSpace } from './storage/disk-space.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
@@ -108,6 +109,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', studiesApi(services));
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', integrityApi(services));
+  app.route('/admin', adminPages(services));
   // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.
   app.route('/', ohifRouter());
 

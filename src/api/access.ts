@@ -10,7 +10,7 @@ import { BadRequest, NotFound } from '../errors.js';
 const DEFAULT_AUDIT_LIMIT = 1000;
 const MAX_AUDIT_LIMIT = 10_000;
 
-const newKey = z.object({
+export const newKey = z.object({
   name: z.string().trim().min(1).max(200),
   role: z.enum(ROLES),
   /** Days until the key stops working; absent, it works until revoked. */

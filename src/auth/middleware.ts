@@ -154,7 +154,7 @@ function claimedToken(token: string): string {
 }
 
 const SECRET_PARAMETER = /^(token|access_token|api_?key)$/i;
-const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$)/;
+const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$|admin(\/|$))/;
 const WADO_URI = /^\/wado\/?$/;
 const UIDS_IN_PATH = /^\/(?:dicom-web|api\/v1)\/studies\/([^/]+)(?:\/series\/([^/]+))?(?:\/instances\/([^/]+))?/;
 

@@ -33,6 +33,17 @@ export class Origins {
   }
 
   /**
+   * Whether a request that changes state came from a page of our own origin (CSRF, issue 14): a browser names the page
+   * in Origin, or says Sec-Fetch-Site. A request with neither was made by no browser, which sends no ambient credential.
+   */
+  fromOwnPage(c: Context<Env>): boolean {
+    const origin = c.req.header('origin');
+    if (origin !== undefined) return ownOrigins(c).includes(origin);
+    const site = c.req.header('sec-fetch-site');
+    return site === undefined || site === 'same-origin' || site === 'none';
+  }
+
+  /**
    * Access-Control-Allow-Origin for hono's cors(): a listed origin always; with `*`, any origin on a request that
    * carries a credential, and on every answer (a refusal is worth reading), but not on a preflight of a request
    * that would carry none, which could only ride on anonymous reads.
