@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContextOptions, type Locator, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import type { RunningServer } from '../helpers/server.js';
 
@@ -35,8 +35,8 @@ export type Journal = { requests: Exchange[]; problems: string[] };
 /** A page in its own browser context, its conversation with `pacs` recorded; failures leave a screenshot in `artifacts`. */
 export type ViewerPage = { page: Page; journal: Journal; pacs: RunningServer; artifacts: string };
 
-export async function openPage(browser: Browser, pacs: RunningServer, artifacts: string): Promise<ViewerPage> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+export async function openPage(browser: Browser, pacs: RunningServer, artifacts: string, options: BrowserContextOptions = {}): Promise<ViewerPage> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
   // The onboarding tour and the investigational-use banner sit on top of the viewport; a returning
   // user has dismissed both, which is what these keys record.
   await context.addInitScript(() => {

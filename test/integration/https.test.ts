@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
@@ -7,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
+import { makeCertificate } from '../helpers/certificate.js';
 import { AS_ADMIN, freePort, startServer, stowBody, type RunningServer } from '../helpers/server.js';
 
 type Answer = { status: number; headers: http.IncomingHttpHeaders; body: string };
@@ -25,14 +25,6 @@ function call(url: string, ca: Buffer | undefined, init: { method?: string; head
   });
 }
 
-/** A self-signed certificate for 127.0.0.1 and localhost, made with Debian's openssl. */
-async function makeCertificate(dir: string): Promise<{ cert: string; key: string }> {
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=pacs-test', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-  return { cert, key };
-}
-
 describe('HTTPS served by the server itself', () => {
   let server: RunningServer;
   let ca: Buffer;
@@ -41,7 +33,7 @@ describe('HTTPS served by the server itself', () => {
 
   beforeAll(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-tls-'));
-    const { cert, key } = await makeCertificate(dir);
+    const { cert, key } = makeCertificate(dir);
     ca = await fs.readFile(cert);
     redirectPort = await freePort();
     server = await startServer({ env: { PACS_TLS_CERT: cert, PACS_TLS_KEY: key, PACS_HTTP_REDIRECT_PORT: String(redirectPort) } });
