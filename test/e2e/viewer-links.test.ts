@@ -23,6 +23,8 @@ describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
   let browser: Browser;
   const studyA = newUid();
   const studyB = newUid();
+  /** Anna's earlier study, which a link with priors=true shows beside studyA. */
+  const priorA = newUid();
   const artifacts = path.join(os.tmpdir(), `pacs-e2e-links-${process.pid}`);
   let emrKey: string;
   let link: ViewerLink;
@@ -38,9 +40,13 @@ describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
   beforeAll(async () => {
     // No PACS_VIEWER_URL: links open the OHIF that PACS-lite serves on its own origin.
     pacs = await startServer({ env: { PACS_ANONYMOUS_READ: 'false' } });
-    const series = (studyUID: string, patientName: string, patientID: string) =>
-      syntheticSeries(5, { studyUID, modality: 'CT', rows: 256, columns: 256, patientName, patientID, studyDescription: 'CT phantom' });
-    for (const files of [series(studyA, 'Linked^Anna', 'E2E-A'), series(studyB, 'Other^Otto', 'E2E-B')]) {
+    const series = (studyUID: string, patientName: string, patientID: string, studyDescription: string, studyDate: string) =>
+      syntheticSeries(5, { studyUID, modality: 'CT', rows: 256, columns: 256, patientName, patientID, studyDescription, studyDate });
+    for (const files of [
+      series(studyA, 'Linked^Anna', 'E2E-A', 'CT phantom', '20260101'),
+      series(priorA, 'Linked^Anna', 'E2E-A', 'CT last year', '20250101'),
+      series(studyB, 'Other^Otto', 'E2E-B', 'CT of Otto', '20260101'),
+    ]) {
       const response = await stow(pacs.dicomweb, files);
       expect(response.status, await response.text()).toBe(200);
     }
@@ -102,6 +108,22 @@ describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
         expect(((await asAdmin.json()) as unknown[]).length).toBe(1);
       }
       await expectNothingDrawn(v, 'another study');
+      await expectAllAuthorized(v);
+    } finally {
+      await v.page.context().close();
+    }
+  }, 60_000);
+
+  it("shows the patient's earlier study in the study browser with priors=true, and nothing of another patient", async () => {
+    const withPriors = await askForLink(studyA, '?priors=true');
+    const v = await openPage(browser, pacs, artifacts);
+    try {
+      await v.page.goto(withPriors.viewer_url);
+      await firstViewport(v);
+      await v.page.getByText('CT last year').first().waitFor({ timeout: 30_000 }).catch(async () => fail(v, "the study browser never listed the patient's earlier study"));
+      if (await v.page.getByText('CT of Otto').count()) await fail(v, "the study browser lists another patient's study");
+      const other = v.journal.requests.filter((r) => r.url.includes(studyB));
+      if (other.length) await fail(v, `the viewer asked for ${other.length} resources of another patient's study`);
       await expectAllAuthorized(v);
     } finally {
       await v.page.context().close();
