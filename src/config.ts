@@ -156,6 +156,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(e.PACS_TLS_CERT) !== Boolean(e.PACS_TLS_KEY) || (e.PACS_HTTP_REDIRECT_PORT && !e.PACS_TLS_CERT)) {
     throw new ConfigError('Invalid configuration:\n  PACS_TLS_CERT, PACS_TLS_KEY: set both (PEM files of the certificate and its private key) to serve HTTPS; PACS_HTTP_REDIRECT_PORT needs them too');
   }
+  // Links handed out begin with the public URL: an http:// one would send viewer tokens in the clear past our own HTTPS.
+  if (e.PACS_TLS_CERT && e.PACS_PUBLIC_URL?.startsWith('http:')) {
+    throw new ConfigError('Invalid configuration:\n  PACS_PUBLIC_URL: the server speaks HTTPS (PACS_TLS_CERT), so its public URL begins https://');
+  }
   return Object.freeze({
     port: e.PORT,
     host: e.HOST,

@@ -80,9 +80,10 @@ describe('HTTPS served by the server itself', () => {
     }
   });
 
-  it('refuses to start with half a TLS setting', () => {
+  it('refuses to start with half a TLS setting, or with an http:// public URL beside it', () => {
     expect(() => loadConfig({ PACS_TLS_CERT: '/etc/cert.pem' })).toThrow(ConfigError);
     expect(() => loadConfig({ PACS_HTTP_REDIRECT_PORT: '8081' })).toThrow(ConfigError);
+    expect(() => loadConfig({ PACS_TLS_CERT: 'c.pem', PACS_TLS_KEY: 'k.pem', PACS_PUBLIC_URL: 'http://pacs.clinic.lan' })).toThrow(/https:\/\//);
     expect(loadConfig({ PACS_TLS_CERT: 'c.pem', PACS_TLS_KEY: 'k.pem' }).tls?.certFile).toBe(path.resolve('c.pem'));
   });
 });
