@@ -17,13 +17,14 @@ const CT_PATIENT = { dicom: 'Tomography^Alice', shown: 'Tomography, Alice' };
 const US_PATIENT = { dicom: 'Sonography^Bob', shown: 'Sonography, Bob' };
 /** A photo turned into DICOM by dcmtk's img2dcm: no Modality anywhere, so the study has no ModalitiesInStudy. */
 const PHOTO_PATIENT = { dicom: 'Photo^Pia', shown: 'Photo, Pia' };
+const BARE_PHOTO = 'Photo without patient';
 
-/** What a clinic does with a camera picture: img2dcm, which leaves Modality out. */
-async function photoWithoutModality(dir: string): Promise<Buffer> {
-  const jpeg = path.join(dir, 'photo.jpg');
-  const dicom = path.join(dir, 'photo.dcm');
+/** What a clinic does with a camera picture: img2dcm, which leaves Modality out (and, without `-k`, leaves every patient attribute empty). */
+async function photoWithoutModality(dir: string, name: string, keys: string[]): Promise<Buffer> {
+  const jpeg = path.join(dir, `${name}.jpg`);
+  const dicom = path.join(dir, `${name}.dcm`);
   await sharp({ create: { width: 64, height: 48, channels: 3, background: '#c84' } }).jpeg().toFile(jpeg);
-  await promisify(execFile)('img2dcm', ['-k', `PatientName=${PHOTO_PATIENT.dicom}`, '-k', 'PatientID=E2E-PHOTO', jpeg, dicom]);
+  await promisify(execFile)('img2dcm', [...keys.flatMap((key) => ['-k', key]), jpeg, dicom]);
   return fs.readFile(dicom);
 }
 
@@ -47,7 +48,10 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
     const ct = syntheticSeries(20, { studyUID: ctStudy, modality: 'CT', rows: 256, columns: 256, patientName: CT_PATIENT.dicom, patientID: 'E2E-CT', studyDescription: 'CT phantom' });
     const us = syntheticInstance({ studyUID: usStudy, modality: 'US', frames: 40, rows: 256, columns: 256, patientName: US_PATIENT.dicom, patientID: 'E2E-US', studyDescription: 'US cine' });
     // Storing still needs a credential (stow sends the administrator's key): anonymous is read-only.
-    for (const files of [ct, [us], [await photoWithoutModality(artifacts)]]) {
+    const photo = await photoWithoutModality(artifacts, 'photo', [`PatientName=${PHOTO_PATIENT.dicom}`, 'PatientID=E2E-PHOTO']);
+    // Its patient's name, ID, birth date and sex empty, as img2dcm leaves them.
+    const bare = await photoWithoutModality(artifacts, 'bare', [`StudyDescription=${BARE_PHOTO}`]);
+    for (const files of [ct, [us], [photo], [bare]]) {
       const response = await stow(pacs.dicomweb, files);
       expect(response.status, await response.text()).toBe(200);
     }
@@ -71,6 +75,12 @@ describe.runIf(runs)('OHIF v3 against PACS-lite in Chromium, on a LAN that allow
           .waitFor({ timeout: 45_000 })
           .catch(async () => fail(v, `study list never showed ${name}`));
       }
+      // The photo whose patient attributes are all empty too.
+      await page
+        .getByText(BARE_PHOTO, { exact: true })
+        .first()
+        .waitFor({ timeout: 15_000 })
+        .catch(async () => fail(v, 'study list never showed the photo without patient attributes'));
       // OHIF sends PatientName=*sOnO* (wildcards, as supportsWildcard promises); matching is case-insensitive.
       await page.goto(`${pacs.url}/?patientName=sOnO`);
       await page
