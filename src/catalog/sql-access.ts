@@ -1,11 +1,9 @@
-import { and, asc, desc, eq, getTableColumns, gt, gte, isNull, lt, lte, sql, type Column, type SQL, type Table } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, isNull, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter, RevokedToken, Revocations, StoredApiKey, StudyRevocation } from '../auth/records.js';
 import { auditWhere } from './audit-filter.js';
 import { eventsMissing, spanOf } from './audit-merge.js';
 import { execute, fetchRows, type Plan } from './plan.js';
-
-/** A table of either dialect's schema with the columns named (test/unit/schema-parity.test.ts keeps the two alike). */
-type TableOf<Row> = Table & { [K in keyof Row]: Column };
+import { changed, columnsOf, insertInto, select, Selection, type Run, type TableOf } from './sql-rows.js';
 
 /** The access tables of schema.sqlite.ts or schema.pg.ts. */
 export type AccessTables = {
@@ -14,11 +12,6 @@ export type AccessTables = {
   studyTokenRevocations: TableOf<StudyRevocation>;
   auditEvents: TableOf<AuditEvent & { id: number }>;
 };
-
-type Run = <T>(plan: Plan<T>) => Promise<T>;
-
-/** SQLite binds at most 32766 parameters, Postgres 65535: 11 columns a row. */
-const AUDIT_ROWS = 2000;
 
 /**
  * Keys, revocations and the audit trail, in the index's database, written once for both dialects: each dialect
@@ -182,49 +175,4 @@ function upsertRevocation(table: AccessTables['studyTokenRevocations'], row: Stu
     [row],
     sql`ON CONFLICT (${sql.identifier(table.studyUid.name)}) DO UPDATE SET ${issuedBefore} = excluded.${issuedBefore} ${onlyLater ? sql`WHERE ${lt(table.issuedBefore, row.issuedBefore)}` : sql``}`,
   );
-}
-
-/** The columns of a table by their schema names, the keys its rows are read and written with. */
-function columnsOf<Row>(table: TableOf<Row>): { [K in keyof Row]: Column } {
-  return getTableColumns(table) as { [K in keyof Row]: Column };
-}
-
-/** SELECT of these columns, each named by its key and decoded as its dialect's driver requires (Postgres gives bigint as text). */
-class Selection<Row> {
-  private readonly entries: Array<[string, Column]>;
-  private readonly query: SQL;
-
-  constructor(columns: Record<string, Column>, rest: SQL) {
-    this.entries = Object.entries(columns);
-    this.query = sql`SELECT ${sql.join(this.entries.map(([key, column]) => sql`${column} AS ${sql.identifier(key)}`), sql`, `)} ${rest}`;
-  }
-
-  /** With values, the query's placeholders are filled and it is prepared once. */
-  *rows(values?: Record<string, unknown>): Plan<Row[]> {
-    const rows = yield* fetchRows<Record<string, unknown>>(this.query, values);
-    for (const row of rows) for (const [key, column] of this.entries) if (row[key] !== null) row[key] = column.mapFromDriverValue(row[key]);
-    return rows as Row[];
-  }
-}
-
-function select<Row>(columns: Record<string, Column>, rest: SQL): Plan<Row[]> {
-  return new Selection<Row>(columns, rest).rows();
-}
-
-/** A multi-row INSERT of these rows (keys as the table's columns), in chunks; resolves with the rows inserted. */
-function* insertInto<Row extends object>(table: TableOf<Row>, rows: Row[], onConflict: SQL = sql``): Plan<number> {
-  if (rows.length === 0) return 0;
-  const columns = Object.entries(columnsOf<Row>(table)).filter(([key]) => key in rows[0]!) as Array<[keyof Row, Column]>;
-  const names = sql.join(columns.map(([, c]) => sql.identifier(c.name)), sql`, `);
-  let inserted = 0;
-  for (let i = 0; i < rows.length; i += AUDIT_ROWS) {
-    const values = rows.slice(i, i + AUDIT_ROWS).map((row) => sql`(${sql.join(columns.map(([key, c]) => sql.param(row[key], c)), sql`, `)})`);
-    inserted += yield* changed(sql`INSERT INTO ${table} (${names}) VALUES ${sql.join(values, sql`, `)} ${onConflict}`, columns[0]![1]);
-  }
-  return inserted;
-}
-
-/** How many rows a write changed: counted by RETURNING, which both dialects speak, rather than by each driver's own count. */
-function* changed(statement: SQL, anyColumn: Column): Plan<number> {
-  return (yield* fetchRows(sql`${statement} RETURNING ${sql.identifier(anyColumn.name)}`)).length;
 }

@@ -1,0 +1,62 @@
+import { getTableColumns, sql, type Column, type SQL, type Table } from 'drizzle-orm';
+import { fetchRows, type Plan } from './plan.js';
+
+/*
+ * Rows read and written by the schema's own columns, for SQL that both dialects speak: a dialect hands its tables,
+ * whose columns name what is asked and decode what its driver answers, and how a plan runs.
+ */
+
+/** A table of either dialect's schema with these columns (test/unit/schema-parity.test.ts keeps the two alike). */
+export type TableOf<Row> = Table & { [K in keyof Row]: Column };
+
+/** Runs a plan: as reads come, or in one transaction. */
+export type Run = <T>(plan: Plan<T>) => Promise<T>;
+
+/** Parameters one statement binds at most: SQLite's limit (Postgres's is 65535). */
+const MAX_PARAMETERS = 32766;
+
+/** The columns of a table by their schema names, the keys its rows are read and written with. */
+export function columnsOf<Row>(table: TableOf<Row>): { [K in keyof Row]: Column } {
+  return getTableColumns(table) as { [K in keyof Row]: Column };
+}
+
+/** SELECT of these columns, each named by its key and decoded as its dialect's driver requires (Postgres gives bigint as text). */
+export class Selection<Row> {
+  private readonly entries: Array<[string, Column]>;
+  private readonly query: SQL;
+
+  constructor(columns: Record<string, Column>, rest: SQL) {
+    this.entries = Object.entries(columns);
+    this.query = sql`SELECT ${sql.join(this.entries.map(([key, column]) => sql`${column} AS ${sql.identifier(key)}`), sql`, `)} ${rest}`;
+  }
+
+  /** With values, the query's placeholders are filled and it is prepared once. */
+  *rows(values?: Record<string, unknown>): Plan<Row[]> {
+    const rows = yield* fetchRows<Record<string, unknown>>(this.query, values);
+    for (const row of rows) for (const [key, column] of this.entries) if (row[key] !== null) row[key] = column.mapFromDriverValue(row[key]);
+    return rows as Row[];
+  }
+}
+
+export function select<Row>(columns: Record<string, Column>, rest: SQL): Plan<Row[]> {
+  return new Selection<Row>(columns, rest).rows();
+}
+
+/** A multi-row INSERT of these rows (keys as the table's columns), in chunks; resolves with the rows inserted. */
+export function* insertInto<Row extends object>(table: TableOf<Row>, rows: Row[], onConflict: SQL = sql``): Plan<number> {
+  if (rows.length === 0) return 0;
+  const columns = Object.entries(columnsOf<Row>(table)).filter(([key]) => key in rows[0]!) as Array<[keyof Row, Column]>;
+  const names = sql.join(columns.map(([, c]) => sql.identifier(c.name)), sql`, `);
+  const perStatement = Math.floor(MAX_PARAMETERS / columns.length);
+  let inserted = 0;
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const values = rows.slice(i, i + perStatement).map((row) => sql`(${sql.join(columns.map(([key, c]) => sql.param(row[key], c)), sql`, `)})`);
+    inserted += yield* changed(sql`INSERT INTO ${table} (${names}) VALUES ${sql.join(values, sql`, `)} ${onConflict}`, columns[0]![1]);
+  }
+  return inserted;
+}
+
+/** How many rows a write changed: counted by RETURNING, which both dialects speak, rather than by each driver's own count. */
+export function* changed(statement: SQL, anyColumn: Column): Plan<number> {
+  return (yield* fetchRows(sql`${statement} RETURNING ${sql.identifier(anyColumn.name)}`)).length;
+}
