@@ -22,7 +22,7 @@ import { frameRanges } from '../src/dicom/frames.js';
 import { toDicomJson, type DicomJson, type JsonAttribute } from '../src/dicom/json.js';
 import { parsePart10 } from '../src/dicom/parse.js';
 import type { WriteElement } from '../src/dicom/write.js';
-import { instanceKey } from '../src/storage/keys.js';
+import { instanceKey, newVersion } from '../src/storage/keys.js';
 import { SopClass, syntheticInstance } from '../test/fixtures/synthetic.js';
 import { dropConnections, expectJson, request } from './http.js';
 import { checkInterrupted } from './interrupt.js';
@@ -317,6 +317,7 @@ export async function* synthesise(instances: number, expected: Expected, studies
       let seriesRow: SeriesRowValues | undefined;
       for (let i = 1; i <= count; i++) {
         const sopUid = uidFrom(random);
+        const sha256 = createHash('sha256').update(sopUid).digest('hex');
         const json: DicomJson = {
           ...template.json,
           ...seriesAttributes,
@@ -333,9 +334,9 @@ export async function* synthesise(instances: number, expected: Expected, studies
             sopUid,
             sopClassUid: template.sopClassUid,
             transferSyntaxUid: template.transferSyntaxUid,
-            objectKey: instanceKey(studyUid, seriesUid, sopUid),
+            objectKey: instanceKey(studyUid, seriesUid, sopUid, newVersion(sha256)),
             size: template.size,
-            sha256: createHash('sha256').update(sopUid).digest('hex'),
+            sha256,
             inflated: false,
             frames: template.frames,
             json,

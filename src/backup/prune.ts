@@ -1,10 +1,9 @@
 import type { Catalog } from '../catalog/catalog.js';
+import { instanceKeyParts } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 /** Backup instances whose presence in the source is asked in one query. */
 const PAGE = 256;
-/** Object keys as storage/keys.ts `instanceKey` makes them. */
-const INSTANCE_KEY = /^studies\/([0-9.]+)\/series\/([0-9.]+)\/instances\/([0-9.]+)\.dcm$/;
 
 /**
  * Removes from a backup the instances its source no longer indexes (deleted there since the last backup), index row
@@ -21,9 +20,9 @@ export async function pruneDeleted(source: Catalog, backup: { catalog: Catalog; 
     page = [];
   };
   for await (const { objectKey } of backup.catalog.allObjects()) {
-    const uids = INSTANCE_KEY.exec(objectKey);
+    const uids = instanceKeyParts(objectKey);
     if (!uids) continue;
-    page.push({ studyUid: uids[1]!, seriesUid: uids[2]!, sopUid: uids[3]! });
+    page.push(uids);
     if (page.length >= PAGE) await ask();
   }
   await ask();

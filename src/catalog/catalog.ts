@@ -51,6 +51,9 @@ export type Scope = { studyUid: string; seriesUid?: string; sopUid?: string };
 
 export type IndexOutcome = 'stored' | 'duplicate' | 'conflict';
 
+/** A batch's outcomes, and the object keys of the versions its replacements superseded (to be removed now). */
+export type Indexed = { outcomes: IndexOutcome[]; superseded: string[] };
+
 /** What a removal took out of the index, and the objects the caller deletes next (DESIGN decision 2). */
 export type Removal = { studies: number; series: number; instances: number; objectKeys: string[] };
 
@@ -65,7 +68,7 @@ export interface Catalog {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
   /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */
-  index(records: IndexRecord[], overwrite: boolean): Promise<IndexOutcome[]>;
+  index(records: IndexRecord[], overwrite: boolean): Promise<Indexed>;
   /**
    * Runs `work` while no other process sharing this index holds any of these instances: replicas over one index and
    * one store decide whether an upload is new, put its object and index it one at a time per instance.

@@ -1,5 +1,5 @@
 import { sql, type SQL } from 'drizzle-orm';
-import type { Catalog, Damage, DamagedInstance, IndexedObject, IndexOutcome, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { Catalog, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
 import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
@@ -21,7 +21,7 @@ export abstract class SqlCatalog implements Catalog {
     return this.read(checksumsOf(sopUids));
   }
 
-  index(records: IndexRecord[], overwrite: boolean): Promise<IndexOutcome[]> {
+  index(records: IndexRecord[], overwrite: boolean): Promise<Indexed> {
     return this.write(indexing(records, overwrite));
   }
 
@@ -141,14 +141,20 @@ function* checksumsOf(sopUids: string[]): Plan<Map<string, string>> {
 }
 
 /** DESIGN decision 2 and 7: a batch in one transaction, decided (decision.ts) against the rows as they are in it. */
-function* indexing(records: IndexRecord[], overwrite: boolean): Plan<IndexOutcome[]> {
+function* indexing(records: IndexRecord[], overwrite: boolean): Plan<Indexed> {
   const known = yield* checksumsOf(records.map((r) => r.sopUid));
   const decisions = decideUploads(records, known, overwrite);
   const fresh = records.filter((_, i) => decisions[i] === 'new');
   const replaced = records.filter((_, i) => decisions[i] === 'replace');
   const outcomes = decisions.map(outcomeOf);
   const rows = [...fresh, ...replaced].map((r) => rowsOf(r));
-  if (rows.length === 0) return outcomes;
+  if (rows.length === 0) return { outcomes, superseded: [] };
+  // Read in the transaction that switches the rows: a version superseded here is named by no row once it commits.
+  const superseded: string[] = [];
+  for (const chunk of chunks(replaced.map((r) => r.sopUid), CHUNK)) {
+    const former = yield* fetchRows<{ objectKey: string }>(sql`SELECT object_key AS "objectKey" FROM instances WHERE sop_uid IN ${list(chunk)}`);
+    superseded.push(...former.map((r) => r.objectKey));
+  }
   // One statement per level for the whole batch: building SQL per row cost more than running it.
   for (const chunk of chunks(rows, CHUNK)) {
     yield* insert('studies', uniqueBy(chunk.map((r) => r.study), (s) => s.studyUid), true);
@@ -162,7 +168,7 @@ function* indexing(records: IndexRecord[], overwrite: boolean): Plan<IndexOutcom
     yield* upsert('instances', row.instance);
   }
   yield* recount(new Set(rows.map((r) => r.series.seriesUid)), new Set(rows.map((r) => r.study.studyUid)));
-  return outcomes;
+  return { outcomes, superseded };
 }
 
 /** The instances in scope, with the series and the study they leave empty; what remains is recounted. */

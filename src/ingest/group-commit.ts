@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Catalog, IndexOutcome } from '../catalog/catalog.js';
+import type { Catalog, Indexed, IndexOutcome } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
 import { decideUploads, outcomeOf, takes } from '../catalog/decision.js';
 import { DiskFull } from '../errors.js';
@@ -71,9 +71,9 @@ export class GroupCommit {
   }
 
   /**
-   * Decided here, where groups go one at a time: a file is moved into place only when the index will take it,
-   * so uploads racing with one SOP Instance UID never leave one upload's bytes under the other's checksum.
-   * Replicas sharing the index and the store decide one at a time too, per instance (Catalog.withInstanceLocks).
+   * Decided here, where groups go one at a time, and again by the index transaction (decision.ts). Replicas sharing
+   * the index and the store decide one at a time too, per instance (Catalog.withInstanceLocks). Every object put has
+   * a key of its own (storage/keys.ts), so no put ever touches bytes another upload or the index relies on.
    */
   private storeGroup(items: Item[]): Promise<IndexOutcome[]> {
     return this.catalog.withInstanceLocks(
@@ -86,27 +86,29 @@ export class GroupCommit {
     const known = await this.catalog.checksumsOf(items.map((i) => i.record.sopUid));
     const decisions = decideUploads(items.map((i) => i.record), known, this.overwrite);
     const toStore = items.filter((_, i) => takes(decisions[i]!));
-    // A refused write leaves nothing behind (DESIGN decision 11): no object without its row. A replaced object's
-    // former bytes are gone already, and its row stays, so that one is kept.
-    const added = items.filter((_, i) => decisions[i] === 'new');
+    const ownKeys = (of: Item[]) => of.map((i) => i.record.objectKey);
+    // A refused write leaves nothing behind (DESIGN decision 11): no object without its row.
     try {
       await this.store.putFiles(toStore.map((i) => ({ key: i.record.objectKey, localPath: i.localPath, sha256: i.record.sha256 })));
     } catch (e) {
-      await this.removeObjects(added);
+      await this.removeObjects(ownKeys(toStore), 'object of a refused upload left in the store');
       throw e;
     }
-    let indexed: IndexOutcome[];
+    let indexed: Indexed;
     try {
       indexed = await this.catalog.index(toStore.map((i) => i.record), this.overwrite);
     } catch (e) {
       // A full disk surely rolled the transaction back. Another failure (a connection lost in the commit) may not
       // have: its objects stay, since a row without its object would be worse, and `verify` finds them.
-      if (DiskFull.of(e)) await this.removeObjects(added);
+      if (DiskFull.of(e)) await this.removeObjects(ownKeys(toStore), 'object of a refused upload left in the store');
       throw e;
     }
-    const outcomes = new Map(toStore.map((item, n) => [item, indexed[n]!]));
-    // An overwritten instance's renderings go with its former bytes (their keys name those bytes' checksum anyway).
+    const outcomes = new Map(toStore.map((item, n) => [item, indexed.outcomes[n]!]));
+    await this.removeObjects(ownKeys(toStore.filter((i) => outcomes.get(i) !== 'stored')), 'object of an upload the index did not take left in the store');
+    // The former versions go once the switch has committed, as the transaction named them (a deletion may have come first).
+    await this.removeObjects(indexed.superseded, 'former version of a replaced instance left in the store');
     const replaced = items.filter((item, i) => decisions[i] === 'replace' && outcomes.get(item) === 'stored');
+    // An overwritten instance's renderings go with its former bytes (their keys name those bytes' checksum anyway).
     for (const { record } of replaced) {
       await deleteUnder(this.store, derivedPrefix({ studyUid: record.studyUid, seriesUid: record.seriesUid, sopUid: record.sopUid }), (err, key) =>
         this.log?.warn({ err, objectKey: key }, 'derived object of a replaced instance left in the store'),
@@ -116,11 +118,7 @@ export class GroupCommit {
   }
 
   /** Best effort: an object that cannot be removed now is logged, and `verify` reports it as unindexed. */
-  private async removeObjects(items: Item[]): Promise<void> {
-    await Promise.all(
-      items.map(({ record }) =>
-        this.store.delete(record.objectKey).catch((err: unknown) => this.log?.error({ err, objectKey: record.objectKey }, 'object of a refused upload left in the store')),
-      ),
-    );
+  private async removeObjects(keys: string[], leftover: string): Promise<void> {
+    await Promise.all(keys.map((key) => this.store.delete(key).catch((err: unknown) => this.log?.error({ err, objectKey: key }, leftover))));
   }
 }

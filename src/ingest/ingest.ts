@@ -5,7 +5,7 @@ import { DicomParseError } from '../dicom/parse.js';
 import { executablePreamble } from '../dicom/preamble.js';
 import { UidError } from '../dicom/uid.js';
 import { DiskFull } from '../errors.js';
-import { instanceKey } from '../storage/keys.js';
+import { instanceKey, instanceKeyParts, newVersion } from '../storage/keys.js';
 import { StoreUnavailable } from '../storage/object-store.js';
 import type { GroupCommit } from './group-commit.js';
 import { readInstanceHeader } from './read-header.js';
@@ -89,17 +89,18 @@ export class IngestBatch {
 
   /**
    * Receives one instance; resolves once its bytes are read, with a receipt whose outcome settles at commit. Never
-   * throws for a bad instance: it becomes a failed outcome. With `expected`, bytes whose SHA-256 differs are not
-   * taken: ChecksumMismatch is thrown (a copy whose source is damaged, not a bad upload).
+   * throws for a bad instance: it becomes a failed outcome. A `copy` of a stored instance (backup, migrate) keeps its
+   * object key, so that a store moved whole or read in place still holds it there; bytes whose SHA-256 differs from
+   * the copy's are not taken: ChecksumMismatch is thrown (a copy whose source is damaged, not a bad upload).
    */
-  async add(body: AsyncIterable<Uint8Array>, expected?: { sha256: string }): Promise<Receipt> {
+  async add(body: AsyncIterable<Uint8Array>, copy?: { sha256: string; objectKey: string }): Promise<Receipt> {
     let spooled: Spooled | undefined;
     try {
       const content = await nonEmpty(body);
       // Empty parts cost no file: a body of 100,000 of them must not mean 100,000 files opened and synced.
       if (!content) return this.reject(FailureReason.CannotUnderstand, 'the part is empty: it holds no DICOM file');
       spooled = await spool(content, this.deps.spoolDir, this.deps.maxInstanceBytes);
-      if (expected && spooled.sha256 !== expected.sha256) throw new ChecksumMismatch(expected.sha256, spooled.sha256, spooled.size);
+      if (copy && spooled.sha256 !== copy.sha256) throw new ChecksumMismatch(copy.sha256, spooled.sha256, spooled.size);
       const header = await readInstanceHeader(spooled, this.deps.maxInstanceBytes);
       const identity: InstanceIdentity = {
         sopClassUid: header.sopClassUID,
@@ -121,7 +122,7 @@ export class IngestBatch {
         sopUid: header.sopInstanceUID,
         sopClassUid: header.sopClassUID,
         transferSyntaxUid: header.transferSyntaxUID,
-        objectKey: instanceKey(header.studyInstanceUID, header.seriesInstanceUID, header.sopInstanceUID),
+        objectKey: objectKeyOf(identity, spooled.sha256, copy?.objectKey),
         size: spooled.size,
         sha256: spooled.sha256,
         inflated: header.inflated,
@@ -217,6 +218,13 @@ export class IngestBatch {
       await discard(p!.spooled);
     }
   }
+}
+
+/** A copy keeps its key only when that is a key of this very instance (storage/keys.ts); else a new version. */
+function objectKeyOf(i: InstanceIdentity, sha256: string, copiedKey: string | undefined): string {
+  const parts = copiedKey === undefined ? undefined : instanceKeyParts(copiedKey);
+  if (parts && parts.studyUid === i.studyUid && parts.seriesUid === i.seriesUid && parts.sopUid === i.sopInstanceUid) return copiedKey!;
+  return instanceKey(i.studyUid, i.seriesUid, i.sopInstanceUid, newVersion(sha256));
 }
 
 function failure(failureReason: number, reason: string): { status: 'failed'; failureReason: number; reason: string } {

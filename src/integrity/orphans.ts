@@ -1,6 +1,6 @@
-import { IngestBatch, type IngestDeps } from '../ingest/ingest.js';
+import { IngestBatch } from '../ingest/ingest.js';
 import { discard, spool } from '../ingest/spool.js';
-import { instanceKey, instanceKeyParts } from '../storage/keys.js';
+import { instanceKeyParts } from '../storage/keys.js';
 import type { VerifyDeps } from './verify-pass.js';
 
 /**
@@ -25,22 +25,31 @@ export async function reconcileOrphan(deps: VerifyDeps, key: string): Promise<Or
     return { action: 'left', line: `UNINDEXED ${key}: written ${Math.round(age / 1000)} s ago and not indexed; an upload may still be finishing, so it is left for a later pass` };
   }
   const parts = instanceKeyParts(key);
-  const reason = parts ? await indexAgain(deps.ingest, deps, key) : 'its name is not that of an instance';
+  const reason = parts ? await indexAgain(deps, key, parts.sopUid) : 'its name is not that of an instance';
   if (reason === undefined) return { action: 'indexed', line: `UNINDEXED ${key}: a valid instance stored but never indexed (an interrupted upload); indexed now` };
   const target = await quarantine(deps, key, parts?.sopUid);
   return target === undefined ? undefined : { action: 'quarantined', line: `UNINDEXED ${key}: ${reason}; moved to ${target}` };
 }
 
-/** Ingests the object as an upload would be: undefined when it is now indexed under its own key, else why not. */
-async function indexAgain(ingest: IngestDeps, deps: VerifyDeps, key: string): Promise<string | undefined> {
-  const batch = new IngestBatch(ingest);
+/**
+ * Ingests the object as an upload would be, under a version key of its own: undefined when its bytes are now indexed
+ * (and this copy of them is removed), else why not. An instance the index holds already is not touched: the object
+ * is then a former version whose removal failed, or a stray copy, never something to overwrite the current one with.
+ */
+async function indexAgain(deps: VerifyDeps, key: string, sopUid: string): Promise<string | undefined> {
+  const current = (await deps.catalog.objectKeysOf([sopUid])).get(sopUid);
+  if (current !== undefined) return `instance ${sopUid} is indexed with the object ${current}: this one is a former version or a copy`;
+  const batch = new IngestBatch(deps.ingest);
   const receipt = await batch.add(await deps.store.get(key));
   await batch.commit();
   const outcome = await receipt.outcome;
   if (outcome.status === 'failed') return `it is not an instance this server can index (${outcome.reason})`;
-  const own = instanceKey(outcome.studyUid, outcome.seriesUid, outcome.sopInstanceUid);
-  if (own === key) return undefined;
-  return `it holds instance ${outcome.sopInstanceUid}, whose place is ${own}, where it is ${outcome.status === 'stored' ? 'now' : 'already'} indexed: this copy is redundant`;
+  if (outcome.status === 'duplicate' || outcome.sopInstanceUid !== sopUid) {
+    return `it holds instance ${outcome.sopInstanceUid}, which is ${outcome.status === 'stored' ? 'now' : 'already'} indexed under its own key: this copy is redundant`;
+  }
+  // Its bytes, checked by their SHA-256 on the way in, are now the indexed version: a key never written again goes.
+  await deps.store.delete(key);
+  return undefined;
 }
 
 /**

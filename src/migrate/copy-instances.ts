@@ -114,7 +114,7 @@ export async function copyInstances(
     const batch = new IngestBatch({ ...target.ingest, maxInstanceBytes: Math.max(target.ingest.maxInstanceBytes, row.size) });
     let receipt: Receipt;
     try {
-      receipt = await batch.add(body, { sha256: row.sha256 });
+      receipt = await batch.add(body, { sha256: row.sha256, objectKey: row.objectKey });
     } catch (e) {
       body.destroy();
       if (!(e instanceof ChecksumMismatch)) throw e;

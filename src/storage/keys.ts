@@ -1,14 +1,32 @@
+import { randomBytes } from 'node:crypto';
 import { assertUid, isValidUid } from '../dicom/uid.js';
 
-/** DESIGN decision 1: object keys are built from validated UIDs only. */
-export function instanceKey(study: string, series: string, sop: string): string {
-  return `studies/${assertUid('StudyInstanceUID', study)}/series/${assertUid('SeriesInstanceUID', series)}/instances/${assertUid('SOPInstanceUID', sop)}.dcm`;
+/**
+ * DESIGN decision 1: object keys are built from validated UIDs only. Each write of an instance gets a key of its own
+ * (its version: the content's SHA-256 prefix and a random part), so uploads, overwrites and deletes of one instance,
+ * on any replica, never meet on one key: the index row names the current version. Beside the instance's UID, not in
+ * a folder of its own: a folder per instance would cost a directory and its fsync per upload on the filesystem.
+ */
+export function instanceKey(study: string, series: string, sop: string, version: string): string {
+  if (!VERSION.test(version)) throw new Error(`"${version}" is not an object version`);
+  return `studies/${assertUid('StudyInstanceUID', study)}/series/${assertUid('SeriesInstanceUID', series)}/instances/${assertUid('SOPInstanceUID', sop)}_${version}.dcm`;
 }
 
-/** The UIDs an instance key was built from; undefined for any other key (a stray file, a half-written name). */
+/** A version no other write has: 16 hex digits of the content's SHA-256 (for a person reading keys), 12 random ones. */
+export function newVersion(sha256: string): string {
+  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error(`"${sha256}" is not a SHA-256`);
+  return `${sha256.slice(0, 16)}-${randomBytes(6).toString('hex')}`;
+}
+
+const VERSION = /^[0-9a-f]{16}-[0-9a-f]{12}$/;
+
+/**
+ * The UIDs an instance key was built from, the versioned `instances/<sop>_<version>.dcm` or the `instances/<sop>.dcm` of stores
+ * written before versions (read in place); undefined for any other key (a stray file, a half-written name).
+ */
 export function instanceKeyParts(key: string): { studyUid: string; seriesUid: string; sopUid: string } | undefined {
-  const m = /^studies\/([^/]+)\/series\/([^/]+)\/instances\/([^/]+)\.dcm$/.exec(key);
-  if (!m || ![m[1], m[2], m[3]].every(isValidUid)) return undefined;
+  const m = /^studies\/([^/]+)\/series\/([^/]+)\/instances\/([^/_]+)(?:_([^/]+))?\.dcm$/.exec(key);
+  if (!m || ![m[1], m[2], m[3]].every(isValidUid) || (m[4] !== undefined && !VERSION.test(m[4]))) return undefined;
   return { studyUid: m[1]!, seriesUid: m[2]!, sopUid: m[3]! };
 }
 

@@ -123,7 +123,7 @@ describe('backup and restore', () => {
   it('refuses an object whose bytes no longer match its SHA-256: reported, not copied, copied once it is right again', { timeout: 120_000 }, async () => {
     await storeStudy(2);
     const damaged = stored.at(-1)!;
-    const key = `studies/${damaged.studyUID}/series/${damaged.seriesUID}/instances/${damaged.sopInstanceUID}.dcm`;
+    const key = (await objectKeys(server, `studies/${damaged.studyUID}/series/${damaged.seriesUID}/instances/${damaged.sopInstanceUID}_`))[0]!;
     const original = await readObject(server, key);
     const flipped = Buffer.from(original);
     flipped[flipped.length - 10]! ^= 0x01;

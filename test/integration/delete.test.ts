@@ -212,7 +212,7 @@ describe.skipIf(projectBackend().s3)('DELETE when an object cannot be removed', 
     expect(warning, own.logs.join('\n')).toBeDefined();
 
     const verify = await cli(['verify'], own.dataDir);
-    expect(verify.stdout).toMatch(new RegExp(`UNINDEXED studies/.*${instance.sopInstanceUID.replaceAll('.', '\\.')}\\.dcm/inner`));
+    expect(verify.stdout).toMatch(new RegExp(`UNINDEXED studies/.*${instance.sopInstanceUID.replaceAll('.', '\\.')}_[0-9a-f-]+\\.dcm/inner`));
     expect(verify.stdout).not.toMatch(/MISSING/);
   });
 });

@@ -262,7 +262,7 @@ describe('hostile uploads', () => {
     const result = await send([file]);
     expect(result.stored).toEqual([uid]);
     expect(result.headers.get('warning')).toMatch(new RegExp(`^199 pacs-lite ".*instance ${uid.replaceAll('.', '\\.')} holds an executable header in its preamble \\(PE`));
-    const key = (await objectKeys(server)).find((k) => k.endsWith(`/${uid}.dcm`))!;
+    const key = (await objectKeys(server)).find((k) => k.includes(`/instances/${uid}_`))!;
     expect((await readObject(server, key)).equals(file), 'the bytes are kept as sent').toBe(true);
     const audit: any[] = await (await adminFetch(`${server.url}/api/v1/audit?limit=50`)).json();
     expect(audit).toContainEqual(expect.objectContaining({ sopUid: uid, method: 'POST', query: expect.stringMatching(/^alert=executable-preamble&format=PE/) }));

@@ -17,7 +17,7 @@ async function storeStudy(server: RunningServer, count: number): Promise<Stored>
   const files = sops.map((sopInstanceUID, i) => syntheticInstance({ studyUID, seriesUID, sopInstanceUID, instanceNumber: i + 1, rows: 512, columns: 512 }));
   expect((await stow(server.dicomweb, files)).status).toBe(200);
   const all = await objectKeys(server, `studies/${studyUID}/`);
-  return { studyUID, seriesUID, sops, keys: sops.map((sop) => all.find((k) => k.endsWith(`/${sop}.dcm`))!) };
+  return { studyUID, seriesUID, sops, keys: sops.map((sop) => all.find((k) => k.includes(`/instances/${sop}_`))!) };
 }
 
 async function flipByte(server: RunningServer, key: string): Promise<void> {

@@ -23,7 +23,8 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
 const manifest: Fixture[] = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8'));
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-const objectKey = (f: Fixture) => `studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}.dcm`;
+/** How an instance's object keys begin (storage/keys.ts): each write has a key of its own, its version after this. */
+const keyStart = (f: Fixture) => `studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}_`;
 const INSTANCE_ACCEPT = { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' };
 const SYNTHETIC = 400;
 /** Settings that keep a server on files + SQLite whatever the environment of the test run says. */
@@ -193,7 +194,7 @@ describe('migrate between backends', () => {
     const puts = () => s3.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/pacs-migrated/studies/'));
     expect(puts()).toHaveLength(manifest.length);
     for (const f of manifest) {
-      const put = puts().find((r) => r.path === `/pacs-migrated/${objectKey(f)}`);
+      const put = puts().find((r) => r.path.startsWith(`/pacs-migrated/${keyStart(f)}`));
       expect(put?.headers['x-amz-checksum-sha256'], f.path).toBe(Buffer.from(f.sha256, 'hex').toString('base64'));
     }
 
@@ -249,8 +250,14 @@ describe('migrate between backends', () => {
 
   it('refuses a damaged or missing source object, says why, copies the rest and exits 1', { timeout: 120_000 }, async () => {
     const [damaged, missing] = [manifest[3]!, manifest[7]!];
-    const damagedFile = path.join(source.dataDir, 'objects', objectKey(damaged));
-    const missingFile = path.join(source.dataDir, 'objects', objectKey(missing));
+    const objectKey = async (f: Fixture) => {
+      const folder = path.dirname(keyStart(f));
+      const names = await fs.readdir(path.join(source.dataDir, 'objects', folder));
+      return `${folder}/${names.find((name) => `${folder}/${name}`.startsWith(keyStart(f)))}`;
+    };
+    const [damagedKey, missingKey] = [await objectKey(damaged), await objectKey(missing)];
+    const damagedFile = path.join(source.dataDir, 'objects', damagedKey);
+    const missingFile = path.join(source.dataDir, 'objects', missingKey);
     const original = await fs.readFile(damagedFile);
     const flipped = Buffer.from(original);
     flipped[flipped.length - 10]! ^= 0x01;
@@ -262,8 +269,8 @@ describe('migrate between backends', () => {
       expect(run.code).toBe(1);
       const total = manifest.length + SYNTHETIC;
       expect(counts(run.stdout)).toEqual({ copied: total - 2, present: 0, failed: 2, total });
-      expect(run.stdout).toContain(`DAMAGED  ${objectKey(damaged)}: the source object is damaged`);
-      expect(run.stdout).toContain(`MISSING  ${objectKey(missing)}: the index names this object but the source store does not hold it`);
+      expect(run.stdout).toContain(`DAMAGED  ${damagedKey}: the source object is damaged`);
+      expect(run.stdout).toContain(`MISSING  ${missingKey}: the index names this object but the source store does not hold it`);
       expect(run.stdout).toContain('do not switch over yet');
       await expectVerifies(target, total - 2);
     } finally {

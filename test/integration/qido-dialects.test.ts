@@ -48,7 +48,7 @@ describe('the matching cases of test/unit/qido-matching.test.ts, on both dialect
     sqlite = SqliteCatalog.open(sqliteDir);
     pg = await PgCatalog.open(await postgres.createDatabase());
     for (const label of [...labels].reverse()) {
-      for (const catalog of [sqlite, pg]) expect(await catalog.index(recordsOf(label), false)).not.toContain('conflict');
+      for (const catalog of [sqlite, pg]) expect((await catalog.index(recordsOf(label), false)).outcomes).not.toContain('conflict');
     }
   });
   afterAll(async () => {
@@ -158,7 +158,7 @@ describe('the matching cases of test/unit/qido-matching.test.ts, on both dialect
       [[changed], false, ['conflict']],
       [[changed, changed], true, ['stored', 'duplicate']],
     ] as const) {
-      for (const catalog of [sqlite, pg]) expect(await catalog.index([...records], overwrite)).toEqual(outcomes);
+      for (const catalog of [sqlite, pg]) expect((await catalog.index([...records], overwrite)).outcomes).toEqual(outcomes);
     }
     const renamed = study({ PatientName: 'papadopoulos*' });
     expect(await answer(pg, renamed)).toEqual(await answer(sqlite, renamed));

@@ -205,3 +205,39 @@ describe('access across replicas', () => {
     expect((await refused.json()).detail).toBe('the token was revoked');
   });
 });
+
+describe('overwrite on one replica while the other deletes', () => {
+  let overwriter: RunningServer;
+  beforeAll(async () => {
+    overwriter = await startServer({ env: { ...env, PACS_OVERWRITE_DIFFERENT: 'true' } });
+  });
+  afterAll(async () => {
+    await overwriter?.stop();
+  });
+
+  it('leaves no index row without its object and no object without its row, round after round', async () => {
+    const studyUID = newUid();
+    const seriesUID = newUid();
+    const ROUNDS = 24;
+    // A neighbour that stays keeps the series' folder in the test's S3 server (s3rver removes a folder it empties,
+    // even while a put into it is under way; S3 itself has no folders).
+    expect((await stow(overwriter.dicomweb, [syntheticInstance({ studyUID, seriesUID })])).status).toBe(200);
+    for (let round = 0; round < ROUNDS; round++) {
+      const sopInstanceUID = newUid();
+      const version = (n: number) => syntheticInstance({ studyUID, seriesUID, sopInstanceUID, patientName: `Version^${n}`, rows: 256, columns: 256 });
+      expect((await stow(overwriter.dicomweb, [version(1)])).status).toBe(200);
+      // The delete is sent a little later each round, to land at every step of the overwrite.
+      const [replaced, deleted] = await Promise.all([
+        stow(overwriter.dicomweb, [version(2)]),
+        new Promise((resolve) => setTimeout(resolve, round * 2)).then(() => adminFetch(instanceUrl(b, { studyUID, seriesUID, sopInstanceUID }), { method: 'DELETE' })),
+      ]);
+      expect(replaced.status).toBe(200);
+      expect([200, 404]).toContain(deleted.status);
+    }
+    const rows = await indexRows<{ key: string; sha256: string }>(a, 'SELECT object_key AS key, sha256 FROM instances WHERE study_uid = ?', [studyUID]);
+    const objects = await objectKeys(a, `studies/${studyUID}/`);
+    expect(rows.map((r) => r.key).filter((key) => !objects.includes(key)), 'rows without their object').toEqual([]);
+    expect(objects.filter((key) => !rows.some((r) => r.key === key)), 'objects no row names').toEqual([]);
+    for (const row of rows) expect(sha256(await readObject(a, row.key))).toBe(row.sha256);
+  });
+});

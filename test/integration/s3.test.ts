@@ -38,7 +38,15 @@ let bucket: S3Client;
 let serverEnv: Record<string, string>;
 
 const instancePath = (f: { studyUID: string; seriesUID: string; sopInstanceUID: string }) => `/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}`;
-const objectKey = (f: { studyUID: string; seriesUID: string; sopInstanceUID: string }) => `${PREFIX}studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}.dcm`;
+type Uids = { studyUID: string; seriesUID: string; sopInstanceUID: string };
+/** How an instance's object keys begin (storage/keys.ts): each write has a key of its own, its version after this. */
+const keyStart = (f: Uids) => `${PREFIX}studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}_`;
+
+/** The key the server stored an instance under, in the bucket. */
+async function objectKey(f: Uids): Promise<string> {
+  const [key] = await keysUnder(keyStart(f));
+  return key!;
+}
 
 /** Keys in the test bucket under a prefix, seen with a client of the test's own. */
 async function keysUnder(prefix: string): Promise<string[]> {
@@ -139,7 +147,7 @@ describe('S3 object store: DICOMweb over it', () => {
 
   it('stores every fixture in the bucket under the key prefix, each sent with its SHA-256 for the store to check', async () => {
     for (const f of manifest) {
-      const key = objectKey(f);
+      const key = await objectKey(f);
       expect(sha256(await objectBytes(key)), f.path).toBe(f.sha256);
       const put = puts.find((r) => r.path === `/${BUCKET}/${key}`);
       expect(put?.headers['x-amz-checksum-sha256'], f.path).toBe(Buffer.from(f.sha256, 'hex').toString('base64'));
@@ -171,7 +179,8 @@ describe('S3 object store: DICOMweb over it', () => {
         expect(response.status, name).toBe(200);
         frame = (await readMultipartResponse(response))[0]?.body;
       });
-      const gets = reads.filter((r) => r.method === 'GET' && r.path === `/${BUCKET}/${objectKey(f)}`);
+      const key = await objectKey(f);
+      const gets = reads.filter((r) => r.method === 'GET' && r.path === `/${BUCKET}/${key}`);
       expect(gets.length, name).toBeGreaterThan(0);
       let served = 0;
       for (const get of gets) {
@@ -214,12 +223,12 @@ describe('S3 object store: DICOMweb over it', () => {
     const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
     const big = syntheticInstance({ ...ids, rows: 1024, columns: 1024, frames: 6 });
     expect(big.length).toBeGreaterThan(12 * MiB);
-    const key = objectKey(ids);
+    const start = keyStart(ids);
     const writes = await requestsDuring(async () => {
       const response = await stow(server.dicomweb, [big]);
       expect(response.status).toBe(200);
     });
-    const mine = writes.filter((r) => r.path === `/${BUCKET}/${key}`);
+    const mine = writes.filter((r) => r.path.startsWith(`/${BUCKET}/${start}`));
     expect(mine.filter((r) => r.method === 'POST' && r.query.has('uploads'))).toHaveLength(1);
     const parts = mine.filter((r) => r.method === 'PUT' && r.query.has('partNumber')).sort((a, b) => Number(a.query.get('partNumber')) - Number(b.query.get('partNumber')));
     expect(parts.length).toBe(Math.ceil(big.length / (5 * MiB)));
@@ -308,18 +317,19 @@ describe('S3 object store: verify', () => {
 
   it('reports an object changed in the bucket and one the index does not know', async () => {
     const f = manifest.find((m) => m.path === 'jpeg-baseline.dcm')!;
-    const original = await objectBytes(objectKey(f));
+    const key = await objectKey(f);
+    const original = await objectBytes(key);
     const stray = `${PREFIX}studies/1.2.3/series/4/instances/5.dcm`;
-    await bucket.send(new PutObjectCommand({ Bucket: BUCKET, Key: objectKey(f), Body: Buffer.concat([original, Buffer.from([0])]) }));
+    await bucket.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: Buffer.concat([original, Buffer.from([0])]) }));
     await bucket.send(new PutObjectCommand({ Bucket: BUCKET, Key: stray, Body: Buffer.from('stray') }));
     try {
       const verify = await cli(['verify'], env());
       expect(verify.code).toBe(1);
       expect(verify.stdout).toMatch(/1 unindexed object\(s\), 2 problem\(s\)/);
-      expect(verify.stdout).toContain(`CHANGED  ${objectKey(f).slice(PREFIX.length)}`);
+      expect(verify.stdout).toContain(`CHANGED  ${key.slice(PREFIX.length)}`);
       expect(verify.stdout).toContain(`UNINDEXED ${stray.slice(PREFIX.length)}`);
     } finally {
-      await bucket.send(new PutObjectCommand({ Bucket: BUCKET, Key: objectKey(f), Body: original }));
+      await bucket.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: original }));
       await bucket.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: stray }));
     }
   });
