@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CatalogUnavailable, type Catalog } from '../../src/catalog/catalog.js';
@@ -134,7 +135,29 @@ describe('IngestBatch over GroupCommit, SQLite and a filesystem store', () => {
     const second = instance(sop, 'Second^One');
     expect(await ingest(deps({ overwrite: true }), [second])).toMatchObject([{ status: 'stored', sopInstanceUid: sop }]);
     expect(await indexed()).toEqual(new Map([[sop, sha(second)]]));
-    const [key] = await objects();
+    const [key, ...others] = await objects();
+    expect(others, 'the former version is removed').toEqual([]);
+    expect(await shaOfObject(key!)).toBe(sha(second));
+  });
+
+  it('reads a store written before versions in place, and replaces its instance with a version of its own', async () => {
+    const sop = newUid();
+    const first = instance(sop, 'First^One');
+    const [stored] = await ingest(deps(), [first]);
+    // What a store from before versions holds: the object at <sop>.dcm, and the row naming it.
+    const legacy = `studies/${study}/series/${stored!.seriesUid}/instances/${sop}.dcm`;
+    const [versioned] = await objects();
+    await fs.rename(path.join(store.root, versioned!), path.join(store.root, legacy));
+    const db = new Database(path.join(dir, 'index.sqlite'));
+    db.prepare('UPDATE instances SET object_key = ? WHERE sop_uid = ?').run(legacy, sop);
+    db.close();
+    expect(await ingest(deps(), [first])).toMatchObject([{ status: 'duplicate' }]);
+    expect(await objects()).toEqual([legacy]);
+    const second = instance(sop, 'Second^One');
+    expect(await ingest(deps({ overwrite: true }), [second])).toMatchObject([{ status: 'stored' }]);
+    const [key, ...others] = await objects();
+    expect(others, 'the former object is removed').toEqual([]);
+    expect(key).toMatch(new RegExp(`/instances/${sop.replaceAll('.', '\\.')}_[0-9a-f]{16}-[0-9a-f]{12}\\.dcm$`));
     expect(await shaOfObject(key!)).toBe(sha(second));
   });
 
