@@ -7,6 +7,8 @@ import { defineConfig } from 'vitest/config';
 const ONE_BACKEND = [
   // The S3 store itself: bucket creation, key prefix, multipart uploads, ranged GETs, s3rver stopped mid-run.
   'test/integration/s3.test.ts',
+  // One contract run against the filesystem, S3 (s3rver) and memory stores itself; no server, no index.
+  'test/integration/object-stores.test.ts',
   // The Postgres index itself: migrations under an advisory lock, Postgres stopped mid-run.
   'test/integration/postgres.test.ts',
   // Compares a SQLite and a Postgres catalog with each other, without a server.
