@@ -5,9 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
-import { CHROMIUM, expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, runs, summary, waitForImage, type Exchange, type ViewerPage } from './viewer-page.js';
+import { expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, summary, waitForImage, type Exchange, type ViewerPage } from './viewer-page.js';
 
-if (!runs) console.warn(`OHIF viewer-link tests skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
 
 /** The server's allowance for replicas' clocks (auth/viewer-tokens.ts): a token works this long past its exp. */
 const CLOCK_TOLERANCE_MS = 5_000;
@@ -18,7 +17,7 @@ type ViewerLink = { viewer_url: string; study_uid: string; expires_in: number; e
  * The EMR's way in: no anonymous reads, an API key that may only ask for links, and OHIF opened on the
  * link it gets back. The link's token is the browser's only credential.
  */
-describe.runIf(runs)('EMR viewer links opened in OHIF', () => {
+describe('EMR viewer links opened in OHIF', () => {
   let pacs: RunningServer;
   let browser: Browser;
   const studyA = newUid();
