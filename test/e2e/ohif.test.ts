@@ -11,7 +11,6 @@ import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { startServer, stow, type RunningServer } from '../helpers/server.js';
 import { changedFraction, expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, summary, waitForChange, waitForImage } from './viewer-page.js';
 
-
 const CT_PATIENT = { dicom: 'Tomography^Alice', shown: 'Tomography, Alice' };
 const US_PATIENT = { dicom: 'Sonography^Bob', shown: 'Sonography, Bob' };
 /** A photo turned into DICOM by dcmtk's img2dcm: no Modality anywhere, so the study has no ModalitiesInStudy. */

@@ -7,7 +7,6 @@ import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, summary, waitForImage, type Exchange, type ViewerPage } from './viewer-page.js';
 
-
 /** The server's allowance for replicas' clocks (auth/viewer-tokens.ts): a token works this long past its exp. */
 const CLOCK_TOLERANCE_MS = 5_000;
 
