@@ -58,6 +58,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
       await audit.close();
       await renderer.close();
       await catalog.close();
+      await store.close();
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };

@@ -41,4 +41,8 @@ export class ObjectsInPlace implements ObjectStore {
   check(): Promise<void> {
     return this.store.check();
   }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
 }

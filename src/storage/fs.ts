@@ -92,6 +92,8 @@ export class FileObjectStore implements ObjectStore {
     await fs.access(this.root, fs.constants.W_OK);
   }
 
+  async close(): Promise<void> {}
+
   private pathOf(key: string): string {
     const full = path.resolve(this.root, key);
     if (full !== this.root && !full.startsWith(this.root + path.sep)) throw new Error(`key ${key} leaves the store`);

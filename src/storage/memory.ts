@@ -40,6 +40,8 @@ export class MemoryObjectStore implements ObjectStore {
 
   async check(): Promise<void> {}
 
+  async close(): Promise<void> {}
+
   private slice(key: string, range?: ByteRange): Buffer {
     const object = this.objects.get(key);
     if (!object) throw new ObjectNotFound(key);

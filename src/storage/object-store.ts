@@ -19,6 +19,8 @@ export interface ObjectStore {
   list(prefix: string): AsyncIterable<string>;
   /** Throws when the store cannot be used, with a reason for the health check. */
   check(): Promise<void>;
+  /** Lets go of connections (the S3 client's sockets); the store is not used after. */
+  close(): Promise<void>;
 }
 
 export class ObjectNotFound extends Error {

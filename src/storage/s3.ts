@@ -109,7 +109,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /** Closes the client's idle connections, so that a command-line process can end. */
-  close(): void {
+  async close(): Promise<void> {
     this.client.destroy();
   }
 

@@ -1,40 +1,18 @@
-import { Readable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { StoredInstance } from '../../src/catalog/catalog.js';
 import { cropped } from '../../src/render/crop.js';
 import { Renderer, type InstanceReader } from '../../src/render/render.js';
 import { RenderError, type DisplayImage } from '../../src/render/types.js';
-import { ObjectNotFound, type ByteRange, type ObjectStore } from '../../src/storage/object-store.js';
+import { MemoryObjectStore } from '../../src/storage/memory.js';
 
-/** An object store in memory that counts what is asked of it. */
-class MemoryStore implements ObjectStore {
-  readonly objects = new Map<string, Buffer>();
+/** The in-memory store, counting what is put into it. */
+class MemoryStore extends MemoryObjectStore {
   puts = 0;
-  async putFiles(): Promise<void> {}
-  async put(key: string, body: Buffer): Promise<void> {
+  override async put(key: string, body: Buffer): Promise<void> {
     this.puts++;
-    this.objects.set(key, body);
+    await super.put(key, body);
   }
-  async get(key: string): Promise<Readable> {
-    const body = this.objects.get(key);
-    if (!body) throw new ObjectNotFound(key);
-    return Readable.from([body]);
-  }
-  async read(key: string, range: ByteRange): Promise<Buffer> {
-    return (await this.objects.get(key))!.subarray(range.offset, range.offset + range.length);
-  }
-  async head(key: string) {
-    const body = this.objects.get(key);
-    return body && { size: body.length };
-  }
-  async delete(key: string): Promise<void> {
-    this.objects.delete(key);
-  }
-  async *list(prefix: string): AsyncIterable<string> {
-    for (const key of this.objects.keys()) if (key.startsWith(prefix)) yield key;
-  }
-  async check(): Promise<void> {}
 }
 
 const ROWS = 16;
