@@ -9,6 +9,10 @@ export interface ObjectStore {
    * every object is durable: the batch pays for durability once (DESIGN decision 2, group commit).
    */
   putFiles(batch: ReadonlyArray<{ key: string; localPath: string; sha256: string }>): Promise<void>;
+  /**
+   * A best-effort cache write of a derived object (rendering, cached metadata): whole or absent, never flushed for
+   * durability, so a crash may lose it and it is made again. Instances go through putFiles only.
+   */
   put(key: string, body: Buffer, contentType: string): Promise<void>;
   /** Streams an object or a byte range of it; rejects with ObjectNotFound. */
   get(key: string, range?: ByteRange): Promise<Readable>;
