@@ -4,7 +4,7 @@ import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
 import { integrityApi } from './api/integrity.js';
 import { studiesApi } from './api/studies.js';
-import { auditTrail, authenticate, callerOf, dicomwebAccess } from './auth/middleware.js';
+import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
 import { CatalogUnavailable } from './catalog/catalog.js';
 import { QueryError } from './catalog/qido.js';
@@ -26,7 +26,8 @@ import { adminPages } from './pages/admin.js';
 import { RenderError } from './render/types.js';
 import { diskSpace } from './storage/disk-space.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
-import { ohifRouter } from './viewer/ohif.js';
+import { ohifRouter, PAGES as OHIF_PAGES } from './viewer/ohif.js';
+import { signInPages } from './pages/sign-in.js';
 
 /** Assembles the HTTP app: middleware, then the routers. */
 export function createApp(services: Services) {
@@ -110,7 +111,9 @@ export function createApp(services: Services) {
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', integrityApi(services));
   app.route('/admin', adminPages(services));
+  app.route('/', signInPages(services));
   // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.
+  for (const page of OHIF_PAGES) app.use(page, signInFirst(services.auth));
   app.route('/', ohifRouter());
 
   app.notFound((c) => c.json({ error: 'not-found', detail: `no route for ${c.req.method} ${c.req.path}` }, 404));

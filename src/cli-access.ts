@@ -293,7 +293,7 @@ function single(args: string[], missing: string): string {
   return args[0];
 }
 
-function table(header: string[], rows: string[][]): string {
+export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
@@ -302,7 +302,7 @@ function table(header: string[], rows: string[][]): string {
 /** Names came from whoever made the key, perhaps over HTTP: no terminal escapes or reordering reach the screen. */
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
-function printable(text: string): string {
+export function printable(text: string): string {
   return text.replace(UNPRINTABLE, '?');
 }
 
@@ -310,7 +310,7 @@ function clip(text: string, width: number): string {
   return text.length > width ? `${text.slice(0, width - 1)}…` : text;
 }
 
-function utc(ms: number): string {
+export function utc(ms: number): string {
   return new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
 }
 

@@ -5,6 +5,7 @@ import { CatalogUnavailable } from './catalog/catalog.js';
 import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js';
 import { BACKUP_USAGE, runBackupCommand } from './cli-backup.js';
 import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
+import { USERS_USAGE, runUsersCommand } from './cli-users.js';
 import { ConfigError, loadConfig } from './config.js';
 import { DiskFull } from './errors.js';
 import { IngestBatch, type Receipt } from './ingest/ingest.js';
@@ -22,7 +23,9 @@ ${BACKUP_USAGE}
 
 ${MIGRATE_USAGE}
 
-${ACCESS_USAGE}`;
+${ACCESS_USAGE}
+
+${USERS_USAGE}`;
 
 /** Files per batch: one fsync round and one index transaction each (DESIGN decision 2). */
 const BATCH = 32;
@@ -35,6 +38,7 @@ async function main(argv: string[]) {
     if (command === 'migrate') return await runMigrate(args);
     if (command === 'backup' || command === 'restore') return await runBackupCommand(command, args);
     if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
+    if (command === 'users') return await runUsersCommand(args);
   } catch (e) {
     // A bad setting, an index database out of reach or a full disk: said in a line, not a stack trace.
     const full = DiskFull.of(e);

@@ -48,6 +48,10 @@ const schema = z.object({
   PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PACS_ANONYMOUS_READ: bool.default(false),
+  PACS_SESSION_IDLE_TIMEOUT: duration.default(30 * 60_000),
+  PACS_SESSION_MAX_AGE: duration.default(12 * 3600_000),
+  PACS_SIGN_IN_LOCKOUT_AFTER: z.coerce.number().int().min(1).default(5),
+  PACS_SIGN_IN_LOCKOUT: duration.default(15 * 60_000),
   PACS_ADMIN_KEY: z
     .string()
     .min(24, 'at least 24 characters; make one with `openssl rand -base64 32`')
@@ -117,6 +121,10 @@ export type Config = Readonly<{
   logLevel: string;
   /** Opt-in for a trusted LAN: reads (QIDO, WADO, study summaries) without a credential. */
   anonymousRead: boolean;
+  /** Staff sessions (ms; Infinity for none): ended after `idle` without a request, and `maxAge` after sign-in whatever happens. */
+  session: Readonly<{ idle: number; maxAge: number }>;
+  /** Failed sign-ins in a row that lock an account (or an address a minute), and for how long the account stays locked (ms). */
+  signInLockout: Readonly<{ after: number; duration: number }>;
   adminKey?: string;
   /** Addresses (IPs and CIDRs) whose X-Forwarded-* headers are believed; none by default. */
   trustedProxies: readonly string[];
@@ -177,6 +185,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     idleTimeoutSeconds: e.PACS_IDLE_TIMEOUT,
     logLevel: e.PACS_LOG_LEVEL,
     anonymousRead: e.PACS_ANONYMOUS_READ,
+    session: Object.freeze({ idle: e.PACS_SESSION_IDLE_TIMEOUT || Infinity, maxAge: e.PACS_SESSION_MAX_AGE || Infinity }),
+    signInLockout: Object.freeze({ after: e.PACS_SIGN_IN_LOCKOUT_AFTER, duration: e.PACS_SIGN_IN_LOCKOUT }),
     adminKey: e.PACS_ADMIN_KEY,
     trustedProxies: Object.freeze(proxyList(e.PACS_TRUSTED_PROXIES)),
     authFailuresPerMinute: e.PACS_AUTH_FAILURES_PER_MINUTE,

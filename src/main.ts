@@ -85,6 +85,15 @@ async function warnAboutAccess({ config, auth, log }: Services) {
   if (!usable) {
     log.warn('no API key is usable yet: set PACS_ADMIN_KEY, or create one with `npm run cli -- keys create --role admin --name <who>`');
   }
+  // An empty store: nobody can sign in or manage anything yet, so the first admin is made from a one-time link.
+  if (!usable && (await auth.users.count()) === 0) {
+    const base = config.publicUrl ?? `${config.tls ? 'https' : 'http'}://localhost:${config.port}`;
+    const link = `${base}/setup?code=${auth.setup.issue(SETUP_LINK_MS)}`;
+    log.warn({ link }, 'no users and no admin key yet: open this one-time link within an hour to make the first administrator (a restart prints a new one)');
+    console.log(`\n  Make the first administrator (once, within an hour): ${link}\n`);
+  }
 }
+
+const SETUP_LINK_MS = 3600_000;
 
 await main();

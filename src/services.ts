@@ -6,6 +6,9 @@ import { ApiKeys } from './auth/api-keys.js';
 import { AuditLog } from './auth/audit.js';
 import { AuthFailures } from './auth/auth-failures.js';
 import { Origins } from './auth/origins.js';
+import { Sessions } from './auth/sessions.js';
+import { SetupCode } from './auth/setup-code.js';
+import { Users } from './auth/users.js';
 import { SigningKeys } from './auth/signing-keys.js';
 import { CLOCK_TOLERANCE_SECONDS, ViewerTokens } from './auth/viewer-tokens.js';
 import type { StoredInstance } from './catalog/catalog.js';
@@ -28,13 +31,17 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const records = catalog.access();
   const signingKeys = await openSigningKeys(config);
   const audit = new AuditLog(records, log, config.auditRefusedPerMinute);
+  const failures = new AuthFailures(config.authFailuresPerMinute);
   const auth = {
     keys: new ApiKeys(records),
     tokens: new ViewerTokens(signingKeys, records, config.viewerToken, config.publicUrl),
     audit,
     anonymousRead: config.anonymousRead,
-    failures: new AuthFailures(config.authFailuresPerMinute),
+    failures,
     origins: new Origins(config.corsOrigins),
+    users: new Users(catalog.users(), config.signInLockout, failures),
+    sessions: new Sessions(catalog.users(), config.session),
+    setup: new SetupCode(),
   };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
   // Rendering reads frames and bulk data as WADO-RS does; it is handed those reads, as render/ may not import dicomweb/.

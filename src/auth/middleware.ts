@@ -1,4 +1,5 @@
 import type { MiddlewareHandler, Context } from 'hono';
+import { getCookie } from 'hono/cookie';
 import { decodeJwt } from 'jose';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Env } from '../context.js';
@@ -10,9 +11,22 @@ import type { Origins } from './origins.js';
 import type { AuditEvent } from './records.js';
 import { credentialLabel, permits, studyScope, type Permission, type Principal } from './principal.js';
 import { readableStudies } from './readable-studies.js';
+import { SESSION_COOKIE, type Sessions } from './sessions.js';
+import type { SetupCode } from './setup-code.js';
+import type { Users } from './users.js';
 import type { ViewerTokens } from './viewer-tokens.js';
 
-export type Auth = { keys: ApiKeys; tokens: ViewerTokens; audit: AuditLog; anonymousRead: boolean; failures: AuthFailures; origins: Origins };
+export type Auth = {
+  keys: ApiKeys;
+  tokens: ViewerTokens;
+  audit: AuditLog;
+  anonymousRead: boolean;
+  failures: AuthFailures;
+  origins: Origins;
+  users: Users;
+  sessions: Sessions;
+  setup: SetupCode;
+};
 
 /**
  * Finds who is asking and sets `principal`; a credential that is given must be good, even on a route
@@ -22,8 +36,16 @@ export type Auth = { keys: ApiKeys; tokens: ViewerTokens; audit: AuditLog; anony
 export function authenticate(auth: Auth): MiddlewareHandler<Env> {
   return async (c, next) => {
     const given = credentialOf(c);
+    const session = given === undefined ? getCookie(c, SESSION_COOKIE) : undefined;
+    const user = session ? await auth.sessions.principalOf(session) : undefined;
     if (given !== undefined) {
       c.set('principal', await verified(c, auth, given));
+    } else if (user) {
+      // The browser sends the cookie whichever page asks: a change must come from a page of ours (CSRF).
+      if (!SAFE_METHODS.has(c.req.method) && !auth.origins.fromOwnPage(c)) {
+        throw new Forbidden('a change made with a signed-in session must come from this server\'s own pages, not from another site; nothing was changed');
+      }
+      c.set('principal', user);
     } else if (auth.anonymousRead) {
       const foreign = auth.origins.unlistedForeign(c);
       if (foreign !== undefined) {
@@ -64,6 +86,24 @@ function auditLimit(c: Context<Env>, audit: AuditLog, reached: LimitReached): vo
   const credential = reached.by === 'address' ? 'rate-limited:address' : `rate-limited:key-prefix:${reached.prefix}`;
   c.var.log.warn({ limit: reached.by, address: c.var.client.address, prefix: reached.by === 'key-prefix' ? reached.prefix : undefined }, 'failed credentials reached their limit: further ones are 429 for the rest of the minute');
   audit.record({ ...eventOf(c), credential, query: null, status: 429 });
+}
+
+/**
+ * A browser opening one of our pages without a session is sent to /login and back (issue 14), unless it carries a
+ * viewer token (an EMR link) or the operator allows anonymous reads; what it may then read is the DICOMweb routes' say.
+ */
+export function signInFirst(auth: Auth): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const browsing = c.req.method === 'GET' && (c.req.header('accept') ?? '').includes('text/html');
+    if (browsing && !auth.anonymousRead && c.req.query('token') === undefined) {
+      const session = getCookie(c, SESSION_COOKIE);
+      if (!session || !(await auth.sessions.principalOf(session))) {
+        const url = new URL(c.req.url);
+        return c.redirect(`/login?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
+      }
+    }
+    await next();
+  };
 }
 
 /** A route's permission: 401 when the caller has not said who they are, 403 when they may not. */
@@ -153,6 +193,7 @@ function claimedToken(token: string): string {
   }
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const SECRET_PARAMETER = /^(token|access_token|api_?key)$/i;
 const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$|admin(\/|$))/;
 const WADO_URI = /^\/wado\/?$/;
@@ -170,7 +211,10 @@ const DOES: Record<Permission, string> = {
 function demand(principal: Principal | undefined, permission: Permission): void {
   if (principal && permits(principal, permission)) return;
   if (!principal || principal.kind === 'anonymous') {
-    throw new Unauthorized('this route needs a credential: send an API key or a viewer token as "Authorization: Bearer …"', false);
+    throw new Unauthorized('this route needs a credential: sign in at /login, or send an API key or a viewer token as "Authorization: Bearer …"', false);
+  }
+  if (principal.kind === 'user') {
+    throw new Forbidden(principal.mustChangePassword ? `${principal.login} must change the one-time password first, at /account/password` : `user ${principal.login} has the roles "${principal.roles.join(', ')}", which may not ${DOES[permission]}`);
   }
   if (principal.kind === 'viewer-token') throw new Forbidden(`a viewer token is read-only and may not ${DOES[permission]}`);
   throw new Forbidden(`API key ${principal.id} has the role "${principal.role}", which may not ${DOES[permission]}`);

@@ -19,11 +19,12 @@ export type PatientRef = { id: string; issuer: string };
 
 /**
  * Who is asking: an API key, a viewer token for one study (and, with `patient`, that patient's other studies),
- * or nobody on a LAN that allows anonymous reads.
+ * a signed-in member of staff (session cookie), or nobody on a LAN that allows anonymous reads.
  */
 export type Principal =
   | { kind: 'key'; id: string; name: string; role: Role }
   | { kind: 'viewer-token'; jti: string; studyUid: string; patient?: PatientRef }
+  | { kind: 'user'; id: string; login: string; roles: readonly Role[]; mustChangePassword: boolean }
   | { kind: 'anonymous' };
 
 export function permits(principal: Principal, permission: Permission): boolean {
@@ -32,6 +33,8 @@ export function permits(principal: Principal, permission: Permission): boolean {
       return GRANTS[principal.role].includes(permission);
     case 'viewer-token':
       return permission === 'read';
+    case 'user':
+      return principal.roles.some((role) => GRANTS[role].includes(permission));
     case 'anonymous':
       return permission === 'read' || permission === 'summaries';
   }
@@ -42,6 +45,7 @@ export function credentialLabel(principal: Principal | undefined): string {
   if (!principal) return 'none';
   if (principal.kind === 'key') return `key:${principal.id}`;
   if (principal.kind === 'viewer-token') return `token:${principal.jti}`;
+  if (principal.kind === 'user') return `user:${principal.login}`;
   return 'anonymous';
 }
 

@@ -13,6 +13,8 @@ import { execute, runPlanAsync, type Plan, type Step } from './plan.js';
 import * as schema from './schema.pg.js';
 import { SqlAccessRecords } from './sql-access.js';
 import { SqlCatalog } from './sql-catalog.js';
+import { SqlUserRecords } from './sql-users.js';
+import type { UserRecords } from '../auth/user-records.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/pg', import.meta.url));
 
@@ -51,6 +53,11 @@ export class PgCatalog extends SqlCatalog {
   /** Keys, revocations and the audit trail live in the same database; their writes need not wait for the index's writer. */
   access(): AccessRecords {
     return new SqlAccessRecords(schema, (plan) => this.read(plan), (plan) => this.transact(plan));
+  }
+
+  /** Staff accounts and sessions, read on every request made with a session: like access, beside the index's writer. */
+  users(): UserRecords {
+    return new SqlUserRecords(schema, (plan) => this.read(plan), (plan) => this.transact(plan));
   }
 
   /** Each statement on whichever connection is free; every statement sees what was committed before it began. */

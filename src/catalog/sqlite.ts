@@ -11,6 +11,8 @@ import { runPlan, type Plan, type Step } from './plan.js';
 import * as schema from './schema.sqlite.js';
 import { SqlAccessRecords } from './sql-access.js';
 import { SqlCatalog } from './sql-catalog.js';
+import { SqlUserRecords } from './sql-users.js';
+import type { UserRecords } from '../auth/user-records.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/sqlite', import.meta.url));
 const DIALECT = new SQLiteSyncDialect();
@@ -37,6 +39,11 @@ export class SqliteCatalog extends SqlCatalog {
   /** Keys, revocations and the audit trail live in the same database. */
   access(): AccessRecords {
     return new SqlAccessRecords(schema, (plan) => this.read(plan), (plan) => this.write(plan));
+  }
+
+  /** Staff accounts and sessions live in the same database. */
+  users(): UserRecords {
+    return new SqlUserRecords(schema, (plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   static open(storageDir: string): SqliteCatalog {

@@ -12,7 +12,7 @@ const CONFIG_TEMPLATE = path.resolve(import.meta.dirname, '../../viewer/app-conf
 const TEMPLATE_ROOT = `'http://localhost:8080/dicom-web'`;
 
 /** OHIF's page routes (its modes' routeNames); each is the one index.html, which routes in the browser. */
-const PAGES = ['/', '/viewer', '/viewer/*', '/segmentation', '/tmtv', '/microscopy', '/dynamic-volume', '/usAnnotation', '/localbasic'];
+export const PAGES = ['/', '/viewer', '/viewer/*', '/segmentation', '/tmtv', '/microscopy', '/dynamic-volume', '/usAnnotation', '/localbasic'];
 
 /**
  * The OHIF viewer on the same origin as /dicom-web: its files, its pages, and an app-config.js that points it

@@ -1,0 +1,82 @@
+import { parseArgs } from 'node:util';
+import { AuthFailures } from './auth/auth-failures.js';
+import { USER_ROLES, Users } from './auth/users.js';
+import type { Role } from './auth/principal.js';
+import { openCatalog } from './catalog/open.js';
+import { printable, table, utc } from './cli-access.js';
+import { loadConfig } from './config.js';
+import { HttpError } from './errors.js';
+
+export const USERS_USAGE = `Staff accounts (sign in at /login; safe while the server runs):
+  users create --role <${USER_ROLES.join('|')}> [--role …] --name <login> [--display-name "<name>"]
+                    make an account; prints a one-time password, to be changed at first sign-in
+  users list        every account: login, display name, roles, status
+  users disable <login>
+                    stop an account from signing in; its sessions end at once
+  users enable <login>
+                    let a disabled or locked-out account sign in again
+  users reset-password <login>
+                    print a new one-time password; the account's sessions end`;
+
+/** Runs `users …`; sets the exit code: 1 when refused, 2 on bad usage. */
+export async function runUsersCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const config = loadConfig();
+  const catalog = await openCatalog(config);
+  const users = new Users(catalog.users(), config.signInLockout, new AuthFailures(config.authFailuresPerMinute));
+  try {
+    switch (sub) {
+      case 'create':
+        return await create(users, rest);
+      case 'list':
+        return await list(users);
+      case 'disable':
+      case 'enable': {
+        const login = one(rest);
+        await users.setDisabled(login, sub === 'disable');
+        console.log(sub === 'disable' ? `Disabled ${login}: their sessions ended, and they cannot sign in.` : `Enabled ${login}: they can sign in again.`);
+        return;
+      }
+      case 'reset-password': {
+        const login = one(rest);
+        const password = await users.resetPassword(login);
+        console.log(`New one-time password for ${login}:\n\n    ${password}\n\nIt must be changed at the next sign-in; their sessions ended.`);
+        return;
+      }
+      default:
+        console.error(`${sub ? `unknown command: users ${sub}` : 'users needs a subcommand'}\n\n${USERS_USAGE}`);
+        process.exitCode = 2;
+    }
+  } catch (e) {
+    if (!(e instanceof HttpError)) throw e;
+    console.error(e.message);
+    process.exitCode = e.status === 400 ? 2 : 1;
+  } finally {
+    await catalog.close();
+  }
+}
+
+async function create(users: Users, args: string[]) {
+  const { values } = parseArgs({ args, options: { role: { type: 'string', multiple: true }, name: { type: 'string' }, 'display-name': { type: 'string' } }, strict: true });
+  const roles = (values.role ?? []).flatMap((r) => r.split(',')) as Role[];
+  const { user, password } = await users.create({ login: values.name ?? '', displayName: values['display-name'], roles });
+  console.log(`User ${user.login} (${user.roles.join(', ')}) created. One-time password:\n\n    ${password}\n`);
+  console.log('It works for one sign-in at /login, where it must be changed. It is not shown again.');
+}
+
+async function list(users: Users) {
+  const all = await users.list();
+  if (all.length === 0) {
+    console.log('No users yet. Make one with: npm run cli -- users create --role admin --name <login>');
+    return;
+  }
+  const now = Date.now();
+  const status = (u: (typeof all)[number]) =>
+    u.disabledAt !== null ? 'disabled' : u.lockedUntil !== null && u.lockedUntil > now ? 'locked' : u.mustChangePassword ? 'must change password' : 'active';
+  console.log(table(['LOGIN', 'DISPLAY NAME', 'ROLES', 'CREATED', 'STATUS'], all.map((u) => [u.login, printable(u.displayName), u.roles.join(','), utc(u.createdAt), status(u)])));
+}
+
+function one(args: string[]): string {
+  if (args.length !== 1) throw new HttpError(400, 'usage', `name one login\n\n${USERS_USAGE}`);
+  return args[0]!;
+}
