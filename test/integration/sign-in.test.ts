@@ -57,6 +57,22 @@ describe('sign-in', () => {
     expect((await fetch(`${server.dicomweb}/studies`, { headers: { Cookie: session } })).status).toBe(401);
   });
 
+  it('ends a disabled user\'s session at once', async () => {
+    const made = await cli(['users', 'create', '--role', 'read', '--name', 'dr.cuddy'], server.dataDir, server.backend.env);
+    const once = /^\s{4}(\S+)$/m.exec(made.stdout)![1]!;
+    const first = await form({ login: 'dr.cuddy', password: once });
+    const session = first.headers.get('set-cookie')!.split(';')[0]!;
+    const changed = await fetch(`${server.url}/account/password`, {
+      method: 'POST', redirect: 'manual',
+      headers: { Cookie: session, Origin: server.url, 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ current: once, password: 'another long password', repeat: 'another long password' }),
+    });
+    const signedIn = changed.headers.get('set-cookie')!.split(';')[0]!;
+    expect((await fetch(`${server.dicomweb}/studies`, { headers: { Cookie: signedIn } })).status).toBe(200);
+    expect((await cli(['users', 'disable', 'dr.cuddy'], server.dataDir, server.backend.env)).code).toBe(0);
+    expect((await fetch(`${server.dicomweb}/studies`, { headers: { Cookie: signedIn } })).status).toBe(401);
+  });
+
   it('sends a browser without a session from the viewer to /login and back', async () => {
     const page = await fetch(`${server.url}/viewer?StudyInstanceUIDs=1.2.3`, { redirect: 'manual', headers: { Accept: 'text/html' } });
     expect(page.status).toBe(303);
