@@ -79,3 +79,26 @@ describe('sign-in', () => {
     expect(page.headers.get('location')).toBe(`/login?next=${encodeURIComponent('/viewer?StudyInstanceUIDs=1.2.3')}`);
   });
 });
+
+describe('sign-in lockout', () => {
+  let server: RunningServer;
+  let password: string;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { PACS_SIGN_IN_LOCKOUT_AFTER: '2', PACS_SIGN_IN_LOCKOUT: '2s' } });
+    const made = await cli(['users', 'create', '--role', 'read', '--name', 'dr.wilson'], server.dataDir, server.backend.env);
+    password = /^\s{4}(\S+)$/m.exec(made.stdout)![1]!;
+  }, 60_000);
+  afterAll(() => server?.stop());
+
+  const signIn = (pw: string) =>
+    fetch(`${server.url}/login`, { method: 'POST', redirect: 'manual', headers: { Origin: server.url, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ login: 'dr.wilson', password: pw }) });
+
+  it('locks an account after failures in a row, even to its right password, until the lockout ends', async () => {
+    expect((await signIn('wrong one')).status).toBe(401);
+    expect((await signIn('wrong two')).status).toBe(401);
+    expect((await signIn(password)).status).toBe(429);
+    await new Promise((r) => setTimeout(r, 2100));
+    expect((await signIn(password)).status).toBe(303);
+  });
+});
