@@ -1,5 +1,6 @@
-import { sql, type SQL } from 'drizzle-orm';
+import { aliasedTable, sql, type Column, type SQL } from 'drizzle-orm';
 import { isValidUid } from '../dicom/uid.js';
+import type { ColumnKey, IndexTables } from './index-tables.js';
 import { foldText, normalizeTime, trimNameComponents } from './record.js';
 
 export type Level = 'study' | 'series' | 'instance';
@@ -29,43 +30,44 @@ export const MAX_NAME_WORDS = 20;
 const NAME_GROUPS = 3;
 
 type Kind = 'uid' | 'text' | 'folded-text' | 'date' | 'time' | 'pn' | 'int' | 'modalities';
-type Table = 'studies' | 'series' | 'instances';
 /** A matching key: the column (for names, one column per component group) and the rule that answers it. */
-type Matchable = { level: Level; table: Table; columns: string[]; kind: Kind };
+type Matchable = { [T in 'studies' | 'series' | 'instances']: { level: Level; table: T; columns: Array<ColumnKey<T>>; kind: Kind } }[
+  'studies' | 'series' | 'instances'
+];
 
 const LEVEL_RANK: Record<Level, number> = { study: 0, series: 1, instance: 2 };
-const study = (kind: Kind, ...columns: string[]): Matchable => ({ level: 'study', table: 'studies', columns, kind });
-const serie = (kind: Kind, ...columns: string[]): Matchable => ({ level: 'series', table: 'series', columns, kind });
-const inst = (kind: Kind, ...columns: string[]): Matchable => ({ level: 'instance', table: 'instances', columns, kind });
+const study = (kind: Kind, ...columns: Array<ColumnKey<'studies'>>): Matchable => ({ level: 'study', table: 'studies', columns, kind });
+const serie = (kind: Kind, ...columns: Array<ColumnKey<'series'>>): Matchable => ({ level: 'series', table: 'series', columns, kind });
+const inst = (kind: Kind, ...columns: Array<ColumnKey<'instances'>>): Matchable => ({ level: 'instance', table: 'instances', columns, kind });
 
 /** PS3.18 Table 10.6.1-5 matching keys and a few more clinics search by. */
 const MATCHABLE: Record<string, Matchable> = {
-  '0020000D': study('uid', 'study_uid'),
-  '00100010': study('pn', 'patient_name_alphabetic', 'patient_name_ideographic', 'patient_name_phonetic'),
-  '00100020': study('text', 'patient_id'),
-  '00100030': study('date', 'patient_birth_date'),
-  '00100040': study('text', 'patient_sex'),
-  '00080020': study('date', 'study_date'),
-  '00080030': study('time', 'study_time'),
-  '00080050': study('text', 'accession_number'),
-  '00200010': study('text', 'study_id'),
+  '0020000D': study('uid', 'studyUid'),
+  '00100010': study('pn', 'patientNameAlphabetic', 'patientNameIdeographic', 'patientNamePhonetic'),
+  '00100020': study('text', 'patientId'),
+  '00100030': study('date', 'patientBirthDate'),
+  '00100040': study('text', 'patientSex'),
+  '00080020': study('date', 'studyDate'),
+  '00080030': study('time', 'studyTime'),
+  '00080050': study('text', 'accessionNumber'),
+  '00200010': study('text', 'studyId'),
   // Descriptions are not PN, but people type them in any case: matched folded, like names.
-  '00081030': study('folded-text', 'study_description'),
-  '00080090': study('pn', 'referring_physician_name'),
+  '00081030': study('folded-text', 'studyDescription'),
+  '00080090': study('pn', 'referringPhysicianName'),
   // Matched on the Modality of the study's series, so that it is always current.
   '00080061': { level: 'study', table: 'series', columns: ['modality'], kind: 'modalities' },
-  '0020000E': serie('uid', 'series_uid'),
+  '0020000E': serie('uid', 'seriesUid'),
   '00080060': serie('text', 'modality'),
-  '00200011': serie('int', 'series_number'),
-  '0008103E': serie('folded-text', 'series_description'),
-  '00080021': serie('date', 'series_date'),
-  '00080031': serie('time', 'series_time'),
-  '00180015': serie('text', 'body_part_examined'),
-  '00400244': serie('date', 'pps_start_date'),
-  '00080018': inst('uid', 'sop_uid'),
-  '00080016': inst('uid', 'sop_class_uid'),
-  '00200013': inst('int', 'instance_number'),
-  '00280008': inst('int', 'number_of_frames'),
+  '00200011': serie('int', 'seriesNumber'),
+  '0008103E': serie('folded-text', 'seriesDescription'),
+  '00080021': serie('date', 'seriesDate'),
+  '00080031': serie('time', 'seriesTime'),
+  '00180015': serie('text', 'bodyPartExamined'),
+  '00400244': serie('date', 'performedProcedureStepStartDate'),
+  '00080018': inst('uid', 'sopUid'),
+  '00080016': inst('uid', 'sopClassUid'),
+  '00200013': inst('int', 'instanceNumber'),
+  '00280008': inst('int', 'numberOfFrames'),
   '00280010': inst('int', 'rows'),
   '00280011': inst('int', 'columns'),
 };
@@ -81,28 +83,39 @@ export function isUniversal(value: string): boolean {
 }
 
 /**
- * WHERE conditions for a query, shared by both SQL dialects. LIKE carries an explicit escape and must be
- * case-sensitive, as in Postgres: case-insensitive keys are compared folded on both sides instead.
+ * WHERE conditions for a query over one dialect's tables, shared by both SQL dialects. LIKE carries an explicit
+ * escape and must be case-sensitive, as in Postgres: case-insensitive keys are compared folded on both sides instead.
+ * Built once per catalog: the columns of each key are looked up here, not per request.
  */
-export function whereClauses(query: QidoQuery): SQL[] {
-  const where: SQL[] = [];
-  if (query.studyUid) where.push(sql`studies.study_uid = ${query.studyUid}`);
-  if (query.seriesUid) where.push(sql`series.series_uid = ${query.seriesUid}`);
-  for (const key of query.keys) {
-    if (isUniversal(key.value)) continue;
-    const m = MATCHABLE[key.tag];
-    const refuse = (why: string) => new QueryError(`${key.keyword} cannot be used as a matching key at ${query.level} level: ${why}`);
-    if (!m) throw refuse('this server does not match on it (ask for it with includefield instead)');
-    if (LEVEL_RANK[m.level] > LEVEL_RANK[query.level]) throw refuse(`it belongs to the ${m.level} level`);
-    const condition = matchCondition(m, key, query.fuzzy);
-    if (condition) where.push(condition);
-  }
-  return where;
+export function qidoConditions(t: IndexTables): (query: QidoQuery) => SQL[] {
+  const columnsOf = (m: Matchable) => m.columns.map((key) => (t[m.table] as unknown as Record<string, Column>)[key]!);
+  const keys = new Map(Object.entries(MATCHABLE).map(([tag, m]) => [tag, { ...m, columns: columnsOf(m) }]));
+  // ModalitiesInStudy asks of the study's series, whichever series a series or instance search is at.
+  const otherSeries = aliasedTable(t.series, 'm');
+  const modalitiesOf = (any: (modality: Column) => SQL) =>
+    sql`EXISTS (SELECT 1 FROM ${t.series} AS ${otherSeries} WHERE ${otherSeries.studyUid} = ${t.studies.studyUid} AND (${any(otherSeries.modality)}))`;
+  return (query) => {
+    const where: SQL[] = [];
+    if (query.studyUid) where.push(sql`${t.studies.studyUid} = ${query.studyUid}`);
+    if (query.seriesUid) where.push(sql`${t.series.seriesUid} = ${query.seriesUid}`);
+    for (const key of query.keys) {
+      if (isUniversal(key.value)) continue;
+      const m = keys.get(key.tag);
+      const refuse = (why: string) => new QueryError(`${key.keyword} cannot be used as a matching key at ${query.level} level: ${why}`);
+      if (!m) throw refuse('this server does not match on it (ask for it with includefield instead)');
+      if (LEVEL_RANK[m.level] > LEVEL_RANK[query.level]) throw refuse(`it belongs to the ${m.level} level`);
+      const condition = matchCondition(m, key, query.fuzzy, modalitiesOf);
+      if (condition) where.push(condition);
+    }
+    return where;
+  };
 }
 
-function matchCondition(m: Matchable, key: MatchKey, fuzzy: boolean): SQL | undefined {
+type Resolved = Omit<Matchable, 'columns'> & { columns: Column[] };
+
+function matchCondition(m: Resolved, key: MatchKey, fuzzy: boolean, modalitiesOf: (any: (modality: Column) => SQL) => SQL): SQL | undefined {
   const value = key.value.trim();
-  const col = sql.raw(`${m.table}.${m.columns[0]}`);
+  const col = m.columns[0]!;
   switch (m.kind) {
     case 'uid': {
       const uids = listValues(key, value);
@@ -124,11 +137,11 @@ function matchCondition(m: Matchable, key: MatchKey, fuzzy: boolean): SQL | unde
       return rangeMatch(col, key, value, parseTime, 'HHMMSS.FFFFFF');
     case 'modalities': {
       // Any of the listed modalities (PS3.4 C.6.1.1.3.1: ModalitiesInStudy matches if one of its values does).
-      const any = listValues(key, value).map((modality) => textMatch(sql.raw(`m.${m.columns[0]}`), modality));
-      return sql`EXISTS (SELECT 1 FROM series m WHERE m.study_uid = studies.study_uid AND (${sql.join(any, sql` OR `)}))`;
+      const modalities = listValues(key, value);
+      return modalitiesOf((modality) => sql.join(modalities.map((v) => textMatch(modality, v)), sql` OR `));
     }
     case 'pn':
-      return personNameMatch(m, key.keyword, value, fuzzy);
+      return personNameMatch(m.columns, key.keyword, value, fuzzy);
   }
 }
 
@@ -142,7 +155,7 @@ function listValues(key: MatchKey, value: string): string[] {
   return values;
 }
 
-function textMatch(col: SQL, value: string): SQL {
+function textMatch(col: Column, value: string): SQL {
   if (/[*?]/.test(value)) return sql`${col} LIKE ${wildcardToLike(value)} ESCAPE '\\'`;
   return sql`${col} = ${value}`;
 }
@@ -151,7 +164,7 @@ function textMatch(col: SQL, value: string): SQL {
  * PS3.4 C.2.2.2.5 range matching, open at either end. A value given to the day, minute or second stands
  * for all of it: `1015` matches 10:15:00 to 10:15:59.999999, alone or as either bound.
  */
-function rangeMatch(col: SQL, key: MatchKey, value: string, parse: (v: string) => string | undefined, shape: string): SQL {
+function rangeMatch(col: Column, key: MatchKey, value: string, parse: (v: string) => string | undefined, shape: string): SQL {
   const bad = () => new QueryError(`${key.keyword}: "${value}" is not a ${shape} value or range (${shape}-${shape}, open ends allowed)`);
   const parts = value.split('-');
   if (parts.length > 2) throw bad();
@@ -190,9 +203,8 @@ function parseTime(v: string): string | undefined {
  * query names with `=`. Fuzzy matching (PS3.18 8.3.4.2): each word of the query begins some name component,
  * in any order.
  */
-function personNameMatch(m: Matchable, keyword: string, value: string, fuzzy: boolean): SQL | undefined {
+function personNameMatch(groups: Column[], keyword: string, value: string, fuzzy: boolean): SQL | undefined {
   const query = foldText(value);
-  const groups = m.columns.map((c) => sql.raw(`${m.table}.${c}`));
   if (!query.includes('=')) {
     const name = trimNameComponents(query);
     return sql`(${sql.join(groups.map((g) => nameGroupMatch(g, keyword, name, fuzzy)), sql` OR `)})`;
@@ -210,7 +222,7 @@ function personNameMatch(m: Matchable, keyword: string, value: string, fuzzy: bo
   return conditions.length ? sql`(${sql.join(conditions, sql` AND `)})` : undefined;
 }
 
-function nameGroupMatch(col: SQL, keyword: string, name: string, fuzzy: boolean): SQL {
+function nameGroupMatch(col: Column, keyword: string, name: string, fuzzy: boolean): SQL {
   if (/[*?]/.test(name)) return sql`${col} LIKE ${wildcardToLike(name)} ESCAPE '\\'`;
   const words = name.split(/[\^ ,]+/).filter(Boolean);
   if (!fuzzy || words.length === 0) return sql`${col} = ${name}`;

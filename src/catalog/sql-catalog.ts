@@ -3,7 +3,8 @@ import type { Catalog, Damage, DamagedInstance, Indexed, IndexedObject, Instance
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
 import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
-import { whereClauses, type QidoQuery } from './qido.js';
+import type { IndexTables } from './index-tables.js';
+import { qidoConditions, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
 
 /**
@@ -12,6 +13,12 @@ import { rowsOf, type IndexRecord } from './record.js';
  * so that a write reads and then changes rows with no other write in between.
  */
 export abstract class SqlCatalog implements Catalog {
+  private readonly conditions;
+
+  constructor(protected readonly t: IndexTables) {
+    this.conditions = qidoConditions(t);
+  }
+
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
   protected abstract write<T>(plan: Plan<T>): Promise<T>;
   abstract withInstanceLocks<T>(sopUids: string[], work: () => Promise<T>): Promise<T>;
@@ -31,7 +38,7 @@ export abstract class SqlCatalog implements Catalog {
 
   studies(query: QidoQuery): Promise<StudyRow[]> {
     return this.read(fetchRows<StudyRow>(sql`
-      SELECT ${sql.raw(studyColumns())} FROM studies ${where(whereClauses(query))}
+      SELECT ${sql.raw(studyColumns())} FROM studies ${where(this.conditions(query))}
       ORDER BY coalesce(studies.study_date, '') DESC, coalesce(studies.study_time, '') DESC, studies.study_uid
       LIMIT ${query.limit} OFFSET ${query.offset}`));
   }
@@ -39,7 +46,7 @@ export abstract class SqlCatalog implements Catalog {
   async series(query: QidoQuery): Promise<SeriesRow[]> {
     const rows = await this.read(fetchRows<FlatSeriesRow>(sql`
       SELECT ${SERIES_COLUMNS}
-      FROM series JOIN studies ON studies.study_uid = series.study_uid ${where(whereClauses(query))}
+      FROM series JOIN studies ON studies.study_uid = series.study_uid ${where(this.conditions(query))}
       ORDER BY series.study_uid, series.series_number IS NULL, series.series_number, series.series_uid
       LIMIT ${query.limit} OFFSET ${query.offset}`));
     return rows.map(nestSeries);
@@ -49,7 +56,7 @@ export abstract class SqlCatalog implements Catalog {
     const rows = await this.read(fetchRows<FlatSeriesRow & { sopUid: string; instanceJson: string }>(sql`
       SELECT instances.json AS "instanceJson", instances.sop_uid AS "sopUid", ${SERIES_COLUMNS}
       FROM instances JOIN series ON series.series_uid = instances.series_uid
-           JOIN studies ON studies.study_uid = instances.study_uid ${where(whereClauses(query))}
+           JOIN studies ON studies.study_uid = instances.study_uid ${where(this.conditions(query))}
       ORDER BY ${INSTANCE_ORDER}
       LIMIT ${query.limit} OFFSET ${query.offset}`));
     return rows.map((r) => ({ json: r.instanceJson, studyUid: r.studyUid, seriesUid: r.seriesUid, sopUid: r.sopUid, series: nestSeries(r) }));

@@ -23,7 +23,7 @@ export class SqliteCatalog extends SqlCatalog {
   private readonly db: BetterSQLite3Database<typeof schema>;
 
   constructor(file: string) {
-    super();
+    super(schema);
     keepPrivate(file);
     this.sqlite = new Database(file);
     // WAL lets readers run beside the writer; FULL makes an acknowledged commit survive power loss.

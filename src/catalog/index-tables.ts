@@ -1,0 +1,19 @@
+import type { PassRow, SeriesRow, StudyRow } from './catalog.js';
+import type { RowOf } from './plan.js';
+import type { TableOf } from './sql-rows.js';
+
+/**
+ * The index's tables of schema.sqlite.ts or schema.pg.ts, by the keys the shared SQL names their columns with: a
+ * column renamed or dropped in either schema fails the compile where a dialect hands its tables over, not a query.
+ */
+export type IndexTables = { [T in keyof IndexRows]: TableOf<IndexRows[T]> };
+
+/** The key of a column of one of the index's tables, as `IndexTables` names it. */
+export type ColumnKey<T extends keyof IndexRows> = keyof IndexRows[T] & string;
+
+type IndexRows = {
+  studies: RowOf<'studies'> & StudyRow;
+  series: RowOf<'series'> & Pick<SeriesRow, 'numInstances'>;
+  instances: RowOf<'instances'>;
+  integrityPasses: PassRow & { name: string };
+};
