@@ -21,7 +21,7 @@ export function randomAdminKey(): string {
 const VIEWER_URL = 'http://127.0.0.1:3000';
 
 /**
- * The real server as production runs it (`node --import tsx src/main.ts`), on a loopback port, with its data
+ * The real server from its source (`node --import tsx src/main.ts`), on a loopback port, with its data
  * in `workDir` (a later start with the same `workDir` reopens the same data). It is started with
  * PACS_ADMIN_KEY and every request the benchmark makes sends that key. Anonymous reads are off unless
  * `anonymousRead`. With `profileDir`, V8 writes a CPU profile there when the server exits. `env` adds settings,

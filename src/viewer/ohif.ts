@@ -5,7 +5,7 @@ import { Hono, type Context } from 'hono';
 import type { Env } from '../context.js';
 import { HttpError } from '../errors.js';
 
-/** Where `npm ci` (postinstall: viewer/fetch-ohif.ts) puts the pinned OHIF build; from src/ or a build of it alike. */
+/** Where `npm ci` (postinstall: viewer/fetch-ohif.mjs) puts the pinned OHIF build; from src/ or a build of it alike. */
 export const OHIF_DIST = path.resolve(import.meta.dirname, '../../viewer/ohif/dist');
 const CONFIG_TEMPLATE = path.resolve(import.meta.dirname, '../../viewer/app-config.js');
 /** The address viewer/app-config.js names; replaced by this server's own DICOMweb root. */
@@ -46,7 +46,7 @@ export function ohifRouter() {
 
 async function sendIndex(c: Context<Env>) {
   const html = await fs.readFile(path.join(OHIF_DIST, 'index.html')).catch(() => undefined);
-  if (!html) throw new HttpError(503, 'viewer-not-installed', `the OHIF viewer is not in ${OHIF_DIST}: run \`npm ci\` (or \`npx tsx viewer/fetch-ohif.ts\`) where the server is installed`);
+  if (!html) throw new HttpError(503, 'viewer-not-installed', `the OHIF viewer is not in ${OHIF_DIST}: run \`npm ci\` (or \`node viewer/fetch-ohif.mjs\`) where the server is installed`);
   c.header('Cache-Control', 'no-cache');
   return c.body(html, 200, { 'Content-Type': 'text/html; charset=utf-8' });
 }

@@ -38,13 +38,14 @@ export function adminFetch(url: string | URL, init: RequestInit = {}): Promise<R
  * project's backend (test/helpers/backend.ts): a bucket and a database of its own, the same ones again for the
  * same data folder. Variables in `env` win, so a test may name its own bucket or database.
  */
-export async function startServer(opts: { env?: Record<string, string>; dataDir?: string } = {}): Promise<RunningServer> {
+export async function startServer(opts: { env?: Record<string, string>; dataDir?: string; entry?: string } = {}): Promise<RunningServer> {
   const dataDir = opts.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-test-')));
   const port = await freePort();
   // Imported here, not above: the bench takes freePort from this file, outside vitest.
   const { backendEnv, serverBackend } = await import('./backend.js');
   const backend = serverBackend({ ...(await backendEnv(dataDir)), ...opts.env });
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+  // The source through tsx, unless a test runs a build of it (`entry`: its main.js).
+  const child = spawn(process.execPath, opts.entry ? [opts.entry] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, ...backend.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

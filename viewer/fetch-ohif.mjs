@@ -1,27 +1,28 @@
+// @ts-check
+// Plain JavaScript, not TypeScript: `npm ci --omit=dev` (the container) runs it as postinstall, without tsx.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
 /** The OHIF build we test against; bump both together (`npm view @ohif/app@<v> dist.integrity`). */
-export const OHIF_VERSION = '3.13.2';
+const OHIF_VERSION = '3.13.2';
 const OHIF_INTEGRITY = 'sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA==';
 
 const OHIF_DIR = path.join(import.meta.dirname, 'ohif');
-export const OHIF_DIST = path.join(OHIF_DIR, 'dist');
+const OHIF_DIST = path.join(OHIF_DIR, 'dist');
 
 /**
- * Makes sure the built OHIF viewer is in viewer/ohif/dist and returns that path.
+ * Makes sure the built OHIF viewer is in viewer/ohif/dist.
  * `npm install @ohif/app` cannot resolve its dependency tree, but the published tarball's dist/ is the
  * complete static viewer, so we take only that.
  */
-export async function ensureOhif(): Promise<string> {
-  if (await exists(path.join(OHIF_DIST, 'index.html'))) return OHIF_DIST;
+async function ensureOhif() {
+  if (await exists(path.join(OHIF_DIST, 'index.html'))) return;
   await fs.mkdir(OHIF_DIR, { recursive: true });
   // Work beside the destination so the final rename stays on one filesystem and is atomic:
   // a concurrent caller either sees no dist or a complete one.
@@ -31,8 +32,9 @@ export async function ensureOhif(): Promise<string> {
       cwd: work,
       maxBuffer: 64 * 1024 * 1024,
     });
-    const filename = (JSON.parse(stdout) as Array<{ filename: string }>)[0]!.filename;
-    const tarball = path.join(work, filename);
+    /** @type {Array<{ filename: string }>} */
+    const packed = JSON.parse(stdout);
+    const tarball = path.join(work, packed[0].filename);
     const integrity = `sha512-${await sha512(tarball)}`;
     if (integrity !== OHIF_INTEGRITY) throw new Error(`@ohif/app@${OHIF_VERSION} tarball has ${integrity}, expected ${OHIF_INTEGRITY}`);
     await run('tar', ['-xzf', tarball, '-C', work, 'package/dist']);
@@ -47,28 +49,27 @@ export async function ensureOhif(): Promise<string> {
       // Another process finished first; its copy is as good as ours.
       if (!(await exists(path.join(OHIF_DIST, 'index.html')))) throw error;
     }
-    return OHIF_DIST;
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
 }
 
-async function exists(file: string): Promise<boolean> {
+/** @param {string} file */
+async function exists(file) {
   return fs.access(file).then(() => true, () => false);
 }
 
-async function sha512(file: string): Promise<string> {
+/** @param {string} file */
+async function sha512(file) {
   const hash = createHash('sha512');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(file)) hash.update(chunk);
   return hash.digest('base64');
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  ensureOhif().then(
-    (dist) => console.log(`OHIF ${OHIF_VERSION} ready in ${dist}`),
-    (error: unknown) => {
-      console.error(error instanceof Error ? error.message : error);
-      process.exit(1);
-    },
-  );
-}
+ensureOhif().then(
+  () => console.log(`OHIF ${OHIF_VERSION} ready in ${OHIF_DIST}`),
+  (error) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(1);
+  },
+);
