@@ -2,7 +2,7 @@ import zlib from 'node:zlib';
 import dicomParser from 'dicom-parser';
 import { TransferSyntax, isKnownTransferSyntax } from './transfer-syntax.js';
 import { DicomParseError } from './parse-error.js';
-import { assertUid } from './uid.js';
+import { assertUid, isValidUid } from './uid.js';
 import { walkDataSet } from './walk.js';
 
 export { DicomParseError };
@@ -103,6 +103,26 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, options: Par
     size: inflated && deflated === 'here' ? source.length : fileSize,
     inflated,
   };
+}
+
+/**
+ * The SOP Class and SOP Instance UIDs the file meta information (PS3.10 7.1) names, read from the first bytes of a
+ * file that is not parsed (refused for its size); each only when present and a valid UID.
+ */
+export function fileMetaUids(head: Buffer): { sopClassUid?: string; sopInstanceUid?: string } {
+  // (0002,0000) FileMetaInformationGroupLength, first and Type 1, says where the meta information ends: read only
+  // when all of it is there, lest a value cut short pass for a shorter UID.
+  if (head.length < 144 || head.toString('latin1', 128, 132) !== 'DICM' || head.readUInt32LE(132) !== 0x00000002 || head.toString('latin1', 136, 138) !== 'UL') return {};
+  const end = 144 + head.readUInt32LE(140);
+  if (head.length < end) return {};
+  let meta: DataSet;
+  try {
+    meta = dicomParser.readPart10Header(head.subarray(0, end));
+  } catch {
+    return {};
+  }
+  const [sopClassUid, sopInstanceUid] = [uidIn(meta, 'x00020002'), uidIn(meta, 'x00020003')];
+  return { ...(isValidUid(sopClassUid) ? { sopClassUid } : {}), ...(isValidUid(sopInstanceUid) ? { sopInstanceUid } : {}) };
 }
 
 /** Thrown while parsing a prefix: the header continues past it. */

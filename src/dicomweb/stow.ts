@@ -3,7 +3,7 @@ import { Tag } from '../dicom/tags.js';
 import { assertUid } from '../dicom/uid.js';
 import { DiskFull, HttpError } from '../errors.js';
 import { FailureReason, IngestBatch, type InstanceOutcome, type Receipt } from '../ingest/ingest.js';
-import { formatBytes } from '../ingest/spool.js';
+import { formatBytes, TooLarge } from '../ingest/spool.js';
 import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
 import { callerOf } from '../auth/middleware.js';
@@ -35,14 +35,14 @@ export function stowRouter(services: Services) {
     const receipts: Receipt[] = [];
     let parts = 0;
     try {
-      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxRequestBytes, maxTotalBytes: config.maxRequestBytes, maxParts: config.maxPartsPerRequest })) {
+      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxInstanceBytes, maxTotalBytes: config.maxRequestBytes, maxParts: config.maxPartsPerRequest })) {
         parts++;
         const partType = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
         if (partType !== 'application/dicom') {
           receipts.push(batch.reject(FailureReason.CannotUnderstand, `part ${parts} is ${partType}, not application/dicom`));
           continue;
         }
-        receipts.push(await batch.add(part.body));
+        receipts.push(await batch.add(instanceBytes(part.body, config.maxInstanceBytes)));
       }
     } catch (e: unknown) {
       await batch.abort();
@@ -75,6 +75,18 @@ export function stowRouter(services: Services) {
   router.post('/studies', store);
   router.post('/studies/:study', store);
   return router;
+}
+
+/**
+ * A part's bytes as ingest reads them: past PACS_MAX_INSTANCE_BYTES the reader fails that part alone and skips the rest
+ * of it unread; said in ingest's words, the instance is refused with 0xA700 while its neighbours go on.
+ */
+async function* instanceBytes(body: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Uint8Array> {
+  try {
+    yield* body;
+  } catch (e) {
+    throw e instanceof MultipartError && e.code === 'part-too-large' ? new TooLarge(limit) : e;
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { CatalogUnavailable } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
-import { DicomParseError } from '../dicom/parse.js';
+import { DicomParseError, fileMetaUids } from '../dicom/parse.js';
 import { executablePreamble } from '../dicom/preamble.js';
 import { UidError } from '../dicom/uid.js';
 import { DiskFull } from '../errors.js';
@@ -138,8 +138,9 @@ export class IngestBatch {
       return { outcome };
     } catch (e) {
       if (spooled) await discard(spooled);
-      // Too large to receive (the caller's reader skips the rest of the part) or to inflate.
-      if (e instanceof TooLarge) return this.reject(FailureReason.OutOfResources, e.message);
+      // Too large to receive (the caller's reader skips the rest of the part) or to inflate; its meta information,
+      // in its first bytes, still names it for the answer (PS3.18 Table I.1-1 asks for both UIDs).
+      if (e instanceof TooLarge) return settled({ ...fileMetaUids(e.head ?? spooled?.head ?? Buffer.alloc(0)), ...failure(FailureReason.OutOfResources, e.message) });
       if (e instanceof DicomParseError || e instanceof UidError) return this.reject(FailureReason.CannotUnderstand, e.message);
       throw e;
     }

@@ -18,6 +18,9 @@ const WRITE_BYTES = 1024 * 1024;
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export class TooLarge extends Error {
+  /** The first bytes received, when refused while receiving: its meta information may still name the instance. */
+  head?: Buffer;
+
   constructor(
     readonly limit: number,
     detail = `the instance is larger than the ${formatBytes(limit)} limit (PACS_MAX_INSTANCE_BYTES)`,
@@ -64,6 +67,7 @@ export async function spool(body: AsyncIterable<Uint8Array>, dir: string, maxByt
     writer.write(pending, pendingBytes);
   } catch (e) {
     await discardFile(file, writer.close());
+    if (e instanceof TooLarge) e.head ??= Buffer.concat(head);
     throw e;
   }
   const written = writer.written();

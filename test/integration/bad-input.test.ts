@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import http from 'node:http';
@@ -8,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TransferSyntax } from '../../src/dicom/transfer-syntax.js';
 import { newUid, writePart10 } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
-import { AS_ADMIN, adminFetch, startServer, stowBody, type RunningServer } from '../helpers/server.js';
+import { AS_ADMIN, adminFetch, readMultipartResponse, startServer, stowBody, type RunningServer } from '../helpers/server.js';
 import { indexRows as queryIndex, objectKeys } from '../helpers/stored.js';
 import { delimiter, element, LONG_LENGTH_VRS } from '../fixtures/raw-elements.js';
 
@@ -23,6 +24,7 @@ const MB = 1024 * KB;
 const LIMITS = { PACS_MAX_REQUEST_BYTES: '2MB', PACS_MAX_INSTANCE_BYTES: '1MB' };
 const FailureReason = { OutOfResources: 0xa700, DataSetDoesNotMatch: 0xa900, CannotUnderstand: 0xc000 };
 const SECONDARY_CAPTURE = '1.2.840.10008.5.1.4.1.1.7';
+const CT_IMAGE = '1.2.840.10008.5.1.4.1.1.2';
 
 let server: RunningServer;
 
@@ -77,8 +79,11 @@ function withDeclaredLength(file: Buffer, tag: string, vr: string, length: numbe
   return out;
 }
 
-/** A Deflated Explicit VR Little Endian file whose data set inflates to `inflatedBytes` of mostly zeros. */
-async function deflateBomb(inflatedBytes: number): Promise<Buffer> {
+/**
+ * A Deflated Explicit VR Little Endian file whose data set inflates to `inflatedBytes`, most of it `filler` over and
+ * over: zeros make a small file that inflates far (a bomb), noise a file about as large deflated as inflated.
+ */
+async function deflatedInstance(inflatedBytes: number, filler = Buffer.alloc(MB)): Promise<{ uid: string; bytes: Buffer }> {
   const sopInstanceUID = newUid();
   const deflate = zlib.createDeflateRaw({ level: 9 });
   const out: Buffer[] = [];
@@ -89,17 +94,16 @@ async function deflateBomb(inflatedBytes: number): Promise<Buffer> {
     element('00420011', 'OB', Buffer.alloc(0), inflatedBytes),
   ]);
   deflate.write(head);
-  const zeros = Buffer.alloc(MB);
-  for (let sent = head.length; sent < inflatedBytes; sent += zeros.length) if (!deflate.write(zeros)) await once(deflate, 'drain');
+  for (let sent = head.length; sent < inflatedBytes; sent += filler.length) if (!deflate.write(filler)) await once(deflate, 'drain');
   deflate.end();
   await once(deflate, 'end');
   const meta = writePart10([], { transferSyntaxUID: TransferSyntax.DeflatedExplicitVRLittleEndian, sopClassUID: SECONDARY_CAPTURE, sopInstanceUID });
-  return Buffer.concat([meta, ...out]);
+  return { uid: sopInstanceUID, bytes: Buffer.concat([meta, ...out]) };
 }
 
 // ---- talking to the server ----
 
-type Failure = { sopInstanceUID?: string; reason: number; comment: string };
+type Failure = { sopClassUID?: string; sopInstanceUID?: string; reason: number; comment: string };
 type StowResult = { status: number; body: any; stored: string[]; failed: Failure[] };
 
 /** One STOW-RS request with the files as application/dicom parts (or parts of another type). */
@@ -120,6 +124,7 @@ function stowResult(status: number, body: any): StowResult {
     body,
     stored: (body['00081199']?.Value ?? []).map((i: any) => i['00081155'].Value[0]),
     failed: (body['00081198']?.Value ?? []).map((i: any) => ({
+      sopClassUID: i['00081150']?.Value[0],
       sopInstanceUID: i['00081155']?.Value[0],
       reason: i['00081197'].Value[0],
       comment: i['00000902'].Value[0],
@@ -281,9 +286,11 @@ describe('STOW-RS refuses a bad instance and stores its neighbours', () => {
   });
 
   it('refuses a small deflated file that would inflate to half a gigabyte, without inflating it', async () => {
-    const bomb = await deflateBomb(512 * MB);
-    expect(bomb.length).toBeLessThan(MB); // under the instance limit as sent
-    await withinMemory(64 * MB, () => expectRefusedBesideGood(bomb, FailureReason.OutOfResources, /deflated data set inflates to more than 1 MiB.*PACS_MAX_INSTANCE_BYTES/));
+    const bomb = await deflatedInstance(512 * MB);
+    expect(bomb.bytes.length).toBeLessThan(MB); // under the instance limit as sent
+    const failure = await withinMemory(64 * MB, () => expectRefusedBesideGood(bomb.bytes, FailureReason.OutOfResources, /deflated data set inflates to more than 1 MiB.*PACS_MAX_INSTANCE_BYTES/));
+    // Its file meta information, uncompressed before the data set, still names it (PS3.18 Table I.1-1).
+    expect(failure).toMatchObject({ sopInstanceUID: bomb.uid, sopClassUID: SECONDARY_CAPTURE });
   });
 
   it('refuses undefined-length sequences and items that never end', async () => {
@@ -379,10 +386,40 @@ describe('STOW-RS holds uploads to the size limits', () => {
     await expectNoneStored([good.uid]);
   });
 
-  it('refuses one instance over PACS_MAX_INSTANCE_BYTES with 0xA700 and stores the others', async () => {
-    const big = goodInstance({ rows: 800, columns: 800 }).bytes; // 1.25 MB
-    expect(big.length).toBeGreaterThan(MB);
-    await expectRefusedBesideGood(big, FailureReason.OutOfResources, /larger than the 1 MiB limit \(PACS_MAX_INSTANCE_BYTES\)/);
+  it('refuses one instance over PACS_MAX_INSTANCE_BYTES with 0xA700, naming it, and stores the others', async () => {
+    const big = goodInstance({ rows: 800, columns: 800 }); // 1.25 MB
+    expect(big.bytes.length).toBeGreaterThan(MB);
+    const failure = await expectRefusedBesideGood(big.bytes, FailureReason.OutOfResources, /larger than the 1 MiB limit \(PACS_MAX_INSTANCE_BYTES\)/);
+    // Read from its file meta information, the first bytes of the part (PS3.18 Table I.1-1 wants both UIDs).
+    expect(failure).toMatchObject({ sopInstanceUID: big.uid, sopClassUID: CT_IMAGE });
+    await expectNoneStored([big.uid]);
+  });
+
+  it('refuses an instance over PACS_MAX_INSTANCE_BYTES inside a chunked body alone; its neighbours are stored whole', async () => {
+    const [before, big, after] = [goodInstance(), goodInstance({ rows: 800, columns: 800 }), goodInstance()];
+    const { body, contentType } = stowBody([before.bytes, big.bytes, after.bytes]);
+    const answer = await postInPieces(inPieces(body, 16 * KB), { 'Content-Type': contentType, Accept: 'application/dicom+json' });
+    const result = stowResult(answer.status, answer.body);
+    expect(result.status, JSON.stringify(result.body)).toBe(202);
+    expect(result.stored).toEqual([before.uid, after.uid]);
+    expect(result.failed).toEqual([{ sopClassUID: CT_IMAGE, sopInstanceUID: big.uid, reason: FailureReason.OutOfResources, comment: expect.stringMatching(/larger than the 1 MiB limit \(PACS_MAX_INSTANCE_BYTES\)/) }]);
+    // Each neighbour comes back byte for byte from the RetrieveURL the answer gave.
+    const urls: string[] = answer.body['00081199'].Value.map((i: any) => i['00081190'].Value[0]);
+    for (const [i, sent] of [before, after].entries()) {
+      const response = await adminFetch(urls[i]!, { headers: { Accept: 'multipart/related; type="application/dicom"' } });
+      expect(response.status).toBe(200);
+      const parts = await readMultipartResponse(response);
+      expect(parts.map((p) => p.body.equals(sent.bytes))).toEqual([true]);
+    }
+    await expectNoneStored([big.uid]);
+  });
+
+  it('refuses a deflated instance over PACS_MAX_INSTANCE_BYTES as sent alone, naming it', async () => {
+    const big = await deflatedInstance(1.25 * MB, randomBytes(256 * KB)); // noise: as large deflated
+    expect(big.bytes.length).toBeGreaterThan(MB);
+    const failure = await expectRefusedBesideGood(big.bytes, FailureReason.OutOfResources, /larger than the 1 MiB limit \(PACS_MAX_INSTANCE_BYTES\)/);
+    expect(failure).toMatchObject({ sopInstanceUID: big.uid, sopClassUID: SECONDARY_CAPTURE });
+    await expectNoneStored([big.uid]);
   });
 });
 

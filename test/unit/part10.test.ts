@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { frameRanges, type ByteReader } from '../../src/dicom/frames.js';
-import { DicomParseError, NeedMoreBytes, parsePart10 } from '../../src/dicom/parse.js';
+import { DicomParseError, fileMetaUids, NeedMoreBytes, parsePart10 } from '../../src/dicom/parse.js';
+import { writePart10 } from '../../src/dicom/write.js';
 
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
 type Fixture = { path: string; transferSyntaxUID: string; studyUID: string; seriesUID: string; sopInstanceUID: string; numberOfFrames: number };
@@ -34,6 +35,22 @@ describe('Part 10 parsing', () => {
   it('refuses a file without the DICM prefix, naming what is missing', () => {
     expect(() => parsePart10(Buffer.alloc(400))).toThrow(DicomParseError);
     expect(() => parsePart10(Buffer.alloc(400))).toThrow(/preamble and "DICM" prefix/);
+  });
+});
+
+describe('file meta UIDs of a file refused unparsed', () => {
+  const meta = (sopClassUID: string, sopInstanceUID: string) => writePart10([], { transferSyntaxUID: '1.2.840.10008.1.2.1', sopClassUID, sopInstanceUID });
+
+  it('names the instance from its first bytes, the data set cut off anywhere after the meta information', () => {
+    const file = Buffer.concat([meta('1.2.840.10008.5.1.4.1.1.2', '1.2.3.4'), Buffer.from([0x08, 0x00, 0x16])]);
+    expect(fileMetaUids(file)).toEqual({ sopClassUid: '1.2.840.10008.5.1.4.1.1.2', sopInstanceUid: '1.2.3.4' });
+  });
+
+  it('names nothing it cannot vouch for: no DICM, meta information cut short, a UID that is not one', () => {
+    const file = meta('1.2.840.10008.5.1.4.1.1.2', '1.2.3.4');
+    expect(fileMetaUids(Buffer.from('Patient: Doe^Jane, a referral letter'))).toEqual({});
+    expect(fileMetaUids(file.subarray(0, file.indexOf(Buffer.from('1.2.3.4')) + 3))).toEqual({});
+    expect(fileMetaUids(meta('1.2.840.10008.5.1.4.1.1.2', '1.2.03.x'))).toEqual({ sopClassUid: '1.2.840.10008.5.1.4.1.1.2' });
   });
 });
 
