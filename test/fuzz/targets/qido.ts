@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { Crash, type Target } from '../harness.js';
-import { openFuzzServer } from '../services.js';
+import { openApp } from '../../helpers/app.js';
 import { labels, recordsOf, seriesUid, studyUid } from '../../fixtures/qido-studies.js';
 
 const KEYS = [
@@ -38,7 +38,7 @@ export const qido: Target<string> = {
   name: 'qido',
   extension: '.txt',
   async open() {
-    const server = await openFuzzServer();
+    const server = await openApp();
     for (const label of labels) await server.services.catalog.index(recordsOf(label), false);
     return {
       arbitrary: fc

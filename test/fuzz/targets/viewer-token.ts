@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { isValidUid } from '../../../src/dicom/uid.js';
 import { Unauthorized } from '../../../src/errors.js';
 import { Crash, refusesOnlyWith, type Target } from '../harness.js';
-import { openFuzzServer } from '../services.js';
+import { openApp } from '../../helpers/app.js';
 
 /**
  * How a token to verify is made from one this server has just issued (so that a kept input replays while its clock
@@ -59,7 +59,7 @@ export const viewerToken: Target<Input> = {
   extension: '.json',
   async open() {
     const secret = SECRET;
-    const server = await openFuzzServer({ PACS_VIEWER_SIGNING_KEY: secret.toString('base64') });
+    const server = await openApp({ PACS_VIEWER_SIGNING_KEY: secret.toString('base64') });
     const tokens = server.services.auth.tokens;
     const issued = (await tokens.issue(STUDY)).token;
     const [header, payload] = issued.split('.') as [string, string];
