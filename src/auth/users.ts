@@ -16,6 +16,7 @@ const ARGON2ID = 2;
 const ARGON2 = { algorithm: ARGON2ID, memoryCost: 19_456, timeCost: 2, parallelism: 1 };
 /** Each failure in a row makes the next answer wait this much longer, up to the lockout. */
 const SLOWDOWN_MS = 250;
+const MAX_UNKNOWN_NAMES = 10_000;
 const WRONG = 'the name or the password is wrong';
 
 /** 401 or 429 at sign-in: never says which of name or password was wrong, nor whether the name exists. */
@@ -29,6 +30,7 @@ export class SignInRefused extends HttpError {
 export class Users {
   // Verified when the name is unknown, so that an unknown name costs the same time as a wrong password.
   private readonly decoy = hash(randomBytes(16).toString('hex'), ARGON2);
+  private readonly unknownNames = new UnknownNames();
 
   constructor(
     private readonly records: UserRecords,
@@ -95,8 +97,9 @@ export class Users {
   }
 
   /**
-   * The user a name and password stand for, or SignInRefused. Failures are slowed one by one, lock the account after
-   * `lockout.after` in a row (kept in the index: every replica refuses), and count against the address (auth-failures.ts).
+   * The user a name and password stand for, or SignInRefused. Failures are slowed one by one, lock the name after
+   * `lockout.after` in a row (an account's in the index: every replica refuses), and count against the address
+   * (auth-failures.ts). A name no account has is slowed and locked alike, so that neither tells which names exist.
    */
   async signIn(login: string, password: string, address: string): Promise<UserRecord> {
     // A dot marks the attempt as no API key: counted by address only, by a digest of what was tried.
@@ -108,7 +111,8 @@ export class Users {
     }
     const now = Date.now();
     const user = await this.records.userByLogin(login);
-    if (user && user.lockedUntil !== null && user.lockedUntil > now) throw new SignInRefused(true);
+    const streak = user ?? this.unknownNames.get(login);
+    if (streak && streak.lockedUntil !== null && streak.lockedUntil > now) throw new SignInRefused(true);
     const good = await verify(user?.passwordHash ?? (await this.decoy), password).catch(() => false);
     if (user && good && user.disabledAt === null) {
       if (user.failedSignIns > 0 || user.lockedUntil !== null) await this.records.updateUser(user.id, { failedSignIns: 0, lockedUntil: null });
@@ -116,10 +120,10 @@ export class Users {
       return record;
     }
     this.failures.fail(address, attempt);
-    if (!user) throw new SignInRefused(false);
-    const failed = user.failedSignIns + 1;
-    const locks = failed >= this.lockout.after;
-    await this.records.updateUser(user.id, locks ? { failedSignIns: 0, lockedUntil: now + this.lockout.duration } : { failedSignIns: failed });
+    const failed = (streak?.failedSignIns ?? 0) + 1;
+    const next: FailureStreak = failed >= this.lockout.after ? { failedSignIns: 0, lockedUntil: now + this.lockout.duration } : { failedSignIns: failed, lockedUntil: null };
+    if (user) await this.records.updateUser(user.id, next);
+    else this.unknownNames.set(login, next);
     await sleep(SLOWDOWN_MS * failed);
     throw new SignInRefused(false);
   }
@@ -128,6 +132,26 @@ export class Users {
     const user = await this.records.userByLogin(login);
     if (!user) throw new NotFound(`no user is named "${login}"; \`users list\` shows them`);
     return user;
+  }
+}
+
+type FailureStreak = Pick<UserRecord, 'failedSignIns' | 'lockedUntil'>;
+
+/**
+ * Failed sign-ins under names no account has, counted as an account's are. In this process's memory only: at most
+ * MAX_UNKNOWN_NAMES names, the longest untried going first, so that a flood of names cannot grow it.
+ */
+class UnknownNames {
+  private readonly streaks = new Map<string, FailureStreak>();
+
+  get(login: string): FailureStreak | undefined {
+    return this.streaks.get(login);
+  }
+
+  set(login: string, streak: FailureStreak): void {
+    this.streaks.delete(login);
+    this.streaks.set(login, streak);
+    if (this.streaks.size > MAX_UNKNOWN_NAMES) this.streaks.delete(this.streaks.keys().next().value!);
   }
 }
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
+import { createUser, postForm } from '../helpers/staff.js';
 
 /** Staff sign in with a password and read with the session cookie (issue 14). */
 describe('sign-in', () => {
@@ -9,14 +10,11 @@ describe('sign-in', () => {
 
   beforeAll(async () => {
     server = await startServer();
-    const made = await cli(['users', 'create', '--role', 'read', '--name', 'dr.house'], server.dataDir, server.backend.env);
-    expect(made.code, made.stderr).toBe(0);
-    password = /^\s{4}(\S+)$/m.exec(made.stdout)![1]!;
+    password = await createUser(server, 'dr.house', ['read']);
   }, 60_000);
   afterAll(() => server?.stop());
 
-  const form = (fields: Record<string, string>, origin = server.url) =>
-    fetch(`${server.url}/login`, { method: 'POST', redirect: 'manual', headers: { Origin: origin, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields) });
+  const form = (fields: Record<string, string>) => postForm(`${server.url}/login`, fields);
 
   it('refuses a wrong password without saying which of name or password was wrong', async () => {
     const wrongPassword = await form({ login: 'dr.house', password: 'not-the-password' });
@@ -58,8 +56,7 @@ describe('sign-in', () => {
   });
 
   it('ends a disabled user\'s session at once', async () => {
-    const made = await cli(['users', 'create', '--role', 'read', '--name', 'dr.cuddy'], server.dataDir, server.backend.env);
-    const once = /^\s{4}(\S+)$/m.exec(made.stdout)![1]!;
+    const once = await createUser(server, 'dr.cuddy', ['read']);
     const first = await form({ login: 'dr.cuddy', password: once });
     const session = first.headers.get('set-cookie')!.split(';')[0]!;
     const changed = await fetch(`${server.url}/account/password`, {
@@ -86,13 +83,11 @@ describe('sign-in lockout', () => {
 
   beforeAll(async () => {
     server = await startServer({ env: { PACS_SIGN_IN_LOCKOUT_AFTER: '2', PACS_SIGN_IN_LOCKOUT: '2s' } });
-    const made = await cli(['users', 'create', '--role', 'read', '--name', 'dr.wilson'], server.dataDir, server.backend.env);
-    password = /^\s{4}(\S+)$/m.exec(made.stdout)![1]!;
+    password = await createUser(server, 'dr.wilson', ['read']);
   }, 60_000);
   afterAll(() => server?.stop());
 
-  const signIn = (pw: string) =>
-    fetch(`${server.url}/login`, { method: 'POST', redirect: 'manual', headers: { Origin: server.url, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ login: 'dr.wilson', password: pw }) });
+  const signIn = (pw: string, login = 'dr.wilson') => postForm(`${server.url}/login`, { login, password: pw });
 
   it('locks an account after failures in a row, even to its right password, until the lockout ends', async () => {
     expect((await signIn('wrong one')).status).toBe(401);
@@ -100,5 +95,19 @@ describe('sign-in lockout', () => {
     expect((await signIn(password)).status).toBe(429);
     await new Promise((r) => setTimeout(r, 2100));
     expect((await signIn(password)).status).toBe(303);
+  });
+
+  it('answers a name no account has as it answers an account: refused, then locked out, in the same words', async () => {
+    const answers = async (login: string) => {
+      const seen: string[] = [];
+      for (const guess of ['guess one', 'guess two', 'guess three']) {
+        const answer = await signIn(guess, login);
+        seen.push(`${answer.status} ${(await answer.text()).replaceAll(login, '<name>')}`);
+      }
+      return seen;
+    };
+    const ofAccount = await answers('dr.wilson');
+    expect(ofAccount.map((a) => a.slice(0, 3))).toEqual(['401', '401', '429']);
+    expect(await answers('dr.nobody')).toEqual(ofAccount);
   });
 });
