@@ -41,11 +41,12 @@ export function authenticate(auth: Auth): MiddlewareHandler<Env> {
     if (given !== undefined) {
       c.set('principal', await verified(c, auth, given));
     } else if (user) {
+      // Set first: a change refused below is the user's browser's, and audited as theirs.
+      c.set('principal', user);
       // The browser sends the cookie whichever page asks: a change must come from a page of ours (CSRF).
       if (!SAFE_METHODS.has(c.req.method) && !auth.origins.fromOwnPage(c)) {
         throw new Forbidden('a change made with a signed-in session must come from this server\'s own pages, not from another site; nothing was changed');
       }
-      c.set('principal', user);
     } else if (auth.anonymousRead) {
       const foreign = auth.origins.unlistedForeign(c);
       if (foreign !== undefined) {
@@ -195,7 +196,8 @@ function claimedToken(token: string): string {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const SECRET_PARAMETER = /^(token|access_token|api_?key)$/i;
-const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$|admin(\/|$))/;
+// Sign-in, sign-out and password changes too, where the sign-in pages audit them (their POSTs).
+const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$|admin(\/|$)|login$|logout$|account\/password$|setup$)/;
 const WADO_URI = /^\/wado\/?$/;
 const UIDS_IN_PATH = /^\/(?:dicom-web|api\/v1)\/studies\/([^/]+)(?:\/series\/([^/]+))?(?:\/instances\/([^/]+))?/;
 

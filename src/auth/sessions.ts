@@ -36,13 +36,18 @@ export class Sessions {
       return undefined;
     }
     if (now - session.lastSeenAt >= Math.min(TOUCH_EVERY_MS, this.settings.idle / 4)) await this.records.touchSession(idHash, now);
-    // Until the one-time password is replaced, the session may do nothing but replace it.
-    return { kind: 'user', id: user.id, login: user.login, roles: user.mustChangePassword ? [] : user.roles, mustChangePassword: user.mustChangePassword };
+    return userPrincipal(user);
   }
 
   end(id: string): Promise<void> {
     return this.records.deleteSession(hashSession(id));
   }
+}
+
+/** The principal of a signed-in user. */
+export function userPrincipal(user: UserRecord): Principal & { kind: 'user' } {
+  // Until the one-time password is replaced, the user may do nothing but replace it.
+  return { kind: 'user', id: user.id, login: user.login, roles: user.mustChangePassword ? [] : user.roles, mustChangePassword: user.mustChangePassword };
 }
 
 function hashSession(id: string): string {

@@ -1,7 +1,8 @@
 import { Hono, type Context } from 'hono';
 import type { Child } from 'hono/jsx';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
-import { SESSION_COOKIE } from '../auth/sessions.js';
+import { auditTrail } from '../auth/middleware.js';
+import { SESSION_COOKIE, userPrincipal } from '../auth/sessions.js';
 import { SignInRefused, MIN_PASSWORD_LENGTH } from '../auth/users.js';
 import type { UserRecord } from '../auth/user-records.js';
 import type { Env, Services } from '../context.js';
@@ -16,6 +17,8 @@ export function signInPages(services: Services) {
   const { users, sessions, setup, origins } = services.auth;
   const router = new Hono<Env>();
 
+  // Every sign-in, sign-out, password change and setup is audited, refused ones (another site's too) included.
+  router.post('*', auditTrail(services.auth.audit));
   router.use('*', async (c, next) => {
     if (c.req.method === 'POST' && !origins.fromOwnPage(c)) return page(c, 403, 'Refused', <p class="error">This form must be sent from this server's own page, not from another site.</p>);
     await next();
@@ -27,18 +30,23 @@ export function signInPages(services: Services) {
   router.post('/login', async (c) => {
     const form = await c.req.parseBody();
     const next = safeNext(String(form.next ?? ''));
+    const login = String(form.login ?? '');
     try {
-      const user = await users.signIn(String(form.login ?? ''), String(form.password ?? ''), c.var.client.address);
+      const user = await users.signIn(login, String(form.password ?? ''), c.var.client.address);
+      c.set('principal', userPrincipal(user));
       await startSession(c, user);
       return c.redirect(user.mustChangePassword ? `/account/password?next=${encodeURIComponent(next)}` : next, 303);
     } catch (e) {
       if (!(e instanceof SignInRefused)) throw e;
-      return page(c, e.status as 401 | 429, 'Sign in', <SignInForm next={next} error={e.message} login={String(form.login ?? '')} />);
+      c.set('rejectedCredential', `rejected:user:${login}`);
+      return page(c, e.status as 401 | 429, 'Sign in', <SignInForm next={next} error={e.message} login={login} />);
     }
   });
 
   router.post('/logout', async (c) => {
     const id = getCookie(c, SESSION_COOKIE);
+    const user = id ? await sessions.principalOf(id) : undefined;
+    if (user) c.set('principal', user);
     if (id) await sessions.end(id);
     deleteCookie(c, SESSION_COOKIE, { path: '/' });
     return c.redirect('/login', 303);
@@ -53,6 +61,7 @@ export function signInPages(services: Services) {
   router.post('/account/password', async (c) => {
     const user = await signedIn(c);
     if (!user) return c.redirect('/login', 303);
+    c.set('principal', user);
     const form = await c.req.parseBody();
     const next = safeNext(String(form.next ?? ''));
     if (form.password !== form.repeat) {
@@ -83,6 +92,7 @@ export function signInPages(services: Services) {
     try {
       const { user } = await users.create({ login: String(form.login ?? ''), displayName: String(form.displayName ?? ''), roles: ['admin', 'read', 'upload'], password: String(form.password ?? '') });
       setup.consume();
+      c.set('principal', userPrincipal(user));
       await startSession(c, user);
       return c.redirect('/', 303);
     } catch (e) {
