@@ -1,64 +1,64 @@
-import { sql } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { IntegrityPasses, PassRow } from './catalog.js';
-import { execute, fetchRows, type Plan } from './plan.js';
+import type { IndexTables } from './index-tables.js';
+import { execute, type Plan } from './plan.js';
+import { assignments, changed, columnsOf, insertInto, select, type Run } from './sql-rows.js';
 
-type Run = <T>(plan: Plan<T>) => Promise<T>;
-type DriverRow = Omit<PassRow, 'leaseUntil' | 'startedAt'> & { leaseUntil: number | string; startedAt: number | string };
+type Passes = IndexTables['integrityPasses'];
 
 /** IntegrityPasses over the integrity_passes table; each change is one write transaction, so claims cannot interleave. */
 export class SqlIntegrityPasses implements IntegrityPasses {
   constructor(
+    private readonly t: Passes,
     private readonly read: Run,
     private readonly write: Run,
   ) {}
 
   claim(name: string, owner: string, leaseMs: number, dueBy: number, freshProgress: string): Promise<PassRow | undefined> {
-    return this.write(claiming(name, owner, leaseMs, dueBy, freshProgress));
+    return this.write(claiming(this.t, name, owner, leaseMs, dueBy, freshProgress));
   }
 
-  advance(name: string, owner: string, leaseMs: number, cursor: string, progress: string): Promise<boolean> {
-    return this.write(
-      (function* () {
-        const held = yield* fetchRows<{ name: string }>(sql`UPDATE integrity_passes SET cursor = ${cursor}, progress = ${progress}, lease_until = ${Date.now() + leaseMs}
-          WHERE name = ${name} AND owner = ${owner} RETURNING name`);
-        return held.length > 0;
-      })(),
+  async advance(name: string, owner: string, leaseMs: number, cursor: string, progress: string): Promise<boolean> {
+    const t = this.t;
+    const held = await this.write(
+      changed(sql`UPDATE ${t} SET ${assignments(t, { cursor, progress, leaseUntil: Date.now() + leaseMs })} WHERE ${and(eq(t.name, name), eq(t.owner, owner))}`, t.name),
     );
+    return held > 0;
   }
 
-  finish(name: string, owner: string, last: string): Promise<void> {
-    return this.write(execute(sql`UPDATE integrity_passes SET owner = NULL, lease_until = 0, last = ${last} WHERE name = ${name} AND owner = ${owner}`));
+  async finish(name: string, owner: string, last: string): Promise<void> {
+    const t = this.t;
+    await this.write(execute(sql`UPDATE ${t} SET ${assignments(t, { owner: null, leaseUntil: 0, last })} WHERE ${and(eq(t.name, name), eq(t.owner, owner))}`));
   }
 
   async state(name: string): Promise<PassRow | undefined> {
-    const [row] = await this.read(selectPass(name));
-    return row && passRow(row);
+    const [row] = await this.read(selectPass(this.t, name));
+    return row;
   }
 }
 
-function selectPass(name: string): Plan<DriverRow[]> {
-  return fetchRows<DriverRow>(sql`SELECT owner, lease_until AS "leaseUntil", started_at AS "startedAt", cursor, progress, last
-    FROM integrity_passes WHERE name = ${name}`);
+function selectPass(t: Passes, name: string): Plan<PassRow[]> {
+  const { name: _name, ...pass } = columnsOf(t);
+  return select<PassRow>(pass, sql`FROM ${t} WHERE ${eq(t.name, name)}`);
 }
 
-function* claiming(name: string, owner: string, leaseMs: number, dueBy: number, freshProgress: string): Plan<PassRow | undefined> {
+function* claiming(t: Passes, name: string, owner: string, leaseMs: number, dueBy: number, freshProgress: string): Plan<PassRow | undefined> {
   const now = Date.now();
-  const [found] = yield* selectPass(name);
-  const row = found && passRow(found);
+  const [row] = yield* selectPass(t, name);
   if (row?.owner && row.owner !== owner && row.leaseUntil > now) return undefined;
   if (row?.owner) {
     // Under way, and its holder gone quiet (or it is ours): resumed from its cursor.
-    yield* execute(sql`UPDATE integrity_passes SET owner = ${owner}, lease_until = ${now + leaseMs} WHERE name = ${name}`);
+    yield* execute(sql`UPDATE ${t} SET ${assignments(t, { owner, leaseUntil: now + leaseMs })} WHERE ${eq(t.name, name)}`);
     return { ...row, owner, leaseUntil: now + leaseMs };
   }
   if (row && row.startedAt > dueBy) return undefined;
-  yield* execute(sql`INSERT INTO integrity_passes (name, owner, lease_until, started_at, cursor, progress, last)
-    VALUES (${name}, ${owner}, ${now + leaseMs}, ${now}, '', ${freshProgress}, NULL)
-    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until, started_at = excluded.started_at,
-      cursor = excluded.cursor, progress = excluded.progress`);
-  return { owner, leaseUntil: now + leaseMs, startedAt: now, cursor: '', progress: freshProgress, last: row?.last ?? null };
-}
-
-function passRow(r: DriverRow): PassRow {
-  return { ...r, leaseUntil: Number(r.leaseUntil), startedAt: Number(r.startedAt) };
+  const fresh: PassRow = { owner, leaseUntil: now + leaseMs, startedAt: now, cursor: '', progress: freshProgress, last: row?.last ?? null };
+  // A new pass keeps the last one's report until it finishes.
+  const renewed = (['owner', 'leaseUntil', 'startedAt', 'cursor', 'progress'] as const).map((key) => sql.identifier(t[key].name));
+  yield* insertInto(
+    t,
+    [{ name, ...fresh, last: null }],
+    sql`ON CONFLICT (${sql.identifier(t.name.name)}) DO UPDATE SET ${sql.join(renewed.map((column) => sql`${column} = excluded.${column}`), sql`, `)}`,
+  );
+  return fresh;
 }

@@ -126,7 +126,7 @@ export abstract class SqlCatalog implements Catalog {
   }
 
   passes(): IntegrityPasses {
-    return new SqlIntegrityPasses((plan) => this.read(plan), (plan) => this.write(plan));
+    return new SqlIntegrityPasses(this.t.integrityPasses, (plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   async check(): Promise<void> {

@@ -56,6 +56,12 @@ export function* insertInto<Row extends object>(table: TableOf<Row>, rows: Row[]
   return inserted;
 }
 
+/** The SET list of an UPDATE: each key's column by its bare name, as SET wants it, to its value bound as the column binds it. */
+export function assignments<Row>(table: TableOf<Row>, values: Partial<Row>): SQL {
+  const columns = Object.keys(values) as Array<keyof Row>;
+  return sql.join(columns.map((key) => sql`${sql.identifier(table[key].name)} = ${sql.param(values[key], table[key])}`), sql`, `);
+}
+
 /** How many rows a write changed: counted by RETURNING, which both dialects speak, rather than by each driver's own count. */
 export function* changed(statement: SQL, anyColumn: Column): Plan<number> {
   return (yield* fetchRows(sql`${statement} RETURNING ${sql.identifier(anyColumn.name)}`)).length;
