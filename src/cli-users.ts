@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { AuthFailures } from './auth/auth-failures.js';
-import { USER_ROLES, Users } from './auth/users.js';
+import { USER_ROLES, Users, userStatus } from './auth/users.js';
 import type { Role } from './auth/principal.js';
 import { openCatalog } from './catalog/open.js';
 import { printable, table, utc } from './cli-access.js';
@@ -10,7 +10,9 @@ import { HttpError } from './errors.js';
 export const USERS_USAGE = `Staff accounts (sign in at /login; safe while the server runs):
   users create --role <${USER_ROLES.join('|')}> [--role …] --name <login> [--display-name "<name>"]
                     make an account; prints a one-time password, to be changed at first sign-in
-  users list        every account: login, display name, roles, status
+  users list        every account: login, display name, roles, status, last sign-in
+  users roles <login> --role <${USER_ROLES.join('|')}> [--role …]
+                    replace an account's roles; they apply from its next request
   users disable <login>
                     stop an account from signing in; its sessions end at once
   users enable <login>
@@ -30,6 +32,8 @@ export async function runUsersCommand(args: string[]): Promise<void> {
         return await create(users, rest);
       case 'list':
         return await list(users);
+      case 'roles':
+        return await roles(users, rest);
       case 'disable':
       case 'enable': {
         const login = one(rest);
@@ -58,10 +62,20 @@ export async function runUsersCommand(args: string[]): Promise<void> {
 
 async function create(users: Users, args: string[]) {
   const { values } = parseArgs({ args, options: { role: { type: 'string', multiple: true }, name: { type: 'string' }, 'display-name': { type: 'string' } }, strict: true });
-  const roles = (values.role ?? []).flatMap((r) => r.split(',')) as Role[];
-  const { user, password } = await users.create({ login: values.name ?? '', displayName: values['display-name'], roles });
+  const { user, password } = await users.create({ login: values.name ?? '', displayName: values['display-name'], roles: rolesOf(values.role) });
   console.log(`User ${user.login} (${user.roles.join(', ')}) created. One-time password:\n\n    ${password}\n`);
   console.log('It works for one sign-in at /login, where it must be changed. It is not shown again.');
+}
+
+async function roles(users: Users, args: string[]) {
+  const { values, positionals } = parseArgs({ args, options: { role: { type: 'string', multiple: true } }, allowPositionals: true, strict: true });
+  const user = await users.setRoles(one(positionals), rolesOf(values.role));
+  console.log(`${user.login} now has the roles ${user.roles.join(', ')}.`);
+}
+
+/** `--role read --role upload` or `--role read,upload`. */
+function rolesOf(given: string[] | undefined): Role[] {
+  return (given ?? []).flatMap((r) => r.split(',')) as Role[];
 }
 
 async function list(users: Users) {
@@ -71,9 +85,12 @@ async function list(users: Users) {
     return;
   }
   const now = Date.now();
-  const status = (u: (typeof all)[number]) =>
-    u.disabledAt !== null ? 'disabled' : u.lockedUntil !== null && u.lockedUntil > now ? 'locked' : u.mustChangePassword ? 'must change password' : 'active';
-  console.log(table(['LOGIN', 'DISPLAY NAME', 'ROLES', 'CREATED', 'STATUS'], all.map((u) => [u.login, printable(u.displayName), u.roles.join(','), utc(u.createdAt), status(u)])));
+  console.log(
+    table(
+      ['LOGIN', 'DISPLAY NAME', 'ROLES', 'CREATED', 'LAST SIGN-IN', 'STATUS'],
+      all.map((u) => [u.login, printable(u.displayName), u.roles.join(','), utc(u.createdAt), u.lastSignInAt === null ? 'never' : utc(u.lastSignInAt), userStatus(u, now)]),
+    ),
+  );
 }
 
 function one(args: string[]): string {

@@ -98,13 +98,16 @@ export function signInFirst(auth: Auth): MiddlewareHandler<Env> {
     const browsing = c.req.method === 'GET' && (c.req.header('accept') ?? '').includes('text/html');
     if (browsing && !auth.anonymousRead && c.req.query('token') === undefined) {
       const session = getCookie(c, SESSION_COOKIE);
-      if (!session || !(await auth.sessions.principalOf(session))) {
-        const url = new URL(c.req.url);
-        return c.redirect(`/login?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
-      }
+      if (!session || !(await auth.sessions.principalOf(session))) return sendToSignIn(c);
     }
     await next();
   };
+}
+
+/** To /login, and back to the page asked for once signed in. */
+export function sendToSignIn(c: Context<Env>): Response {
+  const url = new URL(c.req.url);
+  return c.redirect(`/login?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
 }
 
 /** A route's permission: 401 when the caller has not said who they are, 403 when they may not. */

@@ -11,12 +11,13 @@ export type UserRecord = {
   disabledAt: number | null;
   failedSignIns: number;
   lockedUntil: number | null;
+  lastSignInAt: number | null;
 };
 
 export type StoredUser = UserRecord & { passwordHash: string };
 
 /** What may change of an account after it is made. */
-export type UserChange = Partial<Pick<StoredUser, 'passwordHash' | 'mustChangePassword' | 'disabledAt' | 'failedSignIns' | 'lockedUntil'>>;
+export type UserChange = Partial<Pick<StoredUser, 'roles' | 'passwordHash' | 'mustChangePassword' | 'disabledAt' | 'failedSignIns' | 'lockedUntil' | 'lastSignInAt'>>;
 
 /** A session as kept: by the SHA-256 of its id, never the id. */
 export type SessionRecord = { idHash: string; userId: string; createdAt: number; lastSeenAt: number };

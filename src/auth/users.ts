@@ -49,8 +49,7 @@ export class Users {
   /** A new account; without a password given, one is made and must be changed at first sign-in. */
   async create(opts: { login: string; displayName?: string; roles: Role[]; password?: string }): Promise<{ user: UserRecord; password: string }> {
     if (!LOGIN.test(opts.login)) throw new BadRequest('a login name is 1 to 64 letters, digits, ".", "_", "@" or "-", beginning with a letter or digit');
-    const roles = [...new Set(opts.roles)];
-    if (roles.length === 0 || roles.some((r) => !(USER_ROLES as readonly string[]).includes(r))) throw new BadRequest(`a user's roles are one or more of ${USER_ROLES.join(', ')}`);
+    const roles = userRoles(opts.roles);
     if (opts.password !== undefined) checkStrength(opts.password);
     const password = opts.password ?? oneTimePassword();
     const user: StoredUser = {
@@ -64,6 +63,7 @@ export class Users {
       disabledAt: null,
       failedSignIns: 0,
       lockedUntil: null,
+      lastSignInAt: null,
     };
     if (!(await this.records.addUser(user))) throw new HttpError(409, 'conflict', `a user named "${opts.login}" exists already; choose another login name`);
     const { passwordHash: _, ...record } = user;
@@ -73,8 +73,19 @@ export class Users {
   /** Disabling ends the user's sessions at once; enabling lets them sign in again. */
   async setDisabled(login: string, disabled: boolean): Promise<void> {
     const user = await this.known(login);
+    if (disabled) await this.keepAnAdmin(user, 'disable');
     await this.records.updateUser(user.id, { disabledAt: disabled ? Date.now() : null, ...(disabled ? {} : { failedSignIns: 0, lockedUntil: null }) });
     if (disabled) await this.records.deleteUserSessions(user.id);
+  }
+
+  /** Roles take effect from the user's next request: a session reads them with every request. */
+  async setRoles(login: string, roles: Role[]): Promise<UserRecord> {
+    const user = await this.known(login);
+    const next = userRoles(roles);
+    if (!next.includes('admin')) await this.keepAnAdmin(user, 'take the admin role from');
+    await this.records.updateUser(user.id, { roles: next });
+    const { passwordHash: _, ...record } = user;
+    return { ...record, roles: next };
   }
 
   /** A new one-time password, to be changed at the next sign-in; every session of the user ends. */
@@ -115,9 +126,9 @@ export class Users {
     if (streak && streak.lockedUntil !== null && streak.lockedUntil > now) throw new SignInRefused(true);
     const good = await verify(user?.passwordHash ?? (await this.decoy), password).catch(() => false);
     if (user && good && user.disabledAt === null) {
-      if (user.failedSignIns > 0 || user.lockedUntil !== null) await this.records.updateUser(user.id, { failedSignIns: 0, lockedUntil: null });
+      await this.records.updateUser(user.id, { failedSignIns: 0, lockedUntil: null, lastSignInAt: now });
       const { passwordHash: _, ...record } = user;
-      return record;
+      return { ...record, lastSignInAt: now };
     }
     this.failures.fail(address, attempt);
     const failed = (streak?.failedSignIns ?? 0) + 1;
@@ -128,11 +139,30 @@ export class Users {
     throw new SignInRefused(false);
   }
 
+  /** Refuses a change that would leave no enabled admin account: nobody could then manage users from the pages. */
+  private async keepAnAdmin(user: StoredUser, change: string): Promise<void> {
+    if (!user.roles.includes('admin') || user.disabledAt !== null) return;
+    const others = (await this.records.users()).filter((u) => u.id !== user.id && u.disabledAt === null && u.roles.includes('admin'));
+    if (others.length === 0) throw new HttpError(409, 'last-admin', `${user.login} is the only enabled administrator: make another one first, then ${change} ${user.login}`);
+  }
+
   private async known(login: string): Promise<StoredUser> {
     const user = await this.records.userByLogin(login);
     if (!user) throw new NotFound(`no user is named "${login}"; \`users list\` shows them`);
     return user;
   }
+}
+
+/** How an account stands, in the words the command line and the users page show. */
+export function userStatus(user: UserRecord, now = Date.now()): 'disabled' | 'locked' | 'must change password' | 'active' {
+  if (user.disabledAt !== null) return 'disabled';
+  if (user.lockedUntil !== null && user.lockedUntil > now) return 'locked';
+  return user.mustChangePassword ? 'must change password' : 'active';
+}
+
+function userRoles(roles: readonly string[]): Role[] {
+  if (roles.length === 0 || roles.some((r) => !(USER_ROLES as readonly string[]).includes(r))) throw new BadRequest(`a user's roles are one or more of ${USER_ROLES.join(', ')}`);
+  return USER_ROLES.filter((r) => roles.includes(r));
 }
 
 type FailureStreak = Pick<UserRecord, 'failedSignIns' | 'lockedUntil'>;

@@ -151,6 +151,7 @@ export const users = pgTable(
     disabledAt: long('disabled_at'),
     failedSignIns: integer('failed_sign_ins').notNull(),
     lockedUntil: long('locked_until'),
+    lastSignInAt: long('last_sign_in_at'),
   },
   (t) => [uniqueIndex('users_login').on(t.login)],
 );

@@ -161,6 +161,8 @@ export const users = sqliteTable(
     /** Failed sign-ins in a row, and until when the account refuses every password; shared by replicas. */
     failedSignIns: integer('failed_sign_ins').notNull(),
     lockedUntil: integer('locked_until'),
+    /** Shown to the administrator: an account nobody has used for months is one to disable. */
+    lastSignInAt: integer('last_sign_in_at'),
   },
   (t) => [uniqueIndex('users_login').on(t.login)],
 );

@@ -60,7 +60,7 @@ export class SqlUserRecords implements UserRecords {
     const { users } = this.t;
     const columns = getTableColumns(users) as Record<keyof UserRow, Column>;
     const sets = Object.entries(change).map(([key, value]) => {
-      const stored = key === 'mustChangePassword' ? (value ? 1 : 0) : value;
+      const stored = key === 'mustChangePassword' ? (value ? 1 : 0) : key === 'roles' ? (value as Role[]).join(',') : value;
       return sql`${sql.identifier(columns[key as keyof UserRow].name)} = ${stored}`;
     });
     if (sets.length === 0) return Promise.resolve(true);
@@ -125,6 +125,7 @@ function storedUser(row: Record<string, unknown>): StoredUser {
     disabledAt: time(row.u_disabledAt),
     failedSignIns: Number(row.u_failedSignIns),
     lockedUntil: time(row.u_lockedUntil),
+    lastSignInAt: time(row.u_lastSignInAt),
   };
 }
 

@@ -5,4 +5,6 @@ export const ADMIN_NAV: NavLink[] = [
   { href: '/admin/storage', label: 'Storage' },
   { href: '/admin/keys', label: 'API keys' },
   { href: '/admin/audit', label: 'Audit trail' },
+  { href: '/admin/users', label: 'Users' },
+  { href: '/logout', label: 'Sign out' },
 ];

@@ -1,13 +1,18 @@
 import { Hono, type MiddlewareHandler } from 'hono';
-import { auditTrail, authenticate } from '../auth/middleware.js';
-import { permits } from '../auth/principal.js';
+import type { Child } from 'hono/jsx';
+import { auditTrail, authenticate, sendToSignIn } from '../auth/middleware.js';
+import { permits, type Principal } from '../auth/principal.js';
 import type { Env, Services } from '../context.js';
 import { auditPage } from './audit.js';
 import { keysPages } from './keys.js';
 import { Layout } from './layout.js';
 import { storagePage } from './storage.js';
+import { usersPages } from './users.js';
 
-/** The administrator's pages, server-rendered: the same credentials and audit trail as the API, admins only. */
+/**
+ * The administrator's pages, server-rendered: the same credentials and audit trail as the API, admins only. A browser
+ * signs in at /login like staff do; a tool may send an admin API key (Bearer, or Basic's password).
+ */
 export function adminPages(services: Services) {
   const router = new Hono<Env>();
   router.use('*', basicChallenge(), auditTrail(services.auth.audit), authenticate(services.auth), adminOnly(services));
@@ -15,10 +20,11 @@ export function adminPages(services: Services) {
   router.route('/', storagePage(services));
   router.route('/', keysPages(services));
   router.route('/', auditPage(services));
+  router.route('/', usersPages(services));
   return router;
 }
 
-/** A browser without a credential is asked for one: an API key as the password of HTTP Basic (any user name). */
+/** A tool without a credential is told it may send an admin API key as the password of HTTP Basic (any user name). */
 function basicChallenge(): MiddlewareHandler<Env> {
   return async (c, next) => {
     await next();
@@ -30,10 +36,17 @@ function basicChallenge(): MiddlewareHandler<Env> {
 function adminOnly(services: Services): MiddlewareHandler<Env> {
   return async (c, next) => {
     const principal = c.var.principal;
+    const browsing = c.req.method === 'GET' && (c.req.header('accept') ?? '').includes('text/html');
     if (!principal || principal.kind === 'anonymous') {
-      return c.html(<Refusal title="Sign in">Sign in with an admin API key as the password (any user name).</Refusal>, 401);
+      if (browsing) return sendToSignIn(c);
+      return c.html(<Refusal title="Sign in">Sign in at /login as an administrator, or send an admin API key.</Refusal>, 401);
     }
-    if (!permits(principal, 'admin')) return c.html(<Refusal title="Not allowed">These pages are for administrators; your credential may not use them.</Refusal>, 403);
+    if (principal.kind === 'user' && principal.mustChangePassword && browsing) {
+      return c.redirect(`/account/password?next=${encodeURIComponent(new URL(c.req.url).pathname)}`, 303);
+    }
+    if (!permits(principal, 'admin')) {
+      return c.html(<Refusal title="Not allowed">These pages are for administrators; {signedInAs(principal)} may not use them. Sign out to sign in as an administrator.</Refusal>, 403);
+    }
     if (c.req.method !== 'GET' && c.req.method !== 'HEAD' && !services.auth.origins.fromOwnPage(c)) {
       return c.html(<Refusal title="Refused">A change must be made from this server's own pages, not from another site. Nothing was changed.</Refusal>, 403);
     }
@@ -43,9 +56,13 @@ function adminOnly(services: Services): MiddlewareHandler<Env> {
   };
 }
 
-function Refusal(props: { title: string; children: string }) {
+function signedInAs(principal: Principal): string {
+  return principal.kind === 'user' ? `you (${principal.login}, ${principal.roles.join(', ') || 'no role yet'})` : 'your credential';
+}
+
+function Refusal(props: { title: string; children: Child }) {
   return (
-    <Layout title={props.title} nav={[]}>
+    <Layout title={props.title} nav={[{ href: '/logout', label: 'Sign out' }]}>
       <p class="error">{props.children}</p>
     </Layout>
   );

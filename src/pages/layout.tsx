@@ -15,6 +15,8 @@ button{background:#1d3557;color:#fff;border:0;border-radius:3px;cursor:pointer}b
 .error{background:#fde8e8;border:1px solid #b00020;padding:.8em;margin:0 0 1em}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em;background:#fff;padding:1em}dt{font-weight:600}dd{margin:0}
 .muted{color:#667}
+fieldset.roles{border:0;padding:0;margin:0;display:flex;flex-wrap:wrap;gap:0 .7em;align-items:center}fieldset.roles legend{font-size:.85em;padding:0}
+fieldset.roles label{flex-direction:row;align-items:center;gap:.25em;font-size:1em}td form.row{margin:0 0 .3em;flex-wrap:nowrap}
 `;
 
 export type NavLink = { href: string; label: string };

@@ -43,6 +43,15 @@ export function signInPages(services: Services) {
     }
   });
 
+  // A link (from the administrator's pages, or typed after using the viewer) shows a button: signing out is a POST.
+  router.get('/logout', (c) =>
+    page(c, 200, 'Sign out', (
+      <form method="post" action="/logout" class="row">
+        <button type="submit">Sign out</button>
+      </form>
+    )),
+  );
+
   router.post('/logout', async (c) => {
     const id = getCookie(c, SESSION_COOKIE);
     const user = id ? await sessions.principalOf(id) : undefined;

@@ -3,9 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
+import { createUser, firstSignIn, submitSignIn } from './staff.js';
 import { launchChromium } from './viewer-page.js';
 
-/** The administrator's pages in Chromium, signed in with the admin key as HTTP Basic's password. */
+/** The administrator's pages in Chromium, used by an administrator signed in at /login. */
 describe('the administrator pages', () => {
   let pacs: RunningServer;
   let browser: Browser;
@@ -24,8 +25,13 @@ describe('the administrator pages', () => {
     for (const study of [anna, otto]) expect((await adminFetch(`${pacs.dicomweb}/studies/${study}/metadata`)).status).toBe(200);
     browser = await launchChromium();
     // A phone's width: the pages must work there too.
-    admin = await browser.newContext({ httpCredentials: { username: 'admin', password: TEST_ADMIN_KEY }, viewport: { width: 390, height: 800 } });
+    admin = await browser.newContext({ viewport: { width: 390, height: 800 } });
     page = await admin.newPage();
+    const oneTime = await createUser(pacs, 'it.admin', ['admin']);
+    await page.goto(`${pacs.url}/admin/keys`);
+    expect(page.url()).toBe(`${pacs.url}/login?next=${encodeURIComponent('/admin/keys')}`);
+    await firstSignIn(page, 'it.admin', oneTime, 'the admin chose this');
+    expect(page.url()).toBe(`${pacs.url}/admin/keys`);
   }, 180_000);
 
   afterAll(async () => {
@@ -33,15 +39,26 @@ describe('the administrator pages', () => {
     await pacs?.stop();
   });
 
-  it('asks a browser without a credential to sign in, and refuses a read key', async () => {
-    // Headless Chromium cannot show the sign-in prompt (it fails the navigation with ERR_INVALID_AUTH_CREDENTIALS): asked as a page would.
-    const answer = await fetch(`${pacs.url}/admin/keys`, { headers: { Accept: 'text/html' } });
-    expect(answer.status).toBe(401);
-    expect(answer.headers.get('www-authenticate')).toMatch(/^Basic /);
-    const made = await adminFetch(`${pacs.url}/api/v1/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'reader', role: 'read' }) });
-    const reader = await browser.newContext({ httpCredentials: { username: 'r', password: ((await made.json()) as { key: string }).key } });
-    expect((await (await reader.newPage()).goto(`${pacs.url}/admin/keys`))?.status()).toBe(403);
+  it('refuses a signed-in user who is no admin with a plain page, and a read key; a tool still uses an admin key', async () => {
+    const oneTime = await createUser(pacs, 'dr.reader', ['read']);
+    const reader = await browser.newContext({ viewport: { width: 390, height: 800 } });
+    const readerPage = await reader.newPage();
+    await readerPage.goto(`${pacs.url}/admin/audit`);
+    await firstSignIn(readerPage, 'dr.reader', oneTime, 'the reader chose this');
+    expect(readerPage.url()).toBe(`${pacs.url}/admin/audit`);
+    expect(await readerPage.textContent('h1')).toBe('Not allowed');
+    expect(await readerPage.textContent('.error')).toContain('dr.reader');
+    expect((await readerPage.reload())?.status()).toBe(403);
     await reader.close();
+
+    const made = await adminFetch(`${pacs.url}/api/v1/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'reader', role: 'read' }) });
+    const readKey = ((await made.json()) as { key: string }).key;
+    expect((await fetch(`${pacs.url}/admin/keys`, { headers: { Authorization: `Bearer ${readKey}` } })).status).toBe(403);
+    const basic = `Basic ${Buffer.from(`it:${TEST_ADMIN_KEY}`).toString('base64')}`;
+    expect((await fetch(`${pacs.url}/admin/keys`, { headers: { Authorization: basic } })).status).toBe(200);
+    const bare = await fetch(`${pacs.url}/admin/keys`);
+    expect(bare.status).toBe(401);
+    expect(bare.headers.get('www-authenticate')).toMatch(/^Basic /);
   });
 
   it('creates a key and shows it once, the key works, and revoking it ends it', async () => {
@@ -89,7 +106,7 @@ describe('the administrator pages', () => {
     await page.fill('input[name=credential]', 'none');
     await page.fill('input[name=since]', today);
     await page.click('button:has-text("Filter")');
-    // The browser's first unauthenticated visit was refused and recorded as "none".
+    // The browser's first visit, before signing in, was sent to /login and recorded as "none".
     const who = await page.locator('#audit tbody td:nth-child(2)').allTextContents();
     expect(who.length).toBeGreaterThan(0);
     expect(new Set(who)).toEqual(new Set(['none']));
@@ -106,6 +123,79 @@ describe('the administrator pages', () => {
     expect(second).toBeGreaterThan(5);
     expect(second).toBeLessThanOrEqual(50);
     expect(page.url()).toContain('page=2');
+  });
+
+  it('makes a user who signs in with the one-time password and must change it, and changes their roles, password and state', async () => {
+    await page.goto(`${pacs.url}/admin/users`);
+    await page.fill('input[name=login]', 'tech.tom');
+    await page.fill('input[name=displayName]', 'Tom the technician');
+    await page.locator('form[action="/admin/users"] input[value=upload]').check();
+    await page.click('button:has-text("Create user")');
+    const oneTime = (await page.textContent('#one-time-password'))!.trim();
+    expect(oneTime).toMatch(/^\S{10,}$/);
+    const row = () => page.locator('#users tr[data-login="tech.tom"]');
+    expect(await row().locator('td').nth(1).textContent()).toBe('Tom the technician');
+    expect(await row().locator('.state').textContent()).toBe('must change password');
+    expect(await row().locator('td').nth(4).textContent()).toBe('never');
+    // Shown once: the list afterwards does not hold it.
+    await page.goto(`${pacs.url}/admin/users`);
+    expect(await page.content()).not.toContain(oneTime);
+
+    const tom = await browser.newContext({ viewport: { width: 390, height: 800 } });
+    const tomPage = await tom.newPage();
+    await tomPage.goto(`${pacs.url}/admin/storage`);
+    await firstSignIn(tomPage, 'tech.tom', oneTime, 'tom chose this one');
+    // Signed in as read and upload: not an admin.
+    expect(await tomPage.textContent('h1')).toBe('Not allowed');
+    expect((await tomPage.request.get(`${pacs.dicomweb}/studies`)).status()).toBe(200);
+    await page.reload();
+    expect(await row().locator('.state').textContent()).toBe('active');
+    expect(await row().locator('td').nth(4).textContent()).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$/);
+
+    // Roles apply from Tom's next request.
+    await row().locator('input[value=admin]').check();
+    await row().locator('button:has-text("Save roles")').click();
+    await page.waitForURL(`${pacs.url}/admin/users`);
+    expect(await row().locator('input[value=admin]').isChecked()).toBe(true);
+    expect((await tomPage.reload())?.status()).toBe(200);
+    expect(await tomPage.textContent('h1')).toBe('Storage');
+    await row().locator('input[value=admin]').uncheck();
+    await row().locator('input[value=upload]').uncheck();
+    await row().locator('button:has-text("Save roles")').click();
+    await page.waitForURL(`${pacs.url}/admin/users`);
+    expect((await tomPage.reload())?.status()).toBe(403);
+    expect((await tomPage.request.get(`${pacs.dicomweb}/studies`)).status()).toBe(200);
+
+    // A reset ends Tom's session and gives a new one-time password; the old password is refused.
+    await row().locator('button:has-text("Reset password")').click();
+    const reset = (await page.textContent('#one-time-password'))!.trim();
+    expect(reset).not.toBe(oneTime);
+    await tomPage.reload();
+    expect(new URL(tomPage.url()).pathname).toBe('/login');
+    await submitSignIn(tomPage, 'tech.tom', 'tom chose this one');
+    expect(await tomPage.textContent('[role=alert]')).toContain('the name or the password is wrong');
+    await firstSignIn(tomPage, 'tech.tom', reset, 'tom chose another');
+
+    // Disabling ends the session at once; enabling lets Tom sign in again.
+    await page.goto(`${pacs.url}/admin/users`);
+    await row().locator('button:has-text("Disable")').click();
+    await page.waitForURL(`${pacs.url}/admin/users`);
+    expect(await row().locator('.state').textContent()).toBe('disabled');
+    expect((await tomPage.request.get(`${pacs.dicomweb}/studies`)).status()).toBe(401);
+    await tomPage.goto(`${pacs.url}/admin/storage`);
+    await submitSignIn(tomPage, 'tech.tom', 'tom chose another');
+    expect(await tomPage.textContent('[role=alert]')).toContain('the name or the password is wrong');
+    await row().locator('button:has-text("Enable")').click();
+    await page.waitForURL(`${pacs.url}/admin/users`);
+    expect(await row().locator('.state').textContent()).toBe('active');
+    await submitSignIn(tomPage, 'tech.tom', 'tom chose another');
+    expect((await tomPage.request.get(`${pacs.dicomweb}/studies`)).status()).toBe(200);
+    await tom.close();
+
+    // The only enabled administrator cannot disable themselves, and nothing changes.
+    await page.locator('#users tr[data-login="it.admin"] button:has-text("Disable")').click();
+    expect(await page.textContent('[role=alert]')).toContain('only enabled administrator');
+    expect(await page.locator('#users tr[data-login="it.admin"] .state').textContent()).toBe('active');
   });
 
   it('shows the storage figures', async () => {
