@@ -78,8 +78,9 @@ const MAX_PADDING_BYTES = 1024;
  * body with no Content-Length is held to the limits just the same:
  * - past `maxTotalBytes` (preamble and framing included) the reader throws MultipartError 'too-large', and
  *   when part `maxParts` + 1 begins, 'too-many-parts';
- * - a part past `maxPartBytes` throws 'part-too-large' from its body iterator; the reader then skips the rest
- *   of that part and goes on with the next one, so one oversized instance never stops its neighbours;
+ * - a part past `maxPartBytes` throws 'part-too-large' from its body iterator, once its first `maxPartBytes` are
+ *   handed out; the reader then skips the rest of that part unread and goes on with the next one, so one
+ *   oversized instance never stops its neighbours;
  * - broken framing (no boundary, bytes after a boundary, headers over 16 KB or without a colon, a body that ends
  *   before the closing boundary) throws 'malformed'.
  * A failure of the whole body (too-large, malformed, an error from `body`) is thrown by the part body being read
@@ -133,8 +134,14 @@ class PartBody implements AsyncIterable<Uint8Array> {
       const piece = await this.input.scan(this.delimiter);
       if (!piece) return this.input.fail('malformed', 'the body ends inside a part, before its closing boundary; was the upload cut short?');
       this.reachedEnd = piece.found;
+      const room = this.maxBytes - this.size;
       this.size += piece.data.length;
       if (this.size > this.maxBytes) {
+        // What fits goes out first, whatever the chunking: the head of a part refused for its size may still name it.
+        if (room > 0) {
+          yield piece.data.subarray(0, room);
+          this.assertCurrent();
+        }
         throw new MultipartError('part-too-large', `a part is larger than the ${this.maxBytes}-byte limit; it was skipped and the parts after it are still read`);
       }
       if (piece.data.length) {

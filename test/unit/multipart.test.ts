@@ -323,6 +323,22 @@ describe('readMultipart limits', () => {
     }
   });
 
+  it('hands out the first maxPartBytes of an oversized part before failing it, however it is chunked', async () => {
+    const limits = { maxPartBytes: 1000, maxTotalBytes: 1 << 20 };
+    const oversized = noise(1500, 7).toString('latin1').replaceAll('\r', '.');
+    for (const size of [1, 999, 1000, 1001, 65536]) {
+      const parts: { head: string; error?: string }[] = [];
+      for await (const part of readMultipart(text(body(oversized), size), 'b', limits)) {
+        const received: Buffer[] = [];
+        const error = await (async () => {
+          for await (const chunk of part.body) received.push(Buffer.from(chunk));
+        })().catch((e: MultipartError) => e.code);
+        parts.push({ head: Buffer.concat(received).toString('latin1'), ...(error ? { error } : {}) });
+      }
+      expect(parts).toEqual([{ head: oversized.slice(0, 1000), error: 'part-too-large' }]);
+    }
+  });
+
   it('still holds the parts after an oversized one to maxTotalBytes', async () => {
     const limits = { maxPartBytes: 1000, maxTotalBytes: 5000 };
     await expect(readAll(text(body('z'.repeat(3000), 'x'.repeat(3000)), 256), 'b', limits)).rejects.toMatchObject({ code: 'too-large' });
