@@ -25,6 +25,8 @@ const ONE_BACKEND = [
   'test/integration/https.test.ts',
   // The HTTP server's idle timeout: the same Node server in front of every backend.
   'test/integration/idle-timeout.test.ts',
+  // Routes through app.request() in the test's own process, over files and SQLite: negotiation and status, not storage.
+  'test/integration/routes.test.ts',
   // The build in dist/ run by node: the same code as the source every other test runs, compiled.
   'test/integration/built.test.ts',
 ];
