@@ -14,7 +14,8 @@ type Run = <T>(plan: Plan<T>) => Promise<T>;
 /** Accounts and sessions in the index's database, one text of SQL for both dialects. */
 export class SqlUserRecords implements UserRecords {
   private readonly userColumns: SQL;
-  private readonly sessionColumns: SQL;
+  /** Asked on every request made with a session: prepared once, as the API key lookup is. */
+  private readonly sessionUserQuery: SQL;
 
   constructor(
     private readonly t: UserTables,
@@ -22,7 +23,9 @@ export class SqlUserRecords implements UserRecords {
     private readonly transact: Run,
   ) {
     this.userColumns = selectList(t.users, 'u_');
-    this.sessionColumns = selectList(t.sessions, 's_');
+    const { sessions, users } = t;
+    this.sessionUserQuery = sql`SELECT ${selectList(sessions, 's_')}, ${this.userColumns} FROM ${sessions} JOIN ${users} ON ${eq(users.id, sessions.userId)}
+      WHERE ${eq(sessions.idHash, sql.placeholder('idHash'))}`;
   }
 
   async countUsers(): Promise<number> {
@@ -81,12 +84,7 @@ export class SqlUserRecords implements UserRecords {
   }
 
   async sessionUser(idHash: string): Promise<{ session: SessionRecord; user: UserRecord } | undefined> {
-    const { sessions, users } = this.t;
-    const [row] = await this.read(
-      fetchRows<Record<string, unknown>>(
-        sql`SELECT ${this.sessionColumns}, ${this.userColumns} FROM ${sessions} JOIN ${users} ON ${eq(users.id, sessions.userId)} WHERE ${eq(sessions.idHash, idHash)}`,
-      ),
-    );
+    const [row] = await this.read(fetchRows<Record<string, unknown>>(this.sessionUserQuery, { idHash }));
     if (!row) return undefined;
     const session: SessionRecord = { idHash: String(row.s_idHash), userId: String(row.s_userId), createdAt: Number(row.s_createdAt), lastSeenAt: Number(row.s_lastSeenAt) };
     return { session, user: withoutHash(storedUser(row)) };
