@@ -1,7 +1,10 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import type { Corpus } from './corpus.js';
-import { expectJson, request } from './http.js';
+import { expectJson, request, type Reply } from './http.js';
 import { stowBatches } from './ingest.js';
 import { checkInterrupted } from './interrupt.js';
 import { percentile, syncDisks, type Latency } from './measure.js';
@@ -13,15 +16,16 @@ import type { RunningServer } from './server-process.js';
 /**
  * What access control costs a read: the same read lines against one PACS-lite process started with
  * PACS_ANONYMOUS_READ=true, (a) with the admin API key, (b) with a viewer token for the study, sent as OHIF
- * sends the token of a viewer link (`Authorization: Bearer`), (c) with no credential. A credential that is
- * sent is checked whether anonymous reads are allowed or not, so (a) and (b) do what they do on a server
- * that requires credentials; (c) skips the check. Every variant is audited, so the audit trail is in all three.
+ * sends the token of a viewer link (`Authorization: Bearer`), (c) with no credential, (d) with the session cookie
+ * of a member of staff signed in at /login. A credential that is sent is checked whether anonymous reads are
+ * allowed or not, so (a), (b) and (d) do what they do on a server that requires credentials; (c) skips the check.
+ * Every variant is audited, so the audit trail is in all four.
  */
 export const ACCESS_LINES = ['seriesFrame', 'seriesMetadata'] as const;
-export const VARIANTS = ['apiKey', 'viewerToken', 'anonymous'] as const;
+export const VARIANTS = ['apiKey', 'viewerToken', 'session', 'anonymous'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
-/** The overhead the target allows, on the median: (a)/(c) and (b)/(c) at most this. */
+/** The overhead the targets allow, on the median: (a)/(c), (b)/(c) and (d)/(a) at most this. */
 export const MAX_OVERHEAD = 0.1;
 
 export type AccessLine = {
@@ -29,16 +33,51 @@ export type AccessLine = {
   /** (a)/(c) and (b)/(c), on the median and on p95. */
   keyOverAnonymous: { median: number; p95: number };
   tokenOverAnonymous: { median: number; p95: number };
+  /** (d)/(a): a session against an API key (issue 14). */
+  sessionOverKey: { median: number; p95: number };
 };
 
 export type AccessControlResults = {
   /** How the server was started for this phase. */
   server: string;
   viewerToken: { studyUid: string; expiresIn: number; characters: number };
+  /** The account whose session cookie (d) sends; audited as `user:<login>`, its sign-in and password change included. */
+  session: { login: string; signInRequests: number };
   lines: Partial<Record<(typeof ACCESS_LINES)[number], AccessLine | { error: string }>>;
   /** Calls made (the untimed first call included) with each credential: what the audit trail must show. */
   calls: Record<Variant, number>;
 };
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const STAFF_LOGIN = 'bench.reader';
+
+/**
+ * A reader's account made with the command line beside the server (`users create`, as an administrator does), then
+ * signed in at /login over HTTP with its one-time password, which is replaced as the server asks: the session cookie.
+ */
+async function staffSession(server: PacsLiteServer): Promise<{ cookie: string; signInRequests: number }> {
+  // As the server, no PACS_* setting of the shell that runs the benchmark reaches the command line.
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PACS_'))), PACS_STORAGE_DIR: server.dataDir };
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'users', 'create', '--role', 'read', '--name', STAFF_LOGIN], { cwd: ROOT, env });
+  const once = /^\s{4}(\S+)$/m.exec(stdout)?.[1];
+  if (!once) throw new Error(`users create printed no one-time password: ${stdout.slice(0, 300)}`);
+  const origin = new URL(server.dicomweb).origin;
+  const post = (route: string, fields: Record<string, string>, cookie?: string) =>
+    request(`${origin}${route}`, {
+      method: 'POST',
+      headers: { Origin: origin, 'Content-Type': 'application/x-www-form-urlencoded', ...(cookie ? { Cookie: cookie } : {}) },
+      body: [Buffer.from(new URLSearchParams(fields).toString())],
+    });
+  const cookieOf = (reply: Reply, what: string) => {
+    const cookie = reply.headers['set-cookie']?.[0];
+    if (reply.status !== 303 || !cookie) throw new Error(`${what}: HTTP ${reply.status}, no session cookie: ${reply.body.toString('utf8', 0, 300)}`);
+    return cookie.split(';')[0]!;
+  };
+  const first = await post('/login', { login: STAFF_LOGIN, password: once });
+  const password = randomBytes(18).toString('base64url');
+  const changed = await post('/account/password', { current: once, password, repeat: password }, cookieOf(first, 'sign-in'));
+  return { cookie: cookieOf(changed, 'password change'), signInRequests: 2 };
+}
 
 /** Asks the server for a viewer link to `studyUid` with the admin key, as an EMR would, and takes its token. */
 async function viewerToken(server: PacsLiteServer, studyUid: string): Promise<{ token: string; expiresIn: number }> {
@@ -59,22 +98,25 @@ export async function measureAccessControl(
   log: (line: string) => void,
 ): Promise<AccessControlResults> {
   const { token, expiresIn } = await viewerToken(server, scenario.series.studyUid);
+  const { cookie, signInRequests } = await staffSession(server);
   const as: Record<Variant, RunningServer> = {
     apiKey: server,
     viewerToken: { ...server, auth: { Authorization: `Bearer ${token}` } },
+    session: { ...server, auth: { Cookie: cookie } },
     anonymous: { ...server, auth: {} },
   };
   const results: AccessControlResults = {
     server: 'the same data, PACS-lite restarted with PACS_ANONYMOUS_READ=true (and the same PACS_ADMIN_KEY)',
     viewerToken: { studyUid: scenario.series.studyUid, expiresIn, characters: token.length },
+    session: { login: STAFF_LOGIN, signInRequests },
     lines: {},
-    calls: { apiKey: 0, viewerToken: 0, anonymous: 0 },
+    calls: { apiKey: 0, viewerToken: 0, session: 0, anonymous: 0 },
   };
   syncDisks();
   for (const key of ACCESS_LINES) {
     const probe = probes.find((p) => p.key === key);
     if (!probe) continue;
-    const made = { apiKey: 0, viewerToken: 0, anonymous: 0 };
+    const made = { apiKey: 0, viewerToken: 0, session: 0, anonymous: 0 };
     const calls = Object.fromEntries(
       VARIANTS.map((v) => [
         v,
@@ -86,8 +128,8 @@ export async function measureAccessControl(
     ) as Record<Variant, (i: number) => Promise<number>>;
     try {
       const latency = await interleaved(calls, reps, seconds);
-      const ratios = (v: Variant) => ({ median: latency[v].medianMs / latency.anonymous.medianMs, p95: latency[v].p95Ms / latency.anonymous.p95Ms });
-      results.lines[key] = { latency, keyOverAnonymous: ratios('apiKey'), tokenOverAnonymous: ratios('viewerToken') };
+      const ratios = (v: Variant, to: Variant = 'anonymous') => ({ median: latency[v].medianMs / latency[to].medianMs, p95: latency[v].p95Ms / latency[to].p95Ms });
+      results.lines[key] = { latency, keyOverAnonymous: ratios('apiKey'), tokenOverAnonymous: ratios('viewerToken'), sessionOverKey: ratios('session', 'apiKey') };
     } catch (e) {
       checkInterrupted();
       results.lines[key] = { error: (e as Error).message };
@@ -136,7 +178,8 @@ export type AuditCount = {
 /**
  * Counts the audit trail in the stopped server's index. `answered` is how many requests the benchmark got an
  * answer to. A STOW to /studies writes one row per study it stored into (auth/middleware.ts), every other
- * request one row; `access` says how many of the requests were made with the viewer token and with none.
+ * request one row; `access` says how many of the requests were made with the viewer token, with the session (its
+ * sign-in included) and with none.
  */
 export function countAudit(server: PacsLiteServer, corpus: Corpus, answered: number | undefined, access: AccessControlResults | undefined): AuditCount {
   const file = path.join(server.dataDir, 'index.sqlite');
@@ -152,9 +195,11 @@ export function countAudit(server: PacsLiteServer, corpus: Corpus, answered: num
       const extraStowRows = stowBatches(corpus).reduce((n, batch) => n + new Set(batch.map((i) => i.studyUid)).size - 1, 0);
       const token = access?.calls.viewerToken ?? 0;
       const anonymous = access?.calls.anonymous ?? 0;
+      const session = access ? access.calls.session + access.session.signInRequests : 0;
       const expectedRows = answered + extraStowRows;
-      const byCredential: Record<string, number> = { 'API key': expectedRows - token - anonymous };
+      const byCredential: Record<string, number> = { 'API key': expectedRows - token - anonymous - session };
       if (token) byCredential['viewer token'] = token;
+      if (session) byCredential[`user:${access!.session.login}`] = session;
       if (anonymous) byCredential.anonymous = anonymous;
       result.expected = { requests: answered, rows: expectedRows, rowsByCredential: byCredential };
       result.complete =

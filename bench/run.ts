@@ -212,7 +212,7 @@ async function benchServer(
     let answered = answeredBy(server.dicomweb) - answeredBefore;
     if (!results.error) {
       checkInterrupted();
-      log('pacs-lite: access control: restarted with PACS_ANONYMOUS_READ=true; API key, viewer token and no credential in turn');
+      log('pacs-lite: access control: restarted with PACS_ANONYMOUS_READ=true; API key, viewer token, staff session and no credential in turn');
       try {
         const open = await startPacsLite(settings, serverDir, { adminKey, anonymousRead: true });
         const openBefore = answeredBy(open.dicomweb);
