@@ -339,6 +339,7 @@ export async function* synthesise(instances: number, expected: Expected, studies
             sha256,
             inflated: false,
             frames: template.frames,
+            bulkData: {},
             json,
           },
           at,

@@ -1,3 +1,4 @@
+import type { BulkDataRanges } from '../dicom/json.js';
 import type { IndexRecord } from './record.js';
 import type { QidoQuery } from './qido.js';
 
@@ -13,6 +14,8 @@ export type StoredInstance = {
   sha256: string;
   inflated: boolean;
   frames: string;
+  /** JSON BulkDataRanges (dicom/json.ts); null for an instance indexed before they were recorded. */
+  bulkData: string | null;
   json: string;
 };
 
@@ -94,6 +97,11 @@ export interface Catalog {
   objectTotals(): Promise<{ instances: number; bytes: number }>;
   /** Every indexed object with its checksum, for verification, in SOP Instance UID order from after `after`. */
   allObjects(after?: string): AsyncIterable<IndexedObject>;
+  /**
+   * Records where an instance's bulk data lies, found at its first read when it was indexed without them; only while
+   * the instance still has the checksum of the bytes they were found in.
+   */
+  recordBulkData(sopUid: string, sha256: string, bulkData: BulkDataRanges): Promise<void>;
   /** The object key of each indexed SOP Instance UID among those asked. */
   objectKeysOf(sopUids: string[]): Promise<Map<string, string>>;
   /**

@@ -1,4 +1,4 @@
-import { firstString, type DicomJson, type JsonAttribute } from '../dicom/json.js';
+import { firstString, type BulkDataRanges, type DicomJson, type JsonAttribute } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import type { FrameRange } from '../dicom/frames.js';
 
@@ -36,6 +36,8 @@ export type IndexRecord = {
   sha256: string;
   inflated: boolean;
   frames: FrameRange[];
+  /** Where each bulk data value other than the pixel data lies, in the same bytes as the frames. */
+  bulkData: BulkDataRanges;
   json: DicomJson;
 };
 
@@ -97,6 +99,7 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
       sha256: record.sha256,
       inflated: record.inflated,
       frames: JSON.stringify(record.frames),
+      bulkData: JSON.stringify(record.bulkData),
       json: JSON.stringify(j),
       createdAt: now,
       // New bytes (an overwrite allowed by the operator) are whole until a read or a verify pass says otherwise.

@@ -75,6 +75,7 @@ export const instances = pgTable(
     sha256: text('sha256').notNull(),
     inflated: boolean('inflated').notNull().default(false),
     frames: text('frames').notNull(),
+    bulkData: text('bulk_data'),
     json: text('json').notNull(),
     createdAt: long('created_at').notNull(),
     damage: text('damage', { enum: ['missing', 'changed'] }),

@@ -68,6 +68,11 @@ export const instances = sqliteTable(
     inflated: integer('inflated', { mode: 'boolean' }).notNull().default(false),
     /** JSON array of frames, each an array of [offset, length] ranges. */
     frames: text('frames').notNull(),
+    /**
+     * JSON object of bulk data paths (as in BulkDataURIs, after `/bulkdata/`), each its [offset, length] in the same
+     * bytes as the frames. NULL for instances indexed before it was recorded: found and recorded at their first read.
+     */
+    bulkData: text('bulk_data'),
     json: text('json').notNull(),
     createdAt: integer('created_at').notNull(),
     /** Set when a read or a verify pass found the object missing or its bytes changed; cleared when a pass finds it whole. */

@@ -11,6 +11,7 @@ export type JsonAttribute = {
 };
 export type DicomJson = Record<string, JsonAttribute>;
 
+const PIXEL_DATA_TAGS: ReadonlySet<string> = new Set([Tag.PixelData, Tag.FloatPixelData, Tag.DoubleFloatPixelData]);
 const BINARY_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'UN']);
 const SINGLE_VALUED_TEXT = new Set(['LT', 'ST', 'UT', 'UR']);
 /** VRs whose bytes are never in the Specific Character Set (PS3.5 6.1.2.3). */
@@ -26,17 +27,34 @@ const NUMBER_READERS: Record<string, [bytes: number, read: (ds: DataSet, tag: st
 /** Binary values up to this size travel inline; larger ones by BulkDataURI (DESIGN decision 3). */
 const INLINE_BINARY_LIMIT = 1024;
 
+/**
+ * Where each value given by BulkDataURI lies, by its path after `/bulkdata/` (e.g. `60003000` or `00540016/0/00181074`):
+ * [offset, length] in the bytes the data set was parsed from (the file, or its meta information and inflated data set).
+ * The top-level pixel data is not among them: its frames have ranges of their own (frames.ts).
+ */
+export type BulkDataRanges = Record<string, [offset: number, length: number]>;
+
 export type JsonOptions = {
   /** Relative URI prefix of the instance: bulk data becomes `${bulkDataBase}/bulkdata/<tag path>`. */
   bulkDataBase: string;
+  /** Filled with where each bulk data value lies, so that reading it later is a ranged read (DESIGN decision 3). */
+  bulkDataRanges?: BulkDataRanges;
 };
 
 /** Converts a parsed data set to DICOM JSON; pixel data becomes a BulkDataURI, group 0002 is left out. */
 export function toDicomJson(dataSet: DataSet, options: JsonOptions): DicomJson {
-  return convert(dataSet, undefined, options.bulkDataBase + '/bulkdata', false);
+  const base = options.bulkDataBase + '/bulkdata';
+  const ranges = options.bulkDataRanges;
+  const found: BulkDataFound | undefined = ranges && ((path, element) => {
+    const relative = path.slice(base.length + 1);
+    if (!PIXEL_DATA_TAGS.has(relative)) ranges[relative] = [element.dataOffset, element.length];
+  });
+  return convert(dataSet, undefined, base, false, found);
 }
 
-function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path: string, explicitVrOnly: boolean): DicomJson {
+type BulkDataFound = (path: string, element: Element) => void;
+
+function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path: string, explicitVrOnly: boolean, found?: BulkDataFound): DicomJson {
   const charset = readCharset(dataSet) ?? inheritedCharset;
   const out: DicomJson = {};
   const tags = Object.keys(dataSet.elements).sort();
@@ -45,7 +63,7 @@ function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path:
     const tag = key.slice(1).toUpperCase();
     if (tag.startsWith('0002') || tag.endsWith('0000') || tag.startsWith('FFFE')) continue;
     const vr = element.vr ?? (explicitVrOnly ? 'UN' : vrFromDictionary(tag, element));
-    out[tag] = convertElement(dataSet, element, tag, vr, charset, `${path}/${tag}`);
+    out[tag] = convertElement(dataSet, element, tag, vr, charset, `${path}/${tag}`, found);
   }
   return out;
 }
@@ -57,13 +75,14 @@ function convertElement(
   vr: string,
   charset: string[] | undefined,
   path: string,
+  found: BulkDataFound | undefined,
 ): JsonAttribute {
   if (vr === 'SQ' || element.items) {
     const items = element.items ?? [];
-    return { vr: 'SQ', Value: items.map((item, i) => (item.dataSet ? convert(item.dataSet, charset, `${path}/${i}`, false) : {})) };
+    return { vr: 'SQ', Value: items.map((item, i) => (item.dataSet ? convert(item.dataSet, charset, `${path}/${i}`, false, found) : {})) };
   }
-  const isPixelData = tag === Tag.PixelData || tag === Tag.FloatPixelData || tag === Tag.DoubleFloatPixelData;
-  if (isPixelData || (BINARY_VRS.has(vr) && (element.length > INLINE_BINARY_LIMIT || element.hadUndefinedLength))) {
+  if (PIXEL_DATA_TAGS.has(tag) || (BINARY_VRS.has(vr) && (element.length > INLINE_BINARY_LIMIT || element.hadUndefinedLength))) {
+    found?.(path, element);
     return { vr, BulkDataURI: path };
   }
   if (element.length === 0) return { vr };

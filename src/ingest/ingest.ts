@@ -127,6 +127,7 @@ export class IngestBatch {
         sha256: spooled.sha256,
         inflated: header.inflated,
         frames: header.frames,
+        bulkData: header.bulkData,
         json: header.json,
       };
       const accepted = spooled;

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import { setImmediate } from 'node:timers/promises';
 import { frameRanges, numberOfFrames, type ByteReader, type FrameRange } from '../dicom/frames.js';
 import { InflateLimitExceeded, InflatingReader } from '../dicom/inflate.js';
-import { toDicomJson, type DicomJson } from '../dicom/json.js';
+import { toDicomJson, type BulkDataRanges, type DicomJson } from '../dicom/json.js';
 import { DicomParseError, NeedMoreBytes, NeedsInflating, parsePart10, type ParsedHeader } from '../dicom/parse.js';
 import { Tag, lookupTag } from '../dicom/tags.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
@@ -19,10 +19,11 @@ const MAX_HEADER_BYTES = 128 * 1024 * 1024;
  */
 const MAX_INFLATED_HEADER_BYTES = 64 * 1024 * 1024;
 
-export type InstanceHeader = ParsedHeader & { frames: FrameRange[]; json: DicomJson };
+export type InstanceHeader = ParsedHeader & { frames: FrameRange[]; bulkData: BulkDataRanges; json: DicomJson };
 
 /**
- * Reads what the index needs from a spooled file: parse once, up to the pixel data, and walk the frames.
+ * Reads what the index needs from a spooled file: parse once, up to the pixel data, and walk the frames; where
+ * every frame and every other bulk data value lies is recorded, so that reads never parse the file again.
  * `head` (the first bytes, kept while spooling) usually holds all of it; the file is opened only when not.
  * A deflated data set is inflated as a stream off the event loop, counted against `maxInstanceBytes` to its end,
  * and only the part before its pixel data is held.
@@ -60,13 +61,14 @@ export async function readInstanceHeader(spooled: Spooled, maxInstanceBytes: num
         await setImmediate();
         const frames = await frameRanges(header, file);
         const base = `studies/${header.studyInstanceUID}/series/${header.seriesInstanceUID}/instances/${header.sopInstanceUID}`;
-        const json = toDicomJson(header.dataSet, { bulkDataBase: base });
+        const bulkData: BulkDataRanges = {};
+        const json = toDicomJson(header.dataSet, { bulkDataBase: base, bulkDataRanges: bulkData });
         await setImmediate();
         refuseNulInside(json);
         // Viewers rely on these two (DESIGN decision 3): frames count, and the syntax frames are served in.
         json[Tag.NumberOfFrames] ??= { vr: 'IS', Value: [numberOfFrames(header)] };
         if (header.pixelData) json[Tag.AvailableTransferSyntaxUID] = { vr: 'UI', Value: [frameTransferSyntax(header.transferSyntaxUID)] };
-        return { ...header, frames, json };
+        return { ...header, frames, bulkData, json };
       } catch (e) {
         if (e instanceof NeedsInflating && !inflating) {
           await spooled.written;

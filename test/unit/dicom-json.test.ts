@@ -46,6 +46,35 @@ describe('DICOM JSON (PS3.18 F.2)', () => {
     });
   }
 
+  it('records where each bulk data value lies, nested ones included, and leaves the pixel data to its frames', () => {
+    const overlay = Buffer.alloc(8192, 0x5a);
+    const nested = Buffer.alloc(2048, 0xc3);
+    const small = Buffer.alloc(16, 1);
+    const privateValue = Buffer.alloc(3000, 0x11);
+    const file = writePart10(
+      [
+        ...REQUIRED,
+        { tag: '00091010', vr: 'LO', value: 'ACME' },
+        { tag: '00091011', vr: 'OB', value: privateValue },
+        { tag: '00540016', vr: 'SQ', value: [[{ tag: '00181074', vr: 'OB', value: small }], [{ tag: '00181075', vr: 'OW', value: nested }]] },
+        { tag: '60003000', vr: 'OW', value: overlay },
+      ],
+      { ...SOP, transferSyntaxUID: TransferSyntax.ExplicitVRLittleEndian, frames: [Buffer.alloc(64, 9)] },
+    );
+    const ranges = {};
+    const json = toDicomJson(parsePart10(file).dataSet, { bulkDataBase: 'base', bulkDataRanges: ranges });
+    expect(json['7FE00010']!.BulkDataURI).toBe('base/bulkdata/7FE00010');
+    expect(json['00540016']!.Value![1]).toEqual({ '00181075': { vr: 'OW', BulkDataURI: 'base/bulkdata/00540016/1/00181075' } });
+    expect(Object.keys(ranges).sort()).toEqual(['00091011', '00540016/1/00181075', '60003000']);
+    const at = (path: string) => {
+      const [offset, length] = (ranges as Record<string, [number, number]>)[path]!;
+      return file.subarray(offset, offset + length);
+    };
+    expect(at('60003000').equals(overlay)).toBe(true);
+    expect(at('00091011').equals(privateValue)).toBe(true);
+    expect(at('00540016/1/00181075').equals(nested)).toBe(true);
+  });
+
   it('refuses an element that claims more bytes than the file holds', () => {
     const file = writePart10([...REQUIRED, { tag: '00081030', vr: 'LO', value: 'CHEST' }], { ...SOP, transferSyntaxUID: TransferSyntax.ExplicitVRLittleEndian });
     const at = file.indexOf(Buffer.from('CHEST'));

@@ -32,6 +32,7 @@ const instance: StoredInstance = {
   sha256: 'ab'.repeat(32),
   inflated: false,
   frames: '[[[0,768]]]',
+  bulkData: '{}',
   json: JSON.stringify({
     '00280002': us(1),
     '00280004': { vr: 'CS', Value: ['MONOCHROME2'] },
