@@ -1,12 +1,10 @@
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import type { Browser } from 'playwright-core';
-import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
+import { photoWithoutModality } from '../fixtures/img2dcm-photo.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { startServer, stow, type RunningServer } from '../helpers/server.js';
 import { changedFraction, expectCleanConversation, fail, firstViewport, launchChromium, openPage, picture, summary, waitForChange, waitForImage } from './viewer-page.js';
@@ -16,15 +14,6 @@ const US_PATIENT = { dicom: 'Sonography^Bob', shown: 'Sonography, Bob' };
 /** A photo turned into DICOM by dcmtk's img2dcm: no Modality anywhere, so the study has no ModalitiesInStudy. */
 const PHOTO_PATIENT = { dicom: 'Photo^Pia', shown: 'Photo, Pia' };
 const BARE_PHOTO = 'Photo without patient';
-
-/** What a clinic does with a camera picture: img2dcm, which leaves Modality out (and, without `-k`, leaves every patient attribute empty). */
-async function photoWithoutModality(dir: string, name: string, keys: string[]): Promise<Buffer> {
-  const jpeg = path.join(dir, `${name}.jpg`);
-  const dicom = path.join(dir, `${name}.dcm`);
-  await sharp({ create: { width: 64, height: 48, channels: 3, background: '#c84' } }).jpeg().toFile(jpeg);
-  await promisify(execFile)('img2dcm', [...keys.flatMap((key) => ['-k', key]), jpeg, dicom]);
-  return fs.readFile(dicom);
-}
 
 /**
  * The staff workstation on a trusted LAN. OHIF 3.13 cannot be given an API key: its DICOMweb data source
