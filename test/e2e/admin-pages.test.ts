@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
-import { createUser, firstSignIn, submitSignIn } from './staff.js';
+import { createUser } from '../helpers/staff.js';
+import { firstSignIn, submitSignIn } from './staff.js';
 import { launchChromium } from './viewer-page.js';
 
 /** The administrator's pages in Chromium, used by an administrator signed in at /login. */

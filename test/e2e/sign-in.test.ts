@@ -8,7 +8,8 @@ import { photoWithoutModality } from '../fixtures/img2dcm-photo.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { cli } from '../helpers/cli.js';
 import { startServer, stow, type RunningServer } from '../helpers/server.js';
-import { createUser, firstSignIn, signOut, submitSignIn } from './staff.js';
+import { createUser } from '../helpers/staff.js';
+import { firstSignIn, signOut, submitSignIn } from './staff.js';
 import { expectCleanConversation, fail, firstViewport, launchChromium, openPage, waitForImage, type ViewerPage } from './viewer-page.js';
 
 const LOCKOUT_AFTER = 3;

@@ -1,14 +1,6 @@
 import type { Page } from 'playwright-core';
 import { expect } from 'vitest';
-import { cli } from '../helpers/cli.js';
 import type { RunningServer } from '../helpers/server.js';
-
-/** An account made as the clinic's IT makes the first ones, `npm run cli -- users create`; its one-time password. */
-export async function createUser(pacs: RunningServer, login: string, roles: string[]): Promise<string> {
-  const made = await cli(['users', 'create', ...roles.flatMap((role) => ['--role', role]), '--name', login], pacs.dataDir, pacs.backend.env);
-  expect(made.code, made.stderr).toBe(0);
-  return /^\s{4}(\S+)$/m.exec(made.stdout)![1]!;
-}
 
 /** Fills and sends the form of /login, where the page already is. */
 export async function submitSignIn(page: Page, login: string, password: string): Promise<void> {
