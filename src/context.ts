@@ -6,6 +6,7 @@ import type { Catalog } from './catalog/catalog.js';
 import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
 import type { VerifySchedule } from './integrity/schedule.js';
+import type { ReadService } from './read/read-service.js';
 import type { Renderer } from './render/render.js';
 import type { ObjectStore } from './storage/object-store.js';
 
@@ -16,6 +17,8 @@ export type Services = {
   catalog: Catalog;
   ingest: IngestDeps;
   auth: Auth;
+  /** Instances, frames, bulk data and metadata as stored: what every read route and rendering read through. */
+  reads: ReadService;
   /** Rendered images and thumbnails, cached under derived/. */
   renderer: Renderer;
   log: Logger;

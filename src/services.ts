@@ -1,6 +1,5 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { buffer } from 'node:stream/consumers';
 import type { Logger } from 'pino';
 import { ApiKeys } from './auth/api-keys.js';
 import { AuditLog } from './auth/audit.js';
@@ -9,15 +8,14 @@ import { Origins } from './auth/origins.js';
 import { Sessions } from './auth/sessions.js';
 import { SetupCode } from './auth/setup-code.js';
 import { Users } from './auth/users.js';
-import { SigningKeys } from './auth/signing-keys.js';
-import { CLOCK_TOLERANCE_SECONDS, ViewerTokens } from './auth/viewer-tokens.js';
-import type { StoredInstance } from './catalog/catalog.js';
+import { openSigningKeys } from './auth/signing-keys.js';
+import { ViewerTokens } from './auth/viewer-tokens.js';
 import { openCatalog } from './catalog/open.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
-import { readBulkData, readFrame } from './dicomweb/retrieve.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { VerifySchedule } from './integrity/schedule.js';
+import { ReadService } from './read/read-service.js';
 import { Renderer } from './render/render.js';
 import { FileObjectStore } from './storage/fs.js';
 import type { ObjectStore } from './storage/object-store.js';
@@ -44,9 +42,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     setup: new SetupCode(),
   };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
-  // Rendering reads frames and bulk data as WADO-RS does; it is handed those reads, as render/ may not import dicomweb/.
-  const limits = { maxInflatedBytes: config.maxInstanceBytes };
-  const reads = { frame: (i: StoredInstance, n: number) => readFrame(store, i, n, limits), bulkData: async (i: StoredInstance, at: string) => buffer(await readBulkData(store, i, at, limits)) };
+  const reads = new ReadService(store, catalog, log, { maxInflatedBytes: config.maxInstanceBytes });
   const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes, derivedCacheBytes: config.derivedCacheBytes });
   const ingest = { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log };
   // Started by main.ts only: the command line runs its own pass when asked.
@@ -57,6 +53,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     catalog,
     log,
     auth,
+    reads,
     renderer,
     ingest,
     verifySchedule,
@@ -69,18 +66,6 @@ export async function openServices(config: Config, log: Logger): Promise<Service
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };
-}
-
-/** The viewer-token signing keys: configured ones when PACS_VIEWER_SIGNING_KEY is set, else those in the storage folder. */
-export async function openSigningKeys(config: Config): Promise<SigningKeys> {
-  return config.viewerToken.signingKey
-    ? SigningKeys.configured(config.viewerToken.signingKey, config.viewerToken.previousSigningKey)
-    : SigningKeys.stored(config.storageDir, retiredKeyLife(config));
-}
-
-/** A rotated-out signing key verifies for as long as the tokens it signed can live. */
-export function retiredKeyLife(config: Config): number {
-  return (config.viewerToken.maxTtl + CLOCK_TOLERANCE_SECONDS) * 1000;
 }
 
 /**

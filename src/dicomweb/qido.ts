@@ -8,7 +8,8 @@ import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError } from '../errors.js';
 import type { Env, Services } from '../context.js';
 import { negotiate, parseAccept } from './media-type.js';
-import { absolutizeBulkData, dicomwebRoot } from './urls.js';
+import { absolutizeBulkData } from '../read/metadata.js';
+import { dicomwebRoot } from './urls.js';
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10000;

@@ -4,6 +4,7 @@ import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
+import { frameCountOf } from '../read/frames.js';
 import { MEDIA_TYPES, type ImageFormat, type RenderOptions, type Renderer, type Viewport } from '../render/render.js';
 import type { VoiFunction, WindowRequest } from '../render/types.js';
 import { negotiate, parseAccept, type Offer } from './media-type.js';
@@ -29,7 +30,7 @@ type Kind = 'rendered' | 'thumbnail';
  * PS3.18 allows for a multi-frame instance asked for as a single image.
  */
 export function renderedRouter(services: Services) {
-  const { catalog, renderer } = services;
+  const { reads, renderer } = services;
   const router = new Hono<Env>();
 
   const studyOrSeries = (kind: Kind) => async (c: Context<Env>) => {
@@ -37,13 +38,7 @@ export function renderedRouter(services: Services) {
     const studyUid = assertUid('StudyInstanceUID in the URL', c.req.param('study'));
     const series = c.req.param('series');
     const scope = { studyUid, seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series) };
-    const image = await catalog.representativeImage(scope);
-    if (!image) {
-      const level = scope.seriesUid ? 'series' : 'study';
-      const stored = (await catalog.checksums(scope)).length > 0;
-      throw new NotFound(stored ? `the ${level} holds no image (no instance has Rows and Columns), so there is nothing to render` : `no ${level} with that UID is stored`);
-    }
-    return sendRendered(c, renderer, image, [1], options);
+    return sendRendered(c, renderer, await reads.representativeImage(scope), [1], options);
   };
 
   const instanceOrFrames = (kind: Kind) => async (c: Context<Env>) => {
@@ -53,9 +48,8 @@ export function renderedRouter(services: Services) {
       seriesUid: assertUid('SeriesInstanceUID in the URL', c.req.param('series')),
       sopUid: assertUid('SOPInstanceUID in the URL', c.req.param('instance')),
     };
-    const [instance] = await catalog.storedInstances(scope);
-    if (!instance) throw new NotFound('no instance with that UID is stored');
-    const frameCount = (JSON.parse(instance.frames) as unknown[]).length;
+    const instance = await reads.instance(scope);
+    const frameCount = frameCountOf(instance);
     if (frameCount === 0) throw new NotFound('this instance has no pixel data, so there is nothing to render');
     const list = c.req.param('frames');
     const frames = list === undefined ? [1] : parseFrameList(list, frameCount);

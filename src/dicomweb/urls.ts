@@ -26,11 +26,6 @@ export function requestBase(c: Context<Env>, proxies: TrustedProxies): string {
   return `${proto}://${host}${PREFIX.test(prefix) ? prefix : ''}`;
 }
 
-/** Stored JSON keeps BulkDataURIs relative to the root so that one copy serves every public URL. */
-export function absolutizeBulkData(json: string, root: string): string {
-  return json.replaceAll('"BulkDataURI":"', `"BulkDataURI":"${root}/`);
-}
-
 /** A DNS name or an IPv4 address, or an IPv6 address in brackets, with an optional port (RFC 3986 3.2.2). */
 const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 /** Path segments of unreserved characters and escapes: nothing that could end the URL's path or start another. */

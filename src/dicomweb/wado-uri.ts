@@ -4,7 +4,8 @@ import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
-import { CheckedReads } from '../integrity/checked-reads.js';
+import { frameCountOf } from '../read/frames.js';
+import type { ReadService } from '../read/read-service.js';
 import type { ImageFormat, Viewport } from '../render/render.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { number, sendRendered, windowOf, wholeNumber } from './rendered.js';
@@ -18,9 +19,8 @@ const UNBOUNDED = 16384;
  * resources and share their cache.
  */
 export function wadoUriRouter(services: Services) {
-  const { catalog, store, renderer } = services;
+  const { reads, renderer } = services;
   const router = new Hono<Env>();
-  const checked = new CheckedReads(store, catalog, services.log);
 
   router.get('/', async (c) => {
     const requestType = c.req.query('requestType');
@@ -35,9 +35,8 @@ export function wadoUriRouter(services: Services) {
     for (const unsupported of ['anonymize', 'presentationUID', 'presentationSeriesUID']) {
       if (c.req.query(unsupported) !== undefined) throw new BadRequest(`the parameter ${unsupported} is not supported by this server; leave it out`);
     }
-    const [instance] = await catalog.storedInstances(scope);
-    if (!instance) throw new NotFound('no object with those studyUID, seriesUID and objectUID is stored');
-    const frameCount = (JSON.parse(instance.frames) as unknown[]).length;
+    const instance = await reads.instance(scope, 'no object with those studyUID, seriesUID and objectUID is stored');
+    const frameCount = frameCountOf(instance);
 
     // image/jpeg unless asked otherwise (PS3.18 9.1.2); an object without pixels has only its file to give.
     const offers = frameCount > 0 ? ['image/jpeg', 'image/png', 'application/dicom'] : ['application/dicom'];
@@ -46,7 +45,7 @@ export function wadoUriRouter(services: Services) {
     if (!chosen) {
       throw new HttpError(406, 'not-acceptable', `contentType "${asked}" cannot be served for this object; it is available as ${offers.join(', ')}`);
     }
-    if (chosen === 'application/dicom') return sendFile(c, checked, instance);
+    if (chosen === 'application/dicom') return sendFile(c, reads, instance);
 
     const frameText = c.req.query('frameNumber');
     const frame = frameText === undefined ? 1 : wholeNumber('frameNumber', frameText, 1, Number.MAX_SAFE_INTEGER);
@@ -64,10 +63,10 @@ export function wadoUriRouter(services: Services) {
 }
 
 /**
- * The stored file byte for byte, as WADO-RS sends it, checked as it goes (CheckedReads); a client that names another
+ * The stored file byte for byte, as WADO-RS sends it, checked as it goes; a client that names another
  * transfer syntax is told so.
  */
-async function sendFile(c: Context<Env>, checked: CheckedReads, instance: StoredInstance): Promise<Response> {
+async function sendFile(c: Context<Env>, reads: ReadService, instance: StoredInstance): Promise<Response> {
   const syntax = c.req.query('transferSyntax');
   if (syntax !== undefined && syntax !== instance.transferSyntaxUid) {
     throw new HttpError(406, 'not-acceptable', `the object is stored as ${instance.transferSyntaxUid} and sent as stored; leave transferSyntax out or name that one`);
@@ -75,8 +74,8 @@ async function sendFile(c: Context<Env>, checked: CheckedReads, instance: Stored
   const etag = `"${instance.sha256}"`;
   const headers = { ETag: etag, 'Cache-Control': 'private, no-cache' };
   if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
-  await checked.assertPresent([instance]);
-  const body = Readable.toWeb(Readable.from(checked.stream(instance))) as ReadableStream;
+  await reads.assertPresent([instance]);
+  const body = Readable.toWeb(Readable.from(reads.instanceStream(instance))) as ReadableStream;
   return c.body(body, 200, { ...headers, 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size) });
 }
 

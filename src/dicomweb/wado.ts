@@ -1,27 +1,18 @@
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { gzipSync } from 'node:zlib';
 import { Hono, type Context } from 'hono';
 import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
-import { readBulkData, readFrames } from './retrieve.js';
+import { frameCountOf } from '../read/frames.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
-import { absolutizeBulkData, dicomwebRoot } from './urls.js';
+import { dicomwebRoot } from './urls.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
-import { CheckedReads } from '../integrity/checked-reads.js';
 
-/** Assembled metadata documents by ETag: a series is assembled and gzipped once, then served from memory. */
-const metadataCache = new Map<string, Buffer>();
-const METADATA_CACHE_ENTRIES = 64;
-
-/** WADO-RS (PS3.18 10.4): instances as stored, metadata from the index, frames as ranged reads. */
+/** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
 export function wadoRouter(services: Services) {
-  const { catalog, store, config } = services;
+  const { reads, config } = services;
   const router = new Hono<Env>();
-  const readLimits = { maxInflatedBytes: config.maxInstanceBytes };
-  const checked = new CheckedReads(store, catalog, services.log);
 
   const scopeOf = (c: Context<Env>) => {
     const study = c.req.param('study');
@@ -33,15 +24,9 @@ export function wadoRouter(services: Services) {
       sopUid: sop === undefined ? undefined : assertUid('SOPInstanceUID in the URL', sop),
     };
   };
-  const instancesOf = async (c: Context<Env>) => {
-    const scope = scopeOf(c);
-    const found = await catalog.storedInstances(scope);
-    if (found.length === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
-    return found;
-  };
 
   const retrieve = async (c: Context<Env>) => {
-    const found = await instancesOf(c);
+    const found = await reads.instances(scopeOf(c));
     const syntaxes = [...new Set(found.map((i) => i.transferSyntaxUid))];
     // Instances go out as stored: acceptable unless the client names syntaxes and some instance is in none of them.
     const entries = parseAccept(c.req.header('accept')).filter((e) => e.q > 0 && negotiate([e], [{ mediaType: 'multipart/related', type: 'application/dicom' }]));
@@ -50,11 +35,11 @@ export function wadoRouter(services: Services) {
       throw new HttpError(406, 'not-acceptable', `instances are stored as ${syntaxes.join(', ')} and sent as stored; ask for multipart/related; type="application/dicom"; transfer-syntax=*`);
     }
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
-    await checked.assertPresent(found);
+    await reads.assertPresent(found);
     const boundary = multipartBoundary();
     const parts = (async function* () {
       for (const instance of found) {
-        yield { contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`, body: checked.stream(instance) };
+        yield { contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`, body: reads.instanceStream(instance) };
       }
     })();
     return c.body(await started(multipartBody(parts, boundary)), 200, {
@@ -68,37 +53,26 @@ export function wadoRouter(services: Services) {
   const metadata = async (c: Context<Env>) => {
     const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'application/dicom+json' }, { mediaType: 'application/json' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'metadata is available as application/dicom+json only');
-    const scope = scopeOf(c);
-    const checksums = await catalog.checksums(scope);
-    if (checksums.length === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
-    const root = dicomwebRoot(c, config.publicUrl);
-    const etag = `"${createHash('sha1').update(root).update(checksums.join()).digest('base64url')}"`;
-    const headers = { 'Content-Type': `${accepted.mediaType}; charset=utf-8`, ETag: etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
-    if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
-    const gzip = /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
-    const cached = metadataCache.get(etag);
-    if (cached && gzip) return c.body(new Uint8Array(cached), 200, { ...headers, 'Content-Encoding': 'gzip' });
-    const found = await catalog.storedInstances(scope);
-    const document = absolutizeBulkData(`[${found.map((i) => i.json).join(',')}]`, root);
-    if (!gzip) return c.body(document, 200, headers);
-    const zipped = gzipSync(document, { level: 6 });
-    remember(etag, zipped);
-    return c.body(new Uint8Array(zipped), 200, { ...headers, 'Content-Encoding': 'gzip' });
+    const document = await reads.metadata(scopeOf(c), dicomwebRoot(c, config.publicUrl));
+    const headers = { 'Content-Type': `${accepted.mediaType}; charset=utf-8`, ETag: document.etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
+    if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === document.etag)) return c.body(null, 304, headers);
+    if (!/\bgzip\b/.test(c.req.header('accept-encoding') ?? '')) return c.body(await document.json(), 200, headers);
+    return c.body(new Uint8Array(await document.gzipped()), 200, { ...headers, 'Content-Encoding': 'gzip' });
   };
   router.get('/studies/:study/metadata', metadata);
   router.get('/studies/:study/series/:series/metadata', metadata);
   router.get('/studies/:study/series/:series/instances/:instance/metadata', metadata);
 
   router.get('/studies/:study/series/:series/instances/:instance/frames/:frames', async (c) => {
-    const [instance] = await instancesOf(c);
+    const instance = await reads.instance(scopeOf(c));
     // Checked before streaming starts: once parts flow, an error can no longer become a status.
-    const frameCount = (JSON.parse(instance!.frames) as unknown[]).length;
+    const frameCount = frameCountOf(instance);
     if (frameCount === 0) throw new NotFound('this instance has no pixel data, so it has no frames');
     const numbers = parseFrameList(c.req.param('frames'), frameCount);
-    const syntax = frameTransferSyntax(instance!.transferSyntaxUid);
+    const syntax = frameTransferSyntax(instance.transferSyntaxUid);
     const accepted = negotiate(parseAccept(c.req.header('accept')), [
       { mediaType: 'multipart/related', type: 'application/octet-stream', transferSyntax: syntax },
-      ...(syntax === instance!.transferSyntaxUid && instance!.transferSyntaxUid !== '1.2.840.10008.1.2.1'
+      ...(syntax === instance.transferSyntaxUid && instance.transferSyntaxUid !== '1.2.840.10008.1.2.1'
         ? [{ mediaType: 'multipart/related', type: mediaTypeOfSyntax(syntax) ?? 'application/octet-stream', transferSyntax: syntax }]
         : []),
     ]);
@@ -106,7 +80,7 @@ export function wadoRouter(services: Services) {
       throw new HttpError(406, 'not-acceptable', `frames are available as multipart/related; type="application/octet-stream"; transfer-syntax=${syntax} (or transfer-syntax=*)`);
     }
     const boundary = multipartBoundary();
-    const frames = readFrames(store, instance!, numbers, readLimits);
+    const frames = reads.frames(instance, numbers);
     const partType = `${accepted.type ?? 'application/octet-stream'}; transfer-syntax=${syntax}`;
     const parts = (async function* () {
       for await (const frame of frames) yield { contentType: partType, body: frame.chunks };
@@ -117,13 +91,13 @@ export function wadoRouter(services: Services) {
   });
 
   router.get('/studies/:study/series/:series/instances/:instance/bulkdata/*', async (c) => {
-    const [instance] = await instancesOf(c);
+    const instance = await reads.instance(scopeOf(c));
     const marker = '/bulkdata/';
     const path = decodeURIComponent(c.req.path.slice(c.req.path.indexOf(marker) + marker.length));
     const accept = parseAccept(c.req.header('accept'));
     const accepted = negotiate(accept, [{ mediaType: 'multipart/related', type: 'application/octet-stream' }, { mediaType: 'application/octet-stream' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'bulk data is available as multipart/related; type="application/octet-stream" or application/octet-stream');
-    const bytes = await readBulkData(store, instance!, path, readLimits);
+    const bytes = await reads.bulkDataStream(instance, path);
     if (accepted.mediaType === 'multipart/related') {
       const boundary = multipartBoundary();
       const parts = (async function* () {
@@ -159,12 +133,6 @@ function mediaTypeOfSyntax(ts: string): string | undefined {
   if (ts === '1.2.840.10008.1.2.5') return 'image/dicom-rle';
   return undefined;
 }
-
-function remember(key: string, value: Buffer): void {
-  metadataCache.set(key, value);
-  if (metadataCache.size > METADATA_CACHE_ENTRIES) metadataCache.delete(metadataCache.keys().next().value!);
-}
-
 
 function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream {
   return Readable.toWeb(Readable.from(chunks)) as ReadableStream;

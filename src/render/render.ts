@@ -3,10 +3,12 @@ import type { Logger } from 'pino';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { DicomJson } from '../dicom/json.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+import { bulkDataPath } from '../read/bulk-data.js';
+import { storedFrameLength } from '../read/frames.js';
+import type { ReadService } from '../read/read-service.js';
 import { DerivedCache } from '../storage/derived-cache.js';
 import { renderedKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import type { FrameRange } from '../dicom/frames.js';
 import { codecPool } from './codec-pool.js';
 import { closeCodecPool, decodeFrame, decodesReduced } from './decode.js';
 import { DEFAULT_QUALITY, encodeImage } from './encode.js';
@@ -36,12 +38,8 @@ export type RenderOptions = {
   window?: WindowRequest;
 };
 
-/** Reads of a stored instance, given by the HTTP layer, which owns them (dicomweb/retrieve.ts). */
-export type InstanceReader = {
-  /** A buffer of the renderer's own: it may be handed over to a codec worker, which leaves it empty here. */
-  frame(instance: StoredInstance, frame: number): Promise<Buffer>;
-  bulkData(instance: StoredInstance, path: string): Promise<Buffer>;
-};
+/** What rendering reads of a stored instance: a frame in a buffer of its own, and bulk data (LUTs, overlays). */
+export type InstanceReader = Pick<ReadService, 'frame' | 'bulkData'>;
 
 /** One rendering, named before it exists: where it is cached and the ETag it answers with. */
 export type Rendition = { key: string; etag: string; mediaType: string };
@@ -130,7 +128,7 @@ export class Renderer {
     // readFrames gives native pixels as Explicit VR Little Endian, whatever the file's syntax (big endian turned, deflate undone).
     const syntax = frameTransferSyntax(instance.transferSyntaxUid);
     const reduce = decodesReduced(syntax, module) ? levelsToLeaveOut(module, options.viewport) : 0;
-    const stored = ((JSON.parse(instance.frames) as FrameRange[])[frame - 1] ?? []).reduce((sum, [, length]) => sum + length, 0);
+    const stored = storedFrameLength(instance, frame);
     const release = await this.budget.acquire(memoryNeeded(module, reduce, stored));
     try {
       const bytes = await this.read.frame(instance, frame);
@@ -192,11 +190,4 @@ function rounded(w: WindowRequest): WindowRequest {
   if (!(w.width > 0) || !Number.isFinite(w.center)) return w;
   const step = 2 ** Math.floor(Math.log2(w.width / 256));
   return { center: Math.round(w.center / step) * step, width: Math.round(w.width / step) * step, fn: w.fn };
-}
-
-/** Stored JSON names bulk data by URI (relative or absolute); readBulkData wants the path after `/bulkdata/`. */
-function bulkDataPath(uri: string): string {
-  const marker = '/bulkdata/';
-  const at = uri.lastIndexOf(marker);
-  return at < 0 ? uri : uri.slice(at + marker.length);
 }

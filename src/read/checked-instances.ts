@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Catalog, StoredInstance } from '../catalog/catalog.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { ObjectChanged, ObjectsDamaged, type Finding } from './damage.js';
+import { ObjectChanged, ObjectsDamaged, type Finding } from '../integrity/damage.js';
 
 /** HEAD requests at once while checking a study: enough to overlap S3's latency, few enough to spare its connections. */
 const PARALLEL_HEADS = 16;
@@ -12,7 +12,7 @@ const PARALLEL_HEADS = 16;
  * (DESIGN decision 11): every object's existence and size before the status goes out, and its SHA-256 while it
  * streams. Whatever is found is logged at error level and flagged in the index, where the admin API and verify see it.
  */
-export class CheckedReads {
+export class CheckedInstances {
   constructor(
     private readonly store: ObjectStore,
     private readonly catalog: Catalog,

@@ -1,0 +1,33 @@
+import type { StoredInstance } from '../catalog/catalog.js';
+import type { FrameRange } from '../dicom/frames.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { inflatedRanges } from './deflated.js';
+
+/** Bounds of a read: a deflated data set is inflated on the way out, never past this (PACS_MAX_INSTANCE_BYTES). */
+export type ReadLimits = { maxInflatedBytes: number };
+
+/**
+ * Byte ranges of an instance's data set as ingest recorded them (frames, bulk data), one after the other in chunks:
+ * ranged reads of the stored object, or of its data set as inflated when it is deflated. The first range is opened
+ * before this resolves, so that a missing object is a status rather than a body cut short.
+ */
+export function dataSetRanges(store: ObjectStore, instance: StoredInstance, ranges: FrameRange, limits: ReadLimits): Promise<AsyncIterable<Buffer>> {
+  return instance.inflated ? inflatedRanges(store, instance, ranges, limits) : storedRanges(store, instance.objectKey, ranges);
+}
+
+async function storedRanges(store: ObjectStore, key: string, ranges: FrameRange): Promise<AsyncIterable<Buffer>> {
+  const [[offset, length] = [0, 0], ...rest] = ranges;
+  const first = await store.get(key, { offset, length });
+  return (async function* () {
+    yield* first as AsyncIterable<Buffer>;
+    for (const [o, l] of rest) yield* (await store.get(key, { offset: o, length: l })) as AsyncIterable<Buffer>;
+  })();
+}
+
+/** Chunks of a known total length in one buffer, filled as they stream in rather than joined at the end. */
+export async function collect(chunks: AsyncIterable<Buffer>, length: number): Promise<Buffer> {
+  const bytes = Buffer.allocUnsafe(length);
+  let filled = 0;
+  for await (const chunk of chunks) filled += chunk.copy(bytes, filled);
+  return bytes.subarray(0, filled);
+}

@@ -1,0 +1,61 @@
+import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import type { Catalog, Scope } from '../catalog/catalog.js';
+import { NotFound } from '../errors.js';
+
+/** Assembled documents kept gzipped in memory: the series last asked for, which a viewer asks for again. */
+const CACHED_DOCUMENTS = 64;
+
+/** A study's, series' or instance's metadata, named by its ETag before it is assembled. */
+export type MetadataDocument = {
+  etag: string;
+  /** The DICOM JSON array as text. */
+  json(): Promise<string>;
+  /** The same gzipped, from memory when it was assembled before. */
+  gzipped(): Promise<Buffer>;
+};
+
+/**
+ * WADO-RS metadata assembled from the DICOM JSON stored at ingest, never from the files (DESIGN decision 3). The ETag
+ * is made of the instances' checksums and the root of the BulkDataURIs, so it costs one small index read, and a
+ * document gzipped once is served from memory until an instance in it changes.
+ */
+export class MetadataDocuments {
+  private readonly cache = new Map<string, Buffer>();
+
+  constructor(private readonly catalog: Catalog) {}
+
+  /** Throws NotFound when nothing is stored in scope. `bulkDataRoot` begins every BulkDataURI (the DICOMweb root). */
+  async of(scope: Scope, bulkDataRoot: string): Promise<MetadataDocument> {
+    const checksums = await this.catalog.checksums(scope);
+    if (checksums.length === 0) throw new NotFound(`no ${levelOf(scope)} with that UID is stored`);
+    const etag = `"${createHash('sha1').update(bulkDataRoot).update(checksums.join()).digest('base64url')}"`;
+    const json = async () => absolutizeBulkData(`[${(await this.catalog.storedInstances(scope)).map((i) => i.json).join(',')}]`, bulkDataRoot);
+    return {
+      etag,
+      json,
+      gzipped: async () => {
+        const cached = this.cache.get(etag);
+        if (cached) return cached;
+        const zipped = gzipSync(await json(), { level: 6 });
+        this.remember(etag, zipped);
+        return zipped;
+      },
+    };
+  }
+
+  private remember(etag: string, zipped: Buffer): void {
+    this.cache.set(etag, zipped);
+    if (this.cache.size > CACHED_DOCUMENTS) this.cache.delete(this.cache.keys().next().value!);
+  }
+}
+
+/** Stored JSON keeps BulkDataURIs relative to the root so that one copy serves every public URL. */
+export function absolutizeBulkData(json: string, root: string): string {
+  return json.replaceAll('"BulkDataURI":"', `"BulkDataURI":"${root}/`);
+}
+
+/** The level a scope names, as a person says it. */
+export function levelOf(scope: Scope): 'study' | 'series' | 'instance' {
+  return scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study';
+}

@@ -1,0 +1,88 @@
+import { buffer } from 'node:stream/consumers';
+import type { Logger } from 'pino';
+import type { Catalog, Scope, StoredInstance } from '../catalog/catalog.js';
+import { NotFound } from '../errors.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { readBulkData } from './bulk-data.js';
+import { CheckedInstances } from './checked-instances.js';
+import type { ReadLimits } from './data-set-ranges.js';
+import { readFrame, readFrames, type FrameBytes } from './frames.js';
+import { levelOf, MetadataDocuments, type MetadataDocument } from './metadata.js';
+
+/**
+ * Everything read of stored instances (DESIGN decision 13), below HTTP: whole instances checked against their
+ * SHA-256, frames and bulk data as byte ranges, and assembled metadata. WADO-RS, WADO-URI and rendering read
+ * through it alike; a route only parses, negotiates and maps errors.
+ */
+export class ReadService {
+  private readonly checked: CheckedInstances;
+  private readonly metadataDocuments: MetadataDocuments;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly catalog: Catalog,
+    log: Logger,
+    private readonly limits: ReadLimits,
+  ) {
+    this.checked = new CheckedInstances(store, catalog, log);
+    this.metadataDocuments = new MetadataDocuments(catalog);
+  }
+
+  /** The instances in scope, in the index's order; NotFound when there are none. */
+  async instances(scope: Scope): Promise<StoredInstance[]> {
+    const found = await this.catalog.storedInstances(scope);
+    if (found.length === 0) throw new NotFound(`no ${levelOf(scope)} with that UID is stored`);
+    return found;
+  }
+
+  /** The instance a scope with a SOP Instance UID names; NotFound, saying `missing`, when it is not stored. */
+  async instance(scope: Scope, missing = 'no instance with that UID is stored'): Promise<StoredInstance> {
+    const [found] = await this.catalog.storedInstances(scope);
+    if (!found) throw new NotFound(missing);
+    return found;
+  }
+
+  /** The image that stands for a study or a series (Catalog.representativeImage); NotFound says why there is none. */
+  async representativeImage(scope: Omit<Scope, 'sopUid'>): Promise<StoredInstance> {
+    const image = await this.catalog.representativeImage(scope);
+    if (image) return image;
+    const level = levelOf(scope);
+    const stored = (await this.catalog.checksums(scope)).length > 0;
+    throw new NotFound(stored ? `the ${level} holds no image (no instance has Rows and Columns), so there is nothing to render` : `no ${level} with that UID is stored`);
+  }
+
+  /** Throws ObjectsDamaged, naming each one, when any object is missing or has another size than recorded. */
+  assertPresent(instances: StoredInstance[]): Promise<void> {
+    return this.checked.assertPresent(instances);
+  }
+
+  /** The stored file byte for byte, its SHA-256 checked as it streams (CheckedInstances.stream). */
+  instanceStream(instance: StoredInstance): AsyncGenerator<Uint8Array> {
+    return this.checked.stream(instance);
+  }
+
+  /** Frames (1-based, already checked against the instance) as Explicit VR Little Endian or as stored when compressed. */
+  frames(instance: StoredInstance, numbers: number[]): AsyncGenerator<FrameBytes> {
+    return readFrames(this.store, instance, numbers, this.limits);
+  }
+
+  /** One frame in a buffer of the caller's own (rendering may hand it over to a codec worker). */
+  frame(instance: StoredInstance, n: number): Promise<Buffer> {
+    return readFrame(this.store, instance, n, this.limits);
+  }
+
+  /** Bulk data by its path after `/bulkdata/`, streamed. */
+  bulkDataStream(instance: StoredInstance, path: string): Promise<AsyncIterable<Buffer>> {
+    return readBulkData(this.store, instance, path, this.limits);
+  }
+
+  /** Bulk data by its path after `/bulkdata/`, in one buffer (rendering's LUTs and overlays). */
+  async bulkData(instance: StoredInstance, path: string): Promise<Buffer> {
+    return buffer(await this.bulkDataStream(instance, path));
+  }
+
+  /** Metadata of the instances in scope, with its ETag; BulkDataURIs begin with `bulkDataRoot`. */
+  metadata(scope: Scope, bulkDataRoot: string): Promise<MetadataDocument> {
+    return this.metadataDocuments.of(scope, bulkDataRoot);
+  }
+}
