@@ -7,26 +7,12 @@ import { decodeJwt } from 'jose';
 import { ApiKeys } from './auth/api-keys.js';
 import { ROLES, type Role } from './auth/principal.js';
 import type { AccessRecords, ApiKeyRecord } from './auth/records.js';
-import { SigningKeys } from './auth/signing-keys.js';
+import { openSigningKeys, retiredKeyLife, SigningKeys } from './auth/signing-keys.js';
 import { ViewerTokens } from './auth/viewer-tokens.js';
 import { openCatalog } from './catalog/open.js';
+import { ACCESS_USAGE } from './cli-usage.js';
 import { loadConfig, type Config } from './config.js';
 import { isValidUid } from './dicom/uid.js';
-import { openSigningKeys, retiredKeyLife } from './services.js';
-
-export const ACCESS_USAGE = `Access (run with the server's PACS_STORAGE_DIR and settings; safe while the server runs):
-  keys create --role <${ROLES.join('|')}> --name "<who>" [--expires <days>d]
-                    make an API key; it is printed once and never again
-  keys list         every API key: id, role, name, hint, dates and status (never the key itself)
-  keys revoke <id>  stop an API key from working, from the server's next request
-  tokens revoke <jti | token | viewer link>
-                    stop one viewer link from working
-  tokens revoke-study <StudyInstanceUID>
-                    stop every viewer link issued for a study so far; later links work
-  signing-key rotate
-                    sign new viewer links with a new key; earlier links work until they expire`;
-
-export const ACCESS_COMMANDS: readonly string[] = ['keys', 'tokens', 'signing-key'];
 
 /** Same bounds as POST /api/v1/keys. */
 const MAX_NAME = 200;

@@ -6,6 +6,7 @@ import { fetchLocalFiles, sendLocalFiles } from './backup/bucket.js';
 import { pruneDeleted } from './backup/prune.js';
 import { backupPlace, readManifest, writeManifest } from './backup/place.js';
 import { snapshotSqliteIndex } from './backup/snapshot.js';
+import { BACKUP_USAGE } from './cli-usage.js';
 import { loadConfig, type Config } from './config.js';
 import { formatBytes } from './ingest/spool.js';
 import { createLogger } from './logger.js';
@@ -14,16 +15,6 @@ import { parallelOption, runCopyCommand, UsageError } from './migrate/command.js
 import { opening, openSource, openTarget, Refused, type End } from './migrate/ends.js';
 import { transferReport } from './migrate/report.js';
 import { transfer } from './migrate/transfer.js';
-
-export const BACKUP_USAGE = `Backups:
-  backup --to <folder | env file> [--parallel <n>]
-                    copy what the backup lacks of this environment's store: every instance (verified against
-                    its SHA-256 on the way), API keys, revocations, the audit trail and the viewer signing key,
-                    from one consistent snapshot of the index. A folder becomes a files + SQLite store; an env
-                    file names a bucket (PACS_S3_*, AWS_*) and the folder for its index (PACS_STORAGE_DIR).
-                    Safe while the server runs; run it again after an interruption: it skips what is there.
-  restore --from <folder | env file> [--parallel <n>]
-                    bring a backup back into the empty store this environment names (as for the server)`;
 
 /** Left in the restored store's data folder while a restore runs: a re-run after a kill may go on filling it. */
 const RESTORING = 'restore-in-progress';

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
+import { MIGRATE_USAGE } from './cli-usage.js';
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { backendOf } from './migrate/backends.js';
@@ -7,15 +8,6 @@ import { parallelOption, runCopyCommand, UsageError } from './migrate/command.js
 import { loadFileConfig, opening, openSource, openTarget, Refused, type End, type TargetEnd } from './migrate/ends.js';
 import { transferReport } from './migrate/report.js';
 import { transfer } from './migrate/transfer.js';
-
-export const MIGRATE_USAGE = `Moving the store (filesystem/SQLite <-> S3/Postgres, any to any):
-  migrate --to-env <file> [--parallel <n>]
-                    copy every instance, API key, revocation and the audit trail from the store this
-                    environment names (as for the server) to the one named in <file> (PACS_STORAGE_DIR,
-                    PACS_S3_*, AWS_*, PACS_DATABASE_URL lines); each object is verified against its SHA-256.
-                    Only reads the source: safe while the server runs. Run it again to resume or catch up.
-  migrate --from-env <file> [--parallel <n>]
-                    the same the other way round: from the store named in <file> to this environment's`;
 
 /** Runs `migrate …`; sets the exit code: 0 when every instance is in the target and verified, 1 when not, 2 on bad usage. */
 export function runMigrate(args: string[]): Promise<void> {

@@ -1,24 +1,12 @@
 import { parseArgs } from 'node:util';
 import { AuthFailures } from './auth/auth-failures.js';
-import { USER_ROLES, Users, userStatus } from './auth/users.js';
+import { Users, userStatus } from './auth/users.js';
 import type { Role } from './auth/principal.js';
 import { openCatalog } from './catalog/open.js';
 import { printable, table, utc } from './cli-access.js';
+import { USERS_USAGE } from './cli-usage.js';
 import { loadConfig } from './config.js';
 import { HttpError } from './errors.js';
-
-export const USERS_USAGE = `Staff accounts (sign in at /login; safe while the server runs):
-  users create --role <${USER_ROLES.join('|')}> [--role …] --name <login> [--display-name "<name>"]
-                    make an account; prints a one-time password, to be changed at first sign-in
-  users list        every account: login, display name, roles, status, last sign-in
-  users roles <login> --role <${USER_ROLES.join('|')}> [--role …]
-                    replace an account's roles; they apply from its next request
-  users disable <login>
-                    stop an account from signing in; its sessions end at once
-  users enable <login>
-                    let a disabled or locked-out account sign in again
-  users reset-password <login>
-                    print a new one-time password; the account's sessions end`;
 
 /** Runs `users …`; sets the exit code: 1 when refused, 2 on bad usage. */
 export async function runUsersCommand(args: string[]): Promise<void> {

@@ -1,44 +1,19 @@
-import fs from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
-import path from 'node:path';
 import { CatalogUnavailable } from './catalog/catalog.js';
-import { ACCESS_COMMANDS, ACCESS_USAGE, runAccessCommand } from './cli-access.js';
-import { BACKUP_USAGE, runBackupCommand } from './cli-backup.js';
-import { MIGRATE_USAGE, runMigrate } from './cli-migrate.js';
-import { USERS_USAGE, runUsersCommand } from './cli-users.js';
-import { ConfigError, loadConfig } from './config.js';
+import { USAGE } from './cli-usage.js';
+import { ConfigError } from './config.js';
 import { DiskFull } from './errors.js';
-import { IngestBatch, type Receipt } from './ingest/ingest.js';
-import { freshProgress, verifyPass } from './integrity/verify-pass.js';
-import { createLogger } from './logger.js';
-import { openServices } from './services.js';
 
-const USAGE = `usage: npm run cli -- <command>
-  import <folder>   store every DICOM file found under the folder (by content, not by name)
-  verify            check every indexed object against its SHA-256 (flagging what is missing or changed), index
-                    unindexed objects that are instances and move the rest under quarantine/
-  help              this text
-
-${BACKUP_USAGE}
-
-${MIGRATE_USAGE}
-
-${ACCESS_USAGE}
-
-${USERS_USAGE}`;
-
-/** Files per batch: one fsync round and one index transaction each (DESIGN decision 2). */
-const BATCH = 32;
-
+// Each command's code is loaded when it runs: a command that does little starts without the S3 client, Postgres,
+// sharp and the rest of the server.
 async function main(argv: string[]) {
   const [command, ...args] = argv;
   try {
-    if (command === 'import' && args[0]) return await importFolder(args[0]);
-    if (command === 'verify') return await verify();
-    if (command === 'migrate') return await runMigrate(args);
-    if (command === 'backup' || command === 'restore') return await runBackupCommand(command, args);
-    if (command !== undefined && ACCESS_COMMANDS.includes(command)) return await runAccessCommand(command, args);
-    if (command === 'users') return await runUsersCommand(args);
+    if (command === 'import' && args[0]) return await (await import('./cli-store.js')).importFolder(args[0]);
+    if (command === 'verify') return await (await import('./cli-store.js')).verify();
+    if (command === 'migrate') return await (await import('./cli-migrate.js')).runMigrate(args);
+    if (command === 'backup' || command === 'restore') return await (await import('./cli-backup.js')).runBackupCommand(command, args);
+    if (command === 'keys' || command === 'tokens' || command === 'signing-key') return await (await import('./cli-access.js')).runAccessCommand(command, args);
+    if (command === 'users') return await (await import('./cli-users.js')).runUsersCommand(args);
   } catch (e) {
     // A bad setting, an index database out of reach or a full disk: said in a line, not a stack trace.
     const full = DiskFull.of(e);
@@ -50,96 +25,6 @@ async function main(argv: string[]) {
   if (command === 'help' || command === '--help' || command === '-h') return console.log(USAGE);
   console.error(USAGE);
   process.exitCode = 2;
-}
-
-async function importFolder(folder: string) {
-  const config = loadConfig();
-  const log = createLogger('warn');
-  const services = await openServices(config, log);
-  const files = await findDicomFiles(path.resolve(folder));
-  const progress = new Progress(files.length);
-  const totals = { stored: 0, duplicate: 0, failed: 0 };
-  const failures: string[] = [];
-  for (let i = 0; i < files.length; i += BATCH) {
-    const chunk = files.slice(i, i + BATCH);
-    const batch = new IngestBatch(services.ingest);
-    const receipts: Array<{ file: string; receipt: Receipt }> = [];
-    for (const file of chunk) receipts.push({ file, receipt: await batch.add(createReadStream(file)) });
-    await batch.commit();
-    for (const { file, receipt } of receipts) {
-      const outcome = await receipt.outcome;
-      totals[outcome.status]++;
-      if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
-    }
-    progress.update(Math.min(i + BATCH, files.length));
-  }
-  progress.done();
-  await services.close();
-  console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
-  for (const line of failures.slice(0, 50)) console.log(`  refused ${line}`);
-  if (failures.length > 50) console.log(`  … and ${failures.length - 50} more`);
-  if (totals.failed > 0) process.exitCode = 1;
-}
-
-/** The scheduled pass of the server, run at once and unpaced (src/integrity/verify-pass.ts). */
-async function verify() {
-  const services = await openServices(loadConfig(), createLogger('warn'));
-  const progress = freshProgress((await services.catalog.objectTotals()).instances);
-  await verifyPass(services, progress, '', {
-    async proceed(_cursor, p) {
-      if (p.checked % 100 === 0) process.stderr.write(`${p.checked} checked\r`);
-      return true;
-    },
-  });
-  await services.close();
-  const orphans = progress.orphansIndexed + progress.orphansQuarantined + progress.orphansLeft;
-  const problems = progress.missing + progress.changed + orphans;
-  console.log(`${progress.checked} indexed object(s) checked, ${orphans} unindexed object(s), ${problems} problem(s)`);
-  for (const p of progress.problems) console.log(`  ${p}`);
-  if (problems > 0) process.exitCode = 1;
-}
-
-/** DICOM files carry "DICM" at byte 128 (PS3.10 7.1), whatever their name (DICOMDIR media use none). */
-async function findDicomFiles(folder: string): Promise<string[]> {
-  const entries = await fs.readdir(folder, { recursive: true, withFileTypes: true });
-  const found: string[] = [];
-  const probe = Buffer.alloc(4);
-  for (const entry of entries) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    const handle = await fs.open(file, 'r');
-    try {
-      const { bytesRead } = await handle.read(probe, 0, 4, 128);
-      if (bytesRead === 4 && probe.toString('latin1') === 'DICM' && entry.name !== 'DICOMDIR') found.push(file);
-    } finally {
-      await handle.close();
-    }
-  }
-  return found.sort();
-}
-
-class Progress {
-  private readonly started = Date.now();
-  private lastLine = 0;
-  constructor(private readonly total: number) {}
-
-  update(done: number) {
-    const fraction = this.total ? done / this.total : 1;
-    const perSecond = done / Math.max((Date.now() - this.started) / 1000, 0.001);
-    const text = `${done}/${this.total} ${(fraction * 100).toFixed(0)}% ${perSecond.toFixed(0)} files/s`;
-    if (process.stderr.isTTY) {
-      const width = 30;
-      const bar = '#'.repeat(Math.round(fraction * width)).padEnd(width, '.');
-      process.stderr.write(`\r[${bar}] ${text}`);
-    } else if (Date.now() - this.lastLine > 2000 || done === this.total) {
-      this.lastLine = Date.now();
-      process.stderr.write(`${text}\n`);
-    }
-  }
-
-  done() {
-    if (process.stderr.isTTY) process.stderr.write('\n');
-  }
 }
 
 await main(process.argv.slice(2));

@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Config } from '../config.js';
+import { CLOCK_TOLERANCE_SECONDS } from './viewer-tokens.js';
 
 export type SigningKey = { kid: string; secret: Uint8Array; createdAt: number; retiredAt: number | null };
 type KeyFile = { keys: Array<{ kid: string; secret: string; createdAt: number; retiredAt: number | null }> };
@@ -137,4 +139,16 @@ async function writeKeyFile(file: string, content: KeyFile, opts: { exclusive: b
   } finally {
     await fs.rm(temp, { force: true });
   }
+}
+
+/** The viewer-token signing keys: configured ones when PACS_VIEWER_SIGNING_KEY is set, else those in the storage folder. */
+export async function openSigningKeys(config: Config): Promise<SigningKeys> {
+  return config.viewerToken.signingKey
+    ? SigningKeys.configured(config.viewerToken.signingKey, config.viewerToken.previousSigningKey)
+    : SigningKeys.stored(config.storageDir, retiredKeyLife(config));
+}
+
+/** A rotated-out signing key verifies for as long as the tokens it signed can live. */
+export function retiredKeyLife(config: Config): number {
+  return (config.viewerToken.maxTtl + CLOCK_TOLERANCE_SECONDS) * 1000;
 }
