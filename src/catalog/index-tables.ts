@@ -1,4 +1,4 @@
-import type { PassRow, SeriesRow, StudyRow } from './catalog.js';
+import type { Damage, PassRow, SeriesRow, StudyRow } from './catalog.js';
 import type { RowOf } from './plan.js';
 import type { TableOf } from './sql-rows.js';
 
@@ -14,6 +14,6 @@ export type ColumnKey<T extends keyof IndexRows> = keyof IndexRows[T] & string;
 type IndexRows = {
   studies: RowOf<'studies'> & StudyRow;
   series: RowOf<'series'> & Pick<SeriesRow, 'numInstances'>;
-  instances: RowOf<'instances'>;
+  instances: Omit<RowOf<'instances'>, 'damage' | 'damageFoundAt'> & { damage: Damage | null; damageFoundAt: number | null };
   integrityPasses: PassRow & { name: string };
 };

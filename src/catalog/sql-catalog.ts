@@ -93,7 +93,7 @@ export abstract class SqlCatalog implements Catalog {
   }
 
   async objectKeysOf(sopUids: string[]): Promise<Map<string, string>> {
-    const rows = await this.read(ofInstances(this.t, { sopUid: this.t.instances.sopUid, objectKey: this.t.instances.objectKey }, sopUids));
+    const rows = await this.read(ofInstances<{ sopUid: string; objectKey: string }>(this.t, { sopUid: this.t.instances.sopUid, objectKey: this.t.instances.objectKey }, sopUids));
     return new Map(rows.map((r) => [r.sopUid, r.objectKey]));
   }
 
@@ -223,7 +223,7 @@ function* ofInstances<Row>(t: IndexTables, columns: { [K in keyof Row]: Column }
 }
 
 function* checksumsOf(t: IndexTables, sopUids: string[]): Plan<Map<string, string>> {
-  const rows = yield* ofInstances(t, { sopUid: t.instances.sopUid, sha256: t.instances.sha256 }, sopUids);
+  const rows = yield* ofInstances<{ sopUid: string; sha256: string }>(t, { sopUid: t.instances.sopUid, sha256: t.instances.sha256 }, sopUids);
   return new Map(rows.map((r) => [r.sopUid, r.sha256]));
 }
 
@@ -237,7 +237,7 @@ function* indexing(t: IndexTables, records: IndexRecord[], overwrite: boolean): 
   const rows = [...fresh, ...replaced].map((r) => rowsOf(r));
   if (rows.length === 0) return { outcomes, superseded: [] };
   // Read in the transaction that switches the rows: a version superseded here is named by no row once it commits.
-  const former = yield* ofInstances(t, { objectKey: t.instances.objectKey }, replaced.map((r) => r.sopUid));
+  const former = yield* ofInstances<{ objectKey: string }>(t, { objectKey: t.instances.objectKey }, replaced.map((r) => r.sopUid));
   const superseded = former.map((r) => r.objectKey);
   // One statement per level for the whole batch: building SQL per row cost more than running it.
   for (const chunk of chunks(rows, CHUNK)) {

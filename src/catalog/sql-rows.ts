@@ -1,4 +1,4 @@
-import { getTableColumns, sql, type Column, type SQL, type Table } from 'drizzle-orm';
+import { getTableColumns, is, SQL, sql, type Column, type Table } from 'drizzle-orm';
 import { fetchRows, type Plan } from './plan.js';
 
 /*
@@ -20,26 +20,54 @@ export function columnsOf<Row>(table: TableOf<Row>): { [K in keyof Row]: Column 
   return getTableColumns(table) as { [K in keyof Row]: Column };
 }
 
-/** SELECT of these columns, each named by its key and decoded as its dialect's driver requires (Postgres gives bigint as text). */
-export class Selection<Row> {
+/**
+ * Columns each named by its key, as a SELECT or RETURNING lists them, built once; the rows they read come back
+ * decoded as each dialect's driver requires (Postgres gives bigint as text, SQLite a boolean as 0 or 1).
+ */
+export class SelectList<Row> {
   private readonly entries: Array<[string, Column]>;
-  private readonly query: SQL;
+  readonly list: SQL;
 
-  constructor(columns: Record<string, Column>, rest: SQL) {
+  constructor(columns: Record<string, Column>) {
     this.entries = Object.entries(columns);
-    this.query = sql`SELECT ${sql.join(this.entries.map(([key, column]) => sql`${column} AS ${sql.identifier(key)}`), sql`, `)} ${rest}`;
+    this.list = sql.join(this.entries.map(([key, column]) => sql`${column} AS ${sql.identifier(key)}`), sql`, `);
+  }
+
+  /** SELECT of these columns, then the rest of the query (FROM …). */
+  select(rest: SQL): Plan<Row[]> {
+    return this.rows(sql`SELECT ${this.list} ${rest}`);
+  }
+
+  /** A write that answers these columns of the rows it changed. */
+  returning(statement: SQL): Plan<Row[]> {
+    return this.rows(sql`${statement} RETURNING ${this.list}`);
   }
 
   /** With values, the query's placeholders are filled and it is prepared once. */
-  *rows(values?: Record<string, unknown>): Plan<Row[]> {
-    const rows = yield* fetchRows<Record<string, unknown>>(this.query, values);
+  *rows(query: SQL, values?: Record<string, unknown>): Plan<Row[]> {
+    const rows = yield* fetchRows<Record<string, unknown>>(query, values);
     for (const row of rows) for (const [key, column] of this.entries) if (row[key] !== null) row[key] = column.mapFromDriverValue(row[key]);
     return rows as Row[];
   }
 }
 
+/** A SELECT built once, with sql.placeholder()s for what changes, so that each dialect prepares it once. */
+export class Selection<Row> {
+  private readonly list: SelectList<Row>;
+  private readonly query: SQL;
+
+  constructor(columns: Record<string, Column> | SelectList<Row>, rest: SQL) {
+    this.list = columns instanceof SelectList ? columns : new SelectList(columns);
+    this.query = sql`SELECT ${this.list.list} ${rest}`;
+  }
+
+  rows(values: Record<string, unknown>): Plan<Row[]> {
+    return this.list.rows(this.query, values);
+  }
+}
+
 export function select<Row>(columns: Record<string, Column>, rest: SQL): Plan<Row[]> {
-  return new Selection<Row>(columns, rest).rows();
+  return new SelectList<Row>(columns).select(rest);
 }
 
 /** A multi-row INSERT of these rows (keys as the table's columns), in chunks; resolves with the rows inserted. */
@@ -56,10 +84,19 @@ export function* insertInto<Row extends object>(table: TableOf<Row>, rows: Row[]
   return inserted;
 }
 
-/** The SET list of an UPDATE: each key's column by its bare name, as SET wants it, to its value bound as the column binds it. */
-export function assignments<Row>(table: TableOf<Row>, values: Partial<Row>): SQL {
+/**
+ * The SET list of an UPDATE: each key's column by its bare name, as SET wants it, to its value bound as the column
+ * binds it, or to an expression.
+ */
+export function assignments<Row>(table: TableOf<Row>, values: { [K in keyof Row]?: Row[K] | SQL }): SQL {
   const columns = Object.keys(values) as Array<keyof Row>;
-  return sql.join(columns.map((key) => sql`${sql.identifier(table[key].name)} = ${sql.param(values[key], table[key])}`), sql`, `);
+  return sql.join(
+    columns.map((key) => {
+      const value = values[key];
+      return sql`${sql.identifier(table[key].name)} = ${is(value, SQL) ? value : sql.param(value, table[key])}`;
+    }),
+    sql`, `,
+  );
 }
 
 /** How many rows a write changed: counted by RETURNING, which both dialects speak, rather than by each driver's own count. */
