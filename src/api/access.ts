@@ -5,6 +5,7 @@ import { ROLES } from '../auth/principal.js';
 import type { ApiKeyRecord } from '../auth/records.js';
 import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
+import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, NotFound } from '../errors.js';
 
 const DEFAULT_AUDIT_LIMIT = 1000;
@@ -51,7 +52,7 @@ export function accessApi(services: Services) {
   });
 
   router.delete('/studies/:study/viewer-tokens', async (c) => {
-    await auth.tokens.revokeStudy(assertUid('StudyInstanceUID in the URL', c.req.param('study')));
+    await auth.tokens.revokeStudy(pathScope(c).studyUid);
     return c.body(null, 204);
   });
 

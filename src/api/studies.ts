@@ -6,7 +6,7 @@ import type { MatchKey, QidoQuery } from '../catalog/qido.js';
 import type { Env, Services } from '../context.js';
 import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
-import { assertUid } from '../dicom/uid.js';
+import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 
 /** A listing by accession or patient is for one patient's orders, not a browse of the archive. */
@@ -21,8 +21,7 @@ export function studiesApi(services: Services) {
   const router = new Hono<Env>();
 
   const studyByUid = async (c: Context<Env>): Promise<StudyRow> => {
-    const studyUid = assertUid('StudyInstanceUID in the URL', c.req.param('study'));
-    const [row] = await catalog.studies(studyQuery([], studyUid, 1));
+    const [row] = await catalog.studies(studyQuery([], pathScope(c).studyUid, 1));
     if (!row) throw new NotFound('no study with that UID is stored');
     return row;
   };

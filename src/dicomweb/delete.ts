@@ -1,11 +1,11 @@
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
-import type { Removal, Scope } from '../catalog/catalog.js';
+import type { Removal } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
-import { assertUid } from '../dicom/uid.js';
 import { NotFound } from '../errors.js';
 import { derivedPrefix } from '../storage/keys.js';
 import { deleteUnder, type ObjectStore } from '../storage/object-store.js';
+import { pathScope } from './path-uids.js';
 
 /** Object deletions in flight at once: enough to overlap the store's latency, few enough to spare its connections. */
 const PARALLEL_DELETES = 16;
@@ -16,14 +16,7 @@ export function deleteRouter(services: Services) {
   const router = new Hono<Env>();
 
   const remove = async (c: Context<Env>) => {
-    const study = c.req.param('study');
-    const series = c.req.param('series');
-    const sop = c.req.param('instance');
-    const scope: Scope = {
-      studyUid: assertUid('StudyInstanceUID in the URL', study),
-      seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
-      sopUid: sop === undefined ? undefined : assertUid('SOPInstanceUID in the URL', sop),
-    };
+    const scope = pathScope(c);
     let removal: Removal | undefined;
     await services.ingest.durable.exclusive(async () => {
       // Index first, objects after (DESIGN decision 2): a crash in between leaves objects without rows, which verify lists.

@@ -4,10 +4,10 @@ import { isUidListKey, isUniversal, type Level, type MatchKey, type QidoQuery } 
 import { INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, pick } from '../catalog/record.js';
 import type { DicomJson } from '../dicom/json.js';
 import { Tag, resolveAttribute } from '../dicom/tags.js';
-import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError } from '../errors.js';
 import type { Env, Services } from '../context.js';
 import { negotiate, parseAccept } from './media-type.js';
+import { pathUids } from './path-uids.js';
 import { absolutizeBulkData } from '../read/metadata.js';
 import { dicomwebRoot } from './urls.js';
 
@@ -77,12 +77,8 @@ function parseQuery(c: Context<Env>, level: Level): Search {
     if (isUniversal(value)) include.tags.push(entry.tag);
     keys.push({ tag: entry.tag, keyword: entry.keyword, value });
   }
-  const study = c.req.param('study');
-  const series = c.req.param('series');
-  const target: Target = {
-    study: study === undefined ? undefined : assertUid('StudyInstanceUID in the URL', study),
-    series: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
-  };
+  const named = pathUids(c);
+  const target: Target = { study: named.studyUid, series: named.seriesUid };
   const sql: QidoQuery = {
     level,
     studyUid: target.study,

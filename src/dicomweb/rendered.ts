@@ -2,13 +2,13 @@ import { createHash } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
-import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import { frameCountOf } from '../read/frames.js';
 import { MEDIA_TYPES, type ImageFormat, type RenderOptions, type Renderer, type Viewport } from '../render/render.js';
 import type { VoiFunction, WindowRequest } from '../render/types.js';
 import { negotiate, parseAccept, type Offer } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
+import { pathScope } from './path-uids.js';
 import { parseFrameList } from './wado.js';
 
 /** Longer side of a thumbnail when the client names no viewport. */
@@ -35,20 +35,12 @@ export function renderedRouter(services: Services) {
 
   const studyOrSeries = (kind: Kind) => async (c: Context<Env>) => {
     const options = renderOptions(c, kind);
-    const studyUid = assertUid('StudyInstanceUID in the URL', c.req.param('study'));
-    const series = c.req.param('series');
-    const scope = { studyUid, seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series) };
-    return sendRendered(c, renderer, await reads.representativeImage(scope), [1], options);
+    return sendRendered(c, renderer, await reads.representativeImage(pathScope(c)), [1], options);
   };
 
   const instanceOrFrames = (kind: Kind) => async (c: Context<Env>) => {
     const options = renderOptions(c, kind);
-    const scope = {
-      studyUid: assertUid('StudyInstanceUID in the URL', c.req.param('study')),
-      seriesUid: assertUid('SeriesInstanceUID in the URL', c.req.param('series')),
-      sopUid: assertUid('SOPInstanceUID in the URL', c.req.param('instance')),
-    };
-    const instance = await reads.instance(scope);
+    const instance = await reads.instance(pathScope(c));
     const frameCount = frameCountOf(instance);
     if (frameCount === 0) throw new NotFound('this instance has no pixel data, so there is nothing to render');
     const list = c.req.param('frames');

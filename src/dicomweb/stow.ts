@@ -1,6 +1,5 @@
 import { Hono, type Context } from 'hono';
 import { Tag } from '../dicom/tags.js';
-import { assertUid } from '../dicom/uid.js';
 import { DiskFull, HttpError } from '../errors.js';
 import { FailureReason, IngestBatch, type InstanceOutcome, type Receipt } from '../ingest/ingest.js';
 import { formatBytes, TooLarge } from '../ingest/spool.js';
@@ -8,6 +7,7 @@ import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
 import { callerOf } from '../auth/middleware.js';
 import { MultipartError, parseMultipartRelated, readMultipart } from './multipart.js';
+import { pathUids } from './path-uids.js';
 import { dicomwebRoot } from './urls.js';
 
 /** Errors of a Node request body whose client went away (node:http 'aborted', a stream closed before its end). */
@@ -17,8 +17,7 @@ const CONNECTION_LOST = new Set(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE']);
 export function stowRouter(services: Services) {
   const router = new Hono<Env>();
   const store = async (c: Context<Env>) => {
-    const study = c.req.param('study');
-    const studyUid = study === undefined ? undefined : assertUid('StudyInstanceUID in the URL', study);
+    const { studyUid } = pathUids(c);
     const { boundary, type } = multipartOf(c.req.header('content-type'));
     if (type && type.toLowerCase() !== 'application/dicom') {
       throw new HttpError(415, 'unsupported-media-type', `this server stores application/dicom parts; "${type}" (metadata and bulk data) is not supported`);

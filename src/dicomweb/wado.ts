@@ -1,11 +1,11 @@
 import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
-import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
 import { frameCountOf } from '../read/frames.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
+import { pathScope } from './path-uids.js';
 import { dicomwebRoot } from './urls.js';
 import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
 
@@ -14,19 +14,8 @@ export function wadoRouter(services: Services) {
   const { reads, config } = services;
   const router = new Hono<Env>();
 
-  const scopeOf = (c: Context<Env>) => {
-    const study = c.req.param('study');
-    const series = c.req.param('series');
-    const sop = c.req.param('instance');
-    return {
-      studyUid: assertUid('StudyInstanceUID in the URL', study),
-      seriesUid: series === undefined ? undefined : assertUid('SeriesInstanceUID in the URL', series),
-      sopUid: sop === undefined ? undefined : assertUid('SOPInstanceUID in the URL', sop),
-    };
-  };
-
   const retrieve = async (c: Context<Env>) => {
-    const found = await reads.instances(scopeOf(c));
+    const found = await reads.instances(pathScope(c));
     const syntaxes = [...new Set(found.map((i) => i.transferSyntaxUid))];
     // Instances go out as stored: acceptable unless the client names syntaxes and some instance is in none of them.
     const entries = parseAccept(c.req.header('accept')).filter((e) => e.q > 0 && negotiate([e], [{ mediaType: 'multipart/related', type: 'application/dicom' }]));
@@ -53,7 +42,7 @@ export function wadoRouter(services: Services) {
   const metadata = async (c: Context<Env>) => {
     const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'application/dicom+json' }, { mediaType: 'application/json' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'metadata is available as application/dicom+json only');
-    const document = await reads.metadata(scopeOf(c), dicomwebRoot(c, config.publicUrl));
+    const document = await reads.metadata(pathScope(c), dicomwebRoot(c, config.publicUrl));
     const headers = { 'Content-Type': `${accepted.mediaType}; charset=utf-8`, ETag: document.etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
     if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === document.etag)) return c.body(null, 304, headers);
     if (!/\bgzip\b/.test(c.req.header('accept-encoding') ?? '')) return c.body(await document.json(), 200, headers);
@@ -64,7 +53,7 @@ export function wadoRouter(services: Services) {
   router.get('/studies/:study/series/:series/instances/:instance/metadata', metadata);
 
   router.get('/studies/:study/series/:series/instances/:instance/frames/:frames', async (c) => {
-    const instance = await reads.instance(scopeOf(c));
+    const instance = await reads.instance(pathScope(c));
     // Checked before streaming starts: once parts flow, an error can no longer become a status.
     const frameCount = frameCountOf(instance);
     if (frameCount === 0) throw new NotFound('this instance has no pixel data, so it has no frames');
@@ -91,7 +80,7 @@ export function wadoRouter(services: Services) {
   });
 
   router.get('/studies/:study/series/:series/instances/:instance/bulkdata/*', async (c) => {
-    const instance = await reads.instance(scopeOf(c));
+    const instance = await reads.instance(pathScope(c));
     const marker = '/bulkdata/';
     const path = decodeURIComponent(c.req.path.slice(c.req.path.indexOf(marker) + marker.length));
     const accept = parseAccept(c.req.header('accept'));

@@ -257,3 +257,51 @@ describe('every refusal is {error, detail} JSON, with CORS headers', () => {
     expect(garbled.headers.get('access-control-allow-origin')).toBe('*');
   });
 });
+
+describe('every route that names UIDs in its path checks them, the same way', () => {
+  const NAMES = { study: 'StudyInstanceUID', series: 'SeriesInstanceUID', instance: 'SOPInstanceUID' } as const;
+  type Level = keyof typeof NAMES;
+  /** Method and path of each route, `{study}`, `{series}` and `{instance}` standing for the UIDs it names. */
+  const routes: Array<[string, string]> = [
+    ['GET', '/dicom-web/studies/{study}'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/instances/{instance}'],
+    ['GET', '/dicom-web/studies/{study}/metadata'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/metadata'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/1'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/7FE00010'],
+    ['GET', '/dicom-web/studies/{study}/rendered'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/thumbnail'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered'],
+    ['GET', '/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/1/thumbnail'],
+    ['DELETE', '/dicom-web/studies/{study}/series/{series}/instances/{instance}'],
+    ['GET', '/api/v1/studies/{study}'],
+    ['GET', '/api/v1/studies/{study}/viewer-url'],
+  ];
+  const known: Record<Level, string> = { study: studyUID, series: seriesUID, instance: '' };
+  const pathOf = (template: string, uids: Record<Level, string>) => template.replace(/\{(study|series|instance)\}/g, (_, level: Level) => uids[level]);
+  const levelsOf = (template: string) => (Object.keys(NAMES) as Level[]).filter((level) => template.includes(`{${level}}`));
+
+  it('answers 400 naming the UID that is malformed, wherever it is in the path', async () => {
+    known.instance = cine.uid;
+    for (const [method, template] of [...routes, ['GET', '/dicom-web/studies/{study}/series/{series}/instances'], ['POST', '/dicom-web/studies/{study}']]) {
+      for (const level of levelsOf(template)) {
+        const path = pathOf(template, { ...known, [level]: '1.02.3' });
+        const detail = await expectError(await pacs.request(path, { method }), 400, 'bad-request', new RegExp(`${NAMES[level]} in the URL "1\\.02\\.3" is not a valid DICOM UID`));
+        expect(detail, `${method} ${path}`).toMatch(/no leading zeros/);
+      }
+    }
+  });
+
+  it('answers 404 for well-formed UIDs nothing is stored under, at the deepest level the path names', async () => {
+    known.instance = cine.uid;
+    for (const [method, template] of routes) {
+      const deepest = levelsOf(template).at(-1)!;
+      const path = pathOf(template, { ...known, [deepest]: newUid() });
+      const response = await pacs.request(path, { method });
+      expect(response.status, `${method} ${path}`).toBe(404);
+      await expectError(response, 404, 'not-found');
+    }
+  });
+});
