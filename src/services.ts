@@ -17,6 +17,7 @@ import { GroupCommit } from './ingest/group-commit.js';
 import { VerifySchedule } from './integrity/schedule.js';
 import { ReadService } from './read/read-service.js';
 import { Renderer } from './render/render.js';
+import { DerivedCache } from './storage/derived-cache.js';
 import { FileObjectStore } from './storage/fs.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { S3ObjectStore } from './storage/s3.js';
@@ -42,8 +43,10 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     setup: new SetupCode(),
   };
   if (config.adminKey) await auth.keys.seedAdmin(config.adminKey);
-  const reads = new ReadService(store, catalog, log, { maxInflatedBytes: config.maxInstanceBytes });
-  const renderer = new Renderer(store, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes, derivedCacheBytes: config.derivedCacheBytes });
+  // Renderings and inflated copies share one budget (DESIGN decision 15).
+  const derived = new DerivedCache(store, config.derivedCacheBytes, log);
+  const reads = new ReadService(store, catalog, log, { maxInflatedBytes: config.maxInstanceBytes }, { cache: derived, tmpDir: spoolDir });
+  const renderer = new Renderer(derived, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes });
   const ingest = { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log };
   // Started by main.ts only: the command line runs its own pass when asked.
   const verifySchedule = new VerifySchedule({ store, catalog, ingest, log }, config.verifyInterval);

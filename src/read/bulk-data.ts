@@ -1,10 +1,10 @@
 import dicomParser from 'dicom-parser';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { FrameRange } from '../dicom/frames.js';
+import { toDicomJson, type BulkDataRanges } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import { HttpError, NotFound } from '../errors.js';
-import type { ObjectStore } from '../storage/object-store.js';
-import { collect, type ReadLimits } from './data-set-ranges.js';
+import { collect, dataSetRanges, type DataSetSource } from './data-set-ranges.js';
 import { dataSetStart, inflatedRanges, TO_THE_END } from './deflated.js';
 import { readFrames } from './frames.js';
 
@@ -13,18 +13,25 @@ const MAX_HEAD_BYTES = 64 * 1024 * 1024;
 
 /**
  * Bulk data by its path of tags and item indices, as written into BulkDataURIs at ingest (for example `7FE00010`
- * or `00540016/0/00181074`), as a stream. Pixel data streams frame after frame; other bulk data is found in the
- * attributes before the pixel data, which are read (and, for a deflated file, inflated) up to there only.
+ * or `00540016/0/00181074`), as a stream. Pixel data streams frame after frame; other bulk data is a ranged read of
+ * the bytes ingest recorded for it (DESIGN decision 3). An instance indexed before they were recorded has the
+ * attributes before its pixel data read and parsed once, and every range found there is handed to `found` to keep.
  */
-export async function readBulkData(store: ObjectStore, instance: StoredInstance, path: string, limits: ReadLimits): Promise<AsyncIterable<Buffer>> {
+export async function readBulkData(
+  source: DataSetSource,
+  instance: StoredInstance,
+  path: string,
+  found: (ranges: BulkDataRanges) => Promise<void>,
+): Promise<AsyncIterable<Buffer>> {
   const steps = path.split('/').filter(Boolean);
   if (steps.length === 0 || steps.length % 2 === 0 || !steps.every((s, i) => (i % 2 === 0 ? /^[0-9A-F]{8}$/i.test(s) : /^\d+$/.test(s)))) {
     throw new NotFound(`${path} is not a bulk data path of this server`);
   }
-  const top = steps[0]!.toUpperCase();
-  if (steps.length === 1 && (top === Tag.PixelData || top === Tag.FloatPixelData || top === Tag.DoubleFloatPixelData)) {
+  // As ingest wrote it: tags in upper case, item indices without leading zeros.
+  const key = steps.map((s, i) => (i % 2 === 0 ? s.toUpperCase() : String(Number(s)))).join('/');
+  if (key === Tag.PixelData || key === Tag.FloatPixelData || key === Tag.DoubleFloatPixelData) {
     const all = Array.from({ length: instance.numberOfFrames }, (_, i) => i + 1);
-    const frames = readFrames(store, instance, all, limits);
+    const frames = readFrames(source, instance, all);
     // The first frame is opened now, so that a missing object is a status rather than a body cut short.
     const first = await frames.next();
     return (async function* () {
@@ -33,23 +40,26 @@ export async function readBulkData(store: ObjectStore, instance: StoredInstance,
       for await (const frame of frames) yield* frame.chunks;
     })();
   }
-  const head = await attributesBeforePixelData(store, instance, limits);
+  if (instance.bulkData === null) return parsedOnce(source, instance, key, found);
+  const range = (JSON.parse(instance.bulkData) as BulkDataRanges)[key];
+  if (!range) throw new NotFound(`the instance has no bulk data at ${path}`);
+  return dataSetRanges(source, instance, [range]);
+}
+
+/** Bulk data of an instance indexed before its ranges were: found in its attributes, parsed as ingest parses them. */
+async function parsedOnce(source: DataSetSource, instance: StoredInstance, key: string, found: (ranges: BulkDataRanges) => Promise<void>): Promise<AsyncIterable<Buffer>> {
+  const head = await attributesBeforePixelData(source, instance);
   // Offsets refer to the meta information and the data set as inflated, which is what `head` holds.
-  let dataSet = dicomParser.parseDicom(head, { untilTag: 'x7fe00010', inflater: (bytes: Buffer) => bytes } as unknown as dicomParser.ParseDicomOptions);
-  for (let i = 0; i < steps.length; i += 2) {
-    const element = dataSet.elements[`x${steps[i]!.toLowerCase()}`];
-    if (!element) break;
-    if (i === steps.length - 1) {
-      const value = head.subarray(element.dataOffset, element.dataOffset + element.length);
-      return (async function* () {
-        yield value;
-      })();
-    }
-    const item = element.items?.[Number(steps[i + 1])];
-    if (!item?.dataSet) break;
-    dataSet = item.dataSet;
-  }
-  throw new NotFound(`the instance has no bulk data at ${path}`);
+  const dataSet = dicomParser.parseDicom(head, { untilTag: 'x7fe00010', inflater: (bytes: Buffer) => bytes } as unknown as dicomParser.ParseDicomOptions);
+  const ranges: BulkDataRanges = {};
+  toDicomJson(dataSet, { bulkDataBase: '', bulkDataRanges: ranges });
+  await found(ranges);
+  const range = ranges[key];
+  if (!range) throw new NotFound(`the instance has no bulk data at ${key}`);
+  const value = head.subarray(range[0], range[0] + range[1]);
+  return (async function* () {
+    yield value;
+  })();
 }
 
 /** Stored JSON names bulk data by URI (relative or absolute); readBulkData wants the path after `/bulkdata/`. */
@@ -60,7 +70,7 @@ export function bulkDataPath(uri: string): string {
 }
 
 /** The file up to its pixel data (the whole file when it has none), inflated when it is deflated. */
-async function attributesBeforePixelData(store: ObjectStore, instance: StoredInstance, limits: ReadLimits): Promise<Buffer> {
+async function attributesBeforePixelData({ store, limits }: DataSetSource, instance: StoredInstance): Promise<Buffer> {
   const firstFrame = (JSON.parse(instance.frames) as FrameRange[])[0]?.[0]?.[0];
   if (!instance.inflated) {
     const length = firstFrame ?? instance.size;

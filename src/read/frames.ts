@@ -3,8 +3,7 @@ import type { FrameRange } from '../dicom/frames.js';
 import { Tag } from '../dicom/tags.js';
 import { TransferSyntax } from '../dicom/transfer-syntax.js';
 import { NotFound } from '../errors.js';
-import type { ObjectStore } from '../storage/object-store.js';
-import { collect, dataSetRanges, type ReadLimits } from './data-set-ranges.js';
+import { collect, dataSetRanges, type DataSetSource } from './data-set-ranges.js';
 
 /** One frame as a stream of chunks, and its length. */
 export type FrameBytes = { length: number; chunks: AsyncIterable<Buffer> };
@@ -24,21 +23,21 @@ export function storedFrameLength(instance: StoredInstance, n: number): number {
  * so a frame of hundreds of MB costs a few chunks of memory. Each frame's object is opened before the frame is
  * yielded: a missing object fails before its first byte goes out.
  */
-export async function* readFrames(store: ObjectStore, instance: StoredInstance, numbers: number[], limits: ReadLimits): AsyncGenerator<FrameBytes> {
+export async function* readFrames(source: DataSetSource, instance: StoredInstance, numbers: number[]): AsyncGenerator<FrameBytes> {
   const ranges = JSON.parse(instance.frames) as FrameRange[];
   const swap16 = instance.transferSyntaxUid === TransferSyntax.ExplicitVRBigEndian && bitsAllocated(instance) === 16;
   for (const n of numbers) {
     const frame = ranges[n - 1];
     if (!frame) throw new NotFound(`frame ${n} has no pixel data`);
-    const chunks = await dataSetRanges(store, instance, frame, limits);
+    const chunks = await dataSetRanges(source, instance, frame);
     // Frames are served as Explicit VR Little Endian: big endian words are turned around.
     yield { length: frame.reduce((sum, [, length]) => sum + length, 0), chunks: swap16 ? swapped16(chunks) : chunks };
   }
 }
 
 /** One frame in one buffer (rendering needs all of it), filled as it streams in rather than joined at the end. */
-export async function readFrame(store: ObjectStore, instance: StoredInstance, n: number, limits: ReadLimits): Promise<Buffer> {
-  for await (const { length, chunks } of readFrames(store, instance, [n], limits)) return await collect(chunks, length);
+export async function readFrame(source: DataSetSource, instance: StoredInstance, n: number): Promise<Buffer> {
+  for await (const { length, chunks } of readFrames(source, instance, [n])) return await collect(chunks, length);
   throw new NotFound(`frame ${n} has no pixel data`);
 }
 

@@ -2,10 +2,12 @@ import { buffer } from 'node:stream/consumers';
 import type { Logger } from 'pino';
 import type { Catalog, Scope, StoredInstance } from '../catalog/catalog.js';
 import { NotFound } from '../errors.js';
+import type { DerivedCache } from '../storage/derived-cache.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { readBulkData } from './bulk-data.js';
 import { CheckedInstances } from './checked-instances.js';
-import type { ReadLimits } from './data-set-ranges.js';
+import type { DataSetSource, ReadLimits } from './data-set-ranges.js';
+import { InflatedCopies } from './inflated-copies.js';
 import { readFrame, readFrames, type FrameBytes } from './frames.js';
 import { levelOf, MetadataDocuments, type MetadataDocument } from './metadata.js';
 
@@ -17,13 +19,17 @@ import { levelOf, MetadataDocuments, type MetadataDocument } from './metadata.js
 export class ReadService {
   private readonly checked: CheckedInstances;
   private readonly metadataDocuments: MetadataDocuments;
+  private readonly source: DataSetSource;
 
   constructor(
-    private readonly store: ObjectStore,
+    store: ObjectStore,
     private readonly catalog: Catalog,
-    log: Logger,
-    private readonly limits: ReadLimits,
+    private readonly log: Logger,
+    limits: ReadLimits,
+    /** Where deflated instances' inflated copies are kept (with renderings), and a folder to make them in. */
+    derived: { cache: DerivedCache; tmpDir: string },
   ) {
+    this.source = { store, limits, copies: new InflatedCopies(store, derived.cache, derived.tmpDir, limits, log) };
     this.checked = new CheckedInstances(store, catalog, log);
     this.metadataDocuments = new MetadataDocuments(catalog);
   }
@@ -63,17 +69,20 @@ export class ReadService {
 
   /** Frames (1-based, already checked against the instance) as Explicit VR Little Endian or as stored when compressed. */
   frames(instance: StoredInstance, numbers: number[]): AsyncGenerator<FrameBytes> {
-    return readFrames(this.store, instance, numbers, this.limits);
+    return readFrames(this.source, instance, numbers);
   }
 
   /** One frame in a buffer of the caller's own (rendering may hand it over to a codec worker). */
   frame(instance: StoredInstance, n: number): Promise<Buffer> {
-    return readFrame(this.store, instance, n, this.limits);
+    return readFrame(this.source, instance, n);
   }
 
   /** Bulk data by its path after `/bulkdata/`, streamed. */
   bulkDataStream(instance: StoredInstance, path: string): Promise<AsyncIterable<Buffer>> {
-    return readBulkData(this.store, instance, path, this.limits);
+    return readBulkData(this.source, instance, path, (ranges) =>
+      // Kept for the next read; a read that cannot keep them still answers.
+      this.catalog.recordBulkData(instance.sopUid, instance.sha256, ranges).catch((err: unknown) => this.log.warn({ err, sopUid: instance.sopUid }, 'bulk data ranges found at a read could not be recorded')),
+    );
   }
 
   /** Bulk data by its path after `/bulkdata/`, in one buffer (rendering's LUTs and overlays). */

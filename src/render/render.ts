@@ -6,9 +6,8 @@ import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
 import { bulkDataPath } from '../read/bulk-data.js';
 import { storedFrameLength } from '../read/frames.js';
 import type { ReadService } from '../read/read-service.js';
-import { DerivedCache } from '../storage/derived-cache.js';
+import type { DerivedCache } from '../storage/derived-cache.js';
 import { renderedKey } from '../storage/keys.js';
-import type { ObjectStore } from '../storage/object-store.js';
 import { codecPool } from './codec-pool.js';
 import { closeCodecPool, decodeFrame, decodesReduced } from './decode.js';
 import { DEFAULT_QUALITY, encodeImage } from './encode.js';
@@ -49,9 +48,6 @@ export const DEFAULT_RENDER_MEMORY_BYTES = 512 * 1024 ** 2;
 /** Resolution levels a rendering may leave out: 1/256 of each side. */
 const MAX_REDUCE = 8;
 
-/** PACS_DERIVED_CACHE_BYTES's default, for callers without a configuration. */
-export const DEFAULT_DERIVED_CACHE_BYTES = 1024 ** 3;
-
 /** Bumped when the pipeline changes what it draws, so that images cached by an older version are not served. */
 const PIPELINE_VERSION = 2;
 
@@ -62,16 +58,15 @@ const PIPELINE_VERSION = 2;
  */
 export class Renderer {
   private readonly inFlight = new Map<string, Promise<Buffer>>();
-  private readonly cache: DerivedCache;
   private readonly budget: MemoryBudget;
 
   constructor(
-    store: ObjectStore,
+    /** Where renderings are kept, in the object store, within its budget (PACS_DERIVED_CACHE_BYTES). */
+    private readonly cache: DerivedCache,
     private readonly read: InstanceReader,
     private readonly log: Logger,
-    private readonly limits: { maxFrameBytes?: number; memoryBytes?: number; derivedCacheBytes?: number } = {},
+    private readonly limits: { maxFrameBytes?: number; memoryBytes?: number } = {},
   ) {
-    this.cache = new DerivedCache(store, limits.derivedCacheBytes ?? DEFAULT_DERIVED_CACHE_BYTES, log);
     this.budget = new MemoryBudget(limits.memoryBytes ?? DEFAULT_RENDER_MEMORY_BYTES);
   }
 

@@ -1,3 +1,4 @@
+import fs from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { ObjectNotFound, type ObjectStore } from './object-store.js';
 
@@ -57,6 +58,45 @@ export class DerivedCache {
     await this.store.put(key, body, contentType);
     this.remember(key, body.length);
     await this.evict();
+  }
+
+  /**
+   * Marks an object as just used without reading it (it is read by ranges): true when it is cached, as this process
+   * knows or the store says. One another replica evicted may still be taken for cached: a read that finds it
+   * missing says so with `lost`.
+   */
+  async touch(key: string): Promise<boolean> {
+    this.learn();
+    const known = this.entries.get(key);
+    if (known !== undefined) {
+      this.remember(key, known);
+      return true;
+    }
+    const head = await this.store.head(key).catch(() => undefined);
+    if (head) this.remember(key, head.size);
+    return head !== undefined;
+  }
+
+  /** An object a read found missing (evicted by another replica, or removed with its instance). */
+  lost(key: string): void {
+    this.forget(key);
+  }
+
+  /**
+   * Moves a local file in as the object (too large for `put`'s one buffer), then evicts as `put` does. False, and the
+   * file removed, when it alone is larger than the budget.
+   */
+  async putFile(key: string, localPath: string, sha256: string): Promise<boolean> {
+    this.learn();
+    const { size } = await fs.stat(localPath);
+    if (size > this.budget) {
+      await fs.rm(localPath, { force: true });
+      return false;
+    }
+    await this.store.putFiles([{ key, localPath, sha256 }]);
+    this.remember(key, size);
+    await this.evict();
+    return true;
   }
 
   private remember(key: string, size: number): void {

@@ -58,3 +58,12 @@ export function renderedKey(
   const prefix = derivedPrefix({ studyUid: instance.studyUid, seriesUid: instance.seriesUid, sopUid: instance.sopUid });
   return `${prefix}${instance.sha256.slice(0, 16)}-f${frame}-${optionsHash}.${extension}`;
 }
+
+/**
+ * A deflated instance's inflated copy (DESIGN decision 15): its bytes before the data set as stored, then the data set
+ * inflated, which is what the frame and bulk data ranges recorded at ingest refer to. Named by the instance's SHA-256.
+ */
+export function inflatedKey(instance: { studyUid: string; seriesUid: string; sopUid: string; sha256: string }): string {
+  if (!/^[0-9a-f]{64}$/.test(instance.sha256)) throw new Error(`"${instance.sha256}" is not a SHA-256`);
+  return `${derivedPrefix({ studyUid: instance.studyUid, seriesUid: instance.seriesUid, sopUid: instance.sopUid })}${instance.sha256.slice(0, 16)}-inflated.dcm`;
+}

@@ -105,6 +105,22 @@ export async function indexRows<T = Record<string, unknown>>(server: Target, sql
   return withPostgres(server, async (client) => (await client.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as T[]);
 }
 
+/** Changes rows of the server's index behind its back (SQL both dialects read, `?` for parameters), as an older version would have left them. */
+export async function changeIndexRows(server: Target, sql: string, params: unknown[] = []): Promise<void> {
+  if (server.backend.index === 'sqlite') {
+    const db = new Database(sqliteFile(server), { fileMustExist: true });
+    try {
+      db.pragma('busy_timeout = 10000');
+      db.prepare(sql).run(...params);
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  let n = 0;
+  await withPostgres(server, (client) => client.query(sql.replace(/\?/g, () => `$${++n}`), params));
+}
+
 /**
  * Everything the index database holds, to look for a value in: the bytes of index.sqlite and its WAL, or the text
  * of every row of every table in the Postgres database.

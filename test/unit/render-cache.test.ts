@@ -4,6 +4,7 @@ import type { StoredInstance } from '../../src/catalog/catalog.js';
 import { cropped } from '../../src/render/crop.js';
 import { Renderer, type InstanceReader } from '../../src/render/render.js';
 import { RenderError, type DisplayImage } from '../../src/render/types.js';
+import { DerivedCache } from '../../src/storage/derived-cache.js';
 import { MemoryObjectStore } from '../../src/storage/memory.js';
 
 /** The in-memory store, counting what is put into it. */
@@ -60,6 +61,9 @@ function counting() {
   return { reads, reader };
 }
 
+const silent = pino({ level: 'silent' });
+/** The derived cache at its default budget, over `store`. */
+const cacheIn = (store: MemoryObjectStore) => new DerivedCache(store, 1024 ** 3, silent);
 const renderers: Renderer[] = [];
 afterAll(async () => {
   await Promise.all(renderers.map((r) => r.close()));
@@ -69,7 +73,7 @@ describe('Renderer', () => {
   it('renders requests that arrive together once, caches the result, and serves the next from the cache', async () => {
     const store = new MemoryStore();
     const { reads, reader } = counting();
-    const renderer = new Renderer(store, reader, pino({ level: 'silent' }));
+    const renderer = new Renderer(cacheIn(store), reader, silent);
     renderers.push(renderer);
     const options = { format: 'png' as const };
     const together = await Promise.all(Array.from({ length: 5 }, () => renderer.render(instance, 1, options)));
@@ -87,7 +91,7 @@ describe('Renderer', () => {
   });
 
   it('names equal requests alike and different ones apart, and a replaced instance apart', () => {
-    const renderer = new Renderer(new MemoryStore(), counting().reader, pino({ level: 'silent' }));
+    const renderer = new Renderer(cacheIn(new MemoryStore()), counting().reader, silent);
     renderers.push(renderer);
     const id = (o: Parameters<Renderer['identify']>[2], i = instance, frame = 1) => renderer.identify(i, frame, o);
     expect(id({ format: 'jpeg' }).key).toBe(id({ format: 'jpeg', quality: 90 }).key);
@@ -118,7 +122,7 @@ describe('Renderer', () => {
         throw new Error('none');
       },
     };
-    const renderer = new Renderer(store, reader, pino({ level: 'silent' }));
+    const renderer = new Renderer(cacheIn(store), reader, silent);
     renderers.push(renderer);
     await expect(renderer.render(instance, 1, { format: 'jpeg' })).rejects.toThrow(/broken the first time/);
     expect(store.puts).toBe(0);
