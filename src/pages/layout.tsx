@@ -11,12 +11,15 @@ table{border-collapse:collapse;width:100%;background:#fff;font-size:.9em}th,td{t
 .scroll{overflow-x:auto}form.row{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin:0 0 1em}
 label{display:flex;flex-direction:column;font-size:.85em}input,select,button{font:inherit;padding:.35em .5em}
 button{background:#1d3557;color:#fff;border:0;border-radius:3px;cursor:pointer}button.danger{background:#b00020}
-.notice{background:#fff8d6;border:1px solid #e0c64f;padding:.8em;margin:0 0 1em;word-break:break-all}
+.notice{background:#fff8d6;border:1px solid #e0c64f;padding:.8em;margin:0 0 1em}.notice code{word-break:break-all}
 .error{background:#fde8e8;border:1px solid #b00020;padding:.8em;margin:0 0 1em}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em;background:#fff;padding:1em}dt{font-weight:600}dd{margin:0}
 .muted{color:#667}
 fieldset.roles{border:0;padding:0;margin:0;display:flex;flex-wrap:wrap;gap:0 .7em;align-items:center}fieldset.roles legend{font-size:.85em;padding:0}
 fieldset.roles label{flex-direction:row;align-items:center;gap:.25em;font-size:1em}td form.row{margin:0 0 .3em;flex-wrap:nowrap}
+td fieldset.roles legend{position:absolute;left:-9999px}
+@media (max-width:40em){table.cards thead{display:none}table.cards tr{display:block;border-bottom:1px solid #dde;padding:.4em 0}
+table.cards td{display:flex;flex-wrap:wrap;gap:.2em .6em;border:0;padding:.15em .5em}table.cards td[data-label]::before{content:attr(data-label);font-weight:600;min-width:6.5em}}
 `;
 
 export type NavLink = { href: string; label: string };

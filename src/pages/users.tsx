@@ -110,7 +110,7 @@ function UsersPage(props: { users: UserRecord[]; handover?: Handover; error?: st
         <button type="submit">Create user</button>
       </form>
       <div class="scroll">
-        <table id="users">
+        <table id="users" class="cards">
           <thead>
             <tr>
               <th>Login</th><th>Name</th><th>Roles</th><th>Status</th><th>Last sign-in (UTC)</th><th></th>
@@ -121,16 +121,16 @@ function UsersPage(props: { users: UserRecord[]; handover?: Handover; error?: st
               const path = `/admin/users/${encodeURIComponent(u.login)}`;
               return (
                 <tr data-login={u.login}>
-                  <td><code>{u.login}</code></td>
-                  <td>{u.displayName}</td>
-                  <td>
+                  <td data-label="Login"><code>{u.login}</code></td>
+                  <td data-label="Name">{u.displayName}</td>
+                  <td data-label="Roles">
                     <form class="row" method="post" action={`${path}/roles`}>
                       <RoleBoxes roles={u.roles} />
                       <button type="submit">Save roles</button>
                     </form>
                   </td>
-                  <td class="state">{userStatus(u, now)}</td>
-                  <td>{when(u.lastSignInAt)}</td>
+                  <td data-label="Status" class="state">{userStatus(u, now)}</td>
+                  <td data-label="Last sign-in">{when(u.lastSignInAt)}</td>
                   <td>
                     <form class="row" method="post" action={`${path}/${u.disabledAt === null ? 'disable' : 'enable'}`}>
                       <button class={u.disabledAt === null ? 'danger' : undefined} type="submit">{u.disabledAt === null ? 'Disable' : 'Enable'}</button>
