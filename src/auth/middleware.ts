@@ -92,13 +92,16 @@ function auditLimit(c: Context<Env>, audit: AuditLog, reached: LimitReached): vo
 /**
  * A browser opening one of our pages without a session is sent to /login and back (issue 14), unless it carries a
  * viewer token (an EMR link) or the operator allows anonymous reads; what it may then read is the DICOMweb routes' say.
+ * A user still holding a one-time password replaces it first: the viewer could read nothing meanwhile.
  */
 export function signInFirst(auth: Auth): MiddlewareHandler<Env> {
   return async (c, next) => {
     const browsing = c.req.method === 'GET' && (c.req.header('accept') ?? '').includes('text/html');
     if (browsing && !auth.anonymousRead && c.req.query('token') === undefined) {
       const session = getCookie(c, SESSION_COOKIE);
-      if (!session || !(await auth.sessions.principalOf(session))) return sendToSignIn(c);
+      const user = session ? await auth.sessions.principalOf(session) : undefined;
+      if (!user) return sendToSignIn(c);
+      if (user.mustChangePassword) return sendToPasswordChange(c);
     }
     await next();
   };
@@ -106,8 +109,17 @@ export function signInFirst(auth: Auth): MiddlewareHandler<Env> {
 
 /** To /login, and back to the page asked for once signed in. */
 export function sendToSignIn(c: Context<Env>): Response {
+  return c.redirect(`/login?next=${backHere(c)}`, 303);
+}
+
+/** To the change of a one-time password, and back to the page asked for once changed. */
+export function sendToPasswordChange(c: Context<Env>): Response {
+  return c.redirect(`/account/password?next=${backHere(c)}`, 303);
+}
+
+function backHere(c: Context<Env>): string {
   const url = new URL(c.req.url);
-  return c.redirect(`/login?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
+  return encodeURIComponent(url.pathname + url.search);
 }
 
 /** A route's permission: 401 when the caller has not said who they are, 403 when they may not. */

@@ -1,6 +1,6 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import type { Child } from 'hono/jsx';
-import { auditTrail, authenticate, sendToSignIn } from '../auth/middleware.js';
+import { auditTrail, authenticate, sendToPasswordChange, sendToSignIn } from '../auth/middleware.js';
 import { permits, type Principal } from '../auth/principal.js';
 import type { Env, Services } from '../context.js';
 import { auditPage } from './audit.js';
@@ -41,9 +41,7 @@ function adminOnly(services: Services): MiddlewareHandler<Env> {
       if (browsing) return sendToSignIn(c);
       return c.html(<Refusal title="Sign in">Sign in at /login as an administrator, or send an admin API key.</Refusal>, 401);
     }
-    if (principal.kind === 'user' && principal.mustChangePassword && browsing) {
-      return c.redirect(`/account/password?next=${encodeURIComponent(new URL(c.req.url).pathname)}`, 303);
-    }
+    if (principal.kind === 'user' && principal.mustChangePassword && browsing) return sendToPasswordChange(c);
     if (!permits(principal, 'admin')) {
       return c.html(<Refusal title="Not allowed">These pages are for administrators; {signedInAs(principal)} may not use them. Sign out to sign in as an administrator.</Refusal>, 403);
     }

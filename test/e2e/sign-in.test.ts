@@ -130,6 +130,9 @@ describe('staff signing in to the viewer in Chromium', () => {
       await page.waitForTimeout(Math.max(0, lockedAt + LOCKOUT_MS + 250 - Date.now()));
       await submitSignIn(page, 'dr.black', oneTime);
       expect(new URL(page.url()).pathname).toBe('/account/password');
+      // The one-time password opens nothing else: the viewer sends the user back to replace it.
+      await page.goto(`${pacs.url}/`);
+      expect(page.url()).toBe(`${pacs.url}/account/password?next=%2F`);
     } finally {
       await page.context().close();
     }
