@@ -10,6 +10,8 @@ const PACS_LITE = 'http://localhost:8080/dicom-web';
 // OHIF (3.13) cannot be given one here: its DICOMweb data source takes the Authorization header only
 // from its user-authentication service, which here only a `?token=` link fills (an OIDC login could too,
 // but PACS-lite does not accept OIDC tokens), and never reads `requestOptions.auth`. So:
+// - staff: they sign in at PACS-lite's /login, and the session cookie goes with this OHIF's same-origin
+//   calls; nothing here (an OHIF on another origin sends no cookie).
 // - a staff workstation on a trusted LAN: start PACS-lite with PACS_ANONYMOUS_READ=true; nothing here.
 // - the EMR: it asks PACS-lite for a link (GET /api/v1/studies/{uid}/viewer-url); the link's token opens
 //   that one study, read-only, for a while.
