@@ -22,10 +22,6 @@ export class ObjectsInPlace implements ObjectStore {
     return this.store.get(key, range);
   }
 
-  read(key: string, range: ByteRange): Promise<Buffer> {
-    return this.store.read(key, range);
-  }
-
   head(key: string): Promise<{ size: number } | undefined> {
     return this.store.head(key);
   }

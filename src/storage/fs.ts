@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { ObjectNotFound, type ByteRange, type ObjectStore } from './object-store.js';
 
 /** Patient data is readable by the server's user only, whatever the umask: files 0600, folders 0700. */
@@ -51,23 +51,17 @@ export class FileObjectStore implements ObjectStore {
   async get(key: string, range?: ByteRange): Promise<Readable> {
     const file = this.pathOf(key);
     const handle = await fs.open(file, 'r').catch((e) => rethrowMissing(e, key));
+    // A read stream wants its end at or after its start.
+    if (range?.length === 0) {
+      await handle.close();
+      return Readable.from([]);
+    }
     return createReadStream('', {
       fd: handle,
       start: range?.offset,
       end: range ? range.offset + range.length - 1 : undefined,
       highWaterMark: 256 * 1024,
     });
-  }
-
-  async read(key: string, range: ByteRange): Promise<Buffer> {
-    const handle = await fs.open(this.pathOf(key), 'r').catch((e) => rethrowMissing(e, key));
-    try {
-      const buffer = Buffer.allocUnsafe(range.length);
-      const { bytesRead } = await handle.read(buffer, 0, range.length, range.offset);
-      return buffer.subarray(0, bytesRead);
-    } finally {
-      await handle.close();
-    }
   }
 
   async head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined> {

@@ -21,10 +21,6 @@ export class MemoryObjectStore implements ObjectStore {
     return Readable.from([this.slice(key, range)], { objectMode: false });
   }
 
-  async read(key: string, range: ByteRange): Promise<Buffer> {
-    return this.slice(key, range);
-  }
-
   async head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined> {
     const object = this.objects.get(key);
     return object && { size: object.body.length, modifiedAt: object.modifiedAt };

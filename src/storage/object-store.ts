@@ -14,9 +14,11 @@ export interface ObjectStore {
    * durability, so a crash may lose it and it is made again. Instances go through putFiles only.
    */
   put(key: string, body: Buffer, contentType: string): Promise<void>;
-  /** Streams an object or a byte range of it; rejects with ObjectNotFound. */
+  /**
+   * Streams an object, or a byte range of it (one reaching past the end stops there); rejects with ObjectNotFound.
+   * The only read: whoever needs a few bytes in one buffer collects the stream.
+   */
   get(key: string, range?: ByteRange): Promise<Readable>;
-  read(key: string, range: ByteRange): Promise<Buffer>;
   /** Size and, where the store tells it, when the object was last written (ms since the epoch). */
   head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined>;
   delete(key: string): Promise<void>;

@@ -141,15 +141,6 @@ export class S3ObjectStore implements ObjectStore {
     return response.Body as Readable;
   }
 
-  async read(key: string, range: ByteRange): Promise<Buffer> {
-    if (range.length === 0) return Buffer.alloc(0);
-    return this.call(`reading ${key}`, key, async () => {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: rangeHeader(range) }));
-      const bytes = await response.Body!.transformToByteArray();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    });
-  }
-
   async head(key: string): Promise<{ size: number; modifiedAt?: number } | undefined> {
     try {
       const response = await this.call(`looking up ${key}`, key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key })));
