@@ -89,6 +89,7 @@ export class SqliteCatalog extends SqlCatalog {
  * -shm files it creates the mode of the database file; files made by an earlier version are narrowed too.
  */
 function keepPrivate(file: string): void {
+  if (file === ':memory:') return; // SQLite's name for a database with no file, not a path
   try {
     fs.closeSync(fs.openSync(file, 'a', 0o600));
   } catch {
