@@ -2,19 +2,29 @@ import { dictionaryText } from './dictionary.js';
 
 export type DictionaryEntry = { tag: string; vr: string; keyword: string };
 
-const byTag = new Map<string, DictionaryEntry>();
-const byKeyword = new Map<string, DictionaryEntry>();
-for (const line of dictionaryText.split('\n')) {
-  if (!line) continue;
-  const [tag, vr, keyword, retired] = line.split(' ') as [string, string, string, string?];
-  const entry = { tag, vr, keyword };
-  byTag.set(tag, entry);
-  if (!retired || !byKeyword.has(keyword)) byKeyword.set(keyword, entry);
+type Dictionary = { byTag: Map<string, DictionaryEntry>; byKeyword: Map<string, DictionaryEntry> };
+let parsed: Dictionary | undefined;
+
+/** Parsed on first lookup, not at import: most commands of the command line never look a tag up. */
+function dictionary(): Dictionary {
+  if (parsed) return parsed;
+  const byTag = new Map<string, DictionaryEntry>();
+  const byKeyword = new Map<string, DictionaryEntry>();
+  for (const line of dictionaryText.split('\n')) {
+    if (!line) continue;
+    const [tag, vr, keyword, retired] = line.split(' ') as [string, string, string, string?];
+    const entry = { tag, vr, keyword };
+    byTag.set(tag, entry);
+    if (!retired || !byKeyword.has(keyword)) byKeyword.set(keyword, entry);
+  }
+  parsed = { byTag, byKeyword };
+  return parsed;
 }
 
 /** Dictionary entry for an 8-hex tag; repeating groups (50xx curves, 60xx overlays) fold to their base. */
 export function lookupTag(tag: string): DictionaryEntry | undefined {
   const t = tag.toUpperCase();
+  const { byTag } = dictionary();
   const hit = byTag.get(t);
   if (hit) return hit;
   if (/^60[0-9A-F]{2}/.test(t) && Number.parseInt(t.slice(2, 4), 16) % 2 === 0) {
@@ -28,7 +38,7 @@ export function lookupTag(tag: string): DictionaryEntry | undefined {
 /** Resolves a query/includefield key given as keyword or 8-hex tag; undefined when neither. */
 export function resolveAttribute(key: string): DictionaryEntry | undefined {
   if (/^[0-9A-Fa-f]{8}$/.test(key)) return lookupTag(key) ?? { tag: key.toUpperCase(), vr: 'UN', keyword: key.toUpperCase() };
-  return byKeyword.get(key);
+  return dictionary().byKeyword.get(key);
 }
 
 export function isPrivateTag(tag: string): boolean {
