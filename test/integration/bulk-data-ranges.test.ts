@@ -39,7 +39,7 @@ const plainUID = newUid();
 const legacyUID = newUid();
 const twinUID = newUid();
 const deflatedUID = newUid();
-const base = (sop: string) => `${server.dicomweb}/studies/${studyUID}/series/${seriesUID}/instances/${sop}`;
+const base = (sop: string, at = server) => `${at.dicomweb}/studies/${studyUID}/series/${seriesUID}/instances/${sop}`;
 
 /** dcmtk's own Deflated Explicit VR Little Endian (PS3.5 A.5) of a file. */
 function deflate(file: Buffer): Buffer {
@@ -63,15 +63,15 @@ afterAll(async () => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-async function bulkData(sop: string, tagPath: string): Promise<Buffer> {
-  const response = await adminFetch(`${base(sop)}/bulkdata/${tagPath}`, { headers: { Accept: 'application/octet-stream' } });
+async function bulkData(sop: string, tagPath: string, at = server): Promise<Buffer> {
+  const response = await adminFetch(`${base(sop, at)}/bulkdata/${tagPath}`, { headers: { Accept: 'application/octet-stream' } });
   expect(response.status, await response.clone().text()).toBe(200);
   return Buffer.from(await response.arrayBuffer());
 }
 
-async function frames(sop: string): Promise<Buffer[]> {
+async function frames(sop: string, at = server): Promise<Buffer[]> {
   const list = Array.from({ length: FRAMES }, (_, i) => i + 1).join(',');
-  const response = await adminFetch(`${base(sop)}/frames/${list}`, { headers: { Accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' } });
+  const response = await adminFetch(`${base(sop, at)}/frames/${list}`, { headers: { Accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' } });
   expect(response.status, await response.clone().text()).toBe(200);
   return (await readMultipartResponse(response)).map((part) => part.body);
 }
@@ -157,5 +157,28 @@ describe('deflated instances', () => {
     const response = await adminFetch(base(deflatedUID), { method: 'DELETE' });
     expect(response.status).toBe(200);
     expect(await inflatedCopies()).toEqual([]);
+  });
+});
+
+describe('a deflated instance larger than the derived cache', () => {
+  let small: RunningServer;
+  beforeAll(async () => {
+    // The inflated data set (about 3.3 MB) is larger than the whole cache.
+    small = await startServer({ env: { PACS_VERIFY_INTERVAL: 'off', PACS_DERIVED_CACHE_BYTES: String(1024 * 1024) } });
+    const response = await stow(small.dicomweb, [instance(twinUID), deflate(instance(deflatedUID))]);
+    expect(response.status, await response.clone().text()).toBe(200);
+  }, 120_000);
+  afterAll(async () => {
+    await small?.stop();
+  });
+
+  it('is inflated as it streams, every time, and leaves no copy behind', async () => {
+    const twin = await frames(twinUID, small);
+    for (let call = 0; call < 2; call++) {
+      const deflated = await frames(deflatedUID, small);
+      deflated.forEach((frame, i) => expect(frame.equals(twin[i]!), `frame ${i + 1}`).toBe(true));
+    }
+    expect((await bulkData(deflatedUID, '00091001', small)).equals(privateValue)).toBe(true);
+    expect(await objectKeys(small, 'derived/')).toEqual([]);
   });
 });
