@@ -7,7 +7,7 @@ import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
-import { assignments, SelectList, Selection } from './sql-rows.js';
+import { assignments, prefixed, SelectList, Selection } from './sql-rows.js';
 
 /**
  * The Catalog in SQL that SQLite and Postgres both speak, over the same tables (schema.sqlite.ts, schema.pg.ts).
@@ -146,8 +146,7 @@ type FlatSeriesRow = Omit<SeriesRow, 'study'> & { [K in keyof StudyRow as `study
 function queriesOf(t: IndexTables) {
   const { studies: s, series: se, instances: i } = t;
   const study: { [K in keyof StudyRow]: Column } = { json: s.json, numSeries: s.numSeries, numInstances: s.numInstances, modalities: s.modalities, studyUid: s.studyUid };
-  const studyOfSeries = Object.fromEntries(Object.entries(study).map(([key, column]) => [`study.${key}`, column]));
-  const series = { json: se.json, numInstances: se.numInstances, studyUid: se.studyUid, seriesUid: se.seriesUid, ...studyOfSeries };
+  const series = { json: se.json, numInstances: se.numInstances, studyUid: se.studyUid, seriesUid: se.seriesUid, ...prefixed('study.', study) };
   const stored: { [K in keyof StoredInstance]: Column } = {
     sopUid: i.sopUid,
     seriesUid: i.seriesUid,

@@ -20,6 +20,11 @@ export function columnsOf<Row>(table: TableOf<Row>): { [K in keyof Row]: Column 
   return getTableColumns(table) as { [K in keyof Row]: Column };
 }
 
+/** Columns named `<prefix><key>`, so that the columns of a join's two tables cannot collide. */
+export function prefixed(prefix: string, columns: Record<string, Column>): Record<string, Column> {
+  return Object.fromEntries(Object.entries(columns).map(([key, column]) => [prefix + key, column]));
+}
+
 /**
  * Columns each named by its key, as a SELECT or RETURNING lists them, built once; the rows they read come back
  * decoded as each dialect's driver requires (Postgres gives bigint as text, SQLite a boolean as 0 or 1).
