@@ -10,7 +10,15 @@ import type { RunningServer } from './server-process.js';
 export const INSTANCES_PER_REQUEST = 10;
 export const REQUESTS_IN_FLIGHT = 4;
 
-export type IngestResult = Throughput & {
+/** How the instances are sent: so many per STOW request, so many requests at once. */
+export type StowShape = { instancesPerRequest: number; requestsInFlight: number };
+export const MAIN_SHAPE: StowShape = { instancesPerRequest: INSTANCES_PER_REQUEST, requestsInFlight: REQUESTS_IN_FLIGHT };
+/** A modality sending one image at a time, waiting for each answer (the second ingest target). */
+export const ONE_AT_A_TIME: StowShape = { instancesPerRequest: 1, requestsInFlight: 1 };
+/** The one-at-a-time line sends every n-th instance: the corpus's mix of sizes in a fraction of the time. */
+const ONE_AT_A_TIME_STRIDE = 8;
+
+export type IngestResult = Throughput & StowShape & {
   instances: number;
   instancesPerSecond: number;
   requests: number;
@@ -26,8 +34,8 @@ export type IngestResult = Throughput & {
 };
 
 /** Sends the whole corpus by STOW-RS while watching the server's memory and CPU. Every answer is checked. */
-export async function ingest(server: RunningServer, corpus: Corpus, log: (line: string) => void): Promise<IngestResult> {
-  const batches = stowBatches(corpus);
+export async function ingest(server: RunningServer, corpus: Corpus, log: (line: string) => void, shape = MAIN_SHAPE): Promise<IngestResult> {
+  const batches = stowBatches(corpus, shape.instancesPerRequest);
   syncDisks();
   await resetPeakRss(server.pid);
   const rss = sampleRss(server.pid);
@@ -46,7 +54,7 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
         done++;
       }
     };
-    await Promise.all(Array.from({ length: REQUESTS_IN_FLIGHT }, worker));
+    await Promise.all(Array.from({ length: shape.requestsInFlight }, worker));
   } finally {
     clearInterval(progress);
   }
@@ -59,6 +67,7 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
   const result = throughput(corpus.bytes, elapsedMs);
   return {
     ...result,
+    ...shape,
     instances: corpus.instances.length,
     instancesPerSecond: corpus.instances.length / result.seconds,
     requests: batches.length,
@@ -77,10 +86,16 @@ export async function ingest(server: RunningServer, corpus: Corpus, log: (line: 
 }
 
 /** The STOW requests of the ingest, in corpus order. */
-export function stowBatches(corpus: Corpus): CorpusInstance[][] {
+export function stowBatches(corpus: Corpus, perRequest = INSTANCES_PER_REQUEST): CorpusInstance[][] {
   const batches: CorpusInstance[][] = [];
-  for (let i = 0; i < corpus.instances.length; i += INSTANCES_PER_REQUEST) batches.push(corpus.instances.slice(i, i + INSTANCES_PER_REQUEST));
+  for (let i = 0; i < corpus.instances.length; i += perRequest) batches.push(corpus.instances.slice(i, i + perRequest));
   return batches;
+}
+
+/** What the one-at-a-time line sends: every ONE_AT_A_TIME_STRIDE-th instance, the same for every server. */
+export function oneAtATimeSample(corpus: Corpus): Corpus {
+  const instances = corpus.instances.filter((_, i) => i % ONE_AT_A_TIME_STRIDE === 0);
+  return { ...corpus, instances, bytes: instances.reduce((sum, i) => sum + i.size, 0) };
 }
 
 const STOW_TIMEOUT_MS = 10 * 60_000;

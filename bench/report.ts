@@ -12,6 +12,8 @@ import { RENDER_LINES, THUMBNAIL_TARGET_MS, type ImageFacts, type RenderDetail }
 export type ServerResults = {
   version: string;
   ingest?: IngestResult;
+  /** A sample of the corpus sent one instance per request, one request in flight, into a fresh store (ingest.ts). */
+  ingestOneAtATime?: IngestResult;
   reads: Record<string, ReadResult>;
   error?: string;
   /** PACS-lite only: the reads with an API key, a viewer token and no credential (access.ts). */
@@ -91,6 +93,8 @@ export function tableRows(r: BenchResults, labels: Record<string, string>): Row[
       target: 'PACS-lite < 300 MB',
       result: pacsIngest ? (pacsIngest.peakRssMB < 300 ? 'PASS' : 'MISS') : '',
     },
+    row({ metric: 'STOW ingest one at a time, instances/s', of: (s) => s.ingestOneAtATime?.instancesPerSecond, better: 'higher', factor: 1.5, target: '≥ 1.5× Orthanc', digits: 0 }),
+    row({ metric: 'STOW ingest one at a time, MB/s', of: (s) => s.ingestOneAtATime?.mbPerSecond, digits: 1 }),
     row({ metric: 'server CPU during ingest, s', of: (s) => s.ingest?.serverCpuSeconds, better: 'lower', digits: 1 }),
     row({ metric: 'bench client CPU during ingest, s', of: (s) => s.ingest?.clientCpuSeconds, digits: 1 }),
     row({ metric: 'all cores busy during ingest, %', of: (s) => s.ingest?.machine.busyPercent, digits: 0 }),

