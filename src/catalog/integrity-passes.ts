@@ -2,7 +2,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import type { IntegrityPasses, PassRow } from './catalog.js';
 import type { IndexTables } from './index-tables.js';
 import { execute, type Plan } from './plan.js';
-import { assignments, changed, columnsOf, insertInto, select, type Run } from './sql-rows.js';
+import { assignments, changed, columnsOf, fromExcluded, insertInto, select, type Run } from './sql-rows.js';
 
 type Passes = IndexTables['integrityPasses'];
 
@@ -54,11 +54,7 @@ function* claiming(t: Passes, name: string, owner: string, leaseMs: number, dueB
   if (row && row.startedAt > dueBy) return undefined;
   const fresh: PassRow = { owner, leaseUntil: now + leaseMs, startedAt: now, cursor: '', progress: freshProgress, last: row?.last ?? null };
   // A new pass keeps the last one's report until it finishes.
-  const renewed = (['owner', 'leaseUntil', 'startedAt', 'cursor', 'progress'] as const).map((key) => sql.identifier(t[key].name));
-  yield* insertInto(
-    t,
-    [{ name, ...fresh, last: null }],
-    sql`ON CONFLICT (${sql.identifier(t.name.name)}) DO UPDATE SET ${sql.join(renewed.map((column) => sql`${column} = excluded.${column}`), sql`, `)}`,
-  );
+  const renewed = fromExcluded(t, ['owner', 'leaseUntil', 'startedAt', 'cursor', 'progress']);
+  yield* insertInto(t, [{ name, ...fresh, last: null }], sql`ON CONFLICT (${sql.identifier(t.name.name)}) DO UPDATE SET ${renewed}`);
   return fresh;
 }

@@ -3,7 +3,7 @@ import type { AccessRecords, ApiKeyRecord, AuditEvent, AuditFilter, RevokedToken
 import { auditWhere } from './audit-filter.js';
 import { eventsMissing, spanOf } from './audit-merge.js';
 import { execute, fetchRows, type Plan } from './plan.js';
-import { changed, columnsOf, insertInto, select, Selection, type Run, type TableOf } from './sql-rows.js';
+import { assignments, changed, columnsOf, fromExcluded, insertInto, select, Selection, type Run, type TableOf } from './sql-rows.js';
 
 /** The access tables of schema.sqlite.ts or schema.pg.ts. */
 export type AccessTables = {
@@ -57,7 +57,7 @@ export class SqlAccessRecords implements AccessRecords {
     return this.transact(
       (function* () {
         // Revoking a revoked key keeps its first date, and is still an answer of "known".
-        yield* changed(sql`UPDATE ${apiKeys} SET ${sql.identifier(apiKeys.revokedAt.name)} = ${at} WHERE ${and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))}`, apiKeys.id);
+        yield* changed(sql`UPDATE ${apiKeys} SET ${assignments(apiKeys, { revokedAt: at })} WHERE ${and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))}`, apiKeys.id);
         const known = yield* fetchRows(sql`SELECT 1 FROM ${apiKeys} WHERE ${eq(apiKeys.id, id)}`);
         return known.length > 0;
       })(),
@@ -112,7 +112,7 @@ export class SqlAccessRecords implements AccessRecords {
           added += yield* insertInto(apiKeys, [key], sql`ON CONFLICT DO NOTHING`);
           if (key.revokedAt === null) continue;
           revoked += yield* changed(
-            sql`UPDATE ${apiKeys} SET ${sql.identifier(apiKeys.revokedAt.name)} = ${key.revokedAt} WHERE ${and(eq(apiKeys.keyHash, key.keyHash), isNull(apiKeys.revokedAt))}`,
+            sql`UPDATE ${apiKeys} SET ${assignments(apiKeys, { revokedAt: key.revokedAt })} WHERE ${and(eq(apiKeys.keyHash, key.keyHash), isNull(apiKeys.revokedAt))}`,
             apiKeys.id,
           );
         }
@@ -169,10 +169,9 @@ export class SqlAccessRecords implements AccessRecords {
 
 /** A study's revocation, set or moved later; with `onlyLater`, an earlier date leaves the row as it is. Resolves with the rows changed. */
 function upsertRevocation(table: AccessTables['studyTokenRevocations'], row: StudyRevocation, onlyLater: boolean): Plan<number> {
-  const issuedBefore = sql.identifier(table.issuedBefore.name);
   return insertInto(
     table,
     [row],
-    sql`ON CONFLICT (${sql.identifier(table.studyUid.name)}) DO UPDATE SET ${issuedBefore} = excluded.${issuedBefore} ${onlyLater ? sql`WHERE ${lt(table.issuedBefore, row.issuedBefore)}` : sql``}`,
+    sql`ON CONFLICT (${sql.identifier(table.studyUid.name)}) DO UPDATE SET ${fromExcluded(table, ['issuedBefore'])} ${onlyLater ? sql`WHERE ${lt(table.issuedBefore, row.issuedBefore)}` : sql``}`,
   );
 }

@@ -104,6 +104,17 @@ export function assignments<Row>(table: TableOf<Row>, values: { [K in keyof Row]
   );
 }
 
+/** The SET list of an upsert's DO UPDATE: these keys' columns take the values of the row that met the conflict. */
+export function fromExcluded<Row>(table: TableOf<Row>, keys: ReadonlyArray<keyof Row>): SQL {
+  return sql.join(
+    keys.map((key) => {
+      const column = sql.identifier(table[key].name);
+      return sql`${column} = excluded.${column}`;
+    }),
+    sql`, `,
+  );
+}
+
 /** How many rows a write changed: counted by RETURNING, which both dialects speak, rather than by each driver's own count. */
 export function* changed(statement: SQL, anyColumn: Column): Plan<number> {
   return (yield* fetchRows(sql`${statement} RETURNING ${sql.identifier(anyColumn.name)}`)).length;
