@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { CoalescedSync } from './coalesced-sync.js';
 import { ObjectNotFound, type ByteRange, type ObjectStore } from './object-store.js';
 
 /** Patient data is readable by the server's user only, whatever the umask: files 0600, folders 0700. */
@@ -10,6 +11,9 @@ const FOLDER_MODE = 0o700;
 
 /** Objects as plain files under one folder: temp file, fsync, rename, fsync of the folder. */
 export class FileObjectStore implements ObjectStore {
+  /** Concurrent batches moving files into one folder share its fsync. */
+  private readonly folders = new CoalescedSync();
+
   constructor(readonly root: string) {}
 
   async init(): Promise<this> {
@@ -31,7 +35,7 @@ export class FileObjectStore implements ObjectStore {
       }),
     );
     await Promise.all(batch.map((item, i) => fs.rename(item.localPath, targets[i]!)));
-    await Promise.all([...changed].map(fsyncFile));
+    await Promise.all([...changed].map((folder) => this.folders.sync(folder)));
   }
 
   async put(key: string, body: Buffer): Promise<void> {
@@ -92,15 +96,6 @@ export class FileObjectStore implements ObjectStore {
     const full = path.resolve(this.root, key);
     if (full !== this.root && !full.startsWith(this.root + path.sep)) throw new Error(`key ${key} leaves the store`);
     return full;
-  }
-}
-
-async function fsyncFile(file: string): Promise<void> {
-  const handle = await fs.open(file, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
