@@ -30,7 +30,7 @@ export class PgCatalog extends SqlCatalog {
     private readonly pool: pg.Pool,
     private readonly db: Db,
   ) {
-    super(schema);
+    super(schema, DIALECT);
   }
 
   /** Connects and brings the schema up to date; replicas starting together take turns (an advisory lock). */

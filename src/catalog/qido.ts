@@ -85,19 +85,22 @@ export function isUniversal(value: string): boolean {
 /**
  * WHERE conditions for a query over one dialect's tables, shared by both SQL dialects. LIKE carries an explicit
  * escape and must be case-sensitive, as in Postgres: case-insensitive keys are compared folded on both sides instead.
- * Built once per catalog: the columns of each key are looked up here, not per request.
+ * Built once per catalog: the columns of each key are looked up and rendered here (`render`), not per request.
  */
-export function qidoConditions(t: IndexTables): (query: QidoQuery) => SQL[] {
-  const columnsOf = (m: Matchable) => m.columns.map((key) => (t[m.table] as unknown as Record<string, Column>)[key]!);
+export function qidoConditions(t: IndexTables, render: (fragment: SQL) => SQL): (query: QidoQuery) => SQL[] {
+  const columnsOf = (m: Matchable) => m.columns.map((key) => render(sql`${(t[m.table] as unknown as Record<string, Column>)[key]!}`));
   const keys = new Map(Object.entries(MATCHABLE).map(([tag, m]) => [tag, { ...m, columns: columnsOf(m) }]));
   // ModalitiesInStudy asks of the study's series, whichever series a series or instance search is at.
   const otherSeries = aliasedTable(t.series, 'm');
-  const modalitiesOf = (any: (modality: Column) => SQL) =>
-    sql`EXISTS (SELECT 1 FROM ${t.series} AS ${otherSeries} WHERE ${otherSeries.studyUid} = ${t.studies.studyUid} AND (${any(otherSeries.modality)}))`;
+  const otherSeriesOfStudy = render(sql`FROM ${t.series} AS ${otherSeries} WHERE ${otherSeries.studyUid} = ${t.studies.studyUid}`);
+  const otherModality = render(sql`${otherSeries.modality}`);
+  const modalitiesOf = (any: (modality: SQL) => SQL) => sql`EXISTS (SELECT 1 ${otherSeriesOfStudy} AND (${any(otherModality)}))`;
+  const studyUid = render(sql`${t.studies.studyUid}`);
+  const seriesUid = render(sql`${t.series.seriesUid}`);
   return (query) => {
     const where: SQL[] = [];
-    if (query.studyUid) where.push(sql`${t.studies.studyUid} = ${query.studyUid}`);
-    if (query.seriesUid) where.push(sql`${t.series.seriesUid} = ${query.seriesUid}`);
+    if (query.studyUid) where.push(sql`${studyUid} = ${query.studyUid}`);
+    if (query.seriesUid) where.push(sql`${seriesUid} = ${query.seriesUid}`);
     for (const key of query.keys) {
       if (isUniversal(key.value)) continue;
       const m = keys.get(key.tag);
@@ -111,9 +114,9 @@ export function qidoConditions(t: IndexTables): (query: QidoQuery) => SQL[] {
   };
 }
 
-type Resolved = Omit<Matchable, 'columns'> & { columns: Column[] };
+type Resolved = Omit<Matchable, 'columns'> & { columns: SQL[] };
 
-function matchCondition(m: Resolved, key: MatchKey, fuzzy: boolean, modalitiesOf: (any: (modality: Column) => SQL) => SQL): SQL | undefined {
+function matchCondition(m: Resolved, key: MatchKey, fuzzy: boolean, modalitiesOf: (any: (modality: SQL) => SQL) => SQL): SQL | undefined {
   const value = key.value.trim();
   const col = m.columns[0]!;
   switch (m.kind) {
@@ -155,7 +158,7 @@ function listValues(key: MatchKey, value: string): string[] {
   return values;
 }
 
-function textMatch(col: Column, value: string): SQL {
+function textMatch(col: SQL, value: string): SQL {
   if (/[*?]/.test(value)) return sql`${col} LIKE ${wildcardToLike(value)} ESCAPE '\\'`;
   return sql`${col} = ${value}`;
 }
@@ -164,7 +167,7 @@ function textMatch(col: Column, value: string): SQL {
  * PS3.4 C.2.2.2.5 range matching, open at either end. A value given to the day, minute or second stands
  * for all of it: `1015` matches 10:15:00 to 10:15:59.999999, alone or as either bound.
  */
-function rangeMatch(col: Column, key: MatchKey, value: string, parse: (v: string) => string | undefined, shape: string): SQL {
+function rangeMatch(col: SQL, key: MatchKey, value: string, parse: (v: string) => string | undefined, shape: string): SQL {
   const bad = () => new QueryError(`${key.keyword}: "${value}" is not a ${shape} value or range (${shape}-${shape}, open ends allowed)`);
   const parts = value.split('-');
   if (parts.length > 2) throw bad();
@@ -203,7 +206,7 @@ function parseTime(v: string): string | undefined {
  * query names with `=`. Fuzzy matching (PS3.18 8.3.4.2): each word of the query begins some name component,
  * in any order.
  */
-function personNameMatch(groups: Column[], keyword: string, value: string, fuzzy: boolean): SQL | undefined {
+function personNameMatch(groups: SQL[], keyword: string, value: string, fuzzy: boolean): SQL | undefined {
   const query = foldText(value);
   if (!query.includes('=')) {
     const name = trimNameComponents(query);
@@ -222,7 +225,7 @@ function personNameMatch(groups: Column[], keyword: string, value: string, fuzzy
   return conditions.length ? sql`(${sql.join(conditions, sql` AND `)})` : undefined;
 }
 
-function nameGroupMatch(col: Column, keyword: string, name: string, fuzzy: boolean): SQL {
+function nameGroupMatch(col: SQL, keyword: string, name: string, fuzzy: boolean): SQL {
   if (/[*?]/.test(name)) return sql`${col} LIKE ${wildcardToLike(name)} ESCAPE '\\'`;
   const words = name.split(/[\^ ,]+/).filter(Boolean);
   if (!fuzzy || words.length === 0) return sql`${col} = ${name}`;

@@ -7,7 +7,7 @@ import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
-import { assignments, prefixed, SelectList, Selection } from './sql-rows.js';
+import { assignments, prefixed, renderedOnce, SelectList, Selection, type Dialect } from './sql-rows.js';
 
 /**
  * The Catalog in SQL that SQLite and Postgres both speak, over the same tables (schema.sqlite.ts, schema.pg.ts).
@@ -19,9 +19,13 @@ export abstract class SqlCatalog implements Catalog {
   private readonly conditions: (query: QidoQuery) => SQL[];
   private readonly q: Queries;
 
-  constructor(protected readonly t: IndexTables) {
-    this.conditions = qidoConditions(t);
-    this.q = queriesOf(t);
+  constructor(
+    protected readonly t: IndexTables,
+    dialect: Dialect,
+  ) {
+    const render = renderedOnce(dialect);
+    this.conditions = qidoConditions(t, render);
+    this.q = queriesOf(t, render);
   }
 
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
@@ -141,9 +145,10 @@ type FlatSeriesRow = Omit<SeriesRow, 'study'> & { [K in keyof StudyRow as `study
 
 /**
  * The reads a catalog asks again and again, built once from its tables: QIDO's select lists, joins and orders
- * (whose WHERE changes with each query), and the reads of instances in a scope, prepared once per shape of scope.
+ * (whose WHERE changes with each query) rendered once, and the reads of instances in a scope, prepared once per
+ * shape of scope.
  */
-function queriesOf(t: IndexTables) {
+function queriesOf(t: IndexTables, render: (fragment: SQL) => SQL) {
   const { studies: s, series: se, instances: i } = t;
   const study: { [K in keyof StudyRow]: Column } = { json: s.json, numSeries: s.numSeries, numInstances: s.numInstances, modalities: s.modalities, studyUid: s.studyUid };
   const series = { json: se.json, numInstances: se.numInstances, studyUid: se.studyUid, seriesUid: se.seriesUid, ...prefixed('study.', study) };
@@ -162,17 +167,17 @@ function queriesOf(t: IndexTables) {
     bulkData: i.bulkData,
     json: i.json,
   };
-  const instanceOrder = sql`${i.seriesUid}, ${i.instanceNumber} IS NULL, ${i.instanceNumber}, ${i.sopUid}`;
-  const storedList = new SelectList<StoredInstance>(stored);
+  const instanceOrder = render(sql`${i.seriesUid}, ${i.instanceNumber} IS NULL, ${i.instanceNumber}, ${i.sopUid}`);
+  const storedList = new SelectList<StoredInstance>(stored, render);
   return {
-    studies: new SelectList<StudyRow>(study),
-    fromStudies: sql`FROM ${s}`,
-    studyOrder: sql`coalesce(${s.studyDate}, '') DESC, coalesce(${s.studyTime}, '') DESC, ${s.studyUid}`,
-    series: new SelectList<FlatSeriesRow>(series),
-    fromSeries: sql`FROM ${se} JOIN ${s} ON ${eq(s.studyUid, se.studyUid)}`,
-    seriesOrder: sql`${se.studyUid}, ${se.seriesNumber} IS NULL, ${se.seriesNumber}, ${se.seriesUid}`,
-    instances: new SelectList<FlatSeriesRow & { sopUid: string; instanceJson: string }>({ instanceJson: i.json, sopUid: i.sopUid, ...series }),
-    fromInstances: sql`FROM ${i} JOIN ${se} ON ${eq(se.seriesUid, i.seriesUid)} JOIN ${s} ON ${eq(s.studyUid, i.studyUid)}`,
+    studies: new SelectList<StudyRow>(study, render),
+    fromStudies: render(sql`FROM ${s}`),
+    studyOrder: render(sql`coalesce(${s.studyDate}, '') DESC, coalesce(${s.studyTime}, '') DESC, ${s.studyUid}`),
+    series: new SelectList<FlatSeriesRow>(series, render),
+    fromSeries: render(sql`FROM ${se} JOIN ${s} ON ${eq(s.studyUid, se.studyUid)}`),
+    seriesOrder: render(sql`${se.studyUid}, ${se.seriesNumber} IS NULL, ${se.seriesNumber}, ${se.seriesUid}`),
+    instances: new SelectList<FlatSeriesRow & { sopUid: string; instanceJson: string }>({ instanceJson: i.json, sopUid: i.sopUid, ...series }, render),
+    fromInstances: render(sql`FROM ${i} JOIN ${se} ON ${eq(se.seriesUid, i.seriesUid)} JOIN ${s} ON ${eq(s.studyUid, i.studyUid)}`),
     instanceOrder,
     stored: storedList,
     storedIn: new InScope(i, storedList, (inScope) => sql`FROM ${i} WHERE ${inScope} ORDER BY ${instanceOrder}`),

@@ -12,6 +12,21 @@ export type TableOf<Row> = Table & { [K in keyof Row]: Column };
 /** Runs a plan: as reads come, or in one transaction. */
 export type Run = <T>(plan: Plan<T>) => Promise<T>;
 
+/** How a dialect renders SQL (drizzle's SQLiteSyncDialect, PgDialect). */
+export type Dialect = { sqlToQuery(query: SQL): { sql: string; params: unknown[] } };
+
+/**
+ * A fragment that binds no value (a select list, a join, an order) as the text the dialect makes of it, so that a
+ * statement built from it per request does not render its columns again: that cost more than a small query ran.
+ */
+export function renderedOnce(dialect: Dialect): (fragment: SQL) => SQL {
+  return (fragment) => {
+    const { sql: text, params } = dialect.sqlToQuery(fragment);
+    if (params.length > 0) throw new Error(`a fragment rendered once must bind no value: ${text}`);
+    return sql.raw(text);
+  };
+}
+
 /** Parameters one statement binds at most: SQLite's limit (Postgres's is 65535). */
 const MAX_PARAMETERS = 32766;
 
@@ -33,9 +48,10 @@ export class SelectList<Row> {
   private readonly entries: Array<[string, Column]>;
   readonly list: SQL;
 
-  constructor(columns: Record<string, Column>) {
+  /** With `render`, the list is rendered once (renderedOnce). */
+  constructor(columns: Record<string, Column>, render: (fragment: SQL) => SQL = (fragment) => fragment) {
     this.entries = Object.entries(columns);
-    this.list = sql.join(this.entries.map(([key, column]) => sql`${column} AS ${sql.identifier(key)}`), sql`, `);
+    this.list = render(sql.join(this.entries.map(([key, column]) => sql`${column} AS ${sql.identifier(key)}`), sql`, `));
   }
 
   /** SELECT of these columns, then the rest of the query (FROM …). */

@@ -27,7 +27,7 @@ export class SqliteCatalog extends SqlCatalog {
   private readonly walSync = new CoalescedSync(syncWriteAheadLog);
 
   constructor(file: string) {
-    super(schema);
+    super(schema, DIALECT);
     keepPrivate(file);
     this.sqlite = new Database(file);
     // WAL lets readers run beside the writer. NORMAL leaves out only the sync of the log at each commit, which write()
