@@ -9,6 +9,8 @@ import type { Env, Services } from '../context.js';
 import { HttpError } from '../errors.js';
 import { Layout } from './layout.js';
 
+const SIGN_IN_PAGES = ['/login', '/logout', '/account/password', '/setup'];
+
 /**
  * Signing in and out, changing one's password, and the first admin's setup link (issue 14): server-rendered forms,
  * whose posts must come from our own pages (a foreign page could otherwise sign a browser in as someone else).
@@ -18,8 +20,9 @@ export function signInPages(services: Services) {
   const router = new Hono<Env>();
 
   // Every sign-in, sign-out, password change and setup is audited, refused ones (another site's too) included.
-  router.post('*', auditTrail(services.auth.audit));
-  router.use('*', async (c, next) => {
+  // Mounted at the root: the middleware names its own pages, or it would also run for OHIF's files after it.
+  for (const path of SIGN_IN_PAGES) router.post(path, auditTrail(services.auth.audit));
+  for (const path of SIGN_IN_PAGES) router.use(path, async (c, next) => {
     if (c.req.method === 'POST' && !origins.fromOwnPage(c)) return page(c, 403, 'Refused', <p class="error">This form must be sent from this server's own page, not from another site.</p>);
     await next();
     c.header('Cache-Control', 'no-store');
