@@ -3,7 +3,7 @@ import dicomParser from 'dicom-parser';
 import { TransferSyntax, isKnownTransferSyntax } from './transfer-syntax.js';
 import { DicomParseError } from './parse-error.js';
 import { assertUid, isValidUid } from './uid.js';
-import { walkDataSet } from './walk.js';
+import { LONG_VRS, walkDataSet } from './walk.js';
 
 export { DicomParseError };
 
@@ -154,7 +154,9 @@ function uidIn(dataSet: DataSet, tag: string): string | undefined {
  * inflated first (or the caller asked to). Returns the bytes to parse: meta information and a plain data set.
  */
 function checkElements(bytes: Buffer, deflated: NonNullable<ParseOptions['deflated']>, partial: boolean, fileSize: number): Buffer {
-  const meta = dicomParser.readPart10Header(bytes) as DataSet & { position: number };
+  // Only the meta information: dicom-parser reads the element after it whole, and deflated bytes can pass for a
+  // sequence it then fails to find items in.
+  const meta = dicomParser.readPart10Header(bytes.subarray(0, metaInformationEnd(bytes))) as DataSet & { position: number };
   const syntax = uidIn(meta, 'x00020010');
   if (!syntax || !isKnownTransferSyntax(syntax)) return bytes; // named after parsing
   let plain = bytes;
@@ -168,6 +170,18 @@ function checkElements(bytes: Buffer, deflated: NonNullable<ParseOptions['deflat
   if (partial && walked.stopped === 'ran-out') throw new NeedMoreBytes(Math.max(bytes.length * 2, walked.atLeast));
   if (partial && walked.stopped === 'end') throw new NeedMoreBytes(bytes.length * 2);
   return plain;
+}
+
+/** Where the group 0002 elements after "DICM" end (PS3.10 7.1: explicit VR little endian, whatever the data set's syntax). */
+function metaInformationEnd(bytes: Buffer): number {
+  let at = 132;
+  while (at + 8 <= bytes.length && bytes.readUInt16LE(at) === 0x0002) {
+    const vr = bytes.toString('latin1', at + 4, at + 6);
+    if (!LONG_VRS.has(vr)) at += 8 + bytes.readUInt16LE(at + 6);
+    else if (at + 12 > bytes.length) break;
+    else at += 12 + bytes.readUInt32LE(at + 8);
+  }
+  return Math.min(at, bytes.length);
 }
 
 function inflateHere(deflated: Buffer): Buffer {

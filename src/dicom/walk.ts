@@ -41,7 +41,7 @@ const IMPLICIT_LE: Encoding = { explicitVr: false, littleEndian: true };
 /** As deep as the parser goes (parse.ts MAX_NESTING); it names deeper nesting itself. */
 const MAX_DEPTH = 64;
 // dicom-parser's own list of VRs with a 4-byte length: the walk must read lengths as the parser will.
-const LONG_VRS = new Set(['OB', 'OD', 'OL', 'OW', 'SQ', 'OF', 'UC', 'UR', 'UT', 'UN']);
+export const LONG_VRS = new Set(['OB', 'OD', 'OL', 'OW', 'SQ', 'OF', 'UC', 'UR', 'UT', 'UN']);
 
 /**
  * Walks the data set of `bytes` from `start` up to the top-level pixel data; throws DicomParseError or

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { frameRanges, type ByteReader } from '../../src/dicom/frames.js';
-import { DicomParseError, fileMetaUids, NeedMoreBytes, parsePart10 } from '../../src/dicom/parse.js';
+import { DicomParseError, fileMetaUids, NeedMoreBytes, NeedsInflating, parsePart10 } from '../../src/dicom/parse.js';
 import { writePart10 } from '../../src/dicom/write.js';
 
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
@@ -30,6 +30,14 @@ describe('Part 10 parsing', () => {
   it('asks for more bytes when given only a prefix of the header', () => {
     const file = readFileSync(path.join(FIXTURES, 'explicit-le.dcm'));
     expect(() => parsePart10(file.subarray(0, 300), file.length)).toThrow(NeedMoreBytes);
+  });
+
+  it('asks for a deflated data set to be inflated whatever its deflated bytes look like', () => {
+    // Deflated bytes that read as a sequence of undefined length without items, right after the meta information.
+    const meta = writePart10([], { transferSyntaxUID: '1.2.840.10008.1.2.1.99', sopClassUID: '1.2.840.10008.5.1.4.1.1.7', sopInstanceUID: '1.2.3.4' });
+    const lookalike = Buffer.from([0x08, 0x00, 0x40, 0x11, 0x53, 0x51, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8]);
+    const file = Buffer.concat([meta, lookalike]);
+    expect(() => parsePart10(file, file.length, { deflated: 'ask' })).toThrow(NeedsInflating);
   });
 
   it('refuses a file without the DICM prefix, naming what is missing', () => {
