@@ -60,6 +60,9 @@ export function createApp(services: Services) {
     // A browser takes what we send for what it says it is, and saves a DICOM file rather than showing it (issue 10).
     c.header('X-Content-Type-Options', 'nosniff');
     if (isDicomDownload(c.res.headers.get('content-type')) && !c.res.headers.has('content-disposition')) c.header('Content-Disposition', 'attachment');
+    // Answered before its body was all received (refused mid-upload): the connection cannot carry another request,
+    // so the client is told rather than finding it closed under its next one (RFC 9112 9.6).
+    if (c.env?.incoming && !c.env.incoming.complete) c.header('Connection', 'close');
   });
 
   // Every response, errors included, carries CORS headers (DESIGN decision 5), for the origins auth/origins.ts allows.
