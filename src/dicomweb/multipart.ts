@@ -72,6 +72,7 @@ const CRLF = Buffer.from('\r\n');
 const HEADER_END = Buffer.from('\r\n\r\n');
 const MAX_HEADER_BYTES = 16 * 1024;
 const MAX_PADDING_BYTES = 1024;
+const MAX_EPILOGUE_BYTES = 64 * 1024;
 
 /**
  * Streams the parts of a multipart body (RFC 2046 5.1.1) as they arrive. Bytes are counted here, so a chunked
@@ -108,6 +109,7 @@ export async function* readMultipart(
       yield { headers, contentType: headers['content-type'], body: part };
       await part.skipRest();
     }
+    await input.skipEpilogue();
   } finally {
     part?.detach();
   }
@@ -215,6 +217,22 @@ class Input {
     return undefined;
   }
 
+  /**
+   * Reads what follows the closing boundary (its CRLF, an epilogue) to the end of the body, up to a bound: a request
+   * read to its end can be answered on a connection that stays open, where one answered mid-body must be closed,
+   * and a client still sending its last bytes into a closed socket may lose the answer. A longer epilogue is left
+   * unread (that connection is closed after the answer).
+   */
+  async skipEpilogue(): Promise<void> {
+    let left = MAX_EPILOGUE_BYTES - this.pending.length;
+    this.pending = Buffer.alloc(0);
+    while (left >= 0) {
+      const chunk = await this.pull();
+      if (!chunk) return;
+      left -= chunk.length;
+    }
+  }
+
   /** Appends the next chunk to `pending` (a copy: only for short framing reads). */
   private async more(): Promise<boolean> {
     const chunk = await this.pull();
@@ -275,7 +293,7 @@ class Input {
     }
   }
 
-  /** After a boundary: "--" closes the body (the epilogue is not read); else transport padding, CRLF, a part. */
+  /** After a boundary: "--" closes the body; else transport padding, CRLF, a part. */
   async afterBoundary(): Promise<'part' | 'close'> {
     for (;;) {
       const p = this.pending;

@@ -153,7 +153,8 @@ async function expectRefusedBesideGood(bad: Buffer, reason: number, comment: Reg
  * POSTs `pieces` one write() at a time over node:http: chunked unless `headers` give a Content-Length, and left
  * open after the last piece when `end` is false. Resolves with the answer, which may come before the body is sent.
  */
-function postInPieces(pieces: Buffer[], headers: Record<string, string>, end = true): Promise<{ status: number; body: any }> {
+function postInPieces(pieces: Buffer[], headers: Record<string, string>, end = true, pauseMs = 0): Promise<{ status: number; body: any; connection?: string; answeredAfterEnd: boolean }> {
+  let ended = false;
   return new Promise((resolve, reject) => {
     const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers: { ...AS_ADMIN, ...headers } });
     request.setTimeout(15_000, () => request.destroy(new Error('no answer within 15 s')));
@@ -161,15 +162,19 @@ function postInPieces(pieces: Buffer[], headers: Record<string, string>, end = t
     request.on('response', async (response) => {
       const chunks: Buffer[] = [];
       for await (const chunk of response) chunks.push(chunk);
-      resolve({ status: response.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString()) });
+      resolve({ status: response.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString()), connection: response.headers.connection, answeredAfterEnd: ended });
       request.destroy();
     });
     void (async () => {
       for (const piece of pieces) {
         if (request.destroyed) return;
         if (!request.write(piece)) await drainedOrClosed(request);
+        if (pauseMs) await new Promise((resolve) => setTimeout(resolve, pauseMs));
       }
-      if (end && !request.destroyed) request.end();
+      if (end && !request.destroyed) {
+        ended = true;
+        request.end();
+      }
     })();
   });
 }
@@ -365,6 +370,19 @@ describe('STOW-RS refuses a bad instance and stores its neighbours', () => {
   });
 });
 
+describe('STOW-RS reads a body to its end before answering', () => {
+  it('keeps the connection open when the closing boundary and the end of a chunked body arrive late', async () => {
+    const a = goodInstance();
+    const { body, contentType } = stowBody([a.bytes]);
+    // The closing "--", its CRLF and the chunked body's last chunk each come after a pause.
+    const closeAt = body.lastIndexOf(Buffer.from('--\r\n'));
+    const answer = await postInPieces([body.subarray(0, closeAt), body.subarray(closeAt, closeAt + 2), body.subarray(closeAt + 2)], { 'Content-Type': contentType }, true, 150);
+    expect(answer.status).toBe(200);
+    expect(answer.answeredAfterEnd).toBe(true);
+    expect(answer.connection).not.toBe('close');
+  });
+});
+
 describe('STOW-RS holds uploads to the size limits', () => {
   it('answers 413 to a Content-Length over PACS_MAX_REQUEST_BYTES without waiting for the body', async () => {
     const { contentType } = stowBody([]);
@@ -471,10 +489,12 @@ describe('STOW-RS and a client that goes away', () => {
     const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers: { ...AS_ADMIN, 'Content-Type': contentType, 'Content-Length': String(body.length) } });
     request.on('error', () => {}); // we are the ones hanging up
     request.write(body.subarray(0, body.length / 2));
-    // The server is receiving: the second instance is being spooled.
-    await waitFor(async () => (await fs.readdir(spoolDir())).length > 0, 'a spool file appears');
+    // The server is receiving: the first instance is in the spool, or already moved into the store uncommitted.
+    const indexed = (await indexRows()).length;
+    await waitFor(async () => (await fs.readdir(spoolDir())).length > 0 || (await objectKeys(server)).length > indexed, 'the first instance is received');
     request.destroy();
-    await waitFor(async () => (await fs.readdir(spoolDir())).length === 0, 'the spool is emptied');
+    await waitFor(async () => (await fs.readdir(spoolDir())).length === 0 && (await objectKeys(server)).length === indexed, 'the spool and the store are cleaned');
     await expectNoneStored([a.uid, b.uid]);
+    await expectConsistentStore();
   });
 });

@@ -165,7 +165,7 @@ describe('readMultipart over multipartBody', () => {
 
 describe('readMultipart framing', () => {
   it('ignores preamble and epilogue and allows transport padding after boundaries', async () => {
-    const body = 'preamble line\r\n--b \t\r\nContent-Type: a/b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b-- \r\nepilogue, never read';
+    const body = 'preamble line\r\n--b \t\r\nContent-Type: a/b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b-- \r\nepilogue, read and dropped';
     expect(await readAll(text(body))).toEqual([
       { headers: { 'content-type': 'a/b' }, body: 'one' },
       { headers: {}, body: 'two' },
