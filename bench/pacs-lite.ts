@@ -17,11 +17,16 @@ export function randomAdminKey(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/** Builds dist/ from this working tree (as `npm run build`), so the server measured is the code being worked on. */
+export function buildPacsLite(settings: Settings): void {
+  execFileSync(process.execPath, [path.join(settings.root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: settings.root, stdio: 'inherit' });
+}
+
 /** Where viewer links would point; no viewer is served in the benchmark, the links are only for their tokens. */
 const VIEWER_URL = 'http://127.0.0.1:3000';
 
 /**
- * The real server from its source (`node --import tsx src/main.ts`), on a loopback port, with its data
+ * The real server as `npm start` runs it (`node dist/main.js`, built from this working tree by `buildPacsLite`), on a loopback port, with its data
  * in `workDir` (a later start with the same `workDir` reopens the same data). It is started with
  * PACS_ADMIN_KEY and every request the benchmark makes sends that key. Anonymous reads are off unless
  * `anonymousRead`. With `profileDir`, V8 writes a CPU profile there when the server exits. `env` adds settings,
@@ -40,7 +45,7 @@ export async function startPacsLite(
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PACS_')));
   const server = await spawnServer({
     command: process.execPath,
-    args: [...profile, '--import', 'tsx', path.join(settings.root, 'src/main.ts')],
+    args: [...profile, path.join(settings.root, 'dist/main.js')],
     cwd: settings.root,
     env: {
       ...inherited,

@@ -12,7 +12,7 @@ import { answeredBy, closeClient, dropConnections } from './http.js';
 import { rawCopyWithFsync, sha256Pass, warmCorpus } from './limits.js';
 import { checkInterrupted, interrupt, interrupted } from './interrupt.js';
 import { startOrthanc, orthancConfig } from './orthanc.js';
-import { randomAdminKey, startPacsLite } from './pacs-lite.js';
+import { buildPacsLite, randomAdminKey, startPacsLite } from './pacs-lite.js';
 import { summarizeProfile } from './profile.js';
 import { renderPlan, renderProbes, type RenderPlan } from './rendered.js';
 import {
@@ -61,6 +61,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 async function main(): Promise<number> {
   const settings = readSettings();
+  buildPacsLite(settings);
   const startedAt = new Date();
   const loadAtStart = os.loadavg();
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-bench-run-'));
