@@ -1,5 +1,5 @@
 import type { Damage, PassRow, SeriesRow, StudyRow } from './catalog.js';
-import type { RowOf } from './plan.js';
+import type { rowsOf } from './record.js';
 import type { TableOf } from './sql-rows.js';
 
 /**
@@ -11,9 +11,12 @@ export type IndexTables = { [T in keyof IndexRows]: TableOf<IndexRows[T]> };
 /** The key of a column of one of the index's tables, as `IndexTables` names it. */
 export type ColumnKey<T extends keyof IndexRows> = keyof IndexRows[T] & string;
 
+/** Row values of each index table, as rowsOf makes them. */
+type Rows = ReturnType<typeof rowsOf>;
+
 type IndexRows = {
-  studies: RowOf<'studies'> & StudyRow;
-  series: RowOf<'series'> & Pick<SeriesRow, 'numInstances'>;
-  instances: Omit<RowOf<'instances'>, 'damage' | 'damageFoundAt'> & { damage: Damage | null; damageFoundAt: number | null };
+  studies: Rows['study'] & StudyRow;
+  series: Rows['series'] & Pick<SeriesRow, 'numInstances'>;
+  instances: Omit<Rows['instance'], 'damage' | 'damageFoundAt'> & { damage: Damage | null; damageFoundAt: number | null };
   integrityPasses: PassRow & { name: string };
 };

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { fillPlaceholders, sql, type SQL } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
 import { PgDialect } from 'drizzle-orm/pg-core';
@@ -12,6 +12,7 @@ import { openPool, orUnavailable, transaction, unreachable, withClient, type Db 
 import { execute, runPlanAsync, type Plan, type Step } from './plan.js';
 import * as schema from './schema.pg.js';
 import { SqlAccessRecords } from './sql-access.js';
+import { binder } from './sql-rows.js';
 import { SqlCatalog } from './sql-catalog.js';
 import { SqlUserRecords } from './sql-users.js';
 import type { UserRecords } from '../auth/user-records.js';
@@ -110,35 +111,22 @@ export class PgCatalog extends SqlCatalog {
   }
 }
 
-const TABLES = {
-  studies: { table: schema.studies, key: schema.studies.studyUid },
-  series: { table: schema.series, key: schema.series.seriesUid },
-  instances: { table: schema.instances, key: schema.instances.sopUid },
-};
-
 const DIALECT = new PgDialect();
 /** Statements built once with placeholders, rendered once. */
-const rendered = new WeakMap<SQL, { text: string; params: unknown[] }>();
+const rendered = new WeakMap<SQL, { text: string; bind: ReturnType<typeof binder> }>();
 
 async function perform(db: Db, step: Step): Promise<unknown[]> {
   if (step.kind === 'rows' && step.values) {
     let query = rendered.get(step.sql);
     if (!query) {
       const { sql: text, params } = DIALECT.sqlToQuery(step.sql);
-      rendered.set(step.sql, (query = { text, params }));
+      rendered.set(step.sql, (query = { text, bind: binder(params) }));
     }
     const client = (db as Db & { $client: pg.Pool | pg.PoolClient }).$client;
-    return (await client.query(query.text, fillPlaceholders(query.params, step.values))).rows;
+    return (await client.query(query.text, query.bind(step.values))).rows;
   }
   if (step.kind === 'rows') return (await db.execute(step.sql)).rows;
-  if (step.kind === 'run') {
-    await db.execute(step.sql);
-    return [];
-  }
-  const { table, key } = TABLES[step.into];
-  if (step.kind === 'upsert') await db.insert(table).values(step.row as never).onConflictDoUpdate({ target: key, set: step.row as never });
-  else if (step.ignoreConflicts) await db.insert(table).values(step.rows as never).onConflictDoNothing();
-  else await db.insert(table).values(step.rows as never);
+  await db.execute(step.sql);
   return [];
 }
 

@@ -3,11 +3,11 @@ import type { Catalog, Damage, DamagedInstance, Indexed, IndexedObject, Instance
 import type { BulkDataRanges } from '../dicom/json.js';
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
-import { execute, fetchRows, insert, upsert, type Plan } from './plan.js';
+import { execute, fetchRows, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
 import { rowsOf, type IndexRecord } from './record.js';
-import { assignments, prefixed, renderedOnce, SelectList, Selection, type Dialect } from './sql-rows.js';
+import { assignments, fromExcluded, ListStatement, prefixed, renderedOnce, RowInserts, SelectList, Selection, type Dialect, type TableOf } from './sql-rows.js';
 
 /**
  * The Catalog in SQL that SQLite and Postgres both speak, over the same tables (schema.sqlite.ts, schema.pg.ts).
@@ -34,15 +34,15 @@ export abstract class SqlCatalog implements Catalog {
   abstract close(): Promise<void>;
 
   checksumsOf(sopUids: string[]): Promise<Map<string, string>> {
-    return this.read(checksumsOf(this.t, sopUids));
+    return this.read(checksumsOf(this.q, sopUids));
   }
 
   index(records: IndexRecord[], overwrite: boolean): Promise<Indexed> {
-    return this.write(indexing(this.t, records, overwrite));
+    return this.write(indexing(this.q, records, overwrite));
   }
 
   remove(scope: Scope): Promise<Removal> {
-    return this.write(removal(this.t, scope));
+    return this.write(removal(this.t, this.q, scope));
   }
 
   studies(query: QidoQuery): Promise<StudyRow[]> {
@@ -97,7 +97,7 @@ export abstract class SqlCatalog implements Catalog {
   }
 
   async objectKeysOf(sopUids: string[]): Promise<Map<string, string>> {
-    const rows = await this.read(ofInstances<{ sopUid: string; objectKey: string }>(this.t, { sopUid: this.t.instances.sopUid, objectKey: this.t.instances.objectKey }, sopUids));
+    const rows = await this.read(this.q.objectKeysOf.rows(sopUids, CHUNK));
     return new Map(rows.map((r) => [r.sopUid, r.objectKey]));
   }
 
@@ -169,6 +169,16 @@ function queriesOf(t: IndexTables, render: (fragment: SQL) => SQL) {
   };
   const instanceOrder = render(sql`${i.seriesUid}, ${i.instanceNumber} IS NULL, ${i.instanceNumber}, ${i.sopUid}`);
   const storedList = new SelectList<StoredInstance>(stored, render);
+  // ModalitiesInStudy: the distinct non-empty Modality values of the study's series, in byte order, joined by `\`.
+  const modality = sql.identifier(se.modality.name);
+  const modalities = sql`coalesce((SELECT string_agg(${modality}, ${'\\'} ORDER BY ${modality})
+    FROM (SELECT DISTINCT ${se.modality} FROM ${se} WHERE ${eq(se.studyUid, s.studyUid)} AND ${se.modality} <> '') AS m), '')`;
+  const studyCounts = {
+    numSeries: sql`(SELECT count(*) FROM ${se} WHERE ${eq(se.studyUid, s.studyUid)})`,
+    numInstances: sql`(SELECT count(*) FROM ${i} WHERE ${eq(i.studyUid, s.studyUid)})`,
+    modalities,
+    updatedAt: sql`${sql.param(sql.placeholder('updatedAt'), s.updatedAt)}`,
+  };
   return {
     studies: new SelectList<StudyRow>(study, render),
     fromStudies: render(sql`FROM ${s}`),
@@ -183,10 +193,34 @@ function queriesOf(t: IndexTables, render: (fragment: SQL) => SQL) {
     storedIn: new InScope(i, storedList, (inScope) => sql`FROM ${i} WHERE ${inScope} ORDER BY ${instanceOrder}`),
     checksumsIn: new InScope(i, new SelectList<{ sha256: string }>({ sha256: i.sha256 }), (inScope) => sql`FROM ${i} WHERE ${inScope} ORDER BY ${instanceOrder}`),
     objects: new SelectList<IndexedObject>({ sopUid: i.sopUid, objectKey: i.objectKey, size: i.size, sha256: i.sha256, damage: i.damage }),
+    checksumsOf: instancesAmong<{ sopUid: string; sha256: string }>(i, { sopUid: i.sopUid, sha256: i.sha256 }),
+    objectKeysOf: instancesAmong<{ sopUid: string; objectKey: string }>(i, { sopUid: i.sopUid, objectKey: i.objectKey }),
+    // A batch's new rows; a study or series already indexed keeps the row its first instance made.
+    newStudies: new RowInserts(s, () => sql`ON CONFLICT DO NOTHING`),
+    newSeries: new RowInserts(se, () => sql`ON CONFLICT DO NOTHING`),
+    newInstances: new RowInserts(i),
+    // A replaced instance (overwrite allowed) may carry corrected study and series attributes too.
+    studyReplacing: new RowInserts(s, replacing(s, 'studyUid')),
+    seriesReplacing: new RowInserts(se, replacing(se, 'seriesUid')),
+    instanceReplacing: new RowInserts(i, replacing(i, 'sopUid')),
+    // The counts QIDO answers without counting (DESIGN decision 4), recomputed for the series and studies a write touched.
+    recountSeries: new ListStatement(se.seriesUid, (inList) => sql`UPDATE ${se} SET ${assignments(se, { numInstances: sql`(SELECT count(*) FROM ${i} WHERE ${eq(i.seriesUid, se.seriesUid)})` })} WHERE ${inList}`),
+    recountStudies: new ListStatement(s.studyUid, (inList) => sql`UPDATE ${s} SET ${assignments(s, studyCounts)} WHERE ${inList}`),
     damaged: new SelectList<DamagedInstance>({ studyUid: i.studyUid, seriesUid: i.seriesUid, sopUid: i.sopUid, objectKey: i.objectKey, damage: i.damage, foundAt: i.damageFoundAt }),
   };
 }
 type Queries = ReturnType<typeof queriesOf>;
+
+/** These columns of the indexed instances among those asked. */
+function instancesAmong<Row>(i: Instances, columns: { [K in keyof Row]: Column }): ListStatement<Row> {
+  const list = new SelectList<Row>(columns);
+  return new ListStatement(i.sopUid, (inList) => sql`SELECT ${list.list} FROM ${i} WHERE ${inList}`, list);
+}
+
+/** An upsert's conflict rule: the row with the same key takes every other column of the row inserted. */
+function replacing<Row>(table: TableOf<Row>, key: keyof Row & string): (columns: Array<keyof Row & string>) => SQL {
+  return (columns) => sql`ON CONFLICT (${sql.identifier(table[key].name)}) DO UPDATE SET ${fromExcluded(table, columns.filter((c) => c !== key))}`;
+}
 
 const SCOPE_KEYS = ['studyUid', 'seriesUid', 'sopUid'] as const;
 
@@ -218,22 +252,14 @@ class InScope<Row> {
   }
 }
 
-/** These columns of the indexed instances among those asked, in chunks of UIDs. */
-function* ofInstances<Row>(t: IndexTables, columns: { [K in keyof Row]: Column }, sopUids: string[]): Plan<Row[]> {
-  const list = new SelectList<Row>(columns);
-  const rows: Row[] = [];
-  for (const chunk of chunks(sopUids, CHUNK)) rows.push(...(yield* list.select(sql`FROM ${t.instances} WHERE ${inArray(t.instances.sopUid, chunk)}`)));
-  return rows;
-}
-
-function* checksumsOf(t: IndexTables, sopUids: string[]): Plan<Map<string, string>> {
-  const rows = yield* ofInstances<{ sopUid: string; sha256: string }>(t, { sopUid: t.instances.sopUid, sha256: t.instances.sha256 }, sopUids);
+function* checksumsOf(q: Queries, sopUids: string[]): Plan<Map<string, string>> {
+  const rows = yield* q.checksumsOf.rows(sopUids, CHUNK);
   return new Map(rows.map((r) => [r.sopUid, r.sha256]));
 }
 
 /** DESIGN decision 2 and 7: a batch in one transaction, decided (decision.ts) against the rows as they are in it. */
-function* indexing(t: IndexTables, records: IndexRecord[], overwrite: boolean): Plan<Indexed> {
-  const known = yield* checksumsOf(t, records.map((r) => r.sopUid));
+function* indexing(q: Queries, records: IndexRecord[], overwrite: boolean): Plan<Indexed> {
+  const known = yield* checksumsOf(q, records.map((r) => r.sopUid));
   const decisions = decideUploads(records, known, overwrite);
   const fresh = records.filter((_, i) => decisions[i] === 'new');
   const replaced = records.filter((_, i) => decisions[i] === 'replace');
@@ -241,26 +267,23 @@ function* indexing(t: IndexTables, records: IndexRecord[], overwrite: boolean): 
   const rows = [...fresh, ...replaced].map((r) => rowsOf(r));
   if (rows.length === 0) return { outcomes, superseded: [] };
   // Read in the transaction that switches the rows: a version superseded here is named by no row once it commits.
-  const former = yield* ofInstances<{ objectKey: string }>(t, { objectKey: t.instances.objectKey }, replaced.map((r) => r.sopUid));
+  const former = yield* q.objectKeysOf.rows(replaced.map((r) => r.sopUid), CHUNK);
   const superseded = former.map((r) => r.objectKey);
   // One statement per level for the whole batch: building SQL per row cost more than running it.
-  for (const chunk of chunks(rows, CHUNK)) {
-    yield* insert('studies', uniqueBy(chunk.map((r) => r.study), (s) => s.studyUid), true);
-    yield* insert('series', uniqueBy(chunk.map((r) => r.series), (s) => s.seriesUid), true);
-  }
-  for (const chunk of chunks(rows.slice(0, fresh.length), CHUNK)) yield* insert('instances', chunk.map((r) => r.instance));
-  // A replaced instance (overwrite allowed) may carry corrected study and series attributes too.
+  yield* q.newStudies.insert(uniqueBy(rows.map((r) => r.study), (s) => s.studyUid));
+  yield* q.newSeries.insert(uniqueBy(rows.map((r) => r.series), (s) => s.seriesUid));
+  yield* q.newInstances.insert(rows.slice(0, fresh.length).map((r) => r.instance));
   for (const row of rows.slice(fresh.length)) {
-    yield* upsert('studies', row.study);
-    yield* upsert('series', row.series);
-    yield* upsert('instances', row.instance);
+    yield* q.studyReplacing.insert([row.study]);
+    yield* q.seriesReplacing.insert([row.series]);
+    yield* q.instanceReplacing.insert([row.instance]);
   }
-  yield* recount(t, new Set(rows.map((r) => r.series.seriesUid)), new Set(rows.map((r) => r.study.studyUid)));
+  yield* recount(q, new Set(rows.map((r) => r.series.seriesUid)), new Set(rows.map((r) => r.study.studyUid)));
   return { outcomes, superseded };
 }
 
 /** The instances in scope, with the series and the study they leave empty; what remains is recounted. */
-function* removal(t: IndexTables, scope: Scope): Plan<Removal> {
+function* removal(t: IndexTables, q: Queries, scope: Scope): Plan<Removal> {
   const { studies: s, series: se, instances: i } = t;
   const doomed = yield* new SelectList<{ seriesUid: string; objectKey: string }>({ seriesUid: i.seriesUid, objectKey: i.objectKey }).returning(
     sql`DELETE FROM ${i} WHERE ${inScope(i, scope)}`,
@@ -283,30 +306,14 @@ function* removal(t: IndexTables, scope: Scope): Plan<Removal> {
     for (const r of gone) goneStudies.add(r.studyUid);
   }
   const kept = <T>(all: Iterable<T>, gone: Set<T>) => [...all].filter((uid) => !gone.has(uid));
-  yield* recount(t, kept(touchedSeries, goneSeries), kept(touchedStudies, goneStudies));
+  yield* recount(q, kept(touchedSeries, goneSeries), kept(touchedStudies, goneStudies));
   return { studies: goneStudies.size, series: goneSeries.size, instances: doomed.length, objectKeys: doomed.map((r) => r.objectKey) };
 }
 
 /** The counts QIDO answers without counting (DESIGN decision 4), recomputed for the series and studies a write touched. */
-function* recount(t: IndexTables, seriesUids: Iterable<string>, studyUids: Iterable<string>): Plan<void> {
-  const { studies: s, series: se, instances: i } = t;
-  for (const chunk of chunks([...seriesUids], CHUNK)) {
-    const numInstances = sql`(SELECT count(*) FROM ${i} WHERE ${eq(i.seriesUid, se.seriesUid)})`;
-    yield* execute(sql`UPDATE ${se} SET ${assignments(se, { numInstances })} WHERE ${inArray(se.seriesUid, chunk)}`);
-  }
-  // ModalitiesInStudy: the distinct non-empty Modality values of the study's series, in byte order, joined by `\`.
-  const modality = sql.identifier(se.modality.name);
-  const modalities = sql`coalesce((SELECT string_agg(${modality}, ${'\\'} ORDER BY ${modality})
-    FROM (SELECT DISTINCT ${se.modality} FROM ${se} WHERE ${eq(se.studyUid, s.studyUid)} AND ${se.modality} <> '') AS m), '')`;
-  for (const chunk of chunks([...studyUids], CHUNK)) {
-    const counts = {
-      numSeries: sql`(SELECT count(*) FROM ${se} WHERE ${eq(se.studyUid, s.studyUid)})`,
-      numInstances: sql`(SELECT count(*) FROM ${i} WHERE ${eq(i.studyUid, s.studyUid)})`,
-      modalities,
-      updatedAt: Date.now(),
-    };
-    yield* execute(sql`UPDATE ${s} SET ${assignments(s, counts)} WHERE ${inArray(s.studyUid, chunk)}`);
-  }
+function* recount(q: Queries, seriesUids: Iterable<string>, studyUids: Iterable<string>): Plan<void> {
+  yield* q.recountSeries.rows([...seriesUids], CHUNK);
+  yield* q.recountStudies.rows([...studyUids], CHUNK, { updatedAt: Date.now() });
 }
 
 /**

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { fillPlaceholders, type SQL } from 'drizzle-orm';
+import type { SQL } from 'drizzle-orm';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { SQLiteSyncDialect } from 'drizzle-orm/sqlite-core';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
@@ -10,6 +10,7 @@ import type { AccessRecords } from '../auth/records.js';
 import { runPlan, type Plan, type Step } from './plan.js';
 import * as schema from './schema.sqlite.js';
 import { SqlAccessRecords } from './sql-access.js';
+import { binder } from './sql-rows.js';
 import { SqlCatalog } from './sql-catalog.js';
 import { SqlUserRecords } from './sql-users.js';
 import type { UserRecords } from '../auth/user-records.js';
@@ -72,17 +73,21 @@ export class SqliteCatalog extends SqlCatalog {
   }
 
   /** Statements built once with placeholders, prepared once on this connection (a transaction runs on it too). */
-  private readonly prepared = new WeakMap<SQL, { statement: Database.Statement; params: unknown[] }>();
+  private readonly prepared = new WeakMap<SQL, { statement: Database.Statement; bind: ReturnType<typeof binder> }>();
 
   private perform(db: BetterSQLite3Database<typeof schema> | Transaction, step: Step): unknown[] {
     if (step.kind !== 'rows' || !step.values) return perform(db, step);
     let query = this.prepared.get(step.sql);
     if (!query) {
       const { sql: text, params } = DIALECT.sqlToQuery(step.sql);
-      query = { statement: this.sqlite.prepare(text), params };
+      query = { statement: this.sqlite.prepare(text), bind: binder(params) };
       this.prepared.set(step.sql, query);
     }
-    return query.statement.all(...fillPlaceholders(query.params, step.values));
+    const params = query.bind(step.values);
+    // A write without RETURNING answers no rows, and better-sqlite3 runs it only by run().
+    if (query.statement.reader) return query.statement.all(...params);
+    query.statement.run(...params);
+    return [];
   }
 
   /** One server per SQLite file, whose group commit already stores one group at a time. */
@@ -137,21 +142,8 @@ function keepPrivate(file: string): void {
 
 type Transaction = Parameters<Parameters<BetterSQLite3Database<typeof schema>['transaction']>[0]>[0];
 
-const TABLES = {
-  studies: { table: schema.studies, key: schema.studies.studyUid },
-  series: { table: schema.series, key: schema.series.seriesUid },
-  instances: { table: schema.instances, key: schema.instances.sopUid },
-};
-
 function perform(db: BetterSQLite3Database<typeof schema> | Transaction, step: Step): unknown[] {
   if (step.kind === 'rows') return db.all(step.sql);
-  if (step.kind === 'run') {
-    db.run(step.sql);
-    return [];
-  }
-  const { table, key } = TABLES[step.into];
-  if (step.kind === 'upsert') db.insert(table).values(step.row as never).onConflictDoUpdate({ target: key, set: step.row as never }).run();
-  else if (step.ignoreConflicts) db.insert(table).values(step.rows as never).onConflictDoNothing().run();
-  else db.insert(table).values(step.rows as never).run();
+  db.run(step.sql);
   return [];
 }
