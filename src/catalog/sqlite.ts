@@ -14,7 +14,7 @@ import { binder } from './sql-rows.js';
 import { SqlCatalog } from './sql-catalog.js';
 import { SqlUserRecords } from './sql-users.js';
 import type { UserRecords } from '../auth/user-records.js';
-import { CoalescedSync } from '../storage/coalesced-sync.js';
+import { CoalescedSync, syncAndClose } from '../storage/coalesced-sync.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/sqlite', import.meta.url));
 const DIALECT = new SQLiteSyncDialect();
@@ -112,11 +112,7 @@ async function syncWriteAheadLog(wal: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw e;
   }
-  try {
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
+  await syncAndClose(handle, (h) => h.datasync());
 }
 
 /**

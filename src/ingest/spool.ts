@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { syncAndClose } from '../storage/coalesced-sync.js';
 
 /**
  * A part received into a local temp file. `head` keeps the first bytes in memory so that parsing the header
@@ -72,6 +73,7 @@ export async function spool(body: AsyncIterable<Uint8Array>, dir: string, maxByt
   }
   const written = writer.written();
   const synced = writer.syncAndClose();
+  synced.catch(() => undefined); // reported to whoever awaits it, never as an unhandled rejection
   return { path: file, size, sha256: hash.digest('hex'), head: Buffer.concat(head).subarray(0, Math.min(size, HEAD_BYTES)), written, synced };
 }
 
@@ -116,32 +118,22 @@ class BackgroundFile {
     return this.chain;
   }
 
-  syncAndClose(): Promise<void> {
-    const done = this.finish(async (handle) => {
+  /** Resolves once the file is on disk; it is closed behind that (storage/coalesced-sync.ts, syncAndClose). */
+  async syncAndClose(): Promise<void> {
+    await syncAndClose(await this.opened, async (handle) => {
       await this.chain;
-      // The data and the size it needs to be read back; the times of the file are not worth a journal commit.
-      await handle.datasync();
-      // The bytes hashed must be the bytes kept (DESIGN decision 11): checked once more on the synced file.
-      const { size } = await handle.stat();
+      // The data and the size it needs to be read back (the times of the file are not worth a journal commit), and
+      // the bytes hashed must be the bytes kept (DESIGN decision 11): checked once more on the file.
+      const [, { size }] = await Promise.all([handle.datasync(), handle.stat()]);
       if (size !== this.totalBytes) throw new Error(`the spooled file holds ${size} bytes, not the ${this.totalBytes} received`);
     });
-    done.catch(() => undefined);
-    return done;
   }
 
   /** Closes the file without syncing it (it is about to be removed). */
-  close(): Promise<void> {
-    return this.finish(() => this.chain.catch(() => undefined));
-  }
-
-  /** Runs `last` on the open file, then closes it whatever happened, so no handle is left open. */
-  private async finish(last: (handle: fs.FileHandle) => Promise<void>): Promise<void> {
+  async close(): Promise<void> {
     const handle = await this.opened;
-    try {
-      await last(handle);
-    } finally {
-      await handle.close();
-    }
+    await this.chain.catch(() => undefined);
+    await handle.close();
   }
 }
 

@@ -23,18 +23,34 @@ export class FileObjectStore implements ObjectStore {
 
   async putFiles(batch: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
     const targets = batch.map((item) => this.pathOf(item.key));
-    const folders = [...new Set(targets.map((t) => path.dirname(t)))];
     // A new name is durable once its folder is synced; a new folder, once its parent is too.
-    const changed = new Set(folders);
+    const changed = new Set(targets.map((t) => path.dirname(t)));
+    const made = new Map<string, Promise<void>>();
+    const makeFolder = (folder: string) => {
+      let making = made.get(folder);
+      if (!making) {
+        making = fs.mkdir(folder, { recursive: true, mode: FOLDER_MODE }).then((first) => {
+          if (!first) return;
+          for (let dir = folder; dir.length > first.length; dir = path.dirname(dir)) changed.add(path.dirname(dir));
+          changed.add(path.dirname(first));
+        });
+        made.set(folder, making);
+      }
+      return making;
+    };
+    // Most instances go into a series folder that is there already: the folder is made only when the move says it is not.
     await Promise.all(
-      folders.map(async (folder) => {
-        const first = await fs.mkdir(folder, { recursive: true, mode: FOLDER_MODE });
-        if (!first) return;
-        for (let dir = folder; dir.length > first.length; dir = path.dirname(dir)) changed.add(path.dirname(dir));
-        changed.add(path.dirname(first));
+      batch.map(async (item, i) => {
+        const target = targets[i]!;
+        try {
+          await fs.rename(item.localPath, target);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          await makeFolder(path.dirname(target));
+          await fs.rename(item.localPath, target);
+        }
       }),
     );
-    await Promise.all(batch.map((item, i) => fs.rename(item.localPath, targets[i]!)));
     await Promise.all([...changed].map((folder) => this.folders.sync(folder)));
   }
 
