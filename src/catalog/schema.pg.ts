@@ -34,7 +34,8 @@ export const studies = pgTable(
   },
   (t) => [
     index('studies_patient_id').on(t.patientId),
-    index('studies_date').on(t.studyDate, t.studyTime),
+    // The study list's order (QIDO, newest first): read off this index, never sorted, at any size of index.
+    index('studies_date').on(t.studyDate.desc().nullsLast(), t.studyTime.desc().nullsLast(), t.studyUid.desc()),
     index('studies_accession').on(t.accessionNumber),
     index('studies_name').on(t.patientNameAlphabetic),
   ],

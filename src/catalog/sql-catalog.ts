@@ -182,7 +182,8 @@ function queriesOf(t: IndexTables, render: (fragment: SQL) => SQL) {
   return {
     studies: new SelectList<StudyRow>(study, render),
     fromStudies: render(sql`FROM ${s}`),
-    studyOrder: render(sql`coalesce(${s.studyDate}, '') DESC, coalesce(${s.studyTime}, '') DESC, ${s.studyUid}`),
+    // Newest first, studies without a date last; as the studies_date index holds them (schema.*.ts).
+    studyOrder: render(sql`${s.studyDate} DESC NULLS LAST, ${s.studyTime} DESC NULLS LAST, ${s.studyUid} DESC NULLS LAST`),
     series: new SelectList<FlatSeriesRow>(series, render),
     fromSeries: render(sql`FROM ${se} JOIN ${s} ON ${eq(s.studyUid, se.studyUid)}`),
     seriesOrder: render(sql`${se.studyUid}, ${se.seriesNumber} IS NULL, ${se.seriesNumber}, ${se.seriesUid}`),
