@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
-import { gzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import type { Catalog, Scope } from '../catalog/catalog.js';
 import { NotFound } from '../errors.js';
 
 /** Assembled documents kept gzipped in memory: the series last asked for, which a viewer asks for again. */
 const CACHED_DOCUMENTS = 64;
+/** On the thread pool: a study's document of a few MB took tens of milliseconds of the event loop to compress. */
+const gzipped = promisify(gzip);
 
 /** A study's, series' or instance's metadata, named by its ETag before it is assembled. */
 export type MetadataDocument = {
@@ -21,7 +24,8 @@ export type MetadataDocument = {
  * document gzipped once is served from memory until an instance in it changes.
  */
 export class MetadataDocuments {
-  private readonly cache = new Map<string, Buffer>();
+  /** Gzipped documents by ETag; a document being compressed is shared by everyone who asks for it meanwhile. */
+  private readonly cache = new Map<string, Promise<Buffer>>();
 
   constructor(private readonly catalog: Catalog) {}
 
@@ -34,17 +38,19 @@ export class MetadataDocuments {
     return {
       etag,
       json,
-      gzipped: async () => {
+      gzipped: () => {
         const cached = this.cache.get(etag);
         if (cached) return cached;
-        const zipped = gzipSync(await json(), { level: 6 });
-        this.remember(etag, zipped);
-        return zipped;
+        const zipping = json().then((text) => gzipped(text, { level: 6 }));
+        this.remember(etag, zipping);
+        // A failure is its caller's to report, and is not kept for the next one.
+        zipping.catch(() => this.cache.get(etag) === zipping && this.cache.delete(etag));
+        return zipping;
       },
     };
   }
 
-  private remember(etag: string, zipped: Buffer): void {
+  private remember(etag: string, zipped: Promise<Buffer>): void {
     this.cache.set(etag, zipped);
     if (this.cache.size > CACHED_DOCUMENTS) this.cache.delete(this.cache.keys().next().value!);
   }
