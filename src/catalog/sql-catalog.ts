@@ -47,7 +47,10 @@ export abstract class SqlCatalog implements Catalog {
 
   studies(query: QidoQuery): Promise<StudyRow[]> {
     const { q } = this;
-    return this.read(q.studies.select(sql`${q.fromStudies} ${where(this.conditions(query))} ORDER BY ${q.studyOrder} LIMIT ${query.limit} OFFSET ${query.offset}`));
+    // A value matched anywhere in a text (`*ross*`) finds few studies that no index can find: SQLite, which cannot
+    // guess that, walked the whole order index to filter it (35 -> 90 ms at 50,000 studies); it filters first instead.
+    const order = query.keys.some((k) => /^[*?]+[^*?]/.test(k.value)) ? q.studyOrderAfterFilter : q.studyOrder;
+    return this.read(q.studies.select(sql`${q.fromStudies} ${where(this.conditions(query))} ORDER BY ${order} LIMIT ${query.limit} OFFSET ${query.offset}`));
   }
 
   async series(query: QidoQuery): Promise<SeriesRow[]> {
@@ -184,6 +187,8 @@ function queriesOf(t: IndexTables, render: (fragment: SQL) => SQL) {
     fromStudies: render(sql`FROM ${s}`),
     // Newest first, studies without a date last; as the studies_date index holds them (schema.*.ts).
     studyOrder: render(sql`${s.studyDate} DESC NULLS LAST, ${s.studyTime} DESC NULLS LAST, ${s.studyUid} DESC NULLS LAST`),
+    // The same order in terms no index gives: the rows that match are found first, then sorted.
+    studyOrderAfterFilter: render(sql`coalesce(${s.studyDate}, '') DESC, coalesce(${s.studyTime}, '') DESC, ${s.studyUid} DESC`),
     series: new SelectList<FlatSeriesRow>(series, render),
     fromSeries: render(sql`FROM ${se} JOIN ${s} ON ${eq(s.studyUid, se.studyUid)}`),
     seriesOrder: render(sql`${se.studyUid}, ${se.seriesNumber} IS NULL, ${se.seriesNumber}, ${se.seriesUid}`),
