@@ -224,9 +224,9 @@ describe('levels', () => {
 });
 
 describe('order and paging', () => {
-  const newestFirst = ['russian', 'mueller', 'muller', 'japanese', 'greek', 'doe', 'anonymous'];
+  const newestFirst = ['russian', 'mueller', 'muller', 'japanese', 'greek', 'anonymous', 'doe'];
 
-  it('answers studies newest first, then by time, undated last, ties by UID', async () => {
+  it('answers studies newest first, then by time, undated last, ties by UID from the highest (as the order index holds them)', async () => {
     expect(await studies({})).toEqual(newestFirst);
   });
 
