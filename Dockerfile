@@ -42,8 +42,7 @@ COPY --from=deps /app/viewer/ohif/dist viewer/ohif/dist
 # The data folder: objects/, index.sqlite, secrets/ and the upload spool tmp/ on the embedded default;
 # only the spool once objects are on S3 and the index on Postgres.
 RUN mkdir /data && chown node:node /data
-# libuv's thread pool runs every file operation and fsync; its default of 4 was held by uploads' fsyncs under load.
-ENV PACS_STORAGE_DIR=/data PORT=8080 HOST=0.0.0.0 UV_THREADPOOL_SIZE=16
+ENV PACS_STORAGE_DIR=/data PORT=8080 HOST=0.0.0.0
 VOLUME ["/data"]
 USER node
 EXPOSE 8080

@@ -49,8 +49,6 @@ export async function startPacsLite(
     cwd: settings.root,
     env: {
       ...inherited,
-      // As npm start sets it (package.json), unless the shell running the benchmark says otherwise.
-      UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16',
       PORT: String(port),
       HOST: '127.0.0.1',
       PACS_STORAGE_DIR: dataDir,
