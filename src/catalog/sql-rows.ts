@@ -162,7 +162,7 @@ export class RowInserts<Row extends object> {
 
   *insert(rows: Array<Partial<Row>>): Plan<void> {
     if (rows.length === 0) return;
-    const keys = Object.keys(rows[0]!).filter((key) => key in this.table) as Array<keyof Row & string>;
+    const keys = columnsIn(this.table, rows[0]!).map(([key]) => key);
     const perStatement = Math.floor(MAX_PARAMETERS / keys.length);
     for (let at = 0; at < rows.length; at += perStatement) {
       const part = rows.slice(at, at + perStatement);
@@ -180,10 +180,15 @@ export class RowInserts<Row extends object> {
   }
 }
 
+/** The table's columns that a row (keys as the table's columns) has a key for: what an INSERT of it names. */
+function columnsIn<Row>(table: TableOf<Row>, row: Partial<Row>): Array<[keyof Row & string, Column]> {
+  return Object.entries(columnsOf<Row>(table)).filter(([key]) => key in row) as Array<[keyof Row & string, Column]>;
+}
+
 /** A multi-row INSERT of these rows (keys as the table's columns), in chunks; resolves with the rows inserted. */
 export function* insertInto<Row extends object>(table: TableOf<Row>, rows: Row[], onConflict: SQL = sql``): Plan<number> {
   if (rows.length === 0) return 0;
-  const columns = Object.entries(columnsOf<Row>(table)).filter(([key]) => key in rows[0]!) as Array<[keyof Row, Column]>;
+  const columns = columnsIn(table, rows[0]!);
   const names = sql.join(columns.map(([, c]) => sql.identifier(c.name)), sql`, `);
   const perStatement = Math.floor(MAX_PARAMETERS / columns.length);
   let inserted = 0;
