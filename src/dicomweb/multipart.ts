@@ -32,8 +32,10 @@ export type MultipartPart = {
 /** `maxParts`: a body of tiny parts costs per part, not per byte, so their number is bounded too. */
 export type MultipartLimits = { maxPartBytes: number; maxTotalBytes: number; maxParts?: number };
 
-// RFC 2046 5.1.1: 1 to 70 bchars, the last one not a space.
-const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$/;
+// RFC 2046 5.1.1's bchars, the last one not a space. RFC 2046 allows 70 of them; Orthanc always sends 73 (a UUID
+// twice), so longer ones real senders use are forgiven, up to a bound that keeps the delimiter search cheap.
+export const MAX_BOUNDARY_LENGTH = 200;
+const BOUNDARY = new RegExp(`^[0-9A-Za-z'()+_,\\-./:=? ]{0,${MAX_BOUNDARY_LENGTH - 1}}[0-9A-Za-z'()+_,\\-./:=?]$`);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const EXAMPLE = 'multipart/related; type="application/dicom"; boundary=<a string that does not occur in the parts>';
 
@@ -57,7 +59,7 @@ export function parseMultipartRelated(contentType: string): { boundary: string; 
 
 function checkBoundary(boundary: string): void {
   if (BOUNDARY.test(boundary)) return;
-  const why = boundary.length > 70 ? `is ${boundary.length} characters long (70 at most)` : boundary.endsWith(' ') ? 'ends with a space' : 'holds characters other than letters, digits, space and \'()+_,-./:=?';
+  const why = boundary.length > MAX_BOUNDARY_LENGTH ? `is ${boundary.length} characters long (${MAX_BOUNDARY_LENGTH} at most)` : boundary.endsWith(' ') ? 'ends with a space' : 'holds characters other than letters, digits, space and \'()+_,-./:=?';
   throw new MultipartError('not-multipart', `the multipart boundary "${clip(boundary)}" ${why} (RFC 2046 5.1.1)`);
 }
 
