@@ -44,6 +44,9 @@ function unquote(value: string): string {
   return inner.replace(/\\(.)/g, '$1');
 }
 
+/** Names clients send for media types PS3.18 names otherwise: dicomweb-client (OHIF's) asks for the `x-` forms. */
+const ALIASES: Record<string, string> = { 'image/x-dicom-rle': 'image/dicom-rle', 'image/x-jls': 'image/jls' };
+
 /**
  * RFC 9110 12.5.1, leniently: quoted or bare parameters, whitespace anywhere, a missing or empty header means
  * `*\/*`, and pieces that do not parse (or carry an unreadable q) are skipped, never thrown.
@@ -59,7 +62,9 @@ export function parseAccept(header: string | undefined): AcceptEntry[] {
     const { q: weight, ...params } = parsed.params;
     const q = weight === undefined ? 1 : weight.trim() === '' ? NaN : Number(weight);
     if (Number.isNaN(q)) continue;
-    entries.push({ type: parsed.type, subtype: parsed.subtype, params, q: Math.min(Math.max(q, 0), 1) });
+    const [type = parsed.type, subtype = parsed.subtype] = ALIASES[parsed.mediaType]?.split('/') ?? [];
+    if (params.type) params.type = ALIASES[params.type.trim().toLowerCase()] ?? params.type;
+    entries.push({ type, subtype, params, q: Math.min(Math.max(q, 0), 1) });
   }
   // Array.prototype.sort is stable: equal entries keep the client's order.
   return entries.sort((a, b) => b.q - a.q || specificity(b) - specificity(a));

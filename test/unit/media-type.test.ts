@@ -72,6 +72,13 @@ describe('parseAccept', () => {
     ]);
   });
 
+  it('reads the x- names dicomweb-client sends as the media types PS3.18 names', () => {
+    expect(parseAccept('multipart/related; type="image/x-dicom-rle"; transfer-syntax=1.2.840.10008.1.2.5, image/X-JLS')).toEqual([
+      { type: 'multipart', subtype: 'related', params: { type: 'image/dicom-rle', 'transfer-syntax': '1.2.840.10008.1.2.5' }, q: 1 },
+      { type: 'image', subtype: 'jls', params: {}, q: 1 },
+    ]);
+  });
+
   it("reads Java's bare * and short q-values", () => {
     expect(parseAccept('text/html, *; q=.2')).toEqual([
       { type: 'text', subtype: 'html', params: {}, q: 1 },
