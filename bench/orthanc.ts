@@ -1,14 +1,18 @@
 import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { assertLoopbackOnly, freePort, spawnServer, type RunningServer } from './server-process.js';
 import type { Settings } from './settings.js';
 
+/** A remote DICOMweb server Orthanc can act as a client of (plugin option DicomWeb.Servers). */
+export type DicomWebServer = { Url: string; HttpHeaders?: Record<string, string> };
+
 /**
  * Orthanc's configuration for the comparison: its defaults, except where they would make it do more
  * (or less) work than PACS-lite for the same answers. Written out in full so the report can quote it.
  */
-export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlugin: string }) {
+export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlugin: string; dicomWebServers?: Record<string, DicomWebServer> }) {
   return {
     Name: 'pacs-lite-bench',
     StorageDirectory: path.join(opts.dataDir, 'storage'),
@@ -31,6 +35,7 @@ export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlu
       StudiesMetadata: 'Full',
       // PACS-lite matches person names case-insensitively; so must Orthanc, for the same answers.
       QidoCaseSensitive: false,
+      ...(opts.dicomWebServers ? { Servers: opts.dicomWebServers } : {}),
     },
     // Files are stored as received by both (Orthanc's default, stated because it matters most).
     StorageCompression: false,
@@ -48,17 +53,34 @@ export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlu
   };
 }
 
+/** An Orthanc process: its REST API at `url`. */
+export type OrthancProcess = { url: string; version: string; pid: number; stop(): Promise<void> };
+
+/** Where Orthanc, its DICOMweb plugin and the repository (for loopback-bind.c) are. */
+export type OrthancInstall = Pick<Settings, 'root' | 'orthanc' | 'orthancDicomWeb'>;
+
 /** Orthanc with the DICOMweb plugin, on a loopback port, with its storage and index in `workDir`. */
 export async function startOrthanc(settings: Settings, workDir: string): Promise<RunningServer> {
+  const orthanc = await runOrthanc(settings, workDir);
+  return { name: 'orthanc', version: orthanc.version, dicomweb: `${orthanc.url}/dicom-web`, auth: {}, pid: orthanc.pid, stop: orthanc.stop };
+}
+
+/** startOrthanc's process itself; `dicomWebServers` make it a DICOMweb client of them too (the tests use it so). */
+export async function runOrthanc(install: OrthancInstall, workDir: string, dicomWebServers?: Record<string, DicomWebServer>): Promise<OrthancProcess> {
+  for (const file of [install.orthanc, install.orthancDicomWeb]) {
+    await fs.access(file, constants.R_OK).catch(() => {
+      throw new Error(`${file} is missing: install Debian's orthanc and orthanc-dicomweb (or set BENCH_ORTHANC, BENCH_ORTHANC_DICOMWEB)`);
+    });
+  }
   const port = await freePort();
   const dataDir = path.join(workDir, 'orthanc-data');
   await fs.mkdir(dataDir, { recursive: true });
   const configFile = path.join(workDir, 'orthanc.json');
-  await fs.writeFile(configFile, JSON.stringify(orthancConfig({ dataDir, port, dicomWebPlugin: settings.orthancDicomWeb }), null, 2));
-  const shim = compileLoopbackShim(settings.root, workDir);
+  await fs.writeFile(configFile, JSON.stringify(orthancConfig({ dataDir, port, dicomWebPlugin: install.orthancDicomWeb, dicomWebServers }), null, 2));
+  const shim = compileLoopbackShim(install.root, workDir);
   const url = `http://127.0.0.1:${port}`;
   const server = await spawnServer({
-    command: settings.orthanc,
+    command: install.orthanc,
     args: [configFile],
     cwd: workDir,
     env: { ...process.env, LD_PRELOAD: shim },
@@ -67,7 +89,7 @@ export async function startOrthanc(settings: Settings, workDir: string): Promise
   });
   try {
     await assertLoopbackOnly(port);
-    return { name: 'orthanc', version: await orthancVersion(url), dicomweb: `${url}/dicom-web`, auth: {}, pid: server.pid, stop: server.stop };
+    return { url, version: await orthancVersion(url), pid: server.pid, stop: server.stop };
   } catch (e) {
     await server.stop();
     throw e;
