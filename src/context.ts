@@ -8,6 +8,7 @@ import type { IngestDeps } from './ingest/ingest.js';
 import type { VerifySchedule } from './integrity/schedule.js';
 import type { ReadService } from './read/read-service.js';
 import type { Renderer } from './render/render.js';
+import type { Transcoder } from './transcode/transcoder.js';
 import type { ObjectStore } from './storage/object-store.js';
 
 /** What the routers need, built once in main.ts. */
@@ -21,6 +22,7 @@ export type Services = {
   reads: ReadService;
   /** Rendered images and thumbnails, cached under derived/. */
   renderer: Renderer;
+  transcoder: Transcoder;
   log: Logger;
   /** Closes the index, stops the codec workers and removes this process's spool folder. */
   close(): Promise<void>;

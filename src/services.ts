@@ -16,7 +16,9 @@ import type { Services } from './context.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { VerifySchedule } from './integrity/schedule.js';
 import { ReadService } from './read/read-service.js';
+import { MemoryBudget } from './render/memory-budget.js';
 import { Renderer } from './render/render.js';
+import { Transcoder } from './transcode/transcoder.js';
 import { DerivedCache } from './storage/derived-cache.js';
 import { FileObjectStore } from './storage/fs.js';
 import type { ObjectStore } from './storage/object-store.js';
@@ -46,7 +48,10 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   // Renderings and inflated copies share one budget (DESIGN decision 15).
   const derived = new DerivedCache(store, config.derivedCacheBytes, log);
   const reads = new ReadService(store, catalog, log, { maxInflatedBytes: config.maxInstanceBytes }, { cache: derived, tmpDir: spoolDir });
-  const renderer = new Renderer(derived, reads, log, { maxFrameBytes: config.renderMaxFrameBytes, memoryBytes: config.renderMemoryBytes });
+  // Renderings and conversions share one memory budget: both decode frames.
+  const decoding = { maxFrameBytes: config.renderMaxFrameBytes, budget: new MemoryBudget(config.renderMemoryBytes) };
+  const renderer = new Renderer(derived, reads, log, decoding);
+  const transcoder = new Transcoder(reads, store, derived, spoolDir, log, decoding);
   const ingest = { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log };
   // Started by main.ts only: the command line runs its own pass when asked.
   const verifySchedule = new VerifySchedule({ store, catalog, ingest, log }, config.verifyInterval);
@@ -58,6 +63,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     auth,
     reads,
     renderer,
+    transcoder,
     ingest,
     verifySchedule,
     async close() {

@@ -44,8 +44,8 @@ function unquote(value: string): string {
   return inner.replace(/\\(.)/g, '$1');
 }
 
-/** Names clients send for media types PS3.18 names otherwise: dicomweb-client (OHIF's) asks for the `x-` forms. */
-const ALIASES: Record<string, string> = { 'image/x-dicom-rle': 'image/dicom-rle', 'image/x-jls': 'image/jls' };
+/** Names clients send for media types PS3.18 names otherwise: dicomweb-client (OHIF's) asks for the `x-` forms, and for HTJ2K by an early draft's name. */
+const ALIASES: Record<string, string> = { 'image/x-dicom-rle': 'image/dicom-rle', 'image/x-jls': 'image/jls', 'image/jhc': 'image/jphc' };
 
 /**
  * RFC 9110 12.5.1, leniently: quoted or bare parameters, whitespace anywhere, a missing or empty header means

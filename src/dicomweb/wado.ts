@@ -7,28 +7,25 @@ import { negotiate, parseAccept } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
 import { pathScope } from './path-uids.js';
 import { dicomwebRoot } from './urls.js';
-import { frameTransferSyntax } from '../dicom/transfer-syntax.js';
+import { frameTransferSyntax, isEncapsulated, TransferSyntax } from '../dicom/transfer-syntax.js';
+import { isPixelDataPath, type RangeOf } from '../read/bulk-data.js';
+import type { StoredInstance } from '../catalog/catalog.js';
 
 /** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
 export function wadoRouter(services: Services) {
-  const { reads, config } = services;
+  const { reads, transcoder, config } = services;
   const router = new Hono<Env>();
 
   const retrieve = async (c: Context<Env>) => {
     const found = await reads.instances(pathScope(c));
-    const syntaxes = [...new Set(found.map((i) => i.transferSyntaxUid))];
-    // Instances go out as stored: acceptable unless the client names syntaxes and some instance is in none of them.
-    const entries = parseAccept(c.req.header('accept')).filter((e) => e.q > 0 && negotiate([e], [{ mediaType: 'multipart/related', type: 'application/dicom' }]));
-    const named = entries.map((e) => e.params['transfer-syntax']);
-    if (entries.length === 0 || (!named.some((ts) => ts === undefined || ts === '*') && !syntaxes.every((ts) => named.includes(ts)))) {
-      throw new HttpError(406, 'not-acceptable', `instances are stored as ${syntaxes.join(', ')} and sent as stored; ask for multipart/related; type="application/dicom"; transfer-syntax=*`);
-    }
+    const asStored = instancesAsked(c.req.header('accept'), found);
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
     await reads.assertPresent(found);
     const boundary = multipartBoundary();
     const parts = (async function* () {
       for (const instance of found) {
-        yield { contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`, body: reads.instanceStream(instance) };
+        const sent = asStored ? { transferSyntaxUid: instance.transferSyntaxUid, body: reads.instanceStream(instance) } : await transcoder.instance(instance);
+        yield { contentType: `application/dicom; transfer-syntax=${sent.transferSyntaxUid}`, body: sent.body };
       }
     })();
     return c.body(await started(multipartBody(parts, boundary)), 200, {
@@ -52,54 +49,131 @@ export function wadoRouter(services: Services) {
   router.get('/studies/:study/series/:series/metadata', metadata);
   router.get('/studies/:study/series/:series/instances/:instance/metadata', metadata);
 
+  /** Frames as multipart/related, one part each, in the form the Accept header picks (framesAsked). */
+  const sendFrames = async (c: Context<Env>, instance: StoredInstance, numbers: number[]) => {
+    const asked = framesAsked(c.req.header('accept'), instance.transferSyntaxUid, transcoder.syntaxFor(instance) === TransferSyntax.ExplicitVRLittleEndian);
+    const boundary = multipartBoundary();
+    const frames = asked.decode ? transcoder.frames(instance, numbers) : reads.frames(instance, numbers);
+    const partType = `${asked.partType}; transfer-syntax=${asked.syntax}`;
+    const parts = (async function* () {
+      for await (const frame of frames) yield { contentType: partType, body: frame.chunks };
+    })();
+    return c.body(await started(multipartBody(parts, boundary)), 200, {
+      'Content-Type': multipartContentType(asked.partType, boundary),
+    });
+  };
+
   router.get('/studies/:study/series/:series/instances/:instance/frames/:frames', async (c) => {
     const instance = await reads.instance(pathScope(c));
     // Checked before streaming starts: once parts flow, an error can no longer become a status.
     const frameCount = frameCountOf(instance);
     if (frameCount === 0) throw new NotFound('this instance has no pixel data, so it has no frames');
-    const numbers = parseFrameList(c.req.param('frames'), frameCount);
-    const syntax = frameTransferSyntax(instance.transferSyntaxUid);
-    const accepted = negotiate(parseAccept(c.req.header('accept')), [
-      { mediaType: 'multipart/related', type: 'application/octet-stream', transferSyntax: syntax },
-      ...(syntax === instance.transferSyntaxUid && instance.transferSyntaxUid !== '1.2.840.10008.1.2.1'
-        ? [{ mediaType: 'multipart/related', type: mediaTypeOfSyntax(syntax) ?? 'application/octet-stream', transferSyntax: syntax }]
-        : []),
-    ]);
-    if (!accepted) {
-      throw new HttpError(406, 'not-acceptable', `frames are available as multipart/related; type="application/octet-stream"; transfer-syntax=${syntax} (or transfer-syntax=*)`);
-    }
-    const boundary = multipartBoundary();
-    const frames = reads.frames(instance, numbers);
-    const partType = `${accepted.type ?? 'application/octet-stream'}; transfer-syntax=${syntax}`;
-    const parts = (async function* () {
-      for await (const frame of frames) yield { contentType: partType, body: frame.chunks };
-    })();
-    return c.body(await started(multipartBody(parts, boundary)), 200, {
-      'Content-Type': multipartContentType(accepted.type ?? 'application/octet-stream', boundary),
-    });
+    return sendFrames(c, instance, parseFrameList(c.req.param('frames'), frameCount));
   });
 
   router.get('/studies/:study/series/:series/instances/:instance/bulkdata/*', async (c) => {
     const instance = await reads.instance(pathScope(c));
     const marker = '/bulkdata/';
     const path = decodeURIComponent(c.req.path.slice(c.req.path.indexOf(marker) + marker.length));
-    const accept = parseAccept(c.req.header('accept'));
-    const accepted = negotiate(accept, [{ mediaType: 'multipart/related', type: 'application/octet-stream' }, { mediaType: 'application/octet-stream' }]);
+    const frameCount = frameCountOf(instance);
+    // Compressed pixel data is a series of codestreams: each frame goes as a part of its own, labelled with its
+    // syntax, or decoded, exactly as the frames resource sends them.
+    if (isPixelDataPath(path) && isEncapsulated(instance.transferSyntaxUid) && frameCount > 0) {
+      return sendFrames(c, instance, Array.from({ length: frameCount }, (_, i) => i + 1));
+    }
+    const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'multipart/related', type: 'application/octet-stream' }, { mediaType: 'application/octet-stream' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'bulk data is available as multipart/related; type="application/octet-stream" or application/octet-stream');
-    const bytes = await reads.bulkDataStream(instance, path);
+    const value = await reads.bulkDataStream(instance, path, byteRange(c.req.header('range')));
+    const status = value.range ? 206 : 200;
+    const contentRange: Record<string, string> = value.range ? { 'Content-Range': `bytes ${value.range.start}-${value.range.end - 1}/${value.length}` } : {};
     if (accepted.mediaType === 'multipart/related') {
       const boundary = multipartBoundary();
       const parts = (async function* () {
-        yield { contentType: 'application/octet-stream', body: bytes };
+        yield { contentType: 'application/octet-stream', headers: contentRange, body: value.chunks };
       })();
-      return c.body(streamOf(multipartBody(parts, boundary)), 200, {
+      return c.body(streamOf(multipartBody(parts, boundary)), status, {
         'Content-Type': multipartContentType('application/octet-stream', boundary),
+        'Accept-Ranges': 'bytes',
       });
     }
-    return c.body(streamOf(bytes), 200, { 'Content-Type': 'application/octet-stream' });
+    return c.body(streamOf(value.chunks), status, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(value.range ? value.range.end - value.range.start : value.length), 'Accept-Ranges': 'bytes', ...contentRange });
   });
 
   return router;
+}
+
+/**
+ * How instances are asked for (PS3.18 8.7.3.4): true for as stored (`transfer-syntax=*`, or the very syntax every one
+ * of them is stored in), false for Explicit VR Little Endian (named, or no syntax named: the standard's default).
+ * Entries are taken in the client's order of preference; HttpError 406 when none can be served.
+ */
+function instancesAsked(accept: string | undefined, instances: StoredInstance[]): boolean {
+  const stored = new Set(instances.map((i) => i.transferSyntaxUid));
+  for (const entry of parseAccept(accept)) {
+    if (entry.q <= 0 || !negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/dicom' }])) continue;
+    const syntax = entry.params['transfer-syntax']?.trim();
+    if (syntax === '*') return true;
+    if (syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) return stored.size === 1 && stored.has(TransferSyntax.ExplicitVRLittleEndian);
+    if (stored.size === 1 && stored.has(syntax)) return true;
+  }
+  throw new HttpError(
+    406,
+    'not-acceptable',
+    `instances are sent as stored (${[...stored].join(', ')}) or as Explicit VR Little Endian; ask for multipart/related; type="application/dicom" with transfer-syntax=* or transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}`,
+  );
+}
+
+/** How frames go out: the part's media type, its transfer syntax, and whether they are decoded to get there. */
+type FramesAsked = { partType: string; syntax: string; decode: boolean };
+
+/**
+ * How frames are asked for (PS3.18 8.7.3.5): `transfer-syntax=*` or the stored syntax (and its image media type) as
+ * stored; Explicit VR Little Endian when named, or when application/octet-stream names no syntax (the standard's
+ * default), decoded if they are compressed. An image media type without a syntax takes the stored one when it is of
+ * that type (stricter readers of Table 8.7.3-5 would want its default syntax). Entries are taken in the client's order
+ * of preference; HttpError 406 when none can be served.
+ */
+function framesAsked(accept: string | undefined, stored: string, decodable: boolean): FramesAsked {
+  const storedSyntax = frameTransferSyntax(stored);
+  const compressed = storedSyntax !== TransferSyntax.ExplicitVRLittleEndian;
+  const imageType = compressed ? (mediaTypeOfSyntax(storedSyntax) ?? 'application/octet-stream') : undefined;
+  const asStored = (partType: string): FramesAsked => ({ partType, syntax: storedSyntax, decode: false });
+  const explicit: FramesAsked | undefined = !compressed || decodable ? { partType: 'application/octet-stream', syntax: TransferSyntax.ExplicitVRLittleEndian, decode: compressed } : undefined;
+  for (const entry of parseAccept(accept)) {
+    if (entry.q <= 0) continue;
+    const syntax = entry.params['transfer-syntax']?.trim();
+    const octets = negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/octet-stream' }]) !== undefined;
+    const image = imageType !== undefined && negotiate([entry], [{ mediaType: 'multipart/related', type: imageType }]) !== undefined;
+    // A range like */* or multipart/related without a type names no part type: octets, the default, are sent.
+    const partType = octets ? 'application/octet-stream' : image ? imageType! : undefined;
+    if (!partType) continue;
+    if (syntax === '*' || syntax === storedSyntax) return asStored(partType);
+    if (syntax === undefined && partType !== 'application/octet-stream') return asStored(partType);
+    if ((syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) && explicit) return explicit;
+  }
+  const offers = [`type="application/octet-stream"; transfer-syntax=${storedSyntax}`, ...(compressed && imageType ? [`type="${imageType}"; transfer-syntax=${storedSyntax}`] : [])];
+  if (compressed && explicit) offers.push(`type="application/octet-stream"; transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}`);
+  throw new HttpError(406, 'not-acceptable', `frames are available as multipart/related; ${offers.join(', or ')} (or transfer-syntax=*)`);
+}
+
+/**
+ * A single byte range of an HTTP Range header (RFC 9110 14.2), resolved against the value's length once it is known:
+ * undefined (send all) without one, for other units or several ranges (which a server may ignore); HttpError 416
+ * when it starts past the end.
+ */
+export function byteRange(header: string | undefined): RangeOf {
+  const match = header?.trim().match(/^bytes\s*=\s*(\d*)\s*-\s*(\d*)$/i);
+  return (length) => {
+    if (!match || (match[1] === '' && match[2] === '')) return undefined;
+    const [first, last] = [match[1] === '' ? undefined : Number(match[1]), match[2] === '' ? undefined : Number(match[2])];
+    // bytes=-N is the last N bytes.
+    const start = first ?? Math.max(length - last!, 0);
+    const end = first === undefined || last === undefined ? length : Math.min(last + 1, length);
+    if (start >= length || end <= start) {
+      throw new HttpError(416, 'range-not-satisfiable', `the bulk data holds ${length} bytes; the range "${header}" asks for none of them`, { 'Content-Range': `bytes */${length}` });
+    }
+    return { start, end };
+  };
 }
 
 /** A frame list of the URL, each frame checked against the instance's count. */

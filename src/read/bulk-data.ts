@@ -6,48 +6,86 @@ import { Tag } from '../dicom/tags.js';
 import { HttpError, NotFound } from '../errors.js';
 import { collect, dataSetRanges, type DataSetSource } from './data-set-ranges.js';
 import { dataSetStart, inflatedRanges, TO_THE_END } from './deflated.js';
-import { readFrames } from './frames.js';
+import { readFrames, storedFrameLength } from './frames.js';
 
 /** Attributes read whole to find bulk data in them: everything before the pixel data, never more than this. */
 const MAX_HEAD_BYTES = 64 * 1024 * 1024;
 
+/** A bulk data value on its way out: its whole length, and the bytes asked for (all of them, or `range` of them). */
+export type BulkData = { length: number; range?: ValueRange; chunks: AsyncIterable<Buffer> };
+
+/** Bytes `start` to `end` (exclusive) of a value, as asked for with an HTTP Range. */
+export type ValueRange = { start: number; end: number };
+
+/** The range of a value of some length to send (undefined: all of it); it throws when none of it can be. */
+export type RangeOf = (length: number) => ValueRange | undefined;
+
+/** True for the paths of the top-level pixel data, which streams frame after frame. */
+export function isPixelDataPath(path: string): boolean {
+  const key = path.replace(/^\/+|\/+$/g, '').toUpperCase();
+  return key === Tag.PixelData || key === Tag.FloatPixelData || key === Tag.DoubleFloatPixelData;
+}
+
 /**
  * Bulk data by its path of tags and item indices, as written into BulkDataURIs at ingest (for example `7FE00010`
- * or `00540016/0/00181074`), as a stream. Pixel data streams frame after frame; other bulk data is a ranged read of
- * the bytes ingest recorded for it (DESIGN decision 3). An instance indexed before they were recorded has the
- * attributes before its pixel data read and parsed once, and every range found there is handed to `found` to keep.
+ * or `00540016/0/00181074`), as a stream: all of it, or the range `rangeOf` its length picks. Native pixel
+ * data streams frame after frame; other bulk data is a ranged read of the bytes ingest recorded for it (DESIGN
+ * decision 3). An instance indexed before they were recorded has the attributes before its pixel data read and
+ * parsed once, and every range found there is handed to `found` to keep.
  */
 export async function readBulkData(
   source: DataSetSource,
   instance: StoredInstance,
   path: string,
   found: (ranges: BulkDataRanges) => Promise<void>,
-): Promise<AsyncIterable<Buffer>> {
+  rangeOf: RangeOf = () => undefined,
+): Promise<BulkData> {
   const steps = path.split('/').filter(Boolean);
   if (steps.length === 0 || steps.length % 2 === 0 || !steps.every((s, i) => (i % 2 === 0 ? /^[0-9A-F]{8}$/i.test(s) : /^\d+$/.test(s)))) {
     throw new NotFound(`${path} is not a bulk data path of this server`);
   }
   // As ingest wrote it: tags in upper case, item indices without leading zeros.
   const key = steps.map((s, i) => (i % 2 === 0 ? s.toUpperCase() : String(Number(s)))).join('/');
-  if (key === Tag.PixelData || key === Tag.FloatPixelData || key === Tag.DoubleFloatPixelData) {
+  if (isPixelDataPath(key)) {
     const all = Array.from({ length: instance.numberOfFrames }, (_, i) => i + 1);
+    const length = all.reduce((sum, n) => sum + storedFrameLength(instance, n), 0);
+    const range = rangeOf(length);
     const frames = readFrames(source, instance, all);
     // The first frame is opened now, so that a missing object is a status rather than a body cut short.
     const first = await frames.next();
-    return (async function* () {
+    const chunks = (async function* () {
       if (first.done) return;
       yield* first.value.chunks;
       for await (const frame of frames) yield* frame.chunks;
     })();
+    return { length, range, chunks: range ? slice(chunks, range) : chunks };
   }
-  if (instance.bulkData === null) return parsedOnce(source, instance, key, found);
-  const range = (JSON.parse(instance.bulkData) as BulkDataRanges)[key];
-  if (!range) throw new NotFound(`the instance has no bulk data at ${path}`);
-  return dataSetRanges(source, instance, [range]);
+  const [offset, length] = instance.bulkData === null ? await parsedOnce(source, instance, key, found) : recorded(instance.bulkData, key, path);
+  const range = rangeOf(length);
+  const [from, count] = range ? [offset + range.start, range.end - range.start] : [offset, length];
+  return { length, range, chunks: await dataSetRanges(source, instance, [[from, count]]) };
 }
 
-/** Bulk data of an instance indexed before its ranges were: found in its attributes, parsed as ingest parses them. */
-async function parsedOnce(source: DataSetSource, instance: StoredInstance, key: string, found: (ranges: BulkDataRanges) => Promise<void>): Promise<AsyncIterable<Buffer>> {
+function recorded(bulkData: string, key: string, path: string): [number, number] {
+  const range = (JSON.parse(bulkData) as BulkDataRanges)[key];
+  if (!range) throw new NotFound(`the instance has no bulk data at ${path}`);
+  return range;
+}
+
+/** The bytes of `range` of a stream, the others read past. */
+async function* slice(chunks: AsyncIterable<Buffer>, range: ValueRange): AsyncGenerator<Buffer> {
+  let at = 0;
+  for await (const chunk of chunks) {
+    const from = Math.max(range.start - at, 0);
+    const to = Math.min(range.end - at, chunk.length);
+    if (to > from) yield chunk.subarray(from, to);
+    at += chunk.length;
+    if (at >= range.end) return;
+  }
+}
+
+/** Where bulk data of an instance indexed before its ranges were lies: found in its attributes, parsed as ingest parses them. */
+async function parsedOnce(source: DataSetSource, instance: StoredInstance, key: string, found: (ranges: BulkDataRanges) => Promise<void>): Promise<[number, number]> {
   const head = await attributesBeforePixelData(source, instance);
   // Offsets refer to the meta information and the data set as inflated, which is what `head` holds.
   const dataSet = dicomParser.parseDicom(head, { untilTag: 'x7fe00010', inflater: (bytes: Buffer) => bytes } as unknown as dicomParser.ParseDicomOptions);
@@ -56,10 +94,7 @@ async function parsedOnce(source: DataSetSource, instance: StoredInstance, key: 
   await found(ranges);
   const range = ranges[key];
   if (!range) throw new NotFound(`the instance has no bulk data at ${key}`);
-  const value = head.subarray(range[0], range[0] + range[1]);
-  return (async function* () {
-    yield value;
-  })();
+  return range;
 }
 
 /** Stored JSON names bulk data by URI (relative or absolute); readBulkData wants the path after `/bulkdata/`. */
@@ -69,8 +104,8 @@ export function bulkDataPath(uri: string): string {
   return at < 0 ? uri : uri.slice(at + marker.length);
 }
 
-/** The file up to its pixel data (the whole file when it has none), inflated when it is deflated. */
-async function attributesBeforePixelData({ store, limits }: DataSetSource, instance: StoredInstance): Promise<Buffer> {
+/** The file up to its pixel data's first frame (the whole file when it has none), inflated when it is deflated. */
+export async function attributesBeforePixelData({ store, limits }: DataSetSource, instance: StoredInstance): Promise<Buffer> {
   const firstFrame = (JSON.parse(instance.frames) as FrameRange[])[0]?.[0]?.[0];
   if (!instance.inflated) {
     const length = firstFrame ?? instance.size;

@@ -4,7 +4,7 @@ import type { Catalog, Scope, StoredInstance } from '../catalog/catalog.js';
 import { NotFound } from '../errors.js';
 import type { DerivedCache } from '../storage/derived-cache.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { readBulkData } from './bulk-data.js';
+import { attributesBeforePixelData, readBulkData, type BulkData, type RangeOf } from './bulk-data.js';
 import { CheckedInstances } from './checked-instances.js';
 import type { DataSetSource, ReadLimits } from './data-set-ranges.js';
 import { InflatedCopies } from './inflated-copies.js';
@@ -77,17 +77,25 @@ export class ReadService {
     return readFrame(this.source, instance, n);
   }
 
-  /** Bulk data by its path after `/bulkdata/`, streamed. */
-  bulkDataStream(instance: StoredInstance, path: string): Promise<AsyncIterable<Buffer>> {
+  /** Bulk data by its path after `/bulkdata/`, streamed: all of it, or a range within it. */
+  bulkDataStream(instance: StoredInstance, path: string, rangeOf?: RangeOf): Promise<BulkData> {
     return readBulkData(this.source, instance, path, (ranges) =>
       // Kept for the next read; a read that cannot keep them still answers.
       this.catalog.recordBulkData(instance.sopUid, instance.sha256, ranges).catch((err: unknown) => this.log.warn({ err, sopUid: instance.sopUid }, 'bulk data ranges found at a read could not be recorded')),
-    );
+    rangeOf);
   }
 
   /** Bulk data by its path after `/bulkdata/`, in one buffer (rendering's LUTs and overlays). */
   async bulkData(instance: StoredInstance, path: string): Promise<Buffer> {
-    return buffer(await this.bulkDataStream(instance, path));
+    return buffer((await this.bulkDataStream(instance, path)).chunks);
+  }
+
+  /**
+   * The stored file up to its pixel data's first frame (the whole file when it has none), its data set inflated when
+   * it is deflated: what a conversion parses (HttpError 413 past 64 MB).
+   */
+  attributes(instance: StoredInstance): Promise<Buffer> {
+    return attributesBeforePixelData(this.source, instance);
   }
 
   /** Metadata of the instances in scope, with its ETag; BulkDataURIs begin with `bulkDataRoot`. */

@@ -107,6 +107,21 @@ export async function decodeFrame(transferSyntaxUid: string, bytes: Uint8Array, 
   return fromCodec(transferSyntaxUid, codec, frame, module);
 }
 
+/**
+ * What decoding one frame holds at its peak, estimated before anything is read: the stored frame twice (read, then
+ * in the codec), the decoded samples twice (codec heap, then ours) plus a codec's 32-bit working copy.
+ */
+export function decodingMemory(module: PixelModule, storedBytes: number, reduce = 0): number {
+  const factor = 2 ** reduce;
+  const samples = Math.ceil(module.rows / factor) * Math.ceil(module.columns / factor) * module.samplesPerPixel;
+  return storedBytes * 2 + samples * (Math.max(1, module.bitsAllocated / 8) * 2 + 4);
+}
+
+/** True when frames of this syntax have a decoder here (decodeFrame answers 501 for the others). */
+export function canDecode(transferSyntaxUid: string): boolean {
+  return NATIVE.has(transferSyntaxUid) || transferSyntaxUid === TransferSyntax.RLELossless || JPEG.has(transferSyntaxUid) || J2K.has(transferSyntaxUid);
+}
+
 /** True when frames of this syntax can be decoded at a lower resolution (decodeFrame's `reduce`). */
 export function decodesReduced(transferSyntaxUid: string, module: PixelModule): boolean {
   if (J2K.has(transferSyntaxUid)) return true;

@@ -9,7 +9,7 @@ import type { ReadService } from '../read/read-service.js';
 import type { DerivedCache } from '../storage/derived-cache.js';
 import { renderedKey } from '../storage/keys.js';
 import { codecPool } from './codec-pool.js';
-import { closeCodecPool, decodeFrame, decodesReduced } from './decode.js';
+import { closeCodecPool, decodeFrame, decodesReduced, decodingMemory } from './decode.js';
 import { DEFAULT_QUALITY, encodeImage } from './encode.js';
 import { MemoryBudget } from './memory-budget.js';
 import { pixelModuleOf } from './pixel-module.js';
@@ -65,9 +65,9 @@ export class Renderer {
     private readonly cache: DerivedCache,
     private readonly read: InstanceReader,
     private readonly log: Logger,
-    private readonly limits: { maxFrameBytes?: number; memoryBytes?: number } = {},
+    private readonly limits: { maxFrameBytes?: number; budget?: MemoryBudget } = {},
   ) {
-    this.budget = new MemoryBudget(limits.memoryBytes ?? DEFAULT_RENDER_MEMORY_BYTES);
+    this.budget = limits.budget ?? new MemoryBudget(DEFAULT_RENDER_MEMORY_BYTES);
   }
 
   /** The cache key and ETag of a rendering; cheap, so a 304 costs no read at all. */
@@ -152,16 +152,14 @@ function levelsToLeaveOut(module: PixelModule, viewport?: Viewport): number {
 }
 
 /**
- * What one rendering holds at its peak, estimated before anything is read: the stored frame twice (read, then in
- * the codec), the decoded samples twice (codec heap, then ours) plus a codec's 32-bit working copy, and the 8-bit
- * image twice (made, then cropped or encoded).
+ * What one rendering holds at its peak, estimated before anything is read: what decoding holds (decodingMemory), and
+ * the 8-bit image twice (made, then cropped or encoded).
  */
 function memoryNeeded(module: PixelModule, reduce: number, storedBytes: number): number {
   const factor = 2 ** reduce;
-  const pixels = Math.ceil(module.rows / factor) * Math.ceil(module.columns / factor) * module.samplesPerPixel;
-  const sample = Math.max(1, module.bitsAllocated / 8);
+  const pixels = Math.ceil(module.rows / factor) * Math.ceil(module.columns / factor);
   const channels = module.samplesPerPixel === 3 || module.palette ? 3 : 1;
-  return storedBytes * 2 + pixels * (sample * 2 + 4) + (pixels / module.samplesPerPixel) * channels * 2;
+  return decodingMemory(module, storedBytes, reduce) + pixels * channels * 2;
 }
 
 /** The same request in one form only, so that equal requests share one cached image. */

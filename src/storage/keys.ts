@@ -67,3 +67,8 @@ export function inflatedKey(instance: { studyUid: string; seriesUid: string; sop
   if (!/^[0-9a-f]{64}$/.test(instance.sha256)) throw new Error(`"${instance.sha256}" is not a SHA-256`);
   return `${derivedPrefix({ studyUid: instance.studyUid, seriesUid: instance.seriesUid, sopUid: instance.sopUid })}${instance.sha256.slice(0, 16)}-inflated.dcm`;
 }
+
+/** An instance converted to Explicit VR Little Endian for a client that asked for it (PS3.18 8.7.3.4). */
+export function explicitLittleEndianKey(instance: { studyUid: string; seriesUid: string; sopUid: string; sha256: string }): string {
+  return inflatedKey(instance).replace(/-inflated\.dcm$/, '-explicit-le.dcm');
+}
