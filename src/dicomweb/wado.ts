@@ -8,7 +8,9 @@ import { multipartBody, multipartBoundary, multipartContentType } from './multip
 import { pathScope } from './path-uids.js';
 import { dicomwebRoot } from './urls.js';
 import { frameTransferSyntax, isEncapsulated, TransferSyntax } from '../dicom/transfer-syntax.js';
-import { isPixelDataPath, type RangeOf } from '../read/bulk-data.js';
+import { bulkDataPath, isPixelDataPath, type RangeOf } from '../read/bulk-data.js';
+import type { DicomJson } from '../dicom/json.js';
+import { toNativeDicomXml } from '../dicom/xml.js';
 import type { StoredInstance } from '../catalog/catalog.js';
 
 /** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
@@ -18,13 +20,21 @@ export function wadoRouter(services: Services) {
 
   const retrieve = async (c: Context<Env>) => {
     const found = await reads.instances(pathScope(c));
-    const asStored = instancesAsked(c.req.header('accept'), found);
+    const accept = c.req.header('accept');
+    const asked = instancesAsked(accept, found, (instance) => framesAsked(accept, instance.transferSyntaxUid, transcoder.syntaxFor(instance) === TransferSyntax.ExplicitVRLittleEndian));
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
     await reads.assertPresent(found);
     const boundary = multipartBoundary();
+    if (asked.bulkData) {
+      const root = dicomwebRoot(c, config.publicUrl);
+      const parts = (async function* () {
+        for (const [i, instance] of found.entries()) yield* bulkDataParts(instance, asked.bulkData![i]!, root);
+      })();
+      return c.body(await started(multipartBody(parts, boundary)), 200, { 'Content-Type': multipartContentType('application/octet-stream', boundary) });
+    }
     const parts = (async function* () {
       for (const instance of found) {
-        const sent = asStored ? { transferSyntaxUid: instance.transferSyntaxUid, body: reads.instanceStream(instance) } : await transcoder.instance(instance);
+        const sent = asked.asStored ? { transferSyntaxUid: instance.transferSyntaxUid, body: reads.instanceStream(instance) } : await transcoder.instance(instance);
         yield { contentType: `application/dicom; transfer-syntax=${sent.transferSyntaxUid}`, body: sent.body };
       }
     })();
@@ -32,18 +42,54 @@ export function wadoRouter(services: Services) {
       'Content-Type': multipartContentType('application/dicom', boundary),
     });
   };
+
+  /**
+   * The bulk data of an instance, one part per value (PS3.18 8.7.3.1 bulkdata of a study, series or instance), each
+   * named by its BulkDataURI in Content-Location. Compressed pixel data goes as its frames, as the frames resource
+   * sends them; other values as stored.
+   */
+  async function* bulkDataParts(instance: StoredInstance, frames: FramesAsked, root: string) {
+    for (const uri of bulkDataUris(JSON.parse(instance.json) as DicomJson)) {
+      const headers = { 'Content-Location': `${root}/${uri}` };
+      const path = bulkDataPath(uri);
+      if (isPixelDataPath(path) && isEncapsulated(instance.transferSyntaxUid)) {
+        const all = Array.from({ length: frameCountOf(instance) }, (_, i) => i + 1);
+        const pixels = frames.decode ? transcoder.frames(instance, all) : reads.frames(instance, all);
+        for await (const frame of pixels) yield { contentType: `${frames.partType}; transfer-syntax=${frames.syntax}`, headers, body: frame.chunks };
+      } else {
+        yield { contentType: 'application/octet-stream', headers, body: (await reads.bulkDataStream(instance, path)).chunks };
+      }
+    }
+  }
   router.get('/studies/:study', retrieve);
   router.get('/studies/:study/series/:series', retrieve);
   router.get('/studies/:study/series/:series/instances/:instance', retrieve);
 
   const metadata = async (c: Context<Env>) => {
-    const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'application/dicom+json' }, { mediaType: 'application/json' }]);
-    if (!accepted) throw new HttpError(406, 'not-acceptable', 'metadata is available as application/dicom+json only');
+    const accepted = negotiate(parseAccept(c.req.header('accept')), [
+      { mediaType: 'application/dicom+json' },
+      { mediaType: 'application/json' },
+      { mediaType: 'multipart/related', type: 'application/dicom+xml' },
+    ]);
+    if (!accepted) throw new HttpError(406, 'not-acceptable', 'metadata is available as application/dicom+json, or as multipart/related; type="application/dicom+xml" (one Native DICOM Model document per instance)');
     const document = await reads.metadata(pathScope(c), dicomwebRoot(c, config.publicUrl));
-    const headers = { 'Content-Type': `${accepted.mediaType}; charset=utf-8`, ETag: document.etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
-    if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === document.etag)) return c.body(null, 304, headers);
-    if (!/\bgzip\b/.test(c.req.header('accept-encoding') ?? '')) return c.body(await document.json(), 200, headers);
-    return c.body(new Uint8Array(await document.gzipped()), 200, { ...headers, 'Content-Encoding': 'gzip' });
+    const type = accepted.type ?? accepted.mediaType;
+    // Each representation has an ETag of its own (RFC 9110 8.8.3).
+    const etag = accepted.type ? document.etag.replace(/"$/, '-xml"') : document.etag;
+    const headers = { ETag: etag, Vary: 'Accept, Accept-Encoding', 'Cache-Control': 'private, no-cache' };
+    if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
+    if (accepted.type) {
+      // PS3.18 10.4.1: XML metadata is one part per instance, each a whole Native DICOM Model document (PS3.19 A.1).
+      const instances = JSON.parse(await document.json()) as DicomJson[];
+      const boundary = multipartBoundary();
+      const parts = (async function* () {
+        for (const json of instances) yield { contentType: `${type}; charset=utf-8`, body: Buffer.from(toNativeDicomXml(json)) };
+      })();
+      return c.body(streamOf(multipartBody(parts, boundary)), 200, { ...headers, 'Content-Type': multipartContentType(type, boundary) });
+    }
+    const jsonHeaders = { ...headers, 'Content-Type': `${type}; charset=utf-8` };
+    if (!/\bgzip\b/.test(c.req.header('accept-encoding') ?? '')) return c.body(await document.json(), 200, jsonHeaders);
+    return c.body(new Uint8Array(await document.gzipped()), 200, { ...jsonHeaders, 'Content-Encoding': 'gzip' });
   };
   router.get('/studies/:study/metadata', metadata);
   router.get('/studies/:study/series/:series/metadata', metadata);
@@ -103,24 +149,40 @@ export function wadoRouter(services: Services) {
 }
 
 /**
- * How instances are asked for (PS3.18 8.7.3.4): true for as stored (`transfer-syntax=*`, or the very syntax every one
- * of them is stored in), false for Explicit VR Little Endian (named, or no syntax named: the standard's default).
+ * How instances are asked for (PS3.18 8.7.3.4): as stored (`transfer-syntax=*`, or the very syntax every one of them
+ * is stored in), as Explicit VR Little Endian (named, or no syntax named: the standard's default), or as their bulk
+ * data (multipart/related; type="application/octet-stream", each instance's compressed frames as `frames` says).
  * Entries are taken in the client's order of preference; HttpError 406 when none can be served.
  */
-function instancesAsked(accept: string | undefined, instances: StoredInstance[]): boolean {
+function instancesAsked(accept: string | undefined, instances: StoredInstance[], frames: (instance: StoredInstance) => FramesAsked): { asStored: boolean; bulkData?: FramesAsked[] } {
   const stored = new Set(instances.map((i) => i.transferSyntaxUid));
   for (const entry of parseAccept(accept)) {
-    if (entry.q <= 0 || !negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/dicom' }])) continue;
-    const syntax = entry.params['transfer-syntax']?.trim();
-    if (syntax === '*') return true;
-    if (syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) return stored.size === 1 && stored.has(TransferSyntax.ExplicitVRLittleEndian);
-    if (stored.size === 1 && stored.has(syntax)) return true;
+    if (entry.q <= 0) continue;
+    if (negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/dicom' }])) {
+      const syntax = entry.params['transfer-syntax']?.trim();
+      if (syntax === '*') return { asStored: true };
+      if (syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) return { asStored: stored.size === 1 && stored.has(TransferSyntax.ExplicitVRLittleEndian) };
+      if (stored.size === 1 && stored.has(syntax)) return { asStored: true };
+    } else if (entry.params.type?.trim().toLowerCase() === 'application/octet-stream' && negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/octet-stream' }])) {
+      return { asStored: false, bulkData: instances.map(frames) };
+    }
   }
   throw new HttpError(
     406,
     'not-acceptable',
-    `instances are sent as stored (${[...stored].join(', ')}) or as Explicit VR Little Endian; ask for multipart/related; type="application/dicom" with transfer-syntax=* or transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}`,
+    `instances are sent as stored (${[...stored].join(', ')}) or as Explicit VR Little Endian; ask for multipart/related; type="application/dicom" with transfer-syntax=* or transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}, or for their bulk data as multipart/related; type="application/octet-stream"`,
   );
+}
+
+/** The BulkDataURIs of an instance's stored JSON, nested ones too, in the order of its attributes. */
+function bulkDataUris(json: DicomJson): string[] {
+  return Object.keys(json)
+    .sort()
+    .flatMap((tag) => {
+      const attribute = json[tag]!;
+      if (attribute.BulkDataURI) return [attribute.BulkDataURI];
+      return attribute.vr === 'SQ' ? ((attribute.Value ?? []) as DicomJson[]).flatMap((item) => (item ? bulkDataUris(item) : [])) : [];
+    });
 }
 
 /** How frames go out: the part's media type, its transfer syntax, and whether they are decoded to get there. */
