@@ -58,14 +58,9 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, options: Par
   let dataSet: DataSet;
   let inflated = false;
   try {
-    dataSet = dicomParser.parseDicom(checkElements(bytes, deflated, partial, fileSize), {
-      untilTag: 'x7fe00010',
-      // checkElements inflated the data set, or had it inflated: the bytes are ready.
-      inflater: (whole: Buffer) => {
-        inflated = true;
-        return whole;
-      },
-    } as unknown as dicomParser.ParseDicomOptions);
+    const checked = checkElements(bytes, deflated, partial, fileSize);
+    inflated = checked.inflated;
+    dataSet = inflated ? parseInflated(checked.plain, checked.meta) : dicomParser.parseDicom(checked.plain, { untilTag: 'x7fe00010' });
   } catch (e) {
     if (e instanceof NeedMoreBytes || e instanceof NeedsInflating || e instanceof DicomParseError) throw e;
     if (partial) throw new NeedMoreBytes(bytes.length * 2);
@@ -149,18 +144,27 @@ function uidIn(dataSet: DataSet, tag: string): string | undefined {
   return (dataSet.byteArray as Buffer).toString('latin1', element.dataOffset, element.dataOffset + element.length).replace(/[\0 ]+$/, '');
 }
 
+/** The file meta information's elements; `position`: where the data set begins. */
+type MetaInformation = DataSet & { position: number };
+
 /**
  * The element walk (walk.ts) over the data set, in the encoding its meta information names; a deflated one is
  * inflated first (or the caller asked to). Returns the bytes to parse: meta information and a plain data set.
  */
-function checkElements(bytes: Buffer, deflated: NonNullable<ParseOptions['deflated']>, partial: boolean, fileSize: number): Buffer {
+function checkElements(
+  bytes: Buffer,
+  deflated: NonNullable<ParseOptions['deflated']>,
+  partial: boolean,
+  fileSize: number,
+): { plain: Buffer; meta: MetaInformation; inflated: boolean } {
   // Only the meta information: dicom-parser reads the element after it whole, and deflated bytes can pass for a
   // sequence it then fails to find items in.
-  const meta = dicomParser.readPart10Header(bytes.subarray(0, metaInformationEnd(bytes))) as DataSet & { position: number };
+  const meta = dicomParser.readPart10Header(bytes.subarray(0, metaInformationEnd(bytes))) as MetaInformation;
   const syntax = uidIn(meta, 'x00020010');
-  if (!syntax || !isKnownTransferSyntax(syntax)) return bytes; // named after parsing
+  const inflated = syntax === TransferSyntax.DeflatedExplicitVRLittleEndian;
+  if (!syntax || !isKnownTransferSyntax(syntax)) return { plain: bytes, meta, inflated }; // named after parsing
   let plain = bytes;
-  if (syntax === TransferSyntax.DeflatedExplicitVRLittleEndian && deflated !== 'inflated') {
+  if (inflated && deflated !== 'inflated') {
     if (deflated === 'ask') throw new NeedsInflating(meta.position);
     if (partial) throw new NeedMoreBytes(fileSize);
     plain = Buffer.concat([bytes.subarray(0, meta.position), inflateHere(bytes.subarray(meta.position))]);
@@ -169,7 +173,26 @@ function checkElements(bytes: Buffer, deflated: NonNullable<ParseOptions['deflat
   // A prefix that ends before the pixel data is not worth parsing: a large header would be parsed once per doubling.
   if (partial && walked.stopped === 'ran-out') throw new NeedMoreBytes(Math.max(bytes.length * 2, walked.atLeast));
   if (partial && walked.stopped === 'end') throw new NeedMoreBytes(bytes.length * 2);
-  return plain;
+  return { plain, meta, inflated };
+}
+
+/** dicom-parser's DataSet constructor, which its typings leave out. */
+const ParserDataSet = (dicomParser as unknown as { DataSet: new (parser: dicomParser.ByteArrayParser, bytes: Buffer, elements: Record<string, Element>) => DataSet }).DataSet;
+
+/**
+ * Meta information and an inflated data set, parsed as parseDicom parses a plain file. Not through parseDicom's
+ * `inflater` hook: it reads the bytes the hook returns from offset 0, taking the preamble and "DICM" for elements.
+ */
+function parseInflated(plain: Buffer, meta: MetaInformation): DataSet {
+  const dataSet = new ParserDataSet(dicomParser.littleEndianByteArrayParser, plain, {});
+  try {
+    dicomParser.parseDicomDataSetExplicit(dataSet, new dicomParser.ByteStream(dicomParser.littleEndianByteArrayParser, plain, meta.position), plain.length, { untilTag: 'x7fe00010' });
+  } catch (exception) {
+    // What parseDicom throws, so that one catch reads both: the cause, and the elements read before it.
+    throw { exception, dataSet };
+  }
+  Object.assign(dataSet.elements, meta.elements);
+  return dataSet;
 }
 
 /** Where the group 0002 elements after "DICM" end (PS3.10 7.1: explicit VR little endian, whatever the data set's syntax). */

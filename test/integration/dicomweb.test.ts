@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -196,6 +197,20 @@ describe('WADO-RS', () => {
       expect(json['00083002'].Value[0]).toMatch(/^1\.2\.840\.10008\.1\.2/);
       expect(json['7FE00010'].BulkDataURI).toBe(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}/bulkdata/7FE00010`);
       expect(json['00020010']).toBeUndefined();
+    }
+  });
+
+  it('serves as metadata the attributes dcmdump reads in each file, and no others', async () => {
+    for (const fixture of realTool) {
+      const dump = execFileSync('dcmdump', ['-q', path.join(FIXTURES, fixture.path)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+      // Top-level attributes only; the meta information and the pixel sequence's delimiter are not attributes of the data set.
+      const dumped = [...dump.matchAll(/^\(([0-9a-f]{4}),([0-9a-f]{4})\)/gm)].map(([, group, element]) => `${group}${element}`.toUpperCase());
+      const expected = new Set(dumped.filter((tag) => !tag.startsWith('0002') && !tag.startsWith('FFFE')));
+      // What ingest adds for viewers: NumberOfFrames when the file lacks it, and the syntax frames are served in.
+      expected.add('00280008').add('00083002');
+      const response = await adminFetch(`${server.dicomweb}/studies/${fixture.studyUID}/series/${fixture.seriesUID}/instances/${fixture.sopInstanceUID}/metadata`);
+      const [json] = await response.json();
+      expect(Object.keys(json).sort(), fixture.path).toEqual([...expected].sort());
     }
   });
 

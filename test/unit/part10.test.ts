@@ -40,6 +40,15 @@ describe('Part 10 parsing', () => {
     expect(() => parsePart10(file, file.length, { deflated: 'ask' })).toThrow(NeedsInflating);
   });
 
+  it('reads a deflated data set from where the meta information ends, whatever the preamble holds', () => {
+    const plain = parsePart10(readFileSync(path.join(FIXTURES, 'explicit-le.dcm')));
+    // PS3.10 7.1: the preamble is the application's to fill (a TIFF header, say); it is no part of the data set.
+    const file = readFileSync(path.join(FIXTURES, 'deflated.dcm')).fill('TIFF', 0, 128);
+    const header = parsePart10(file);
+    expect(Object.keys(header.dataSet.elements).sort()).toEqual(Object.keys(plain.dataSet.elements).sort());
+    expect(header.pixelData!.dataOffset).toBe(header.size - header.pixelData!.length);
+  });
+
   it('refuses a file without the DICM prefix, naming what is missing', () => {
     expect(() => parsePart10(Buffer.alloc(400))).toThrow(DicomParseError);
     expect(() => parsePart10(Buffer.alloc(400))).toThrow(/preamble and "DICM" prefix/);
