@@ -10,6 +10,20 @@ export type ByteReader = { size: number; read(offset: number, length: number): P
 const ITEM = 0xe000fffe; // (FFFE,E000) read as one little-endian uint32
 const SEQUENCE_DELIMITER = 0xe0ddfffe;
 
+/**
+ * Bytes a native frame occupies: 1-bit frames are packed (PS3.5 8.1.1), and YBR_FULL_422 keeps one Cb and one Cr for
+ * each pair of pixels (PS3.3 C.7.6.3.1.2), two samples a pixel rather than three.
+ */
+export function nativeFrameBytes(o: { rows: number; columns: number; samplesPerPixel: number; bitsAllocated: number; photometric: string }): number {
+  if (is422(o)) return o.rows * Math.ceil(o.columns / 2) * 4 * (o.bitsAllocated / 8);
+  return Math.ceil((o.rows * o.columns * o.samplesPerPixel * o.bitsAllocated) / 8);
+}
+
+/** Native colour stored with chroma halved across each row (YBR_FULL_422; YBR_PARTIAL_422 is retired but alike). */
+export function is422(o: { samplesPerPixel: number; photometric: string }): boolean {
+  return o.samplesPerPixel === 3 && (o.photometric === 'YBR_FULL_422' || o.photometric === 'YBR_PARTIAL_422');
+}
+
 export function numberOfFrames(header: ParsedHeader): number {
   const n = Number.parseInt(header.dataSet.string('x00280008') ?? '1', 10);
   return Number.isFinite(n) && n > 0 ? n : 1;
@@ -34,7 +48,7 @@ export async function frameRanges(header: ParsedHeader, reader: ByteReader): Pro
     const columns = ds.uint16('x00280011') ?? 0;
     const samples = ds.uint16('x00280002') ?? 1;
     const bits = ds.uint16('x00280100') ?? 16;
-    const frameBytes = Math.ceil((rows * columns * samples * bits) / 8);
+    const frameBytes = nativeFrameBytes({ rows, columns, samplesPerPixel: samples, bitsAllocated: bits, photometric: ds.string('x00280004') ?? '' });
     if (frameBytes === 0) throw new DicomParseError('Rows, Columns or BitsAllocated is missing for native pixel data');
     if (frameBytes * frames > pixels.length) {
       throw new DicomParseError(

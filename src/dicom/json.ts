@@ -62,7 +62,7 @@ function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path:
     const element = dataSet.elements[key]!;
     const tag = key.slice(1).toUpperCase();
     if (tag.startsWith('0002') || tag.endsWith('0000') || tag.startsWith('FFFE')) continue;
-    const vr = element.vr ?? (explicitVrOnly ? 'UN' : vrFromDictionary(tag, element));
+    const vr = element.vr === 'UN' ? knownVrOfUn(tag, element) : (element.vr ?? (explicitVrOnly ? 'UN' : vrFromDictionary(tag, element)));
     out[tag] = convertElement(dataSet, element, tag, vr, charset, `${path}/${tag}`, found);
   }
   return out;
@@ -149,6 +149,18 @@ function vrFromDictionary(tag: string, element: Element): string {
   const entry = lookupTag(tag);
   if (entry) return entry.vr;
   return element.hadUndefinedLength ? 'SQ' : 'UN';
+}
+
+/**
+ * PS3.5 6.2.2: a value sent as UN (a writer that did not know the VR, or implicit data passed on as explicit) is read
+ * with the dictionary's VR when the tag is a standard one, its bytes being in Implicit VR Little Endian. A sequence
+ * whose items the parser did not find stays UN rather than become an empty one.
+ */
+function knownVrOfUn(tag: string, element: Element): string {
+  const group = Number.parseInt(tag.slice(0, 4), 16);
+  const known = group % 2 === 0 ? lookupTag(tag)?.vr : undefined;
+  if (!known || (known === 'SQ' && !element.items)) return 'UN';
+  return known;
 }
 
 function isBigEndian(dataSet: DataSet): boolean {

@@ -3,7 +3,8 @@ import { TransferSyntax } from '../dicom/transfer-syntax.js';
 import { codecPool, type CodecPool } from './codec-pool.js';
 import type { CodecFrame, CodecName } from './codec-protocol.js';
 import { CodestreamError, endsWithEndMarker, j2kHeader, jpegHeader, type CodestreamHeader } from './codestream.js';
-import { nativeFrameBytes, samplesOf, unpackBits1, type Pixels } from './native.js';
+import { is422, nativeFrameBytes } from '../dicom/frames.js';
+import { samplesOf, unpackBits1, upsample422, type Pixels } from './native.js';
 import { decodeRle, RleError } from './rle.js';
 import { RenderError, type DecodedFrame, type PixelModule } from './types.js';
 
@@ -132,7 +133,11 @@ export function decodesReduced(transferSyntaxUid: string, module: PixelModule): 
 function decodeNative(bytes: Uint8Array, module: PixelModule): DecodedFrame {
   const count = module.rows * module.columns * module.samplesPerPixel;
   const needed = nativeFrameBytes(module);
-  if (bytes.length < needed) throw new RenderError(422, `the frame holds ${bytes.length} bytes; ${module.columns}×${module.rows}×${module.samplesPerPixel} at ${module.bitsAllocated} bits needs ${needed}`);
+  if (bytes.length < needed) throw new RenderError(422, `the frame holds ${bytes.length} bytes; ${module.columns}×${module.rows}×${module.samplesPerPixel} at ${module.bitsAllocated} bits (${module.photometric}) needs ${needed}`);
+  if (is422(module) && module.bitsAllocated !== 1) {
+    const stored = samplesOf(bytes, module.bitsAllocated, module.pixelRepresentation === 1, needed / (module.bitsAllocated / 8));
+    return frame(module, upsample422(stored, module.rows, module.columns), false, 'YBR_FULL');
+  }
   const pixels = module.bitsAllocated === 1 ? unpackBits1(bytes, count) : samplesOf(bytes, module.bitsAllocated, module.pixelRepresentation === 1, count);
   return frame(module, pixels, module.samplesPerPixel === 3 && module.planarConfiguration === 1, module.photometric);
 }

@@ -23,7 +23,21 @@ export function unpackBits1(bytes: Uint8Array, count: number): Uint8Array {
   return out;
 }
 
-/** Bytes a native frame occupies (1-bit frames are packed). */
-export function nativeFrameBytes(o: { rows: number; columns: number; samplesPerPixel: number; bitsAllocated: number }): number {
-  return Math.ceil((o.rows * o.columns * o.samplesPerPixel * o.bitsAllocated) / 8);
+/**
+ * Native YBR_FULL_422 (PS3.3 C.7.6.3.1.2): each pair of pixels is stored as Y1 Y2 Cb Cr; returned as full-resolution
+ * YBR_FULL, colour by pixel, each pixel of a pair taking the pair's chroma.
+ */
+export function upsample422(samples: Uint8Array | Uint16Array | Int8Array | Int16Array | Uint32Array | Int32Array, rows: number, columns: number): Pixels {
+  const out = new (samples.constructor as new (n: number) => Pixels)(rows * columns * 3);
+  const stride = 2 * Math.ceil(columns / 2) * 2;
+  for (let row = 0; row < rows; row++) {
+    for (let x = 0; x < columns; x++) {
+      const pair = row * stride + (x >> 1) * 4;
+      const o = (row * columns + x) * 3;
+      out[o] = samples[pair + (x & 1)]!;
+      out[o + 1] = samples[pair + 2]!;
+      out[o + 2] = samples[pair + 3]!;
+    }
+  }
+  return out;
 }
