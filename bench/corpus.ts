@@ -129,7 +129,7 @@ async function generateCorpus(dir: string, plan: SeriesPlan[][], log: (line: str
 }
 
 /** Every DICOM Part 10 file under dir, described from its header, in path order. */
-async function scanCorpus(dir: string, origin: string): Promise<Corpus> {
+export async function scanCorpus(dir: string, origin: string): Promise<Corpus> {
   const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true });
   const files = entries
     .filter((e) => e.isFile() && e.name !== 'manifest.json')

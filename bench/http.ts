@@ -69,11 +69,16 @@ export function stowBody(files: Buffer[]): { pieces: Buffer[]; contentType: stri
 
 /** The bodies of the parts of a multipart/related answer. */
 export function multipartParts(reply: Reply): Buffer[] {
+  return multipartEntries(reply).map((part) => part.body);
+}
+
+/** The parts of a multipart/related answer, each with its headers (names in lower case). */
+export function multipartEntries(reply: Reply): Array<{ headers: Record<string, string>; body: Buffer }> {
   const type = reply.headers['content-type'] ?? '';
   const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
   if (!boundary) throw new Error(`expected a multipart answer, got Content-Type "${type}"`);
   const bytes = reply.body;
-  const parts: Buffer[] = [];
+  const parts: Array<{ headers: Record<string, string>; body: Buffer }> = [];
   const delimiter = Buffer.from(`\r\n--${boundary}`);
   // The first delimiter may lack its leading CRLF (RFC 2046 5.1.1).
   let position = bytes.indexOf(`--${boundary}`);
@@ -81,7 +86,9 @@ export function multipartParts(reply: Reply): Buffer[] {
     const headersEnd = bytes.indexOf('\r\n\r\n', position);
     const next = bytes.indexOf(delimiter, headersEnd + 4);
     if (headersEnd < 0 || next < 0) throw new Error('multipart answer ends without its closing delimiter');
-    parts.push(bytes.subarray(headersEnd + 4, next));
+    const lines = bytes.toString('latin1', position, headersEnd).split('\r\n').slice(1).filter((line) => line.includes(':'));
+    const headers = Object.fromEntries(lines.map((line) => [line.slice(0, line.indexOf(':')).trim().toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]));
+    parts.push({ headers, body: bytes.subarray(headersEnd + 4, next) });
     position = next + 2;
   }
   return parts;

@@ -6,7 +6,7 @@ import { decodedBody, dropConnections, multipartParts, request, stowBody, type R
 import { expectAllStored, ingest, INSTANCES_PER_REQUEST, sendStow, stowBatches, type IngestResult } from './ingest.js';
 import { checkInterrupted, interrupted } from './interrupt.js';
 import { cpuSeconds, percentile, syncDisks, watchMachineCpu, type MachineCpu } from './measure.js';
-import { randomAdminKey, startPacsLite } from './pacs-lite.js';
+import { randomAdminKey, serverLogTail, startPacsLite } from './pacs-lite.js';
 import { BROWSER } from './reads.js';
 import { BOMB_SIDE, renderBomb } from './render-bomb.js';
 import type { RunningServer } from './server-process.js';
@@ -168,7 +168,7 @@ export async function loadCase(opts: {
   } catch (e) {
     checkInterrupted();
     // The server's own words on what failed; its log goes with its data folder.
-    const tail = (await fs.readFile(path.join(serverDir, 'pacs-lite.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n    ');
+    const tail = await serverLogTail(serverDir);
     results.error = `${(e as Error).message}${tail ? `\n    end of the server's log:\n    ${tail}` : ''}`;
     log(`load failed: ${results.error}`);
   } finally {

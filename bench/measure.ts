@@ -24,6 +24,11 @@ export async function latency(once: (i: number) => Promise<number>, reps: number
   const deadline = performance.now() + seconds * 1000;
   // Back to back, as a viewer's bursts are: a pause between calls would time the wake-up of an idle server too.
   for (let i = 1; i <= reps && i < maxCalls && (samplesMs.length < 3 || performance.now() < deadline); i++) samplesMs.push(await once(i));
+  return latencyOf(firstMs, samplesMs);
+}
+
+/** The untimed first call and the timed ones, summarized. */
+export function latencyOf(firstMs: number, samplesMs: number[]): Latency {
   return { firstMs, medianMs: percentile(samplesMs, 0.5), p95Ms: percentile(samplesMs, 0.95), n: samplesMs.length, samplesMs };
 }
 

@@ -77,6 +77,11 @@ export async function startPacsLite(
   };
 }
 
+/** The end of the log of the PACS-lite started in `workDir`: the server's own words on what failed. */
+export async function serverLogTail(workDir: string): Promise<string> {
+  return (await fs.readFile(path.join(workDir, 'pacs-lite.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n    ');
+}
+
 async function pacsLiteVersion(root: string): Promise<string> {
   const { version } = JSON.parse(await fs.readFile(path.join(root, 'package.json'), 'utf8')) as { version: string };
   let commit = 'unknown commit';

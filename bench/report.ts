@@ -5,6 +5,7 @@ import { JUDGED, QIDO_SCALE_LINES, QIDO_SCALE_TARGET_MS, type QidoScaleLine, typ
 import type { BackendName, Dialect, ServerName } from './settings.js';
 import type { IngestResult } from './ingest.js';
 import type { LoadResults } from './load.js';
+import type { TranscodeResults } from './transcode.js';
 import type { ReadResult } from './reads.js';
 import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
 import { RENDER_LINES, THUMBNAIL_TARGET_MS, type ImageFacts, type RenderDetail } from './rendered.js';
@@ -43,6 +44,8 @@ export type BenchResults = {
   servers: Partial<Record<ServerName, ServerResults>>;
   /** PACS-lite on each storage backend (backends.ts). */
   backends?: Partial<Record<BackendName, BackendResults>>;
+  /** A JPEG-LS CT slice converted to Explicit VR Little Endian, uncached and cached (transcode.ts). */
+  transcode?: TranscodeResults;
   /** QIDO on a synthesised index of a million instances, by dialect (qido-scale.ts). */
   qidoScale?: Partial<Record<Dialect, QidoScaleResults>>;
   /** 45 readers and 5 uploads, then the same with a render bomb stored (load.ts). */

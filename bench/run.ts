@@ -1,7 +1,8 @@
 /**
  * npm run bench: PACS-lite and Orthanc side by side on one corpus, with the machine's own limits,
  * against the targets of the issue; PACS-lite on each storage backend; QIDO on a synthesised index of a
- * million instances; the load case (`npm run bench -- load` alone). See bench/README.md.
+ * million instances; JPEG-LS converted to Explicit VR Little Endian against dcmtk (`npm run bench -- transcode` alone);
+ * the load case (`npm run bench -- load` alone). See bench/README.md.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -40,6 +41,7 @@ import { startPostgres, type BenchPostgres } from './postgres.js';
 import { qidoAtScale } from './qido-scale.js';
 import { loadCase, type LoadResults } from './load.js';
 import { loadFailures, renderLoad } from './load-report.js';
+import { renderTranscode, transcodeCase, transcodeFailures, type TranscodeResults } from './transcode.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -120,6 +122,13 @@ async function main(): Promise<number> {
     labels = rowLabels(scenario, plan);
   }
 
+  // Transcoding (transcode.ts): a server of its own and instances of its own, no corpus.
+  let transcode: TranscodeResults | undefined;
+  if (settings.transcodeInstances > 0) {
+    transcode = await transcodeCase({ settings, workDir, log, running });
+    checkInterrupted();
+  }
+
   // QIDO at scale (qido-scale.ts): no corpus, an index synthesised for each dialect.
   const qidoScale: NonNullable<BenchResults['qidoScale']> = {};
   if (settings.qidoInstances > 0) {
@@ -151,6 +160,7 @@ async function main(): Promise<number> {
     ...main,
     servers,
     ...(settings.backends.length ? { backends } : {}),
+    ...(transcode ? { transcode } : {}),
     ...(Object.keys(qidoScale).length ? { qidoScale } : {}),
     ...(load ? { load } : {}),
     orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
@@ -172,12 +182,14 @@ async function main(): Promise<number> {
     if (profileSummary) console.log(`\n${profileSummary}`);
   }
   if (results.backends) console.log(`\n${renderBackends(results.backends, labels)}`);
+  if (results.transcode) console.log(`\n${renderTranscode(results.transcode)}`);
   if (results.qidoScale) console.log(`\n${renderQidoScale(results.qidoScale)}`);
   if (results.load) console.log(`\n${renderLoad(results.load)}`);
   console.log(`\nresults: ${jsonFile}`);
   const failed = [
     ...Object.entries(servers).flatMap(([name, s]) => (failuresOf(s).length ? [`${name} failed: ${failuresOf(s).join('; ')}`] : [])),
     ...Object.values(backends).flatMap((b) => (b.fromMainRun ? [] : backendFailures(b).map((f) => `PACS-lite ${BACKEND_LABELS[b.backend]} failed: ${f}`))),
+    ...(transcode ? transcodeFailures(transcode).map((f) => `transcoding failed: ${f}`) : []),
     ...Object.values(qidoScale).flatMap((q) => qidoScaleFailures(q).map((f) => `QIDO at scale, ${q.dialect} failed: ${f}`)),
     ...(load ? loadFailures(load).map((f) => `load case failed: ${f}`) : []),
   ];
