@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from './config.js';
-import { IngestBatch, type Receipt } from './ingest/ingest.js';
+import { differingMetaUidsNote, IngestBatch, type Receipt } from './ingest/ingest.js';
 import { freshProgress, verifyPass } from './integrity/verify-pass.js';
 import { createLogger } from './logger.js';
 import { openServices } from './services.js';
@@ -19,6 +19,7 @@ export async function importFolder(folder: string) {
   const progress = new Progress(files.length);
   const totals = { stored: 0, duplicate: 0, failed: 0 };
   const failures: string[] = [];
+  const notes: string[] = [];
   for (let i = 0; i < files.length; i += BATCH) {
     const chunk = files.slice(i, i + BATCH);
     const batch = new IngestBatch(services.ingest);
@@ -29,14 +30,17 @@ export async function importFolder(folder: string) {
       const outcome = await receipt.outcome;
       totals[outcome.status]++;
       if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
+      else if (outcome.differingMetaUids) notes.push(`${file}: ${differingMetaUidsNote({ ...outcome, differingMetaUids: outcome.differingMetaUids })}`);
     }
     progress.update(Math.min(i + BATCH, files.length));
   }
   progress.done();
   await services.close();
   console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
-  for (const line of failures.slice(0, 50)) console.log(`  refused ${line}`);
-  if (failures.length > 50) console.log(`  … and ${failures.length - 50} more`);
+  for (const [lines, verb] of [[notes, 'note'], [failures, 'refused']] as const) {
+    for (const line of lines.slice(0, 50)) console.log(`  ${verb} ${line}`);
+    if (lines.length > 50) console.log(`  … and ${lines.length - 50} more`);
+  }
   if (totals.failed > 0) process.exitCode = 1;
 }
 

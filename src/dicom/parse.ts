@@ -25,7 +25,15 @@ export type ParsedHeader = {
   size: number;
   /** True when bytes is not the file as stored (Deflated Explicit VR Little Endian). */
   inflated: boolean;
+  /** The file meta information's UIDs that differ from the data set's, as they are written there. */
+  differingMetaUids?: DifferingMetaUids;
 };
+
+/**
+ * The data set's SOPClassUID and SOPInstanceUID name the instance: every query and retrieve uses them. The file
+ * meta information (PS3.10 7.1) should repeat them but some writers do not; the file is read anyway.
+ */
+export type DifferingMetaUids = { mediaStorageSOPClassUID?: string; mediaStorageSOPInstanceUID?: string };
 
 const PIXEL_TAGS: readonly string[] = ['x7fe00010', 'x7fe00008', 'x7fe00009'];
 const MAX_NESTING = 64;
@@ -81,14 +89,16 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, options: Par
     throw new DicomParseError(`transfer syntax ${transferSyntaxUID} is not one this server knows`);
   }
   const sopInstanceUID = assertUid('SOPInstanceUID (0008,0018)', uidIn(dataSet, 'x00080018'));
-  const mediaSop = uidIn(dataSet, 'x00020003');
-  if (mediaSop && mediaSop !== sopInstanceUID) {
-    throw new DicomParseError(`MediaStorageSOPInstanceUID ${mediaSop} differs from SOPInstanceUID ${sopInstanceUID}`);
-  }
+  const sopClassUID = assertUid('SOPClassUID (0008,0016)', uidIn(dataSet, 'x00080016') ?? uidIn(dataSet, 'x00020002'));
+  const [mediaClass, mediaInstance] = [uidIn(dataSet, 'x00020002'), uidIn(dataSet, 'x00020003')];
+  const differingMetaUids: DifferingMetaUids = {
+    ...(mediaClass && mediaClass !== sopClassUID ? { mediaStorageSOPClassUID: mediaClass } : {}),
+    ...(mediaInstance && mediaInstance !== sopInstanceUID ? { mediaStorageSOPInstanceUID: mediaInstance } : {}),
+  };
   return {
     dataSet,
     transferSyntaxUID,
-    sopClassUID: assertUid('SOPClassUID (0008,0016)', uidIn(dataSet, 'x00080016') ?? uidIn(dataSet, 'x00020002')),
+    sopClassUID,
     sopInstanceUID,
     studyInstanceUID: assertUid('StudyInstanceUID (0020,000D)', uidIn(dataSet, 'x0020000d')),
     seriesInstanceUID: assertUid('SeriesInstanceUID (0020,000E)', uidIn(dataSet, 'x0020000e')),
@@ -97,6 +107,7 @@ export function parsePart10(bytes: Buffer, fileSize = bytes.length, options: Par
     // Inflated here, the data set is all in `source`; inflated by the caller, fileSize counts it.
     size: inflated && deflated === 'here' ? source.length : fileSize,
     inflated,
+    ...(Object.keys(differingMetaUids).length ? { differingMetaUids } : {}),
   };
 }
 

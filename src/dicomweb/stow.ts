@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono';
 import { Tag } from '../dicom/tags.js';
 import { DiskFull, HttpError } from '../errors.js';
-import { FailureReason, IngestBatch, type InstanceOutcome, type Receipt } from '../ingest/ingest.js';
+import { differingMetaUidsNote, FailureReason, IngestBatch, type InstanceOutcome, type Receipt } from '../ingest/ingest.js';
 import { formatBytes, TooLarge } from '../ingest/spool.js';
 import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
@@ -69,6 +69,11 @@ export function stowRouter(services: Services) {
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
     const executables = stored.filter((o) => o.executablePreamble);
     if (executables.length) flagExecutables(c, services, executables, status);
+    const differing = stored.filter((o) => o.differingMetaUids);
+    if (differing.length) {
+      const first = differing[0]!;
+      addWarning(c, `instance ${first.sopInstanceUid}${andMore(differing)}: ${differingMetaUidsNote({ ...first, differingMetaUids: first.differingMetaUids! })}`);
+    }
     return c.body(JSON.stringify(stowResponse(outcomes, root, studyUid)), status, { 'Content-Type': 'application/dicom+json' });
   };
   router.post('/studies', store);
@@ -123,9 +128,22 @@ function flagExecutables(c: Context<Env>, services: Services, instances: Exclude
     });
   }
   const first = instances[0]!;
-  const more = instances.length > 1 ? ` and ${instances.length - 1} more` : '';
-  const text = `instance ${first.sopInstanceUid}${more} holds an executable header in its preamble (${first.executablePreamble}); stored as sent, and audited`;
-  c.header('Warning', `199 pacs-lite "${text.replace(/["\\]/g, '')}"`);
+  addWarning(c, `instance ${first.sopInstanceUid}${andMore(instances)} holds an executable header in its preamble (${first.executablePreamble}); stored as sent, and audited`);
+}
+
+/**
+ * Tells the client about instances stored as sent but worth its attention, in a Warning header (RFC 9111 5.5), one
+ * value per kind. No FailureReason or WarningReason fits these (PS3.4 B.2.3: nothing was coerced, discarded or out of
+ * its SOP Class), so the response body stays that of a plain success.
+ */
+function addWarning(c: Context<Env>, text: string): void {
+  // A quoted-string in a header: printable ASCII, without the quote and backslash it would need escaped.
+  c.header('Warning', `199 pacs-lite "${text.replace(/[^\x20-\x7e]|["\\]/g, '')}"`, { append: true });
+}
+
+/** Named first, the others counted: the header stays short however many instances share it. */
+function andMore(instances: unknown[]): string {
+  return instances.length > 1 ? ` and ${instances.length - 1} more` : '';
 }
 
 function requestTooLarge(limit: number, declared?: number): HttpError {

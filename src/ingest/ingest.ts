@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { CatalogUnavailable } from '../catalog/catalog.js';
 import type { IndexRecord } from '../catalog/record.js';
-import { DicomParseError, fileMetaUids } from '../dicom/parse.js';
+import { DicomParseError, fileMetaUids, type DifferingMetaUids } from '../dicom/parse.js';
 import { executablePreamble } from '../dicom/preamble.js';
 import { UidError } from '../dicom/uid.js';
 import { DiskFull } from '../errors.js';
@@ -25,12 +25,19 @@ export type InstanceIdentity = { sopClassUid: string; sopInstanceUid: string; st
 
 /** What became of one instance: every door (STOW, import, copy) reads this and answers in its own terms. */
 export type InstanceOutcome =
-  /** Stored now. With executablePreamble, its preamble opens with that executable header (dicom/preamble.ts): to be logged and audited. */
-  | ({ status: 'stored'; executablePreamble?: string } & InstanceIdentity)
+  /**
+   * Stored now. With executablePreamble, its preamble opens with that executable header (dicom/preamble.ts): to be
+   * logged and audited. With differingMetaUids, its file meta information names other UIDs than its data set, whose
+   * UIDs it goes by: to be told.
+   */
+  | ({ status: 'stored' } & Noted & InstanceIdentity)
   /** Stored earlier with the same bytes: nothing was written. */
-  | ({ status: 'duplicate'; executablePreamble?: string } & InstanceIdentity)
+  | ({ status: 'duplicate' } & Noted & InstanceIdentity)
   /** Not kept, for `reason` (FailureReason `failureReason`); the UIDs when its header could be read. */
   | ({ status: 'failed'; failureReason: number; reason: string } & Partial<InstanceIdentity>);
+
+/** What a door tells about an instance kept as sent. */
+type Noted = { executablePreamble?: string; differingMetaUids?: DifferingMetaUids };
 
 /** One instance's place in a batch: its outcome settles when the batch's commit does (or at once, when refused early). */
 export type Receipt = { outcome: Promise<InstanceOutcome> };
@@ -59,7 +66,7 @@ type Pending = {
   spooled: Spooled;
   record: IndexRecord;
   identity: InstanceIdentity;
-  executablePreamble?: string;
+  noted: Noted;
   settle: (outcome: InstanceOutcome) => void;
   abandon: (reason: unknown) => void;
 };
@@ -112,6 +119,20 @@ export class IngestBatch {
       if (executable) {
         this.deps.log.warn({ sopInstanceUid: header.sopInstanceUID, studyUid: header.studyInstanceUID, executable }, 'an instance whose preamble holds an executable header was received');
       }
+      const differing = header.differingMetaUids;
+      if (differing) {
+        this.deps.log.warn(
+          {
+            sopInstanceUid: header.sopInstanceUID,
+            mediaStorageSopInstanceUid: differing.mediaStorageSOPInstanceUID,
+            sopClassUid: header.sopClassUID,
+            mediaStorageSopClassUid: differing.mediaStorageSOPClassUID,
+            studyUid: header.studyInstanceUID,
+          },
+          "an instance whose file meta information names other UIDs than its data set was received: it goes by the data set's, its bytes kept as sent",
+        );
+      }
+      const noted: Noted = { ...(executable ? { executablePreamble: executable } : {}), ...(differing ? { differingMetaUids: differing } : {}) };
       if (this.expectedStudyUid && header.studyInstanceUID !== this.expectedStudyUid) {
         await discard(spooled);
         return settled({ ...identity, ...failure(FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`) });
@@ -132,7 +153,7 @@ export class IngestBatch {
       };
       const accepted = spooled;
       const outcome = new Promise<InstanceOutcome>((settle, abandon) =>
-        this.pending.push({ spooled: accepted, record, identity, ...(executable ? { executablePreamble: executable } : {}), settle, abandon }),
+        this.pending.push({ spooled: accepted, record, identity, noted, settle, abandon }),
       );
       // A batch that fails whole rejects every outcome; a caller that answers with the batch's error need not read them.
       outcome.catch(() => {});
@@ -170,7 +191,7 @@ export class IngestBatch {
       const results = await durable.commit(toStore.map((p) => ({ record: p.record, localPath: p.spooled.path })));
       for (const [i, result] of results.entries()) {
         const p = toStore[i]!;
-        const known = { ...p.identity, ...(p.executablePreamble ? { executablePreamble: p.executablePreamble } : {}) };
+        const known = { ...p.identity, ...p.noted };
         if (result === 'stored') {
           p.settle({ status: 'stored', ...known });
           continue;
@@ -227,6 +248,18 @@ function objectKeyOf(i: InstanceIdentity, sha256: string, copiedKey: string | un
   const parts = copiedKey === undefined ? undefined : instanceKeyParts(copiedKey);
   if (parts && parts.studyUid === i.studyUid && parts.seriesUid === i.seriesUid && parts.sopUid === i.sopInstanceUid) return copiedKey!;
   return instanceKey(i.studyUid, i.seriesUid, i.sopInstanceUid, newVersion(sha256));
+}
+
+/** What a door tells its client about an instance whose file meta information names other UIDs than its data set. */
+export function differingMetaUidsNote(o: InstanceIdentity & { differingMetaUids: DifferingMetaUids }): string {
+  // Written by the sender, not checked as a UID: shown no longer than a UID may be.
+  const shown = (value: string) => (value.length > 64 ? `${value.slice(0, 64)}...` : value);
+  const { mediaStorageSOPInstanceUID: metaInstance, mediaStorageSOPClassUID: metaClass } = o.differingMetaUids;
+  const differences = [
+    ...(metaInstance ? [`MediaStorageSOPInstanceUID (0002,0003) ${shown(metaInstance)} where its data set has SOPInstanceUID (0008,0018) ${o.sopInstanceUid}`] : []),
+    ...(metaClass ? [`MediaStorageSOPClassUID (0002,0002) ${shown(metaClass)} where its data set has SOPClassUID (0008,0016) ${o.sopClassUid}`] : []),
+  ];
+  return `its file meta information names ${differences.join(', and ')}; stored as sent, under the data set's UIDs`;
 }
 
 function failure(failureReason: number, reason: string): { status: 'failed'; failureReason: number; reason: string } {

@@ -2,6 +2,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
+import { withDataSetUids } from '../fixtures/differing-meta-uids.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { cli } from '../helpers/cli.js';
 import { adminFetch, startServer } from '../helpers/server.js';
@@ -35,5 +37,25 @@ describe('command-line import', () => {
     }
     const verify = await cli(['verify'], dataDir);
     expect(verify.stdout).toMatch(/5 indexed object\(s\) checked, 0 unindexed object\(s\), 0 problem\(s\)/);
+  });
+
+  it("stores a file whose meta information names another SOP Instance UID under its data set's, and says so", async () => {
+    const source = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-cd-'));
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-data-'));
+    const ids = { study: newUid(), series: newUid(), sop: newUid(), sopClass: '1.2.840.10008.5.1.4.1.1.7' };
+    await fs.writeFile(path.join(source, 'IM0'), await withDataSetUids(path.resolve(import.meta.dirname, '../fixtures/dicom/explicit-le.dcm'), ids));
+
+    const imported = await cli(['import', source], dataDir);
+    expect(imported.stdout).toMatch(/1 DICOM file\(s\) found: 1 stored, 0 already stored, 0 refused/);
+    expect(imported.stdout).toContain(`note ${path.join(source, 'IM0')}: its file meta information names MediaStorageSOPInstanceUID (0002,0003) 1.2.826.0.1.3680043.9.7433.77.10.1.1 where its data set has SOPInstanceUID (0008,0018) ${ids.sop}`);
+    expect(imported.code).toBe(0);
+
+    const server = await startServer({ dataDir });
+    try {
+      const found = await (await adminFetch(`${server.dicomweb}/instances?SOPInstanceUID=${ids.sop}`)).json();
+      expect(found).toHaveLength(1);
+    } finally {
+      await server.stop();
+    }
   });
 });

@@ -1,14 +1,18 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import dicomParser from 'dicom-parser';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
+import { withDataSetUids } from '../fixtures/differing-meta-uids.js';
 import { element } from '../fixtures/raw-elements.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 /**
  * Valid files real senders make that a strict reading got wrong: native YBR_FULL_422 pixel data (two samples a
- * pixel), and data sets whose every element is sent as UN (implicit data passed on as explicit, PS3.5 6.2.2).
+ * pixel), data sets whose every element is sent as UN (implicit data passed on as explicit, PS3.5 6.2.2), and file
+ * meta information naming other UIDs than the data set (as in pydicom's rtplan.dcm, rtdose.dcm, chrJapMulti.dcm).
  */
 
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
@@ -120,5 +124,43 @@ describe('a data set whose every element is sent as UN', () => {
     expect(metadata[0]['00080018']).toEqual({ vr: 'UI', Value: [sop] });
     expect(metadata[0]['00280010']).toEqual({ vr: 'US', Value: [ds.uint16('x00280010')] });
     expect(metadata[0]['00100010'].vr).toBe('PN');
+  });
+});
+
+describe('file meta information naming other UIDs than the data set', () => {
+  it("is stored as sent under the data set's UIDs, and the sender told so in a Warning", async () => {
+    const original = path.join(FIXTURES, 'explicit-le.dcm');
+    const meta = dicomParser.parseDicom(await fs.readFile(original));
+    const [metaClass, metaInstance] = [meta.string('x00020002')!, meta.string('x00020003')!];
+    const ids = { study: newUid(), series: newUid(), sop: newUid(), sopClass: '1.2.840.10008.5.1.4.1.1.2' };
+    const file = await withDataSetUids(original, ids);
+    const written = dicomParser.parseDicom(file);
+    expect([written.string('x00020002'), written.string('x00020003'), written.string('x00080016'), written.string('x00080018')]).toEqual([metaClass, metaInstance, ids.sopClass, ids.sop]);
+
+    const response = await stow(server.dicomweb, [file]);
+    const body = await response.json();
+    expect(response.status, JSON.stringify(body)).toBe(200);
+    const warning = response.headers.get('warning')!;
+    expect(warning).toMatch(/^199 pacs-lite "/);
+    for (const named of [`MediaStorageSOPInstanceUID (0002,0003) ${metaInstance}`, `SOPInstanceUID (0008,0018) ${ids.sop}`, `MediaStorageSOPClassUID (0002,0002) ${metaClass}`, `SOPClassUID (0008,0016) ${ids.sopClass}`]) {
+      expect(warning).toContain(named);
+    }
+    // Nothing was coerced or discarded (PS3.4 B.2.3): the instance is a plain success in the body.
+    expect(body['00081198']).toBeUndefined();
+    const [referenced] = body['00081199'].Value;
+    expect([referenced['00081150'].Value, referenced['00081155'].Value, referenced['00081196']]).toEqual([[ids.sopClass], [ids.sop], undefined]);
+    const logged = server.logs.find((line) => line.includes(metaInstance) && line.includes(ids.sop));
+    expect(logged).toMatch(/file meta information names other UIDs/);
+
+    const found = await (await adminFetch(`${server.dicomweb}/instances?SOPInstanceUID=${ids.sop}&includefield=00080016`)).json();
+    expect(found.map((i: any) => [i['0020000D'].Value[0], i['00080016'].Value[0]])).toEqual([[ids.study, ids.sopClass]]);
+    expect(await (await adminFetch(`${server.dicomweb}/instances?SOPInstanceUID=${metaInstance}`)).json()).toEqual([]);
+
+    const retrieved = await adminFetch(`${server.dicomweb}/studies/${ids.study}/series/${ids.series}/instances/${ids.sop}`, {
+      headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
+    });
+    const [part] = await readMultipartResponse(retrieved);
+    const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+    expect(sha256(part!.body)).toBe(sha256(file));
   });
 });
