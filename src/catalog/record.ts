@@ -19,6 +19,25 @@ export const INSTANCE_TAGS = [
   Tag.BitsAllocated, Tag.NumberOfFrames, '00080023', '00080033', '00200032', '00200037', '00201041', '00080201',
 ] as const;
 
+/**
+ * What is kept of an instance for its study and its series: the default attributes above, and the other attributes of
+ * the Patient, Patient Study and General Study modules, or of the General Series and General Equipment modules
+ * (PS3.3 C.7.1.1, C.7.2.1-2, C.7.3.1, C.7.5.1), which `includefield=all` answers.
+ */
+const STUDY_LEVEL = new Set<string>([
+  ...STUDY_TAGS, '00080090', '00080096', '00081030', '00081032', '00081048', '00081049', '00081060', '00081062', '00081080',
+  '00081084', '00081110', '00321032', '00321033', '00321034', '00321060', '00321064', '00380010', '00380014', '00400250',
+]);
+const SERIES_LEVEL = new Set<string>([
+  ...SERIES_TAGS, '00080080', '00080081', '00081010', '00081040', '00081050', '00081052', '00081070', '00081072', '00081111',
+  '00081250', '00181000', '00181020', '00185100', '00200052', '00201040', '00280108', '00280109', '00400253', '00400254', '00400260',
+]);
+
+function studyLevel(json: DicomJson): DicomJson {
+  // Group 0010 holds the Patient and Patient Study modules whole (PS3.6): all of it belongs to the study.
+  return pick(json, Object.keys(json).filter((tag) => tag.startsWith('0010') || STUDY_LEVEL.has(tag)));
+}
+
 export function pick(json: DicomJson, tags: readonly string[]): DicomJson {
   const out: DicomJson = {};
   for (const tag of tags) if (json[tag]) out[tag] = json[tag];
@@ -69,7 +88,7 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
       studyId: firstString(j, Tag.StudyID) ?? null,
       studyDescription: folded(Tag.StudyDescription),
       referringPhysicianName: nameGroups(j[Tag.ReferringPhysicianName]).alphabetic,
-      json: JSON.stringify(pick(j, STUDY_TAGS)),
+      json: JSON.stringify(studyLevel(j)),
       updatedAt: now,
     },
     series: {
@@ -82,7 +101,7 @@ export function rowsOf(record: IndexRecord, now = Date.now()) {
       seriesTime: normalizeTime(firstString(j, Tag.SeriesTime)),
       bodyPartExamined: firstString(j, '00180015') ?? null,
       performedProcedureStepStartDate: firstString(j, Tag.PerformedProcedureStepStartDate) ?? null,
-      json: JSON.stringify(pick(j, SERIES_TAGS)),
+      json: JSON.stringify(pick(j, [...SERIES_LEVEL])),
     },
     instance: {
       sopUid: record.sopUid,

@@ -148,6 +148,9 @@ function readCharset(dataSet: DataSet): string[] | undefined {
 function vrFromDictionary(tag: string, element: Element): string {
   const entry = lookupTag(tag);
   if (entry) return entry.vr;
+  // Private creators (gggg,0010-00FF of an odd group) are LO (PS3.5 7.8.1).
+  const elementNumber = Number.parseInt(tag.slice(4), 16);
+  if (Number.parseInt(tag.slice(0, 4), 16) % 2 === 1 && elementNumber >= 0x10 && elementNumber <= 0xff) return 'LO';
   return element.hadUndefinedLength ? 'SQ' : 'UN';
 }
 

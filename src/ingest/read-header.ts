@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { setImmediate } from 'node:timers/promises';
-import { frameRanges, numberOfFrames, type ByteReader, type FrameRange } from '../dicom/frames.js';
+import { frameRanges, type ByteReader, type FrameRange } from '../dicom/frames.js';
 import { InflateLimitExceeded, InflatingReader } from '../dicom/inflate.js';
 import { toDicomJson, type BulkDataRanges, type DicomJson } from '../dicom/json.js';
 import { DicomParseError, NeedMoreBytes, NeedsInflating, parsePart10, type ParsedHeader } from '../dicom/parse.js';
@@ -65,8 +65,7 @@ export async function readInstanceHeader(spooled: Spooled, maxInstanceBytes: num
         const json = toDicomJson(header.dataSet, { bulkDataBase: base, bulkDataRanges: bulkData });
         await setImmediate();
         refuseNulInside(json);
-        // Viewers rely on these two (DESIGN decision 3): frames count, and the syntax frames are served in.
-        json[Tag.NumberOfFrames] ??= { vr: 'IS', Value: [numberOfFrames(header)] };
+        // Viewers ask for frames in the syntax they are served in (DESIGN decision 3); the index counts them.
         if (header.pixelData) json[Tag.AvailableTransferSyntaxUID] = { vr: 'UI', Value: [frameTransferSyntax(header.transferSyntaxUID)] };
         return { ...header, frames, bulkData, json };
       } catch (e) {

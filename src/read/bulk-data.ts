@@ -48,7 +48,11 @@ export async function readBulkData(
   const key = steps.map((s, i) => (i % 2 === 0 ? s.toUpperCase() : String(Number(s)))).join('/');
   if (isPixelDataPath(key)) {
     const all = Array.from({ length: instance.numberOfFrames }, (_, i) => i + 1);
-    const length = all.reduce((sum, n) => sum + storedFrameLength(instance, n), 0);
+    const framesLength = all.reduce((sum, n) => sum + storedFrameLength(instance, n), 0);
+    // An odd-length value is stored with a pad byte (PS3.5 7.1.1), which is part of the value sent.
+    const end = (JSON.parse(instance.frames) as FrameRange[]).at(-1)?.at(-1);
+    const pad = framesLength % 2 === 1 && end ? end[0] + end[1] : undefined;
+    const length = pad === undefined ? framesLength : framesLength + 1;
     const range = rangeOf(length);
     const frames = readFrames(source, instance, all);
     // The first frame is opened now, so that a missing object is a status rather than a body cut short.
@@ -57,6 +61,7 @@ export async function readBulkData(
       if (first.done) return;
       yield* first.value.chunks;
       for await (const frame of frames) yield* frame.chunks;
+      if (pad !== undefined) yield* await dataSetRanges(source, instance, [[pad, 1]]);
     })();
     return { length, range, chunks: range ? slice(chunks, range) : chunks };
   }

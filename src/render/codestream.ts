@@ -100,7 +100,8 @@ function decompositionLevels(b: Uint8Array, view: DataView, start: number, compo
  */
 export function endsWithEndMarker(bytes: Uint8Array): boolean {
   let end = bytes.length;
-  while (end > 2 && bytes[end - 1] === 0x00) end--;
+  // Fragments are padded to even length, with 0x00 or (as some writers do) a 0xFF fill byte after the marker.
+  while (end > 2 && (bytes[end - 1] === 0x00 || (bytes[end - 1] === 0xff && bytes[end - 2] === 0xd9))) end--;
   return end >= 2 && bytes[end - 2] === 0xff && bytes[end - 1] === 0xd9;
 }
 
