@@ -67,6 +67,7 @@ export function stowRouter(services: Services) {
     c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
+    logRefusals(services, outcomes);
     const executables = stored.filter((o) => o.executablePreamble);
     if (executables.length) flagExecutables(c, services, executables, status);
     const differing = stored.filter((o) => o.differingMetaUids);
@@ -158,6 +159,17 @@ function multipartOf(contentType: string | undefined) {
     if (e instanceof MultipartError) throw new HttpError(415, 'unsupported-media-type', e.message);
     throw e;
   }
+}
+
+/** Refusals logged one by one, so the clinic's IT can tell a sender why; a request of thousands logs the first few. */
+const REFUSALS_LOGGED = 20;
+
+function logRefusals(services: Services, outcomes: InstanceOutcome[]): void {
+  const failed = outcomes.filter((o) => o.status === 'failed');
+  for (const o of failed.slice(0, REFUSALS_LOGGED)) {
+    services.log.warn({ sopInstanceUid: o.sopInstanceUid, sopClassUid: o.sopClassUid, failureReason: `0x${o.failureReason.toString(16).toUpperCase().padStart(4, '0')}`, reason: o.reason }, 'instance refused');
+  }
+  if (failed.length > REFUSALS_LOGGED) services.log.warn({ more: failed.length - REFUSALS_LOGGED }, 'more instances refused in the same request');
 }
 
 /** PS3.18 Table 10.5.3-1: ReferencedSOPSequence for stored instances, FailedSOPSequence with reasons. */

@@ -5,7 +5,7 @@ import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import { frameCountOf } from '../read/frames.js';
-import type { ReadService } from '../read/read-service.js';
+import { TransferSyntax } from '../dicom/transfer-syntax.js';
 import type { ImageFormat, Viewport } from '../render/render.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { number, sendRendered, windowOf, wholeNumber } from './rendered.js';
@@ -15,8 +15,8 @@ const UNBOUNDED = 16384;
 
 /**
  * WADO-URI (PS3.18 9): one object per request, named by query parameters, for EMRs that embed images and for
- * older viewers. `application/dicom` is the stored file as it is; images are rendered like WADO-RS rendered
- * resources and share their cache.
+ * older viewers. `application/dicom` is a Part 10 file, converted as WADO-RS converts; images are rendered like
+ * WADO-RS rendered resources and share their cache.
  */
 export function wadoUriRouter(services: Services) {
   const { reads, renderer } = services;
@@ -45,7 +45,7 @@ export function wadoUriRouter(services: Services) {
     if (!chosen) {
       throw new HttpError(406, 'not-acceptable', `contentType "${asked}" cannot be served for this object; it is available as ${offers.join(', ')}`);
     }
-    if (chosen === 'application/dicom') return sendFile(c, reads, instance);
+    if (chosen === 'application/dicom') return sendFile(c, services, instance);
 
     const frameText = c.req.query('frameNumber');
     const frame = frameText === undefined ? 1 : wholeNumber('frameNumber', frameText, 1, Number.MAX_SAFE_INTEGER);
@@ -63,20 +63,29 @@ export function wadoUriRouter(services: Services) {
 }
 
 /**
- * The stored file byte for byte, as WADO-RS sends it, checked as it goes; a client that names another
- * transfer syntax is told so.
+ * The object as a Part 10 file in the syntax asked for (PS3.18 9.1.2 transferSyntax): Explicit VR Little Endian when
+ * none is named (converted, as WADO-RS converts, when stored otherwise), the stored file byte for byte for `*` or its
+ * own syntax, checked as it goes; another syntax is refused, saying what can be had.
  */
-async function sendFile(c: Context<Env>, reads: ReadService, instance: StoredInstance): Promise<Response> {
-  const syntax = c.req.query('transferSyntax');
-  if (syntax !== undefined && syntax !== instance.transferSyntaxUid) {
-    throw new HttpError(406, 'not-acceptable', `the object is stored as ${instance.transferSyntaxUid} and sent as stored; leave transferSyntax out or name that one`);
+async function sendFile(c: Context<Env>, { reads, transcoder }: Pick<Services, 'reads' | 'transcoder'>, instance: StoredInstance): Promise<Response> {
+  const asked = c.req.query('transferSyntax') ?? TransferSyntax.ExplicitVRLittleEndian;
+  const asStored = asked === '*' || asked === instance.transferSyntaxUid;
+  if (!asStored && asked !== TransferSyntax.ExplicitVRLittleEndian) {
+    throw new HttpError(406, 'not-acceptable', `the object is stored as ${instance.transferSyntaxUid}; ask for that syntax, * (as stored) or ${TransferSyntax.ExplicitVRLittleEndian} (Explicit VR Little Endian)`);
   }
-  const etag = `"${instance.sha256}"`;
+  const etag = asStored ? `"${instance.sha256}"` : `"${instance.sha256}-explicit-le"`;
   const headers = { ETag: etag, 'Cache-Control': 'private, no-cache' };
   if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
   await reads.assertPresent([instance]);
-  const body = Readable.toWeb(Readable.from(reads.instanceStream(instance))) as ReadableStream;
-  return c.body(body, 200, { ...headers, 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size) });
+  if (asStored) {
+    const body = Readable.toWeb(Readable.from(reads.instanceStream(instance))) as ReadableStream;
+    return c.body(body, 200, { ...headers, 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size) });
+  }
+  const sent = await transcoder.instance(instance);
+  const body = Readable.toWeb(Readable.from(sent.body)) as ReadableStream;
+  // A file whose frames this server cannot decode goes as stored: its ETag and syntax say which it is.
+  const sentHeaders = sent.transferSyntaxUid === instance.transferSyntaxUid ? { ...headers, ETag: `"${instance.sha256}"` } : headers;
+  return c.body(body, 200, { ...sentHeaders, 'Content-Type': `application/dicom; transfer-syntax=${sent.transferSyntaxUid}` });
 }
 
 function required(c: Context<Env>, name: string): string {

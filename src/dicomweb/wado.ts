@@ -211,7 +211,8 @@ function framesAsked(accept: string | undefined, stored: string, decodable: bool
     if (!partType) continue;
     if (syntax === '*' || syntax === storedSyntax) return asStored(partType);
     if (syntax === undefined && partType !== 'application/octet-stream') return asStored(partType);
-    if ((syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) && explicit) return explicit;
+    // Explicit VR Little Endian frames are octets: an image media type cannot carry them.
+    if ((syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) && explicit && partType === 'application/octet-stream') return explicit;
   }
   const offers = [`type="application/octet-stream"; transfer-syntax=${storedSyntax}`, ...(compressed && imageType ? [`type="${imageType}"; transfer-syntax=${storedSyntax}`] : [])];
   if (compressed && explicit) offers.push(`type="application/octet-stream"; transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}`);

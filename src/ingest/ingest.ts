@@ -163,7 +163,8 @@ export class IngestBatch {
       // Too large to receive (the caller's reader skips the rest of the part) or to inflate; its meta information,
       // in its first bytes, still names it for the answer (PS3.18 Table I.1-1 asks for both UIDs).
       if (e instanceof TooLarge) return settled({ ...fileMetaUids(e.head ?? spooled?.head ?? Buffer.alloc(0)), ...failure(FailureReason.OutOfResources, e.message) });
-      if (e instanceof DicomParseError || e instanceof UidError) return this.reject(FailureReason.CannotUnderstand, e.message);
+      // Refused for its content: the UIDs its meta information names, when it names them, say which file it was.
+      if (e instanceof DicomParseError || e instanceof UidError) return settled({ ...fileMetaUids(spooled?.head ?? Buffer.alloc(0)), ...failure(FailureReason.CannotUnderstand, e.message) });
       throw e;
     }
   }

@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import dicomParser from 'dicom-parser';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TransferSyntax } from '../../src/dicom/transfer-syntax.js';
@@ -265,7 +266,11 @@ describe('STOW-RS refuses a bad instance and stores its neighbours', () => {
     await expectRefusedBesideGood(bytes.subarray(0, patientName + 3), FailureReason.CannotUnderstand, /\(0010,0010\) declares 8 bytes .* past the end of the file .*cut short/);
     await expectRefusedBesideGood(bytes.subarray(0, patientName - 5), FailureReason.CannotUnderstand, /after element \(0008,103E\): the file ends inside an element: it is cut short/);
     await expectRefusedBesideGood(bytes.subarray(0, 140), FailureReason.CannotUnderstand, /meta information has no Transfer Syntax UID \(0002,0010\): the file is cut short/);
-    await expectRefusedBesideGood(bytes.subarray(0, bytes.length - 100), FailureReason.CannotUnderstand, /PixelData declares 512 bytes but the file ends 412 bytes after.*cut short/);
+    const cut = await expectRefusedBesideGood(bytes.subarray(0, bytes.length - 100), FailureReason.CannotUnderstand, /PixelData declares 512 bytes but the file ends 412 bytes after.*cut short/);
+    // Named by the UIDs its meta information gives, so the sender can tell which of its files it was.
+    const meta = dicomParser.parseDicom(bytes, { untilTag: 'x00020010' } as dicomParser.ParseDicomOptions);
+    expect([cut.sopClassUID, cut.sopInstanceUID]).toEqual([meta.string('x00020002'), meta.string('x00020003')]);
+    expect(server.logs.some((line) => line.includes('"instance refused"') && line.includes(meta.string('x00020003')!) && line.includes('0xC000'))).toBe(true);
   });
 
   it('refuses elements and items that declare more bytes than the file holds', async () => {

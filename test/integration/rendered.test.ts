@@ -383,12 +383,18 @@ describe('a server that allows overwriting and decodes frames of at most 100 KB'
 });
 
 describe('WADO-URI', () => {
-  it('returns the stored file byte for byte as application/dicom', async () => {
+  it('returns the stored file byte for byte as application/dicom with transferSyntax=* or its own, else Explicit VR Little Endian', async () => {
     for (const f of [realTool.find((r) => r.path === 'jpeg-baseline.dcm')!, realTool.find((r) => r.path === 'deflated.dcm')!]) {
-      const response = await adminFetch(wadoUri(server, f, '&contentType=application/dicom'));
-      expect(response.status).toBe(200);
-      expect(response.headers.get('content-type')).toBe('application/dicom');
-      expect(sha256(await bytesOf(response)), f.path).toBe(f.sha256);
+      for (const syntax of ['*', f.transferSyntaxUID]) {
+        const response = await adminFetch(wadoUri(server, f, `&contentType=application/dicom&transferSyntax=${syntax}`));
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toBe('application/dicom');
+        expect(sha256(await bytesOf(response)), f.path).toBe(f.sha256);
+      }
+      // PS3.18 9.1.2: without transferSyntax, Explicit VR Little Endian.
+      const converted = await adminFetch(wadoUri(server, f, '&contentType=application/dicom'));
+      expect(converted.headers.get('content-type')).toBe('application/dicom; transfer-syntax=1.2.840.10008.1.2.1');
+      expect((await bytesOf(converted)).includes(Buffer.from('1.2.840.10008.1.2.1\0'))).toBe(true);
     }
     // A report has no pixels: its file is what WADO-URI gives by default.
     const report = await adminFetch(wadoUri(server, sr));
