@@ -1,6 +1,7 @@
-import type { DataSet, Element } from './parse.js';
-import { lookupTag } from './tags.js';
+import { PIXEL_TAGS, type DataSet, type Element } from './parse.js';
+import { isPrivateCreator, isPrivateTag, lookupTag } from './tags.js';
 import { TransferSyntax } from './transfer-syntax.js';
+import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION } from './write.js';
 import { LONG_VRS } from './walk.js';
 
 /**
@@ -25,7 +26,8 @@ export type RewriteOptions = {
 const WORD_BYTES: Record<string, number> = { US: 2, SS: 2, OW: 2, AT: 2, UL: 4, SL: 4, FL: 4, OL: 4, OF: 4, FD: 8, OD: 8, SV: 8, UV: 8, OV: 8 };
 /** Long VRs of PS3.5 Table 7.1-1, which dicom-parser's list lacks (OV, SV, UV are newer). */
 const LONG = new Set([...LONG_VRS, 'OV', 'SV', 'UV']);
-const PIXEL_DATA_TAGS = new Set(['7FE00008', '7FE00009', '7FE00010']);
+/** Extended Offset Table and its lengths (PS3.5 A.4): they describe encapsulated pixel data, never native. */
+const OFFSET_TABLE_TAGS = new Set(['7FE00001', '7FE00002', '7FE00003']);
 /** The dictionary says "US or SS" for these; it lists US, right for unsigned pixels only. */
 const PIXEL_VALUE_TAGS = new Set(['00280104', '00280105', '00280106', '00280107', '00280108', '00280109', '00280110', '00280111', '00280120', '00280121', '00281101', '00281102', '00281103', '00283002']);
 
@@ -38,7 +40,8 @@ export function rewriteExplicitLittleEndian(dataSet: DataSet, options: RewriteOp
   const replaced = new Map((options.replace ?? []).map((r) => [r.tag, r]));
   const tags = new Set([...Object.keys(dataSet.elements).map((k) => k.slice(1).toUpperCase()), ...replaced.keys()]);
   for (const tag of [...tags].sort()) {
-    if (PIXEL_DATA_TAGS.has(tag)) break;
+    if (PIXEL_TAGS.includes(`x${tag.toLowerCase()}`)) break;
+    if (OFFSET_TABLE_TAGS.has(tag)) continue;
     const replacement = replaced.get(tag);
     if (replacement) chunks.push(elementHeader(tag, replacement.vr, replacement.value.length), replacement.value);
     else writeElement(dataSet, dataSet.elements[`x${tag.toLowerCase()}`]!, tag, options, chunks);
@@ -71,9 +74,7 @@ function writeElement(dataSet: DataSet, element: Element, tag: string, options: 
 
 /** PS3.5 6.2.2: the dictionary's VR where the tag is known; private creators are LO, other private or unknown tags UN. */
 function impliedVr(tag: string, pixelRepresentation = 0): string {
-  const group = Number.parseInt(tag.slice(0, 4), 16);
-  const elementNumber = Number.parseInt(tag.slice(4), 16);
-  if (group % 2 === 1) return elementNumber >= 0x10 && elementNumber <= 0xff ? 'LO' : 'UN';
+  if (isPrivateTag(tag)) return isPrivateCreator(tag) ? 'LO' : 'UN';
   if (PIXEL_VALUE_TAGS.has(tag) && pixelRepresentation === 1) return 'SS';
   return lookupTag(tag)?.vr ?? 'UN';
 }
@@ -106,9 +107,17 @@ function itemTag(element: number, length: number): Buffer {
   return b;
 }
 
+/** What the meta information of a file written here says (PS3.10 7.1: the syntax, and the implementation that wrote it). */
+const WRITTEN_HERE: Record<string, Buffer> = {
+  '00020010': uidValue(TransferSyntax.ExplicitVRLittleEndian),
+  '00020012': uidValue(IMPLEMENTATION_CLASS_UID),
+  '00020013': textValue(IMPLEMENTATION_VERSION),
+};
+
 /**
  * Preamble, "DICM" and the file meta information of `dataSet` (already Explicit VR Little Endian, PS3.10 7.1) with
- * its Transfer Syntax UID set to Explicit VR Little Endian and its group length counted again; the rest as it was.
+ * its Transfer Syntax UID set to Explicit VR Little Endian, this server named as the implementation that wrote it, and
+ * its group length counted again; the rest as it was.
  */
 export function explicitLittleEndianMeta(dataSet: DataSet): Buffer {
   const chunks: Buffer[] = [];
@@ -116,7 +125,7 @@ export function explicitLittleEndianMeta(dataSet: DataSet): Buffer {
     const tag = key.slice(1).toUpperCase();
     if (!tag.startsWith('0002') || tag === '00020000') continue;
     const element = dataSet.elements[key]!;
-    const value = tag === '00020010' ? uidValue(TransferSyntax.ExplicitVRLittleEndian) : (dataSet.byteArray as Buffer).subarray(element.dataOffset, element.dataOffset + element.length);
+    const value = WRITTEN_HERE[tag] ?? (dataSet.byteArray as Buffer).subarray(element.dataOffset, element.dataOffset + element.length);
     const vr = element.vr ?? lookupTag(tag)?.vr ?? 'UN';
     chunks.push(elementHeader(tag, vr, value.length), value);
   }

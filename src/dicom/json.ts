@@ -1,6 +1,6 @@
 import { decodeText } from './charset.js';
 import type { DataSet, Element } from './parse.js';
-import { Tag, lookupTag } from './tags.js';
+import { Tag, isPrivateCreator, isPrivateTag, lookupTag } from './tags.js';
 
 /** PS3.18 F.2 DICOM JSON: one attribute. */
 export type JsonAttribute = {
@@ -49,12 +49,12 @@ export function toDicomJson(dataSet: DataSet, options: JsonOptions): DicomJson {
     const relative = path.slice(base.length + 1);
     if (!PIXEL_DATA_TAGS.has(relative)) ranges[relative] = [element.dataOffset, element.length];
   });
-  return convert(dataSet, undefined, base, false, found);
+  return convert(dataSet, undefined, base, found);
 }
 
 type BulkDataFound = (path: string, element: Element) => void;
 
-function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path: string, explicitVrOnly: boolean, found?: BulkDataFound): DicomJson {
+function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path: string, found?: BulkDataFound): DicomJson {
   const charset = readCharset(dataSet) ?? inheritedCharset;
   const out: DicomJson = {};
   const tags = Object.keys(dataSet.elements).sort();
@@ -62,7 +62,7 @@ function convert(dataSet: DataSet, inheritedCharset: string[] | undefined, path:
     const element = dataSet.elements[key]!;
     const tag = key.slice(1).toUpperCase();
     if (tag.startsWith('0002') || tag.endsWith('0000') || tag.startsWith('FFFE')) continue;
-    const vr = element.vr === 'UN' ? knownVrOfUn(tag, element) : (element.vr ?? (explicitVrOnly ? 'UN' : vrFromDictionary(tag, element)));
+    const vr = element.vr === 'UN' ? knownVrOfUn(tag, element) : (element.vr ?? vrFromDictionary(tag, element));
     out[tag] = convertElement(dataSet, element, tag, vr, charset, `${path}/${tag}`, found);
   }
   return out;
@@ -79,7 +79,7 @@ function convertElement(
 ): JsonAttribute {
   if (vr === 'SQ' || element.items) {
     const items = element.items ?? [];
-    return { vr: 'SQ', Value: items.map((item, i) => (item.dataSet ? convert(item.dataSet, charset, `${path}/${i}`, false, found) : {})) };
+    return { vr: 'SQ', Value: items.map((item, i) => (item.dataSet ? convert(item.dataSet, charset, `${path}/${i}`, found) : {})) };
   }
   if (PIXEL_DATA_TAGS.has(tag) || (BINARY_VRS.has(vr) && (element.length > INLINE_BINARY_LIMIT || element.hadUndefinedLength))) {
     found?.(path, element);
@@ -148,9 +148,7 @@ function readCharset(dataSet: DataSet): string[] | undefined {
 function vrFromDictionary(tag: string, element: Element): string {
   const entry = lookupTag(tag);
   if (entry) return entry.vr;
-  // Private creators (gggg,0010-00FF of an odd group) are LO (PS3.5 7.8.1).
-  const elementNumber = Number.parseInt(tag.slice(4), 16);
-  if (Number.parseInt(tag.slice(0, 4), 16) % 2 === 1 && elementNumber >= 0x10 && elementNumber <= 0xff) return 'LO';
+  if (isPrivateCreator(tag)) return 'LO';
   return element.hadUndefinedLength ? 'SQ' : 'UN';
 }
 
@@ -160,8 +158,7 @@ function vrFromDictionary(tag: string, element: Element): string {
  * whose items the parser did not find stays UN rather than become an empty one.
  */
 function knownVrOfUn(tag: string, element: Element): string {
-  const group = Number.parseInt(tag.slice(0, 4), 16);
-  const known = group % 2 === 0 ? lookupTag(tag)?.vr : undefined;
+  const known = isPrivateTag(tag) ? undefined : lookupTag(tag)?.vr;
   if (!known || (known === 'SQ' && !element.items)) return 'UN';
   return known;
 }

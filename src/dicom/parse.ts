@@ -35,7 +35,8 @@ export type ParsedHeader = {
  */
 export type DifferingMetaUids = { mediaStorageSOPClassUID?: string; mediaStorageSOPInstanceUID?: string };
 
-const PIXEL_TAGS: readonly string[] = ['x7fe00010', 'x7fe00008', 'x7fe00009'];
+/** Pixel Data and its float variants (PS3.3 C.7.6.3), as dicom-parser keys them. */
+export const PIXEL_TAGS: readonly string[] = ['x7fe00010', 'x7fe00008', 'x7fe00009'];
 const MAX_NESTING = 64;
 const NESTED_TOO_DEEP = `sequences are nested more than ${MAX_NESTING} deep`;
 
@@ -204,6 +205,16 @@ function parseInflated(plain: Buffer, meta: MetaInformation): DataSet {
   }
   Object.assign(dataSet.elements, meta.elements);
   return dataSet;
+}
+
+/**
+ * The attributes of a stored instance up to its pixel data, for reads that parse again what ingest checked: `head` is
+ * the file's first bytes, its data set inflated already when it is deflated (as read/ hands it out).
+ */
+export function parseStoredHead(head: Buffer): DataSet {
+  const meta = dicomParser.readPart10Header(head.subarray(0, metaInformationEnd(head))) as MetaInformation;
+  if (uidIn(meta, 'x00020010') === TransferSyntax.DeflatedExplicitVRLittleEndian) return parseInflated(head, meta);
+  return dicomParser.parseDicom(head, { untilTag: 'x7fe00010' });
 }
 
 /** Where the group 0002 elements after "DICM" end (PS3.10 7.1: explicit VR little endian, whatever the data set's syntax). */

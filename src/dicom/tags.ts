@@ -45,6 +45,12 @@ export function isPrivateTag(tag: string): boolean {
   return Number.parseInt(tag.slice(3, 4), 16) % 2 === 1;
 }
 
+/** A Private Creator (gggg,0010-00FF of an odd group), which reserves a block of private elements; its VR is LO (PS3.5 7.8.1). */
+export function isPrivateCreator(tag: string): boolean {
+  const element = Number.parseInt(tag.slice(4, 8), 16);
+  return isPrivateTag(tag) && element >= 0x10 && element <= 0xff;
+}
+
 /** Tags named in code, as DICOM JSON spells them. */
 export const Tag = {
   SpecificCharacterSet: '00080005',

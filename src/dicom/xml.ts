@@ -48,7 +48,7 @@ export function toNativeDicomXml(json: DicomJson): string {
 
 function dataSetXml(json: DicomJson): string {
   let xml = '';
-  // Stored JSON has attributes added after the parsed ones (NumberOfFrames at ingest): a data set is in tag order.
+  // Stored JSON has attributes added after the parsed ones (AvailableTransferSyntaxUID at ingest): a data set is in tag order.
   for (const tag of Object.keys(json).sort()) {
     // PS3.19 A.1.1: group lengths are never included.
     if (tag.endsWith('0000')) continue;

@@ -34,7 +34,7 @@ export type MultipartLimits = { maxPartBytes: number; maxTotalBytes: number; max
 
 // RFC 2046 5.1.1's bchars, the last one not a space. RFC 2046 allows 70 of them; Orthanc always sends 73 (a UUID
 // twice), so longer ones real senders use are forgiven, up to a bound that keeps the delimiter search cheap.
-export const MAX_BOUNDARY_LENGTH = 200;
+const MAX_BOUNDARY_LENGTH = 200;
 const BOUNDARY = new RegExp(`^[0-9A-Za-z'()+_,\\-./:=? ]{0,${MAX_BOUNDARY_LENGTH - 1}}[0-9A-Za-z'()+_,\\-./:=?]$`);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const EXAMPLE = 'multipart/related; type="application/dicom"; boundary=<a string that does not occur in the parts>';

@@ -109,7 +109,7 @@ async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, declare
 
 /**
  * Instances whose preamble holds an executable header (dicom/preamble.ts) are kept as sent, the checksum vouches
- * for those bytes, but the audit trail records each, and the client is told in a Warning header (RFC 9111 5.5).
+ * for those bytes, but the audit trail records each, and the client is told in a Warning header (PS3.18 tells clients of such conditions in one; RFC 9111 5.5 retired it for caches only).
  */
 function flagExecutables(c: Context<Env>, services: Services, instances: Exclude<InstanceOutcome, { status: 'failed' }>[], status: number): void {
   const { address, via } = c.var.client;
@@ -133,7 +133,7 @@ function flagExecutables(c: Context<Env>, services: Services, instances: Exclude
 }
 
 /**
- * Tells the client about instances stored as sent but worth its attention, in a Warning header (RFC 9111 5.5), one
+ * Tells the client about instances stored as sent but worth its attention, in a Warning header (PS3.18 tells clients of such conditions in one; RFC 9111 5.5 retired it for caches only), one
  * value per kind. No FailureReason or WarningReason fits these (PS3.4 B.2.3: nothing was coerced, discarded or out of
  * its SOP Class), so the response body stays that of a plain success.
  */

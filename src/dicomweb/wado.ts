@@ -1,14 +1,15 @@
 import { Readable } from 'node:stream';
+import { setImmediate } from 'node:timers/promises';
 import { Hono, type Context } from 'hono';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
-import { frameCountOf } from '../read/frames.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
 import { pathScope } from './path-uids.js';
 import { dicomwebRoot } from './urls.js';
 import { frameTransferSyntax, isEncapsulated, TransferSyntax } from '../dicom/transfer-syntax.js';
-import { bulkDataPath, isPixelDataPath, type RangeOf } from '../read/bulk-data.js';
+import { bulkDataPath, bulkDataUris, isPixelDataPath, type RangeOf } from '../read/bulk-data.js';
+import { allFrames, frameCountOf } from '../read/frames.js';
 import type { DicomJson } from '../dicom/json.js';
 import { toNativeDicomXml } from '../dicom/xml.js';
 import type { StoredInstance } from '../catalog/catalog.js';
@@ -21,14 +22,16 @@ export function wadoRouter(services: Services) {
   const retrieve = async (c: Context<Env>) => {
     const found = await reads.instances(pathScope(c));
     const accept = c.req.header('accept');
-    const asked = instancesAsked(accept, found, (instance) => framesAsked(accept, instance.transferSyntaxUid, transcoder.syntaxFor(instance) === TransferSyntax.ExplicitVRLittleEndian));
+    const asked = instancesAsked(accept, found);
+    // How each instance's compressed frames go, decided before the 200: one that cannot go as asked is a 406.
+    const frames = asked.bulkData ? await Promise.all(found.map(async (i) => framesAsked(accept, i.transferSyntaxUid, await transcoder.decodesFrames(i)))) : [];
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
     await reads.assertPresent(found);
     const boundary = multipartBoundary();
     if (asked.bulkData) {
       const root = dicomwebRoot(c, config.publicUrl);
       const parts = (async function* () {
-        for (const [i, instance] of found.entries()) yield* bulkDataParts(instance, asked.bulkData![i]!, root);
+        for (const [i, instance] of found.entries()) yield* bulkDataParts(instance, frames[i]!, root);
       })();
       return c.body(await started(multipartBody(parts, boundary)), 200, { 'Content-Type': multipartContentType('application/octet-stream', boundary) });
     }
@@ -50,14 +53,18 @@ export function wadoRouter(services: Services) {
    */
   async function* bulkDataParts(instance: StoredInstance, frames: FramesAsked, root: string) {
     for (const uri of bulkDataUris(JSON.parse(instance.json) as DicomJson)) {
-      const headers = { 'Content-Location': `${root}/${uri}` };
       const path = bulkDataPath(uri);
       if (isPixelDataPath(path) && isEncapsulated(instance.transferSyntaxUid)) {
-        const all = Array.from({ length: frameCountOf(instance) }, (_, i) => i + 1);
-        const pixels = frames.decode ? transcoder.frames(instance, all) : reads.frames(instance, all);
-        for await (const frame of pixels) yield { contentType: `${frames.partType}; transfer-syntax=${frames.syntax}`, headers, body: frame.chunks };
+        // Each frame is named by its own frames resource.
+        const numbers = allFrames(instance);
+        const pixels = frames.decode ? transcoder.frames(instance, numbers) : reads.frames(instance, numbers);
+        let n = 0;
+        for await (const frame of pixels) {
+          const location = `${root}/studies/${instance.studyUid}/series/${instance.seriesUid}/instances/${instance.sopUid}/frames/${numbers[n++]}`;
+          yield { contentType: `${frames.partType}; transfer-syntax=${frames.syntax}`, headers: { 'Content-Location': location }, body: frame.chunks };
+        }
       } else {
-        yield { contentType: 'application/octet-stream', headers, body: (await reads.bulkDataStream(instance, path)).chunks };
+        yield { contentType: 'application/octet-stream', headers: { 'Content-Location': `${root}/${uri}` }, body: (await reads.bulkDataStream(instance, path)).chunks };
       }
     }
   }
@@ -80,10 +87,14 @@ export function wadoRouter(services: Services) {
     if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
     if (accepted.type) {
       // PS3.18 10.4.1: XML metadata is one part per instance, each a whole Native DICOM Model document (PS3.19 A.1).
-      const instances = JSON.parse(await document.json()) as DicomJson[];
+      const instances = await document.instances();
       const boundary = multipartBoundary();
       const parts = (async function* () {
-        for (const json of instances) yield { contentType: `${type}; charset=utf-8`, body: Buffer.from(toNativeDicomXml(json)) };
+        for (const text of instances) {
+          yield { contentType: `${type}; charset=utf-8`, body: Buffer.from(toNativeDicomXml(JSON.parse(text) as DicomJson)) };
+          // A study of thousands of instances is written between other requests, not in one stall.
+          await setImmediate();
+        }
       })();
       return c.body(streamOf(multipartBody(parts, boundary)), 200, { ...headers, 'Content-Type': multipartContentType(type, boundary) });
     }
@@ -97,7 +108,7 @@ export function wadoRouter(services: Services) {
 
   /** Frames as multipart/related, one part each, in the form the Accept header picks (framesAsked). */
   const sendFrames = async (c: Context<Env>, instance: StoredInstance, numbers: number[]) => {
-    const asked = framesAsked(c.req.header('accept'), instance.transferSyntaxUid, transcoder.syntaxFor(instance) === TransferSyntax.ExplicitVRLittleEndian);
+    const asked = framesAsked(c.req.header('accept'), instance.transferSyntaxUid, await transcoder.decodesFrames(instance));
     const boundary = multipartBoundary();
     const frames = asked.decode ? transcoder.frames(instance, numbers) : reads.frames(instance, numbers);
     const partType = `${asked.partType}; transfer-syntax=${asked.syntax}`;
@@ -125,24 +136,26 @@ export function wadoRouter(services: Services) {
     // Compressed pixel data is a series of codestreams: each frame goes as a part of its own, labelled with its
     // syntax, or decoded, exactly as the frames resource sends them.
     if (isPixelDataPath(path) && isEncapsulated(instance.transferSyntaxUid) && frameCount > 0) {
-      return sendFrames(c, instance, Array.from({ length: frameCount }, (_, i) => i + 1));
+      return sendFrames(c, instance, allFrames(instance));
     }
     const accepted = negotiate(parseAccept(c.req.header('accept')), [{ mediaType: 'multipart/related', type: 'application/octet-stream' }, { mediaType: 'application/octet-stream' }]);
     if (!accepted) throw new HttpError(406, 'not-acceptable', 'bulk data is available as multipart/related; type="application/octet-stream" or application/octet-stream');
-    const value = await reads.bulkDataStream(instance, path, byteRange(c.req.header('range')));
+    // Named by the instance's bytes: a client resuming with If-Range gets the whole value if they changed.
+    const etag = `"${instance.sha256.slice(0, 32)}-${path.replace(/[^0-9A-Za-z]/g, '.')}"`;
+    const ifRange = c.req.header('if-range');
+    const value = await reads.bulkDataStream(instance, path, ifRange === undefined || ifRange === etag ? byteRange(c.req.header('range')) : undefined);
     const status = value.range ? 206 : 200;
     const contentRange: Record<string, string> = value.range ? { 'Content-Range': `bytes ${value.range.start}-${value.range.end - 1}/${value.length}` } : {};
+    const headers = { ETag: etag, 'Accept-Ranges': 'bytes' };
     if (accepted.mediaType === 'multipart/related') {
+      // As dicomweb-client asks (OHIF's): the range of the value in the one part, which says so in its Content-Range.
       const boundary = multipartBoundary();
       const parts = (async function* () {
         yield { contentType: 'application/octet-stream', headers: contentRange, body: value.chunks };
       })();
-      return c.body(streamOf(multipartBody(parts, boundary)), status, {
-        'Content-Type': multipartContentType('application/octet-stream', boundary),
-        'Accept-Ranges': 'bytes',
-      });
+      return c.body(streamOf(multipartBody(parts, boundary)), status, { ...headers, 'Content-Type': multipartContentType('application/octet-stream', boundary) });
     }
-    return c.body(streamOf(value.chunks), status, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(value.range ? value.range.end - value.range.start : value.length), 'Accept-Ranges': 'bytes', ...contentRange });
+    return c.body(streamOf(value.chunks), status, { ...headers, 'Content-Type': 'application/octet-stream', 'Content-Length': String(value.range ? value.range.end - value.range.start : value.length), ...contentRange });
   });
 
   return router;
@@ -151,10 +164,10 @@ export function wadoRouter(services: Services) {
 /**
  * How instances are asked for (PS3.18 8.7.3.4): as stored (`transfer-syntax=*`, or the very syntax every one of them
  * is stored in), as Explicit VR Little Endian (named, or no syntax named: the standard's default), or as their bulk
- * data (multipart/related; type="application/octet-stream", each instance's compressed frames as `frames` says).
+ * data (multipart/related; type="application/octet-stream", each instance's compressed frames as framesAsked says).
  * Entries are taken in the client's order of preference; HttpError 406 when none can be served.
  */
-function instancesAsked(accept: string | undefined, instances: StoredInstance[], frames: (instance: StoredInstance) => FramesAsked): { asStored: boolean; bulkData?: FramesAsked[] } {
+function instancesAsked(accept: string | undefined, instances: StoredInstance[]): { asStored: boolean; bulkData?: boolean } {
   const stored = new Set(instances.map((i) => i.transferSyntaxUid));
   for (const entry of parseAccept(accept)) {
     if (entry.q <= 0) continue;
@@ -164,7 +177,7 @@ function instancesAsked(accept: string | undefined, instances: StoredInstance[],
       if (syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) return { asStored: stored.size === 1 && stored.has(TransferSyntax.ExplicitVRLittleEndian) };
       if (stored.size === 1 && stored.has(syntax)) return { asStored: true };
     } else if (entry.params.type?.trim().toLowerCase() === 'application/octet-stream' && negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/octet-stream' }])) {
-      return { asStored: false, bulkData: instances.map(frames) };
+      return { asStored: false, bulkData: true };
     }
   }
   throw new HttpError(
@@ -172,17 +185,6 @@ function instancesAsked(accept: string | undefined, instances: StoredInstance[],
     'not-acceptable',
     `instances are sent as stored (${[...stored].join(', ')}) or as Explicit VR Little Endian; ask for multipart/related; type="application/dicom" with transfer-syntax=* or transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}, or for their bulk data as multipart/related; type="application/octet-stream"`,
   );
-}
-
-/** The BulkDataURIs of an instance's stored JSON, nested ones too, in the order of its attributes. */
-function bulkDataUris(json: DicomJson): string[] {
-  return Object.keys(json)
-    .sort()
-    .flatMap((tag) => {
-      const attribute = json[tag]!;
-      if (attribute.BulkDataURI) return [attribute.BulkDataURI];
-      return attribute.vr === 'SQ' ? ((attribute.Value ?? []) as DicomJson[]).flatMap((item) => (item ? bulkDataUris(item) : [])) : [];
-    });
 }
 
 /** How frames go out: the part's media type, its transfer syntax, and whether they are decoded to get there. */
@@ -210,7 +212,9 @@ function framesAsked(accept: string | undefined, stored: string, decodable: bool
     const partType = octets ? 'application/octet-stream' : image ? imageType! : undefined;
     if (!partType) continue;
     if (syntax === '*' || syntax === storedSyntax) return asStored(partType);
-    if (syntax === undefined && partType !== 'application/octet-stream') return asStored(partType);
+    // No syntax named: as stored when an image type is asked, or when the frames cannot be had natively as the
+    // metadata describes them (no decoder, or another colour model): labelled with what they are.
+    if (syntax === undefined && (partType !== 'application/octet-stream' || !explicit)) return asStored(partType);
     // Explicit VR Little Endian frames are octets: an image media type cannot carry them.
     if ((syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) && explicit && partType === 'application/octet-stream') return explicit;
   }
@@ -229,6 +233,8 @@ export function byteRange(header: string | undefined): RangeOf {
   return (length) => {
     if (!match || (match[1] === '' && match[2] === '')) return undefined;
     const [first, last] = [match[1] === '' ? undefined : Number(match[1]), match[2] === '' ? undefined : Number(match[2])];
+    // A last byte before the first makes the header invalid, which is ignored (RFC 9110 14.1.1).
+    if (first !== undefined && last !== undefined && last < first) return undefined;
     // bytes=-N is the last N bytes.
     const start = first ?? Math.max(length - last!, 0);
     const end = first === undefined || last === undefined ? length : Math.min(last + 1, length);

@@ -1,12 +1,12 @@
-import dicomParser from 'dicom-parser';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { FrameRange } from '../dicom/frames.js';
-import { toDicomJson, type BulkDataRanges } from '../dicom/json.js';
+import { toDicomJson, type BulkDataRanges, type DicomJson } from '../dicom/json.js';
+import { parseStoredHead } from '../dicom/parse.js';
 import { Tag } from '../dicom/tags.js';
 import { HttpError, NotFound } from '../errors.js';
 import { collect, dataSetRanges, type DataSetSource } from './data-set-ranges.js';
 import { dataSetStart, inflatedRanges, TO_THE_END } from './deflated.js';
-import { readFrames, storedFrameLength } from './frames.js';
+import { allFrames, readFrames, turnsWords } from './frames.js';
 
 /** Attributes read whole to find bulk data in them: everything before the pixel data, never more than this. */
 const MAX_HEAD_BYTES = 64 * 1024 * 1024;
@@ -47,21 +47,23 @@ export async function readBulkData(
   // As ingest wrote it: tags in upper case, item indices without leading zeros.
   const key = steps.map((s, i) => (i % 2 === 0 ? s.toUpperCase() : String(Number(s)))).join('/');
   if (isPixelDataPath(key)) {
-    const all = Array.from({ length: instance.numberOfFrames }, (_, i) => i + 1);
-    const framesLength = all.reduce((sum, n) => sum + storedFrameLength(instance, n), 0);
+    const stored = (JSON.parse(instance.frames) as FrameRange[]).flat();
+    const framesLength = stored.reduce((sum, [, length]) => sum + length, 0);
     // An odd-length value is stored with a pad byte (PS3.5 7.1.1), which is part of the value sent.
-    const end = (JSON.parse(instance.frames) as FrameRange[]).at(-1)?.at(-1);
-    const pad = framesLength % 2 === 1 && end ? end[0] + end[1] : undefined;
-    const length = pad === undefined ? framesLength : framesLength + 1;
+    const last = stored.at(-1);
+    const value: FrameRange = framesLength % 2 === 1 && last ? [...stored, [last[0] + last[1], 1]] : stored;
+    const length = framesLength + (value.length - stored.length);
     const range = rangeOf(length);
-    const frames = readFrames(source, instance, all);
+    if (!turnsWords(instance)) return { length, range, chunks: await dataSetRanges(source, instance, range ? within(value, range) : value) };
+    // Big endian words are turned around frame by frame (readFrames); a range is cut from what they become.
+    const frames = readFrames(source, instance, allFrames(instance));
     // The first frame is opened now, so that a missing object is a status rather than a body cut short.
     const first = await frames.next();
     const chunks = (async function* () {
       if (first.done) return;
       yield* first.value.chunks;
       for await (const frame of frames) yield* frame.chunks;
-      if (pad !== undefined) yield* await dataSetRanges(source, instance, [[pad, 1]]);
+      if (value.length > stored.length) yield* await dataSetRanges(source, instance, value.slice(-1));
     })();
     return { length, range, chunks: range ? slice(chunks, range) : chunks };
   }
@@ -75,6 +77,18 @@ function recorded(bulkData: string, key: string, path: string): [number, number]
   const range = (JSON.parse(bulkData) as BulkDataRanges)[key];
   if (!range) throw new NotFound(`the instance has no bulk data at ${path}`);
   return range;
+}
+
+/** The part of a value stored as `ranges`, one after the other, that `range` covers. */
+function within(ranges: FrameRange, range: ValueRange): FrameRange {
+  const out: FrameRange = [];
+  let at = 0;
+  for (const [offset, length] of ranges) {
+    const [from, to] = [Math.max(range.start, at), Math.min(range.end, at + length)];
+    if (to > from) out.push([offset + from - at, to - from]);
+    at += length;
+  }
+  return out;
 }
 
 /** The bytes of `range` of a stream, the others read past. */
@@ -93,13 +107,24 @@ async function* slice(chunks: AsyncIterable<Buffer>, range: ValueRange): AsyncGe
 async function parsedOnce(source: DataSetSource, instance: StoredInstance, key: string, found: (ranges: BulkDataRanges) => Promise<void>): Promise<[number, number]> {
   const head = await attributesBeforePixelData(source, instance);
   // Offsets refer to the meta information and the data set as inflated, which is what `head` holds.
-  const dataSet = dicomParser.parseDicom(head, { untilTag: 'x7fe00010', inflater: (bytes: Buffer) => bytes } as unknown as dicomParser.ParseDicomOptions);
+  const dataSet = parseStoredHead(head);
   const ranges: BulkDataRanges = {};
   toDicomJson(dataSet, { bulkDataBase: '', bulkDataRanges: ranges });
   await found(ranges);
   const range = ranges[key];
   if (!range) throw new NotFound(`the instance has no bulk data at ${key}`);
   return range;
+}
+
+/** The BulkDataURIs of an instance's stored JSON, nested ones too, in the order of its attributes. */
+export function bulkDataUris(json: DicomJson): string[] {
+  return Object.keys(json)
+    .sort()
+    .flatMap((tag) => {
+      const attribute = json[tag]!;
+      if (attribute.BulkDataURI) return [attribute.BulkDataURI];
+      return attribute.vr === 'SQ' ? ((attribute.Value ?? []) as DicomJson[]).flatMap((item) => (item ? bulkDataUris(item) : [])) : [];
+    });
 }
 
 /** Stored JSON names bulk data by URI (relative or absolute); readBulkData wants the path after `/bulkdata/`. */

@@ -13,6 +13,11 @@ export function frameCountOf(instance: StoredInstance): number {
   return (JSON.parse(instance.frames) as FrameRange[]).length;
 }
 
+/** The numbers of all of an instance's frames, from 1. */
+export function allFrames(instance: StoredInstance): number[] {
+  return Array.from({ length: frameCountOf(instance) }, (_, i) => i + 1);
+}
+
 /** The stored bytes of one frame (1-based), 0 when the instance has no such frame. */
 export function storedFrameLength(instance: StoredInstance, n: number): number {
   return ((JSON.parse(instance.frames) as FrameRange[])[n - 1] ?? []).reduce((sum, [, length]) => sum + length, 0);
@@ -25,7 +30,7 @@ export function storedFrameLength(instance: StoredInstance, n: number): number {
  */
 export async function* readFrames(source: DataSetSource, instance: StoredInstance, numbers: number[]): AsyncGenerator<FrameBytes> {
   const ranges = JSON.parse(instance.frames) as FrameRange[];
-  const swap16 = instance.transferSyntaxUid === TransferSyntax.ExplicitVRBigEndian && bitsAllocated(instance) === 16;
+  const swap16 = turnsWords(instance);
   for (const n of numbers) {
     const frame = ranges[n - 1];
     if (!frame) throw new NotFound(`frame ${n} has no pixel data`);
@@ -39,6 +44,11 @@ export async function* readFrames(source: DataSetSource, instance: StoredInstanc
 export async function readFrame(source: DataSetSource, instance: StoredInstance, n: number): Promise<Buffer> {
   for await (const { length, chunks } of readFrames(source, instance, [n])) return await collect(chunks, length);
   throw new NotFound(`frame ${n} has no pixel data`);
+}
+
+/** Frames of 16-bit words stored big endian, which are sent little endian. */
+export function turnsWords(instance: StoredInstance): boolean {
+  return instance.transferSyntaxUid === TransferSyntax.ExplicitVRBigEndian && bitsAllocated(instance) === 16;
 }
 
 function bitsAllocated(instance: StoredInstance): number {

@@ -14,6 +14,8 @@ export type MetadataDocument = {
   etag: string;
   /** The DICOM JSON array as text. */
   json(): Promise<string>;
+  /** Each instance's DICOM JSON as text, in the array's order. */
+  instances(): Promise<string[]>;
   /** The same gzipped, from memory when it was assembled before. */
   gzipped(): Promise<Buffer>;
 };
@@ -34,10 +36,12 @@ export class MetadataDocuments {
     const checksums = await this.catalog.checksums(scope);
     if (checksums.length === 0) throw new NotFound(`no ${levelOf(scope)} with that UID is stored`);
     const etag = `"${createHash('sha1').update(bulkDataRoot).update(checksums.join()).digest('base64url')}"`;
-    const json = async () => absolutizeBulkData(`[${(await this.catalog.storedInstances(scope)).map((i) => i.json).join(',')}]`, bulkDataRoot);
+    const instances = async () => (await this.catalog.storedInstances(scope)).map((i) => absolutizeBulkData(i.json, bulkDataRoot));
+    const json = async () => `[${(await instances()).join(',')}]`;
     return {
       etag,
       json,
+      instances,
       gzipped: () => {
         const cached = this.cache.get(etag);
         if (cached) return cached;

@@ -83,8 +83,7 @@ export async function decodeFrame(transferSyntaxUid: string, bytes: Uint8Array, 
   if (![1, 8, 16, 32].includes(bitsAllocated) || (samplesPerPixel !== 1 && samplesPerPixel !== 3)) {
     throw new RenderError(422, `the image declares ${samplesPerPixel} sample(s) per pixel of ${bitsAllocated} bits allocated`);
   }
-  const bytesPerSample = bitsAllocated === 1 ? 1 : bitsAllocated / 8;
-  const frameBytes = rows * columns * samplesPerPixel * bytesPerSample;
+  const frameBytes = decodedFrameBytes(module);
   const limit = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   if (frameBytes > limit) {
     throw new RenderError(413, `a ${columns}×${rows} frame of ${samplesPerPixel} sample(s) at ${bitsAllocated} bits decodes to ${frameBytes} bytes, over this server's limit of ${limit}`);
@@ -106,6 +105,20 @@ export async function decodeFrame(transferSyntaxUid: string, bytes: Uint8Array, 
           reduce: Math.min(reduce, header.decompositions),
         });
   return fromCodec(transferSyntaxUid, codec, frame, module);
+}
+
+/** Bytes of one decoded frame: every sample in bytes of its own (1-bit samples take a byte each). */
+export function decodedFrameBytes(module: Pick<PixelModule, 'rows' | 'columns' | 'samplesPerPixel' | 'bitsAllocated'>): number {
+  return module.rows * module.columns * module.samplesPerPixel * Math.max(1, module.bitsAllocated / 8);
+}
+
+/**
+ * Whether decoded frames keep the colour model the data set names (photometricAfter, judged by the syntax before the
+ * codec is known): native frames of another model would not match the metadata a client holds.
+ */
+export function keepsColourModel(transferSyntaxUid: string, module: PixelModule): boolean {
+  const family: CodecName = transferSyntaxUid === '1.2.840.10008.1.2.4.50' || transferSyntaxUid === '1.2.840.10008.1.2.4.51' ? 'libjpeg-turbo' : J2K.has(transferSyntaxUid) ? 'openjpeg' : 'charls';
+  return photometricAfter(family, module) === module.photometric;
 }
 
 /**

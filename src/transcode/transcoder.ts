@@ -1,19 +1,20 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import dicomParser from 'dicom-parser';
 import type { Logger } from 'pino';
 import type { StoredInstance } from '../catalog/catalog.js';
 import { elementHeader, explicitLittleEndianMeta, rewriteExplicitLittleEndian, textValue, usValue, type Replacement } from '../dicom/explicit-le.js';
 import type { DicomJson } from '../dicom/json.js';
+import { parseStoredHead, PIXEL_TAGS } from '../dicom/parse.js';
 import { isEncapsulated, TransferSyntax } from '../dicom/transfer-syntax.js';
+import { HttpError } from '../errors.js';
 import { bulkDataPath } from '../read/bulk-data.js';
-import { frameCountOf, storedFrameLength, type FrameBytes } from '../read/frames.js';
+import { allFrames, storedFrameLength, type FrameBytes } from '../read/frames.js';
 import type { ReadService } from '../read/read-service.js';
-import { canDecode, decodeFrame, decodingMemory } from '../render/decode.js';
-import type { MemoryBudget } from '../render/memory-budget.js';
+import { canDecode, decodedFrameBytes, decodeFrame, decodingMemory, keepsColourModel } from '../render/decode.js';
+import { MemoryBudget } from '../render/memory-budget.js';
 import { pixelModuleOf } from '../render/pixel-module.js';
 import { RenderError, type DecodedFrame, type PixelModule } from '../render/types.js';
 import type { DerivedCache } from '../storage/derived-cache.js';
@@ -21,7 +22,10 @@ import { explicitLittleEndianKey } from '../storage/keys.js';
 import { ObjectNotFound, type ObjectStore } from '../storage/object-store.js';
 
 const EXPLICIT_LE = TransferSyntax.ExplicitVRLittleEndian;
-const PIXEL_DATA_TAGS = ['x7fe00010', 'x7fe00008', 'x7fe00009'] as const;
+/** Conversions at once: each holds a codec worker and writes a file to the spool folder, which uploads need too. */
+const CONCURRENT_CONVERSIONS = 2;
+/** The largest share of the derived cache one converted instance may take, so that renderings keep their place. */
+const CACHE_SHARE = 4;
 
 /** An instance on its way out: the syntax it is in, and its bytes. */
 export type Sent = { transferSyntaxUid: string; body: AsyncIterable<Uint8Array> };
@@ -34,7 +38,10 @@ export type Sent = { transferSyntaxUid: string; body: AsyncIterable<Uint8Array> 
  * Frames this server cannot decode (MPEG, JPEG XL…) are sent as stored, labelled with their own syntax.
  */
 export class Transcoder {
-  private readonly making = new Map<string, Promise<string | undefined>>();
+  private readonly making = new Map<string, Promise<boolean>>();
+  /** Conversions larger than the cache may keep: streamed as they are made, to each request its own. */
+  private readonly tooLarge = new Set<string>();
+  private readonly running = new MemoryBudget(CONCURRENT_CONVERSIONS);
 
   constructor(
     private readonly reads: ReadService,
@@ -52,47 +59,63 @@ export class Transcoder {
   }
 
   /**
+   * True when the instance's frames can be sent decoded as they are described by the metadata a client holds: a
+   * decoder exists and gives the colour model the data set names (a YBR JPEG decodes to RGB: its frames are not).
+   */
+  async decodesFrames(instance: StoredInstance): Promise<boolean> {
+    if (!isEncapsulated(instance.transferSyntaxUid)) return true;
+    if (!canDecode(instance.transferSyntaxUid)) return false;
+    try {
+      return keepsColourModel(instance.transferSyntaxUid, await this.pixelModule(instance));
+    } catch (err) {
+      if (err instanceof RenderError && err.status === 422) return false;
+      throw err;
+    }
+  }
+
+  /**
    * The instance as an Explicit VR Little Endian Part 10 file: as stored when it is one, else its cached conversion
-   * (made first when missing). One whose frames do not decode goes as stored, and the log says why.
+   * (made first when missing). One that cannot be converted for a reason of its own (frames that do not decode, a
+   * header too large to read whole) goes as stored, and the log says why.
    */
   async instance(instance: StoredInstance): Promise<Sent> {
     const asStored = { transferSyntaxUid: instance.transferSyntaxUid, body: this.reads.instanceStream(instance) };
     if (this.syntaxFor(instance) !== EXPLICIT_LE || instance.transferSyntaxUid === EXPLICIT_LE) return asStored;
     const key = explicitLittleEndianKey(instance);
-    for (let attempt = 0; attempt < 2; attempt++) {
-      if (await this.cache.touch(key)) {
-        try {
-          return { transferSyntaxUid: EXPLICIT_LE, body: await this.store.get(key) };
-        } catch (e) {
-          if (!(e instanceof ObjectNotFound)) throw e;
-          // Evicted by another replica since: made again.
-          this.cache.lost(key);
+    try {
+      if (this.tooLarge.has(key)) return { transferSyntaxUid: EXPLICIT_LE, body: await this.streamed(instance) };
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if (await this.cache.touch(key)) {
+          try {
+            return { transferSyntaxUid: EXPLICIT_LE, body: await this.store.get(key) };
+          } catch (e) {
+            if (!(e instanceof ObjectNotFound)) throw e;
+            // Evicted by another replica since: made again.
+            this.cache.lost(key);
+          }
         }
+        let making = this.making.get(key);
+        if (!making) {
+          making = this.convert(instance, key).finally(() => this.making.delete(key));
+          this.making.set(key, making);
+        }
+        if (!(await making)) return { transferSyntaxUid: EXPLICIT_LE, body: await this.streamed(instance) };
       }
-      let making = this.making.get(key);
-      if (!making) {
-        making = this.convert(instance, key).finally(() => this.making.delete(key));
-        this.making.set(key, making);
-      }
-      let uncached: string | undefined;
-      try {
-        uncached = await making;
-      } catch (err) {
-        // A server fault (a codec that died, no memory to wait for) fails the request; a file's own fault does not.
-        if (!(err instanceof RenderError) || err.status === 500 || err.status === 503) throw err;
-        this.log.warn({ sopUid: instance.sopUid, transferSyntaxUid: instance.transferSyntaxUid, reason: err.message }, 'sent as stored: its frames could not be converted to Explicit VR Little Endian');
-        return asStored;
-      }
-      if (uncached) return { transferSyntaxUid: EXPLICIT_LE, body: streamThenRemove(uncached) };
+    } catch (err) {
+      if (!isTheFilesFault(err)) throw err;
+      this.log.warn({ sopUid: instance.sopUid, transferSyntaxUid: instance.transferSyntaxUid, reason: (err as Error).message }, 'sent as stored: it could not be converted to Explicit VR Little Endian');
     }
     return asStored;
   }
 
-  /** Frames (1-based, checked against the instance) decoded to native pixels, little endian, one at a time. */
+  /**
+   * Frames (1-based, checked against the instance) decoded to native pixels, little endian, one at a time, laid out
+   * as the data set's PlanarConfiguration says (codecs give colour by pixel, or by plane, whatever it says).
+   */
   async *frames(instance: StoredInstance, numbers: number[]): AsyncGenerator<FrameBytes> {
     const module = await this.pixelModule(instance);
     for (const n of numbers) {
-      const pixels = bytesOf(await this.decoded(instance, module, n));
+      const pixels = bytesOf(await this.decoded(instance, module, n), module.samplesPerPixel === 3 ? module.planarConfiguration === 1 : undefined);
       yield { length: pixels.length, chunks: (async function* () {
         yield pixels;
       })() };
@@ -100,12 +123,13 @@ export class Transcoder {
   }
 
   /**
-   * Writes the conversion to a file and moves it into the cache. Resolves with the file's path when it is larger than
-   * the cache may hold (the caller streams and removes it), undefined once it is cached. A frame that does not
-   * decode is a RenderError the caller answers by sending the instance as stored.
+   * Writes the conversion to a file and moves it into the cache: true once cached, false (and remembered) when it
+   * is larger than the cache may keep. A frame that does not decode is a RenderError the caller answers by sending
+   * the instance as stored.
    */
-  private async convert(instance: StoredInstance, key: string): Promise<string | undefined> {
+  private async convert(instance: StoredInstance, key: string): Promise<boolean> {
     const file = path.join(this.tmpDir, `${randomUUID()}.explicit-le`);
+    const release = await this.running.acquire(1);
     try {
       const sha256 = createHash('sha256');
       await pipeline(
@@ -116,63 +140,79 @@ export class Transcoder {
             yield chunk;
           }
         },
-        createWriteStream(file, { mode: 0o600 }),
+        createWriteStream(file, { flags: 'wx', mode: 0o600 }),
       );
+      // Synced before it is moved in: a crash must not leave a cut-short copy to be served as whole.
+      const written = await fs.open(file, 'r');
+      try {
+        await written.sync();
+      } finally {
+        await written.close();
+      }
       const { size } = await fs.stat(file);
-      if (size > this.cache.budget) return file;
+      if (size > this.cache.budget / CACHE_SHARE) {
+        this.tooLarge.add(key);
+        return false;
+      }
       await this.cache.putFile(key, file, sha256.digest('hex'));
-      return undefined;
-    } catch (e) {
+      return true;
+    } finally {
+      release();
       await fs.rm(file, { force: true });
-      throw e;
     }
+  }
+
+  /** A conversion streamed as it is made, not kept; its first bytes are made before this resolves. */
+  private async streamed(instance: StoredInstance): Promise<AsyncIterable<Buffer>> {
+    const chunks = this.converted(instance);
+    const first = await chunks.next();
+    return (async function* () {
+      if (first.done) return;
+      yield first.value;
+      yield* chunks;
+    })();
   }
 
   /** Meta information, the data set before the pixel data, then the pixel data: native as it is, or decoded. */
   private async *converted(instance: StoredInstance): AsyncGenerator<Buffer> {
-    const head = await this.reads.attributes(instance);
-    // A deflated instance's head is inflated already; the parser is told to take it as it is.
-    const dataSet = dicomParser.parseDicom(head, { untilTag: 'x7fe00010', inflater: (bytes: Buffer) => bytes } as unknown as dicomParser.ParseDicomOptions);
-    const pixelTag = PIXEL_DATA_TAGS.find((t) => dataSet.elements[t]);
+    const dataSet = parseStoredHead(await this.reads.attributes(instance));
+    const pixelTag = PIXEL_TAGS.find((t) => dataSet.elements[t])?.slice(1).toUpperCase();
     const options = { bigEndian: instance.transferSyntaxUid === TransferSyntax.ExplicitVRBigEndian, pixelRepresentation: dataSet.uint16('x00280103') ?? 0 };
-    const tag = pixelTag?.slice(1).toUpperCase();
-    const frameCount = frameCountOf(instance);
-    if (!tag || frameCount === 0) {
+    const frames = allFrames(instance);
+    if (!pixelTag || frames.length === 0) {
       yield explicitLittleEndianMeta(dataSet);
       yield rewriteExplicitLittleEndian(dataSet, options);
       return;
     }
     const bitsAllocated = dataSet.uint16('x00280100') ?? 16;
-    const vr = tag === '7FE00008' ? 'OF' : tag === '7FE00009' ? 'OD' : bitsAllocated <= 8 ? 'OB' : 'OW';
-    const all = Array.from({ length: frameCount }, (_, i) => i + 1);
+    const vr = pixelTag === '7FE00008' ? 'OF' : pixelTag === '7FE00009' ? 'OD' : bitsAllocated <= 8 ? 'OB' : 'OW';
 
     if (!isEncapsulated(instance.transferSyntaxUid)) {
-      const length = all.reduce((sum, n) => sum + storedFrameLength(instance, n), 0);
+      const length = frames.reduce((sum, n) => sum + storedFrameLength(instance, n), 0);
       yield explicitLittleEndianMeta(dataSet);
       yield rewriteExplicitLittleEndian(dataSet, options);
-      yield elementHeader(tag, vr, length + (length % 2));
+      yield elementHeader(pixelTag, vr, length + (length % 2));
       // Frames come as Explicit VR Little Endian already (read/frames.ts turns big endian words around).
-      for await (const frame of this.reads.frames(instance, all)) yield* frame.chunks;
+      for await (const frame of this.reads.frames(instance, frames)) yield* frame.chunks;
       if (length % 2) yield Buffer.alloc(1);
       return;
     }
 
     const module = await this.pixelModule(instance);
-    for (const n of all) {
+    const length = decodedFrameBytes(module) * frames.length;
+    for (const n of frames) {
       const decoded = await this.decoded(instance, module, n);
-      const pixels = bytesOf(decoded);
       if (n === 1) {
         // The codecs may hand back another colour model or sample layout than the data set names (RGB from YBR JPEG).
         const replace: Replacement[] = [{ tag: '00280004', vr: 'CS', value: textValue(decoded.photometric) }];
         if (module.samplesPerPixel === 3) replace.push({ tag: '00280006', vr: 'US', value: usValue(decoded.planar ? 1 : 0) });
-        const length = pixels.length * frameCount;
         yield explicitLittleEndianMeta(dataSet);
         yield rewriteExplicitLittleEndian(dataSet, { ...options, replace });
-        yield elementHeader(tag, vr, length + (length % 2));
+        yield elementHeader(pixelTag, vr, length + (length % 2));
       }
-      yield pixels;
+      yield bytesOf(decoded);
     }
-    if ((bytesPerFrame(module) * frameCount) % 2) yield Buffer.alloc(1);
+    if (length % 2) yield Buffer.alloc(1);
   }
 
   private pixelModule(instance: StoredInstance): Promise<PixelModule> {
@@ -184,7 +224,7 @@ export class Transcoder {
     const release = await this.limits.budget.acquire(decodingMemory(module, storedFrameLength(instance, n)));
     try {
       const decoded = await decodeFrame(instance.transferSyntaxUid, await this.reads.frame(instance, n), module, { maxFrameBytes: this.limits.maxFrameBytes });
-      if (decoded.pixels.byteLength !== bytesPerFrame(module)) throw new RenderError(422, `frame ${n} decoded to ${decoded.pixels.byteLength} bytes, not the ${bytesPerFrame(module)} the data set describes`);
+      if (decoded.pixels.byteLength !== decodedFrameBytes(module)) throw new RenderError(422, `frame ${n} decoded to ${decoded.pixels.byteLength} bytes, not the ${decodedFrameBytes(module)} the data set describes`);
       return decoded;
     } finally {
       release();
@@ -192,18 +232,25 @@ export class Transcoder {
   }
 }
 
-function bytesPerFrame(module: PixelModule): number {
-  return module.rows * module.columns * module.samplesPerPixel * Math.max(1, module.bitsAllocated / 8);
+/** A refusal for a reason of the file's (it does not decode, its header is too large to read whole), not a fault of the server's. */
+function isTheFilesFault(err: unknown): boolean {
+  if (err instanceof RenderError) return err.status !== 500 && err.status !== 503;
+  return err instanceof HttpError && (err.status === 413 || err.status === 422);
 }
 
-function bytesOf(frame: DecodedFrame): Buffer {
-  return Buffer.from(frame.pixels.buffer, frame.pixels.byteOffset, frame.pixels.byteLength);
-}
-
-async function* streamThenRemove(file: string): AsyncGenerator<Buffer> {
-  try {
-    yield* createReadStream(file) as AsyncIterable<Buffer>;
-  } finally {
-    await fs.rm(file, { force: true });
+/** A decoded frame's bytes; colour samples laid out by plane or by pixel when `planar` says which. */
+function bytesOf(frame: DecodedFrame, planar?: boolean): Buffer {
+  const bytes = Buffer.from(frame.pixels.buffer, frame.pixels.byteOffset, frame.pixels.byteLength);
+  if (planar === undefined || planar === frame.planar) return bytes;
+  const size = frame.pixels.BYTES_PER_ELEMENT;
+  const pixels = frame.rows * frame.columns;
+  const out = Buffer.allocUnsafe(bytes.length);
+  for (let p = 0; p < pixels; p++) {
+    for (let s = 0; s < 3; s++) {
+      const [byPixel, byPlane] = [(p * 3 + s) * size, (s * pixels + p) * size];
+      const [from, to] = planar ? [byPixel, byPlane] : [byPlane, byPixel];
+      bytes.copy(out, to, from, from + size);
+    }
   }
+  return out;
 }

@@ -16,7 +16,10 @@ type Fixture = { path: string; transferSyntaxUID: string; studyUID: string; seri
 
 let server: RunningServer;
 const byName = new Map<string, Fixture & { bytes: Buffer }>();
-const NAMES = ['explicit-le.dcm', 'jpeg-ls-lossless.dcm', 'multiframe-40-rle.dcm', 'ct-series-1.dcm', 'ct-series-2.dcm', 'ct-series-3.dcm'];
+const NAMES = [
+  'explicit-le.dcm', 'jpeg-ls-lossless.dcm', 'multiframe-40-rle.dcm', 'ct-series-1.dcm', 'ct-series-2.dcm', 'ct-series-3.dcm',
+  'explicit-le-rgb.dcm', 'jpeg-ls-rgb-ilv-none.dcm', 'jpeg-baseline-ybr422.dcm',
+];
 
 beforeAll(async () => {
   const manifest = JSON.parse(await fs.readFile(path.join(FIXTURES, 'manifest.json'), 'utf8')) as Fixture[];
@@ -81,7 +84,8 @@ describe('instances as multipart/related; type="application/octet-stream"', () =
     const frames = await readMultipartResponse(stored);
     expect(frames).toHaveLength(40);
     expect(new Set(frames.map((p) => p.headers['content-type']))).toEqual(new Set(['application/octet-stream; transfer-syntax=1.2.840.10008.1.2.5']));
-    expect(new Set(frames.map((p) => p.headers['content-location']))).toEqual(new Set([`${instanceUrl(rle)}/bulkdata/7FE00010`]));
+    // Each frame named by its own frames resource.
+    expect(frames.map((p) => p.headers['content-location'])).toEqual(Array.from({ length: 40 }, (_, i) => `${instanceUrl(rle)}/frames/${i + 1}`));
 
     const native = fixture('explicit-le.dcm');
     const [whole, ...none] = await readMultipartResponse(await get(instanceUrl(native), { Accept: 'multipart/related; type="application/octet-stream"' }));
@@ -99,13 +103,37 @@ describe('instances as multipart/related; type="application/octet-stream"', () =
   });
 });
 
+describe('frames decoded to Explicit VR Little Endian', () => {
+  const OCTETS = 'multipart/related; type="application/octet-stream"';
+
+  it('are laid out as the metadata says, whatever the codec gives (JPEG-LS colour by plane, PlanarConfiguration 0)', async () => {
+    const jls = fixture('jpeg-ls-rgb-ilv-none.dcm');
+    const [frame] = await readMultipartResponse(await get(`${instanceUrl(jls)}/frames/1`, { Accept: OCTETS }));
+    expect(frame!.headers['content-type']).toBe(`application/octet-stream; transfer-syntax=${EXPLICIT_LE}`);
+    // Made from the same RGB pixels, colour by pixel (make-fixtures.sh).
+    expect(frame!.body.equals(pixelDataOf(fixture('explicit-le-rgb.dcm').bytes))).toBe(true);
+  });
+
+  it('are sent as stored when decoding would change the colour model the metadata names (YBR JPEG decodes to RGB)', async () => {
+    const ybr = fixture('jpeg-baseline-ybr422.dcm');
+    const [frame] = await readMultipartResponse(await get(`${instanceUrl(ybr)}/frames/1`, { Accept: OCTETS }));
+    expect(frame!.headers['content-type']).toBe('application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50');
+    const named = await get(`${instanceUrl(ybr)}/frames/1`, { Accept: `${OCTETS}; transfer-syntax=${EXPLICIT_LE}` });
+    expect(named.status).toBe(406);
+    // The whole instance converts: its PhotometricInterpretation says RGB with the pixels.
+    const [part] = await readMultipartResponse(await get(instanceUrl(ybr), { Accept: `multipart/related; type="application/dicom"; transfer-syntax=${EXPLICIT_LE}` }));
+    expect(dicomParser.parseDicom(part!.body).string('x00280004')).toBe('RGB');
+  });
+});
+
 describe('bulk data byte ranges', () => {
   it('answers a single range with 206 and Content-Range, as dicomweb-client asks, and 416 past the end', async () => {
     const native = fixture('explicit-le.dcm');
     const url = `${instanceUrl(native)}/bulkdata/7FE00010`;
     const pixels = pixelDataOf(native.bytes);
+    let single: Response | undefined;
     for (const [range, start, end] of [['bytes=16-99', 16, 100], ['bytes=8000-', 8000, pixels.length], ['bytes=-10', pixels.length - 10, pixels.length]] as const) {
-      const single = await get(url, { Accept: 'application/octet-stream', Range: range });
+      single = await get(url, { Accept: 'application/octet-stream', Range: range });
       expect(single.status, range).toBe(206);
       expect(single.headers.get('content-range')).toBe(`bytes ${start}-${end - 1}/${pixels.length}`);
       expect(Buffer.from(await single.arrayBuffer()).equals(pixels.subarray(start, end)), range).toBe(true);
@@ -119,8 +147,13 @@ describe('bulk data byte ranges', () => {
     const past = await get(url, { Accept: 'application/octet-stream', Range: `bytes=${pixels.length}-` });
     expect(past.status).toBe(416);
     expect(past.headers.get('content-range')).toBe(`bytes */${pixels.length}`);
-    // Several ranges at once may be answered whole (RFC 9110 14.2).
+    // Several ranges at once may be answered whole (RFC 9110 14.2), an invalid one is ignored (14.1.1).
     expect((await get(url, { Accept: 'application/octet-stream', Range: 'bytes=0-1,4-5' })).status).toBe(200);
+    expect((await get(url, { Accept: 'application/octet-stream', Range: 'bytes=9-3' })).status).toBe(200);
+    // A resumed download whose validator is no longer the value's gets all of it.
+    const etag = single!.headers.get('etag')!;
+    expect((await get(url, { Accept: 'application/octet-stream', Range: 'bytes=16-99', 'If-Range': etag })).status).toBe(206);
+    expect((await get(url, { Accept: 'application/octet-stream', Range: 'bytes=16-99', 'If-Range': '"another"' })).status).toBe(200);
   });
 });
 
