@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
+import { applicationEntitiesApi } from './api/application-entities.js';
 import { integrityApi } from './api/integrity.js';
 import { studiesApi } from './api/studies.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
@@ -112,6 +113,7 @@ export function createApp(services: Services) {
 
   app.route('/api/v1', studiesApi(services));
   app.route('/api/v1', accessApi(services));
+  app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));
   app.route('/admin', adminPages(services));
   app.route('/', signInPages(services));

@@ -9,7 +9,7 @@ import { ROLES, type Role } from './auth/principal.js';
 import type { AccessRecords, ApiKeyRecord } from './auth/records.js';
 import { openSigningKeys, retiredKeyLife, SigningKeys } from './auth/signing-keys.js';
 import { ViewerTokens } from './auth/viewer-tokens.js';
-import { openCatalog } from './catalog/open.js';
+import { openCatalog, type IndexDatabase } from './catalog/open.js';
 import { ACCESS_USAGE } from './cli-usage.js';
 import { loadConfig, type Config } from './config.js';
 import { isValidUid } from './dicom/uid.js';
@@ -178,23 +178,23 @@ async function rotateSigningKey() {
   else console.log(`Links issued before keep working until they expire; earlier keys that still verify them:\n${still.join('\n')}`);
 }
 
-type Access = { config: Config; records: AccessRecords; keys: ApiKeys };
+type Access = { config: Config; catalog: IndexDatabase; records: AccessRecords; keys: ApiKeys };
 
-/** Keys and revocations only: no object store and no spool folder, so nothing is left behind beside a running server. */
-async function withAccess(use: (access: Access) => Promise<void>): Promise<void> {
+/** The index only: no object store and no spool folder, so nothing is left behind beside a running server. */
+export async function withAccess(use: (access: Access) => Promise<void>): Promise<void> {
   const config = loadConfig();
   if (!(await hasIndex(config))) return;
   const catalog = await openCatalog(config);
   try {
     const records = catalog.access();
-    await use({ config, records, keys: new ApiKeys(records) });
+    await use({ config, catalog, records, keys: new ApiKeys(records) });
   } finally {
     await catalog.close();
   }
 }
 
 /** Changes to access made here go in the audit trail beside those made over HTTP, under the user who ran them. */
-async function auditCli(records: AccessRecords, action: string, detail: string | null, studyUid: string | null = null): Promise<void> {
+export async function auditCli(records: AccessRecords, action: string, detail: string | null, studyUid: string | null = null): Promise<void> {
   await records.appendAudit([
     {
       at: Date.now(),

@@ -28,6 +28,14 @@ export const USERS_USAGE = `Staff accounts (sign in at /login; safe while the se
   users reset-password <login>
                     print a new one-time password; the account's sessions end`;
 
+export const AES_USAGE = `DICOM application entities, the callers the DICOM service knows (safe while the server runs):
+  aes add <AE_TITLE> [--store] [--query] [--retrieve] [--host <name | address>] [--port <n>] [--description "<text>"]
+                    let an AE title store, query and/or retrieve (name at least one), calling from --host only
+                    (else from any address); --port is where it listens, for C-MOVE. Replaces one of that title.
+  aes list          every known AE title: host, port, what it may do, when it was added
+  aes remove <AE_TITLE>
+                    forget an AE title (AE titles are case-sensitive)`;
+
 export const BACKUP_USAGE = `Backups:
   backup --to <folder | env file> [--parallel <n>]
                     copy what the backup lacks of this environment's store: every instance (verified against
@@ -59,4 +67,6 @@ ${MIGRATE_USAGE}
 
 ${ACCESS_USAGE}
 
-${USERS_USAGE}`;
+${USERS_USAGE}
+
+${AES_USAGE}`;

@@ -14,6 +14,7 @@ async function main(argv: string[]) {
     if (command === 'backup' || command === 'restore') return await (await import('./cli-backup.js')).runBackupCommand(command, args);
     if (command === 'keys' || command === 'tokens' || command === 'signing-key') return await (await import('./cli-access.js')).runAccessCommand(command, args);
     if (command === 'users') return await (await import('./cli-users.js')).runUsersCommand(args);
+    if (command === 'aes') return await (await import('./cli-application-entities.js')).runAesCommand(args);
   } catch (e) {
     // A bad setting, an index database out of reach or a full disk: said in a line, not a stack trace.
     const full = DiskFull.of(e);

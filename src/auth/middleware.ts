@@ -222,7 +222,7 @@ const DOES: Record<Permission, string> = {
   'viewer-links': 'ask for viewer links',
   upload: 'store instances',
   delete: 'delete',
-  admin: 'manage keys, tokens and the audit trail',
+  admin: 'manage keys, tokens, application entities and the audit trail',
 };
 
 function demand(principal: Principal | undefined, permission: Permission): void {

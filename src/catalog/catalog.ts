@@ -66,8 +66,30 @@ export type Removal = { studies: number; series: number; instances: number; obje
  */
 export class CatalogUnavailable extends Error {}
 
-/** The study/series/instance index; SQLite by default, Postgres when configured. */
-export interface Catalog {
+/**
+ * A DICOM application entity the clinic knows (DIMSE has no passwords): where it calls from and listens (null: any
+ * address; no port known) and what it may do. Validated by auth/application-entities.ts before it is put.
+ */
+export type ApplicationEntity = { aeTitle: string; host: string | null; port: number | null; store: boolean; query: boolean; retrieve: boolean; description: string | null; createdAt: number };
+
+/** An AE title without its leading and trailing spaces, which are not significant (PS3.5 6.2, AE): as it is kept and compared. */
+export function trimAeTitle(text: string): string {
+  return text.replace(/^ +| +$/g, '');
+}
+
+/** The known application entities; AE titles are compared trimmed (trimAeTitle), in their exact case. */
+export interface ApplicationEntityRecords {
+  /** Sorted by AE title. */
+  applicationEntities(): Promise<ApplicationEntity[]>;
+  applicationEntity(aeTitle: string): Promise<ApplicationEntity | undefined>;
+  /** Inserts or replaces; a replaced one keeps its createdAt. */
+  putApplicationEntity(ae: Omit<ApplicationEntity, 'createdAt'>): Promise<ApplicationEntity>;
+  /** False when none has that title. */
+  removeApplicationEntity(aeTitle: string): Promise<boolean>;
+}
+
+/** The study/series/instance index, and the application entities beside it; SQLite by default, Postgres when configured. */
+export interface Catalog extends ApplicationEntityRecords {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
   /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */

@@ -1,4 +1,4 @@
-import type { Damage, PassRow, SeriesRow, StudyRow } from './catalog.js';
+import type { ApplicationEntity, Damage, PassRow, SeriesRow, StudyRow } from './catalog.js';
 import type { rowsOf } from './record.js';
 import type { TableOf } from './sql-rows.js';
 
@@ -19,4 +19,5 @@ type IndexRows = {
   series: Rows['series'] & Pick<SeriesRow, 'numInstances'>;
   instances: Omit<Rows['instance'], 'damage' | 'damageFoundAt'> & { damage: Damage | null; damageFoundAt: number | null };
   integrityPasses: PassRow & { name: string };
+  applicationEntities: ApplicationEntity;
 };

@@ -168,3 +168,15 @@ export const sessions = pgTable(
   },
   (t) => [index('sessions_user').on(t.userId)],
 );
+
+/** As in schema.sqlite.ts; AE titles compared and sorted byte by byte on both dialects. */
+export const applicationEntities = pgTable('application_entities', {
+  aeTitle: bytewise('ae_title').primaryKey(),
+  host: text('host'),
+  port: integer('port'),
+  store: boolean('may_store').notNull(),
+  query: boolean('may_query').notNull(),
+  retrieve: boolean('may_retrieve').notNull(),
+  description: text('description'),
+  createdAt: long('created_at').notNull(),
+});

@@ -184,3 +184,20 @@ export const sessions = sqliteTable(
   },
   (t) => [index('sessions_user').on(t.userId)],
 );
+
+/**
+ * DICOM application entities the clinic knows (DIMSE has no passwords): what each may do, and where it calls from
+ * and listens. The AE title is kept trimmed; it is case-sensitive (PS3.5 6.2, AE).
+ */
+export const applicationEntities = sqliteTable('application_entities', {
+  aeTitle: text('ae_title').primaryKey(),
+  /** A host name or IP address; NULL: any address. */
+  host: text('host'),
+  /** Where it listens (C-MOVE sends there); NULL: unknown. */
+  port: integer('port'),
+  store: integer('may_store', { mode: 'boolean' }).notNull(),
+  query: integer('may_query', { mode: 'boolean' }).notNull(),
+  retrieve: integer('may_retrieve', { mode: 'boolean' }).notNull(),
+  description: text('description'),
+  createdAt: integer('created_at').notNull(),
+});

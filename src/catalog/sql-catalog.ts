@@ -1,8 +1,9 @@
 import { and, desc, eq, gt, inArray, isNotNull, sql, type Column, type SQL } from 'drizzle-orm';
-import type { Catalog, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { ApplicationEntity, Catalog, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import type { BulkDataRanges } from '../dicom/json.js';
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
+import { SqlApplicationEntities } from './sql-application-entities.js';
 import { execute, fetchRows, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
@@ -18,6 +19,7 @@ import { assignments, fromExcluded, ListStatement, prefixed, renderedOnce, RowIn
 export abstract class SqlCatalog implements Catalog {
   private readonly conditions: (query: QidoQuery) => SQL[];
   private readonly q: Queries;
+  private readonly aes: SqlApplicationEntities;
 
   constructor(
     protected readonly t: IndexTables,
@@ -26,6 +28,7 @@ export abstract class SqlCatalog implements Catalog {
     const render = renderedOnce(dialect);
     this.conditions = qidoConditions(t, render);
     this.q = queriesOf(t, render);
+    this.aes = new SqlApplicationEntities(t.applicationEntities, (plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
@@ -130,6 +133,22 @@ export abstract class SqlCatalog implements Catalog {
 
   passes(): IntegrityPasses {
     return new SqlIntegrityPasses(this.t.integrityPasses, (plan) => this.read(plan), (plan) => this.write(plan));
+  }
+
+  applicationEntities(): Promise<ApplicationEntity[]> {
+    return this.aes.applicationEntities();
+  }
+
+  applicationEntity(aeTitle: string): Promise<ApplicationEntity | undefined> {
+    return this.aes.applicationEntity(aeTitle);
+  }
+
+  putApplicationEntity(ae: Omit<ApplicationEntity, 'createdAt'>): Promise<ApplicationEntity> {
+    return this.aes.putApplicationEntity(ae);
+  }
+
+  removeApplicationEntity(aeTitle: string): Promise<boolean> {
+    return this.aes.removeApplicationEntity(aeTitle);
   }
 
   async check(): Promise<void> {

@@ -1,0 +1,67 @@
+import { isIP } from 'node:net';
+import { trimAeTitle, type ApplicationEntity } from '../catalog/catalog.js';
+import { BadRequest } from '../errors.js';
+
+/*
+ * What makes a known application entity valid, in one place for the command line and the admin API: both hand what
+ * they were given here before it reaches the index.
+ */
+
+/** The AE value representation (PS3.5 6.2): the default repertoire (printable ASCII) without the backslash. */
+const AE_CHARACTERS = /^[\x20-\x5b\x5d-\x7e]*$/;
+const MAX_AE_TITLE = 16;
+/** A label of a host name (RFC 1123 2.1): letters, digits and inner hyphens. */
+const HOST_LABEL = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
+const MAX_HOST = 253;
+const MAX_DESCRIPTION = 200;
+
+export type ApplicationEntityInput = {
+  aeTitle: string;
+  host?: string | null;
+  port?: number | null;
+  store: boolean;
+  query: boolean;
+  retrieve: boolean;
+  description?: string | null;
+};
+
+/** The AE title as kept (trimmed), or BadRequest saying what is wrong with it. */
+export function aeTitleOf(text: string): string {
+  const title = trimAeTitle(text);
+  if (!AE_CHARACTERS.test(title)) throw new BadRequest('an AE title holds printable ASCII only (letters, digits, spaces, punctuation), without "\\" or control characters');
+  if (title.length === 0 || title.length > MAX_AE_TITLE) {
+    throw new BadRequest(`an AE title is 1 to ${MAX_AE_TITLE} characters, leading and trailing spaces aside${title.length ? `; "${title}" has ${title.length}` : ''}`);
+  }
+  return title;
+}
+
+/** The entity as the index keeps it, or BadRequest naming the first thing wrong. */
+export function applicationEntityOf(input: ApplicationEntityInput): Omit<ApplicationEntity, 'createdAt'> {
+  const description = input.description?.trim() || null;
+  if (description !== null && description.length > MAX_DESCRIPTION) throw new BadRequest(`a description is at most ${MAX_DESCRIPTION} characters`);
+  return {
+    aeTitle: aeTitleOf(input.aeTitle),
+    host: hostOf(input.host ?? null),
+    port: portOf(input.port ?? null),
+    store: input.store,
+    query: input.query,
+    retrieve: input.retrieve,
+    description,
+  };
+}
+
+/** A host name or an IP address the entity calls from and listens on; null: any address. */
+function hostOf(text: string | null): string | null {
+  if (text === null) return null;
+  const host = text.trim();
+  if (isIP(host)) return host;
+  // All digits and dots is an address mistyped (10.0.0, 10.0.0.300), not a name.
+  const name = host.length <= MAX_HOST && !/^[\d.]+$/.test(host) && host.split('.').every((label) => HOST_LABEL.test(label));
+  if (!name) throw new BadRequest('a host is a host name (such as ct1.clinic.local) or an IPv4 or IPv6 address, without a port or brackets');
+  return host;
+}
+
+function portOf(port: number | null): number | null {
+  if (port !== null && !(Number.isInteger(port) && port >= 1 && port <= 65_535)) throw new BadRequest('a port is a whole number from 1 to 65535');
+  return port;
+}
