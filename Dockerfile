@@ -45,7 +45,8 @@ RUN mkdir /data && chown node:node /data
 ENV PACS_STORAGE_DIR=/data PORT=8080 HOST=0.0.0.0
 VOLUME ["/data"]
 USER node
-EXPOSE 8080
+# HTTP, and the DICOM network service (PACS_DICOM_PORT, 11112 by default; unprivileged, so the user node may bind it).
+EXPOSE 8080 11112
 # Slim images have no curl; Node 20 has fetch. /healthz is 503 while the index or the object store is unusable.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + process.env.PORT + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]

@@ -30,7 +30,7 @@ const server = await spawnServer({
   command: process.execPath,
   args: ['--import', 'tsx', path.join(root, 'src/main.ts')],
   cwd: root,
-  env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: path.join(work, 'data'), PACS_LOG_LEVEL: 'warn', PACS_ADMIN_KEY: adminKey, PACS_VERIFY_INTERVAL: 'off' },
+  env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: path.join(work, 'data'), PACS_LOG_LEVEL: 'warn', PACS_ADMIN_KEY: adminKey, PACS_VERIFY_INTERVAL: 'off', PACS_DICOM_PORT: '0' },
   logFile: path.join(work, 'server.log'),
   readyUrl: `http://127.0.0.1:${port}/healthz`,
 });

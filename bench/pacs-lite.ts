@@ -56,6 +56,8 @@ export async function startPacsLite(
       PACS_ADMIN_KEY: opts.adminKey,
       PACS_VIEWER_URL: VIEWER_URL,
       PACS_ANONYMOUS_READ: opts.anonymousRead ? 'true' : 'false',
+      // Off unless a case measures it: servers of the same run would all want port 11112.
+      PACS_DICOM_PORT: '0',
       ...opts.env,
     },
     logFile: path.join(workDir, 'pacs-lite.log'),

@@ -95,7 +95,9 @@ export function createApp(services: Services) {
     const status = !healthy ? 'unavailable' : disk.status === 'ok' ? 'ok' : 'degraded';
     // The scheduled verify pass as the index has it: counts only, no UIDs (health needs no credential).
     const { problems: _, ...integrity } = await integrityStatus(services, config.verifyInterval).catch((e: Error) => ({ status: e.message, problems: [] }));
-    return c.json({ status, index, objectStore: objects, disk, integrity }, healthy ? 200 : 503);
+    // Where modalities send to: what their operators type in (PACS_DICOM_PORT, PACS_DICOM_AE_TITLE).
+    const dicom = config.dicom ? { port: config.dicom.port, aeTitle: config.dicom.aeTitle } : 'off';
+    return c.json({ status, index, objectStore: objects, disk, integrity, dicom }, healthy ? 200 : 503);
   });
 
   // Health tells nothing of patients and is what load balancers probe: no credential.

@@ -46,6 +46,17 @@ const schema = z.object({
   PACS_TLS_KEY: z.string().min(1).optional(),
   PACS_HTTP_REDIRECT_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
+  PACS_DICOM_PORT: z.coerce.number().int().min(0).max(65535).default(11112),
+  // PS3.5 6.2 AE: 1-16 characters of the default repertoire, no backslash or control characters, spaces not significant.
+  PACS_DICOM_AE_TITLE: z
+    .string()
+    .transform((v) => v.trim())
+    .pipe(z.string().regex(/^[\x20-\x5b\x5d-\x7e]{1,16}$/, '1 to 16 characters, no backslash or control characters'))
+    .default('PACSLITE'),
+  PACS_DICOM_ACCEPT_UNKNOWN: bool.default(false),
+  PACS_DICOM_MAX_ASSOCIATIONS: z.coerce.number().int().min(1).max(1000).default(32),
+  PACS_DICOM_MAX_PDU: bytes.pipe(z.number().int().min(4096).max(16 * 1024 * 1024)).default(131_072),
+  PACS_DICOM_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(60),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PACS_ANONYMOUS_READ: bool.default(false),
   PACS_SESSION_IDLE_TIMEOUT: duration.default(30 * 60_000),
@@ -118,6 +129,12 @@ export type Config = Readonly<{
   tls?: Readonly<{ certFile: string; keyFile: string; redirectPort?: number }>;
   /** Seconds a connection may pass without a byte received or sent before it is closed; a request's whole length is not limited. */
   idleTimeoutSeconds: number;
+  /**
+   * The DICOM network service (DIMSE), when PACS_DICOM_PORT is not 0: the AE title it answers to, whether callers
+   * outside the list of known application entities may do more than C-ECHO, associations at once, the largest PDU
+   * it receives, and seconds an association may stay silent.
+   */
+  dicom?: Readonly<{ port: number; aeTitle: string; acceptUnknown: boolean; maxAssociations: number; maxPdu: number; timeoutSeconds: number }>;
   logLevel: string;
   /** Opt-in for a trusted LAN: reads (QIDO, WADO, study summaries) without a credential. */
   anonymousRead: boolean;
@@ -183,6 +200,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ? Object.freeze({ certFile: path.resolve(e.PACS_TLS_CERT), keyFile: path.resolve(e.PACS_TLS_KEY), redirectPort: e.PACS_HTTP_REDIRECT_PORT })
       : undefined,
     idleTimeoutSeconds: e.PACS_IDLE_TIMEOUT,
+    dicom:
+      e.PACS_DICOM_PORT === 0
+        ? undefined
+        : {
+            port: e.PACS_DICOM_PORT,
+            aeTitle: e.PACS_DICOM_AE_TITLE,
+            acceptUnknown: e.PACS_DICOM_ACCEPT_UNKNOWN,
+            maxAssociations: e.PACS_DICOM_MAX_ASSOCIATIONS,
+            maxPdu: e.PACS_DICOM_MAX_PDU,
+            timeoutSeconds: e.PACS_DICOM_TIMEOUT,
+          },
     logLevel: e.PACS_LOG_LEVEL,
     anonymousRead: e.PACS_ANONYMOUS_READ,
     session: Object.freeze({ idle: e.PACS_SESSION_IDLE_TIMEOUT || Infinity, maxAge: e.PACS_SESSION_MAX_AGE || Infinity }),

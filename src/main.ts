@@ -5,6 +5,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { redirectServer, tlsFiles, TlsFilesError } from './https.js';
 import { createLogger } from './logger.js';
 import type { Services } from './context.js';
+import { startDicomListener } from './dimse/listener.js';
 import { openServices } from './services.js';
 
 const HEADERS_TIMEOUT_MS = 60_000;
@@ -47,6 +48,13 @@ async function main() {
   const redirect = config.tls?.redirectPort
     ? redirectServer(config.port, config.publicUrl).listen(config.tls.redirectPort, config.host, () => log.info({ port: config.tls?.redirectPort }, 'plain HTTP redirects to HTTPS'))
     : undefined;
+  // The DICOM network service listens beside HTTP; a port it cannot have stops the start, saying which.
+  const dicom = config.dicom
+    ? await startDicomListener(services, config.dicom, config.host).catch((e: NodeJS.ErrnoException) => {
+        console.error(`cannot start: the DICOM port ${config.dicom?.port} cannot be listened on (${e.code ?? e.message}); set PACS_DICOM_PORT to a free port, or 0 to turn the DICOM network service off`);
+        process.exit(1);
+      })
+    : undefined;
   services.verifySchedule.start();
   // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
   server.setTimeout(config.idleTimeoutSeconds * 1000);
@@ -54,6 +62,7 @@ async function main() {
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     redirect?.close();
+    void dicom?.close();
     server.close(async () => {
       await services.close();
       process.exit(0);

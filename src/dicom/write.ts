@@ -33,6 +33,20 @@ export function writePart10(
   dataset: WriteElement[],
   opts: { transferSyntaxUID: string; sopClassUID: string; sopInstanceUID: string; frames?: Buffer[] },
 ): Buffer {
+  const encoding: Encoding = {
+    explicit: opts.transferSyntaxUID !== TransferSyntax.ImplicitVRLittleEndian,
+    littleEndian: opts.transferSyntaxUID !== TransferSyntax.ExplicitVRBigEndian,
+  };
+  const body = encodeElements(dataset, encoding);
+  const pixels = opts.frames ? encapsulate(opts.frames) : Buffer.alloc(0);
+  return Buffer.concat([fileMetaInformation(opts), body, pixels]);
+}
+
+/**
+ * Preamble, "DICM" and the file meta information (PS3.10 7.1) of a file this server writes, in front of a data set
+ * encoded in `transferSyntaxUID`; `sourceAeTitle` names the application entity it came from over the network.
+ */
+export function fileMetaInformation(opts: { transferSyntaxUID: string; sopClassUID: string; sopInstanceUID: string; sourceAeTitle?: string }): Buffer {
   const meta = encodeElements(
     [
       { tag: '00020001', vr: 'OB', value: Buffer.from([0, 1]) },
@@ -41,17 +55,12 @@ export function writePart10(
       { tag: '00020010', vr: 'UI', value: opts.transferSyntaxUID },
       { tag: '00020012', vr: 'UI', value: IMPLEMENTATION_CLASS_UID },
       { tag: '00020013', vr: 'SH', value: IMPLEMENTATION_VERSION },
+      ...(opts.sourceAeTitle ? [{ tag: '00020016', vr: 'AE', value: opts.sourceAeTitle }] : []),
     ],
     { explicit: true, littleEndian: true },
   );
   const groupLength = encodeElements([{ tag: '00020000', vr: 'UL', value: meta.length }], { explicit: true, littleEndian: true });
-  const encoding: Encoding = {
-    explicit: opts.transferSyntaxUID !== TransferSyntax.ImplicitVRLittleEndian,
-    littleEndian: opts.transferSyntaxUID !== TransferSyntax.ExplicitVRBigEndian,
-  };
-  const body = encodeElements(dataset, encoding);
-  const pixels = opts.frames ? encapsulate(opts.frames) : Buffer.alloc(0);
-  return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), groupLength, meta, body, pixels]);
+  return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), groupLength, meta]);
 }
 
 function encapsulate(frames: Buffer[]): Buffer {

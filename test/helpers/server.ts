@@ -47,7 +47,8 @@ export async function startServer(opts: { env?: Record<string, string>; dataDir?
   // The source through tsx, unless a test runs a build of it (`entry`: its main.js).
   const child = spawn(process.execPath, opts.entry ? [opts.entry] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, ...backend.env, ...opts.env },
+    // The DICOM network service is off unless a test asks for it: parallel servers would all want port 11112.
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PACS_STORAGE_DIR: dataDir, PACS_LOG_LEVEL: 'info', PACS_ADMIN_KEY: TEST_ADMIN_KEY, PACS_DICOM_PORT: '0', ...backend.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   // With PACS_TLS_CERT the server speaks HTTPS on its port (src/https.ts).

@@ -1,0 +1,129 @@
+import net, { type Socket } from 'node:net';
+import dimse from 'dcmjs-dimse';
+import type { Config } from '../config.js';
+import type { Services } from '../context.js';
+import { DicomAssociation, type Permissions } from './scp.js';
+
+const { RejectResult, RejectSource, RejectReason } = dimse.constants;
+
+/** PDUs other than P-DATA-TF (association requests, releases, aborts): a few KB in practice. */
+const MAX_CONTROL_PDU = 1024 * 1024;
+const P_DATA_TF = 0x04;
+
+/** The DICOM network service as it runs: where it listens, and how to stop it. */
+export type DicomListener = { port: number; close(): Promise<void> };
+
+/**
+ * Listens for DICOM associations on PACS_DICOM_PORT (PS3.8): at most `maxAssociations` at once (the next one is
+ * rejected as a local limit, not left hanging), each aborted after `timeoutSeconds` of silence, and none allowed a PDU
+ * larger than it was told to send (dcmjs-dimse would buffer a PDU of any declared length).
+ */
+export async function startDicomListener(services: Services, settings: NonNullable<Config['dicom']>, host: string): Promise<DicomListener> {
+  const { log, ingest, auth } = services;
+  dimse.Implementation.setMaxPduLength(settings.maxPdu);
+  // The library's own log goes to the console; what matters of it reaches ours as errors and events.
+  dimse.log.setLevel('silent');
+  const open = new Set<Socket>();
+  const deps = {
+    ingest,
+    log,
+    aeTitle: settings.aeTitle,
+    acceptUnknown: settings.acceptUnknown,
+    audit: (event: Parameters<typeof auth.audit.record>[0]) => auth.audit.record(event),
+    knownCaller: (aeTitle: string, address: string) => knownCaller(services, aeTitle, address),
+  };
+  const server = net.createServer((socket) => {
+    // Each C-STORE waits for its response: Nagle's algorithm would hold every small response back for an ACK.
+    socket.setNoDelay(true);
+    const busy = open.size >= settings.maxAssociations;
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    guardPdus(socket, settings.maxPdu, (reason) => {
+      log.warn({ address: socket.remoteAddress, reason }, 'DICOM connection closed');
+      socket.destroy();
+    });
+    const association = busy ? new BusyAssociation(socket, deps) : new DicomAssociation(socket, deps);
+    // dcmjs-dimse marks a client socket connected on 'connect', which an accepted socket never emits.
+    (association as unknown as { connected: boolean }).connected = true;
+    association.on('networkError', (err: Error) => {
+      log.debug({ err, address: socket.remoteAddress }, 'DICOM network error');
+      socket.destroy();
+    });
+    socket.once('close', () => association.connectionClosed());
+    socket.setTimeout(settings.timeoutSeconds * 1000, () => {
+      log.warn({ address: socket.remoteAddress, seconds: settings.timeoutSeconds }, 'DICOM association silent too long: aborted');
+      association.sendAbort();
+      socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(settings.port, host, () => resolve());
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  log.info({ port, host, aeTitle: settings.aeTitle }, 'DICOM listening');
+  return {
+    port,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of open) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Refuses every association: the server holds as many as it may. */
+class BusyAssociation extends DicomAssociation {
+  override associationRequested(): void {
+    this.sendAssociationReject(RejectResult.Transient, RejectSource.ServiceProviderPresentation, RejectReason.LocalLimitExceeded);
+  }
+}
+
+/**
+ * Reads the PDU headers (PS3.8 9.3: type, reserved, 32-bit length) as the bytes go by, and calls `refuse` at the
+ * first PDU longer than allowed: a P-DATA-TF past the maximum PDU length this server announced, any other past 1 MB.
+ */
+function guardPdus(socket: Socket, maxPdu: number, refuse: (reason: string) => void): void {
+  let header = Buffer.alloc(0);
+  let remaining = 0;
+  socket.on('data', (chunk: Buffer) => {
+    let at = 0;
+    while (at < chunk.length) {
+      if (remaining > 0) {
+        const skip = Math.min(remaining, chunk.length - at);
+        remaining -= skip;
+        at += skip;
+        continue;
+      }
+      const take = Math.min(6 - header.length, chunk.length - at);
+      header = Buffer.concat([header, chunk.subarray(at, at + take)]);
+      at += take;
+      if (header.length < 6) return;
+      const [type, length] = [header[0]!, header.readUInt32BE(2)];
+      header = Buffer.alloc(0);
+      const limit = type === P_DATA_TF ? maxPdu : MAX_CONTROL_PDU;
+      if (length > limit) return refuse(`a PDU of type ${type} declares ${length} bytes, more than the ${limit} allowed`);
+      remaining = length;
+    }
+  });
+}
+
+/** What a calling AE may do: a known one from the address it may call from (any, when none is recorded). */
+async function knownCaller({ catalog }: Services, aeTitle: string, address: string): Promise<Permissions | undefined> {
+  const known = await catalog.applicationEntity(aeTitle);
+  if (!known) return undefined;
+  if (known.host !== null && !(await addressOf(known.host)).includes(normalise(address))) return undefined;
+  return { store: known.store, query: known.query, retrieve: known.retrieve };
+}
+
+/** A host's addresses: the address itself, or what the name resolves to (an unresolvable name matches nothing). */
+async function addressOf(host: string): Promise<string[]> {
+  if (net.isIP(host)) return [normalise(host)];
+  const { lookup } = await import('node:dns/promises');
+  return (await lookup(host, { all: true }).catch(() => [])).map((a) => normalise(a.address));
+}
+
+/** IPv4 addresses as an IPv6 socket reports them (::ffff:10.0.0.5) compare as IPv4. */
+function normalise(address: string): string {
+  return address.replace(/^::ffff:/i, '');
+}

@@ -1,0 +1,231 @@
+import { PassThrough, type Writable } from 'node:stream';
+import type { Socket } from 'node:net';
+import dimse from 'dcmjs-dimse';
+import type { Logger } from 'pino';
+import { randomUUID } from 'node:crypto';
+import type { AuditEvent } from '../auth/records.js';
+import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
+import { fileMetaInformation } from '../dicom/write.js';
+import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
+
+const { Scp, Dataset } = dimse;
+const { Status, PresentationContextResult, RejectResult, RejectSource, RejectReason } = dimse.constants;
+const { CEchoResponse, CStoreResponse } = dimse.responses;
+
+type Association = dimse.association.Association;
+type PresentationContext = dimse.association.PresentationContext;
+type CStoreRequest = dimse.requests.CStoreRequest;
+
+const VERIFICATION = '1.2.840.10008.1.1';
+/** Storage SOP classes live under this root (PS3.4 B.5); others (query, worklist, print…) are not storage. */
+const STORAGE_ROOT = '1.2.840.10008.5.1.4.1.1.';
+
+/** What an association may do, once its caller is known (or not). */
+export type Permissions = { store: boolean; query: boolean; retrieve: boolean };
+
+/** What an SCP needs of the server: the ingest path, who may call, and the audit trail. */
+export type ScpDeps = {
+  ingest: IngestDeps;
+  log: Logger;
+  aeTitle: string;
+  /** What a known application entity calling from an address it may call from may do; undefined when unknown there. */
+  knownCaller(aeTitle: string, address: string): Promise<Permissions | undefined>;
+  acceptUnknown: boolean;
+  audit(event: AuditEvent): void;
+};
+
+/** The parts of an audit event a DICOM operation fills in; the association fills in who and where. */
+type Operation = { method: string; status: number; studyUid?: string; sopUid?: string; query?: string };
+
+/**
+ * One association of the DICOM network service (PS3.7, PS3.8), on dcmjs-dimse's PDU and DIMSE handling. Each C-STORE
+ * is streamed into the same ingest as a STOW-RS part (spooled, hashed, parsed, durable, indexed) before its response
+ * says Success; what dcmjs-dimse parses decides nothing about what is stored.
+ */
+export class DicomAssociation extends Scp {
+  private caller = '';
+  /** Names the association in the log and the audit trail, as a request id names an HTTP request. */
+  private readonly id = randomUUID();
+  private known = false;
+  private permissions: Permissions = { store: false, query: false, retrieve: false };
+  /** The C-STORE being received: its ingest batch and receipt, set when its data set starts to arrive. */
+  private receiving: { batch: IngestBatch; receipt: ReturnType<IngestBatch['add']>; body: PassThrough } | undefined;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly deps: ScpDeps,
+  ) {
+    // The library's own timers are not relied on (listener.ts times associations out); its PDU timeout would abort a
+    // long C-STORE that ingest is still committing.
+    super(socket, { pduTimeout: 24 * 3600 * 1000 });
+  }
+
+  override associationRequested(association: Association): void {
+    void this.negotiate(association).catch((err: unknown) => {
+      this.deps.log.error({ err }, 'a DICOM association request could not be answered');
+      this.sendAbort();
+    });
+  }
+
+  private async negotiate(association: Association): Promise<void> {
+    this.caller = association.getCallingAeTitle().trim();
+    const called = association.getCalledAeTitle().trim();
+    const address = this.socket.remoteAddress ?? '';
+    const who = { callingAeTitle: this.caller, calledAeTitle: called, address };
+    if (called !== this.deps.aeTitle) {
+      this.deps.log.warn({ ...who, reason: `it called ${called}, not ${this.deps.aeTitle}` }, 'DICOM association refused');
+      this.audit({ method: 'A-ASSOCIATE', status: 403, query: `called ${called}` });
+      this.sendAssociationReject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CalledAeNotRecognized);
+      return;
+    }
+    const known = await this.deps.knownCaller(this.caller, address);
+    this.known = known !== undefined;
+    this.permissions = known ?? { store: this.deps.acceptUnknown, query: this.deps.acceptUnknown, retrieve: this.deps.acceptUnknown };
+    let accepted = 0;
+    for (const { id } of association.getPresentationContexts()) {
+      const context = association.getPresentationContext(id);
+      const syntax = this.acceptableSyntax(context);
+      if (syntax === undefined) context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
+      else if (syntax === '') context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
+      else {
+        context.setResult(PresentationContextResult.Accept, syntax);
+        accepted++;
+      }
+    }
+    if (accepted === 0 && !known) {
+      // Nothing it asked for is open to an unknown caller: it is told so at once, and why in the log.
+      this.deps.log.warn({ ...who, reason: 'not a known application entity from that address (npm run cli -- aes add)' }, 'DICOM association refused');
+      this.audit({ method: 'A-ASSOCIATE', status: 403, query: 'unknown calling AE title or address' });
+      this.sendAssociationReject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized);
+      return;
+    }
+    this.deps.log.info({ ...who, association: this.id, known: this.known, contexts: accepted }, 'DICOM association accepted');
+    this.audit({ method: 'A-ASSOCIATE', status: 200 });
+    // dcmjs-dimse announces the smaller of the two maximum PDU lengths, and a caller's 0 (no limit) would make ours 0
+    // too: the caller could then send PDUs of any length, which listener.ts refuses.
+    if (association.getMaxPduLength() === 0) association.setMaxPduLength(dimse.Implementation.getMaxPduLength());
+    this.sendAssociationAccept();
+  }
+
+  /**
+   * The transfer syntax to accept for a presentation context: undefined when its abstract syntax is not served (or
+   * not to this caller), '' when none of its syntaxes is. Storage takes every syntax STOW takes, the first proposed
+   * winning (a modality lists its preferred first); verification the uncompressed ones.
+   */
+  private acceptableSyntax(context: PresentationContext): string | undefined {
+    const abstract = context.getAbstractSyntaxUid();
+    const proposed = context.getTransferSyntaxUids();
+    if (abstract === VERIFICATION) return proposed.find((ts) => ts === '1.2.840.10008.1.2.1' || ts === '1.2.840.10008.1.2') ?? '';
+    if (abstract.startsWith(STORAGE_ROOT) && this.permissions.store) return proposed.find(isKnownTransferSyntax) ?? '';
+    return undefined;
+  }
+
+  override associationReleaseRequested(): void {
+    this.sendAssociationReleaseResponse();
+  }
+
+  override abort(): void {
+    // A caller that aborts (or hangs up) mid-transfer leaves nothing half-stored: the ingest batch is dropped.
+    this.receiving?.body.destroy(new Error('the association was aborted before the instance was whole'));
+  }
+
+  override cEchoRequest(request: dimse.requests.CEchoRequest, callback: (response: dimse.responses.CEchoResponse) => void): void {
+    const response = CEchoResponse.fromRequest(request);
+    response.setStatus(Status.Success);
+    callback(response);
+  }
+
+  /**
+   * The data set's bytes as they arrive, after a file meta information of our own making, go to ingest as one
+   * instance; the socket is paused while the spool is behind, so a large instance costs a few chunks of memory.
+   */
+  override createStoreWritableStream(context: PresentationContext, request: CStoreRequest): Writable {
+    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+    body.write(
+      fileMetaInformation({
+        transferSyntaxUID: context.getAcceptedTransferSyntaxUid() ?? '',
+        sopClassUID: request.getAffectedSopClassUid(),
+        sopInstanceUID: request.getAffectedSopInstanceUid(),
+        sourceAeTitle: this.caller,
+      }),
+    );
+    const batch = new IngestBatch(this.deps.ingest);
+    const receipt = batch.add(body);
+    // An instance cut short by a lost connection fails here, and nobody asks: its failure is the connection's.
+    receipt.catch(() => undefined);
+    this.receiving = { batch, receipt, body };
+    const write = body.write.bind(body);
+    body.write = ((chunk: Buffer, ...rest: never[]) => {
+      const more = write(chunk, ...rest);
+      if (!more && !this.socket.isPaused()) {
+        this.socket.pause();
+        body.once('drain', () => this.socket.resume());
+      }
+      return more;
+    }) as typeof body.write;
+    // 'drain' does not come once the body is ended or destroyed: the socket must not stay paused.
+    body.once('end', () => this.socket.resume());
+    body.once('close', () => this.socket.resume());
+    return body;
+  }
+
+  override createDatasetFromStoreWritableStream(_writable: Writable, context: PresentationContext, callback: (dataset: dimse.Dataset) => void): void {
+    // Nothing is parsed here: ingest parses the spooled file.
+    callback(new Dataset({}, context.getAcceptedTransferSyntaxUid()));
+  }
+
+  override cStoreRequest(request: CStoreRequest, callback: (response: dimse.responses.CStoreResponse) => void): void {
+    const receiving = this.receiving;
+    this.receiving = undefined;
+    const response = CStoreResponse.fromRequest(request);
+    void (async () => {
+      if (!receiving) throw new Error('a C-STORE request arrived without its data set');
+      const receipt = await receiving.receipt;
+      await receiving.batch.commit();
+      return await receipt.outcome;
+    })()
+      .then(
+        (outcome) => this.answerStore(response, outcome),
+        (err: unknown) => {
+          this.deps.log.error({ err, sopInstanceUid: request.getAffectedSopInstanceUid(), callingAeTitle: this.caller }, 'a C-STORE could not be completed');
+          response.setStatus(0xa700);
+          response.setErrorComment('the instance could not be stored; nothing was kept, try again');
+        },
+      )
+      .finally(() => callback(response));
+  }
+
+  /** PS3.4 B.2.3: STOW's FailureReason codes are the C-STORE statuses they come from. */
+  private answerStore(response: dimse.responses.CStoreResponse, outcome: InstanceOutcome): void {
+    const detail = { callingAeTitle: this.caller, address: this.socket.remoteAddress, sopInstanceUid: outcome.sopInstanceUid, studyUid: outcome.studyUid };
+    if (outcome.status === 'failed') {
+      response.setStatus(outcome.failureReason);
+      // ErrorComment is LO: 64 characters at most.
+      response.setErrorComment(outcome.reason.slice(0, 64));
+      this.deps.log.warn({ ...detail, failureReason: `0x${outcome.failureReason.toString(16).toUpperCase()}`, reason: outcome.reason }, 'C-STORE refused');
+    } else response.setStatus(Status.Success);
+    this.audit({ method: 'C-STORE', status: response.getStatus(), studyUid: outcome.studyUid, sopUid: outcome.sopInstanceUid });
+  }
+
+  /** An audit event under the calling AE title (`ae:` when it is a known one, `rejected:ae:` otherwise) and address. */
+  private audit(operation: Operation): void {
+    this.deps.audit({
+      at: Date.now(),
+      credential: `${this.known ? '' : 'rejected:'}ae:${this.caller}`,
+      ip: this.socket.remoteAddress ?? null,
+      method: operation.method,
+      path: `dicom:${this.deps.aeTitle}`,
+      query: operation.query ?? null,
+      studyUid: operation.studyUid ?? null,
+      seriesUid: null,
+      sopUid: operation.sopUid ?? null,
+      status: operation.status,
+      requestId: this.id,
+    });
+  }
+
+  /** The connection is gone: an instance still arriving is dropped, nothing of it kept. */
+  connectionClosed(): void {
+    this.abort();
+  }
+}

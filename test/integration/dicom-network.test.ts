@@ -1,0 +1,180 @@
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import dicomParser from 'dicom-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
+import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
+import { adminFetch, freePort, readMultipartResponse, startServer, type RunningServer } from '../helpers/server.js';
+import { indexRows, objectKeys } from '../helpers/stored.js';
+
+/**
+ * The DICOM network service as modalities use it, with dcmtk's tools at the other end: C-ECHO, C-STORE of every
+ * transfer syntax dcmtk can send, a 300-instance series in one association, several associations at once, refusals,
+ * and a sender killed mid-transfer. What arrives is stored byte for byte and is at once found by QIDO and read by WADO.
+ */
+
+const run = promisify(execFile);
+const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
+const AE = 'PACSLITE';
+type Fixture = { path: string; transferSyntaxUID: string; studyUID: string; seriesUID: string; sopInstanceUID: string };
+
+/**
+ * storescu's option that proposes each syntax. dcmtk 3.6.7 has none for JPEG Lossless process 14 (only its SV1
+ * selection value, 4.70) nor for HTJ2K, and cannot convert between compressed syntaxes: those fixtures are not sent.
+ */
+const PROPOSE: Record<string, string> = {
+  '1.2.840.10008.1.2': '-xi', '1.2.840.10008.1.2.1': '-xe', '1.2.840.10008.1.2.2': '-xb', '1.2.840.10008.1.2.1.99': '-xd',
+  '1.2.840.10008.1.2.4.50': '-xy', '1.2.840.10008.1.2.4.51': '-xx', '1.2.840.10008.1.2.4.70': '-xs',
+  '1.2.840.10008.1.2.4.80': '-xt', '1.2.840.10008.1.2.4.81': '-xu', '1.2.840.10008.1.2.4.90': '-xv', '1.2.840.10008.1.2.4.91': '-xw',
+  '1.2.840.10008.1.2.5': '-xr',
+};
+
+let server: RunningServer;
+let dicomPort: number;
+let work: string;
+
+beforeAll(async () => {
+  dicomPort = await freePort();
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-dimse-'));
+  server = await startServer({ env: { PACS_DICOM_PORT: String(dicomPort), PACS_DICOM_AE_TITLE: AE } });
+  // The modality is known, from this address; unknown callers may only echo (PACS_DICOM_ACCEPT_UNKNOWN is off).
+  const known = await adminFetch(`${server.url}/api/v1/application-entities/MODALITY`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ host: '127.0.0.1', store: true, query: true, retrieve: false }),
+  });
+  expect(known.status).toBe(201);
+});
+
+afterAll(async () => {
+  await server?.stop();
+  if (work) await fs.rm(work, { recursive: true, force: true });
+});
+
+/**
+ * storescu as MODALITY. TCP_NODELAY: without it dcmtk holds back each data set behind its command (Nagle) until the
+ * server's delayed ACK, 40 ms an instance on Linux; modalities' own stacks differ, the server's socket has it set.
+ */
+const storescu = (files: string[], ...options: string[]) =>
+  run('storescu', ['-aet', 'MODALITY', '-aec', AE, ...options, '127.0.0.1', String(dicomPort), ...files], { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, TCP_NODELAY: '1' } });
+
+/** A Part 10 file's data set, what travels over the network: the bytes after its meta information. */
+function dataSetOf(file: Buffer): Buffer {
+  const metaEnd = 144 + file.readUInt32LE(140);
+  return file.subarray(metaEnd);
+}
+
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+async function stored(f: Pick<Fixture, 'studyUID' | 'seriesUID' | 'sopInstanceUID'>): Promise<Buffer> {
+  const response = await adminFetch(`${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}`, { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+  expect(response.status).toBe(200);
+  return (await readMultipartResponse(response))[0]!.body;
+}
+
+describe('the DICOM network service', () => {
+  it('answers C-ECHO, and says in /healthz where it listens', async () => {
+    await run('echoscu', ['-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(dicomPort)]);
+    const health = await (await fetch(`${server.url}/healthz`)).json();
+    expect(health.dicom).toEqual({ port: dicomPort, aeTitle: AE });
+  });
+
+  it('refuses an association that calls another AE title, and an unknown caller that would store, saying why in the log', async () => {
+    const other = await run('echoscu', ['-aet', 'ANYONE', '-aec', 'SOMEONE', '127.0.0.1', String(dicomPort)]).catch((e: { stderr: string }) => e);
+    expect((other as { stderr: string }).stderr).toMatch(/Association Rejected[\s\S]*Called AE Title Not Recognized/i);
+    const stranger = await run('storescu', ['-aet', 'STRANGER', '-aec', AE, '127.0.0.1', String(dicomPort), path.join(FIXTURES, 'explicit-le.dcm')]).catch((e: { stderr: string }) => e);
+    expect((stranger as { stderr: string }).stderr).toMatch(/Association Rejected[\s\S]*Calling AE Title Not Recognized/i);
+    expect(server.logs.some((line) => line.includes('DICOM association refused') && line.includes('STRANGER') && line.includes('aes add'))).toBe(true);
+    // The refusal is in the audit trail, under the AE title it gave and its address.
+    const audit = await (await adminFetch(`${server.url}/api/v1/audit?limit=100`)).json();
+    expect(JSON.stringify(audit)).toMatch(/ae:STRANGER/);
+  });
+
+  it('stores what storescu sends in each transfer syntax, byte for byte, found at once by QIDO', async () => {
+    const manifest = JSON.parse(await fs.readFile(path.join(FIXTURES, 'manifest.json'), 'utf8')) as Fixture[];
+    const sendable = manifest.filter((f) => PROPOSE[f.transferSyntaxUID]);
+    expect(new Set(sendable.map((f) => f.transferSyntaxUID)).size).toBe(Object.keys(PROPOSE).length);
+    for (const [syntax, option] of Object.entries(PROPOSE)) {
+      const files = sendable.filter((f) => f.transferSyntaxUID === syntax).map((f) => path.join(FIXTURES, f.path));
+      await storescu(files, option);
+    }
+    for (const f of sendable) {
+      const original = await fs.readFile(path.join(FIXTURES, f.path));
+      const file = await stored(f);
+      expect(sha256(dataSetOf(file)), f.path).toBe(sha256(dataSetOf(original)));
+      // Its meta information says what travelled and who sent it.
+      const meta = dicomParser.parseDicom(file, { untilTag: 'x00020016' } as dicomParser.ParseDicomOptions);
+      expect([meta.string('x00020010'), meta.string('x00020016')], f.path).toEqual([f.transferSyntaxUID, 'MODALITY']);
+      const found = await (await adminFetch(`${server.dicomweb}/studies/${f.studyUID}/instances?SOPInstanceUID=${f.sopInstanceUID}`)).json();
+      expect(found, f.path).toHaveLength(1);
+    }
+  }, 120_000);
+
+  it('stores a 300-instance series in one association, and series from several associations at once', async () => {
+    const write = async (name: string, files: Buffer[]) => {
+      const folder = path.join(work, name);
+      await fs.mkdir(folder);
+      await Promise.all(files.map((bytes, i) => fs.writeFile(path.join(folder, `${i}.dcm`), bytes)));
+      return files.map((_, i) => path.join(folder, `${i}.dcm`));
+    };
+    const big = syntheticSeries(300, { modality: 'CT' });
+    await storescu(await write('big', big));
+    const parallel = await Promise.all([1, 2, 3, 4].map((n) => write(`p${n}`, syntheticSeries(25, { modality: 'MR' }))));
+    await Promise.all(parallel.map((files) => storescu(files)));
+    for (const series of [big, ...(await Promise.all(parallel.map((files) => Promise.all(files.map((f) => fs.readFile(f))))))]) {
+      const ds = dicomParser.parseDicom(series[0]!, { untilTag: 'x7fe00010' } as dicomParser.ParseDicomOptions);
+      const found = await (await adminFetch(`${server.dicomweb}/studies/${ds.string('x0020000d')}/series/${ds.string('x0020000e')}/instances?limit=1000`)).json();
+      expect(found).toHaveLength(series.length);
+    }
+  }, 120_000);
+
+  it('answers a refused instance with the failure status of its reason, and stores the rest', async () => {
+    const study = newUid();
+    const good = syntheticInstance({ modality: 'CT', studyUID: study });
+    // A SOP Instance UID with a leading zero, which ingest refuses from any door (0xC000).
+    const broken = syntheticInstance({ modality: 'CT', studyUID: study, sopInstanceUID: '1.2.840.99.01' });
+    const files = await Promise.all([good, broken].map(async (bytes, i) => {
+      const file = path.join(work, `refused-${i}.dcm`);
+      await fs.writeFile(file, bytes);
+      return file;
+    }));
+    const { stdout, stderr } = await storescu(files, '-d').catch((e: { stdout: string; stderr: string }) => e);
+    expect(`${stdout}${stderr}`).toMatch(/Status\s*:?\s*0xc000|Error: Cannot understand/i);
+    expect(server.logs.some((line) => line.includes('C-STORE refused') && line.includes('0xC000'))).toBe(true);
+    expect(await (await adminFetch(`${server.dicomweb}/studies/${study}/instances`)).json()).toHaveLength(1);
+  });
+
+  it('keeps nothing of an instance whose sender is killed mid-transfer', async () => {
+    // 60 MB of pixels at 16 KB PDUs: still on its way when the sender dies.
+    const large = syntheticInstance({ modality: 'CT', rows: 4096, columns: 4096, frames: 2 });
+    const file = path.join(work, 'large.dcm');
+    await fs.writeFile(file, large);
+    const ds = dicomParser.parseDicom(large, { untilTag: 'x7fe00010' } as dicomParser.ParseDicomOptions);
+    const sender = spawn('storescu', ['-aet', 'MODALITY', '-aec', AE, '127.0.0.1', String(dicomPort), file]);
+    const spool = path.join(server.dataDir, 'tmp');
+    for (let i = 0; i < 500 && (await spoolBytes(spool)) < 1024 * 1024; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await spoolBytes(spool)).toBeGreaterThan(1024 * 1024);
+    sender.kill('SIGKILL');
+    await new Promise((r) => sender.once('exit', r));
+    // The server notices the connection is gone, drops the upload, and serves on.
+    for (let i = 0; i < 100 && (await spoolBytes(spool)) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await spoolBytes(spool)).toBe(0);
+    expect(await indexRows(server, 'SELECT sop_uid FROM instances WHERE sop_uid = ?', [ds.string('x00080018')])).toHaveLength(0);
+    expect((await objectKeys(server)).some((key) => key.includes(ds.string('x00080018')!))).toBe(false);
+    await run('echoscu', ['-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(dicomPort)]);
+  }, 60_000);
+});
+
+/** Bytes in the spool folder's files. */
+async function spoolBytes(folder: string): Promise<number> {
+  let total = 0;
+  for (const name of await fs.readdir(folder, { recursive: true })) {
+    const stat = await fs.stat(path.join(folder, name)).catch(() => undefined);
+    if (stat?.isFile()) total += stat.size;
+  }
+  return total;
+}
