@@ -57,6 +57,9 @@ const schema = z.object({
   PACS_DICOM_MAX_ASSOCIATIONS: z.coerce.number().int().min(1).max(1000).default(32),
   PACS_DICOM_MAX_PDU: bytes.pipe(z.number().int().min(4096).max(16 * 1024 * 1024)).default(131_072),
   PACS_DICOM_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(60),
+  PACS_DICOM_TLS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
+  PACS_DICOM_TLS_CERT: z.string().min(1).optional(),
+  PACS_DICOM_TLS_KEY: z.string().min(1).optional(),
   PACS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PACS_ANONYMOUS_READ: bool.default(false),
   PACS_SESSION_IDLE_TIMEOUT: duration.default(30 * 60_000),
@@ -134,7 +137,16 @@ export type Config = Readonly<{
    * outside the list of known application entities may do more than C-ECHO, associations at once, the largest PDU
    * it receives, and seconds an association may stay silent.
    */
-  dicom?: Readonly<{ port: number; aeTitle: string; acceptUnknown: boolean; maxAssociations: number; maxPdu: number; timeoutSeconds: number }>;
+  dicom?: Readonly<{
+    port: number;
+    aeTitle: string;
+    acceptUnknown: boolean;
+    maxAssociations: number;
+    maxPdu: number;
+    timeoutSeconds: number;
+    /** The second listener, DICOM over TLS (PS3.15 B.1), and the PEM files of its certificate and key. */
+    tls?: Readonly<{ port: number; certFile: string; keyFile: string }>;
+  }>;
   logLevel: string;
   /** Opt-in for a trusted LAN: reads (QIDO, WADO, study summaries) without a credential. */
   anonymousRead: boolean;
@@ -166,6 +178,16 @@ export type Config = Readonly<{
 }>;
 
 export class ConfigError extends Error {}
+
+/** DICOM over TLS on PACS_DICOM_TLS_PORT, with its own certificate or the one HTTPS uses. */
+function dicomTls(e: z.infer<typeof schema>): NonNullable<Config['dicom']>['tls'] {
+  if (!e.PACS_DICOM_TLS_PORT) return undefined;
+  const [cert, key] = e.PACS_DICOM_TLS_CERT || e.PACS_DICOM_TLS_KEY ? [e.PACS_DICOM_TLS_CERT, e.PACS_DICOM_TLS_KEY] : [e.PACS_TLS_CERT, e.PACS_TLS_KEY];
+  if (!cert || !key) {
+    throw new ConfigError('Invalid configuration:\n  PACS_DICOM_TLS_PORT: needs a certificate and its key: PACS_DICOM_TLS_CERT and PACS_DICOM_TLS_KEY (or PACS_TLS_CERT and PACS_TLS_KEY, which HTTPS uses)');
+  }
+  return Object.freeze({ port: e.PACS_DICOM_TLS_PORT, certFile: path.resolve(cert), keyFile: path.resolve(key) });
+}
 
 /** Reads the environment once; every bad variable is named in one message. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -210,6 +232,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             maxAssociations: e.PACS_DICOM_MAX_ASSOCIATIONS,
             maxPdu: e.PACS_DICOM_MAX_PDU,
             timeoutSeconds: e.PACS_DICOM_TIMEOUT,
+            tls: dicomTls(e),
           },
     logLevel: e.PACS_LOG_LEVEL,
     anonymousRead: e.PACS_ANONYMOUS_READ,

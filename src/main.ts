@@ -51,7 +51,8 @@ async function main() {
   // The DICOM network service listens beside HTTP; a port it cannot have stops the start, saying which.
   const dicom = config.dicom
     ? await startDicomListener(services, config.dicom, config.host).catch((e: NodeJS.ErrnoException) => {
-        console.error(`cannot start: the DICOM port ${config.dicom?.port} cannot be listened on (${e.code ?? e.message}); set PACS_DICOM_PORT to a free port, or 0 to turn the DICOM network service off`);
+        const why = e instanceof TlsFilesError ? e.message : `a DICOM port cannot be listened on (${e.code ?? e.message}); set PACS_DICOM_PORT (and PACS_DICOM_TLS_PORT) to a free port, or PACS_DICOM_PORT to 0 to turn the DICOM network service off`;
+        console.error(`cannot start: ${why}`);
         process.exit(1);
       })
     : undefined;

@@ -1,7 +1,9 @@
 import net, { type Socket } from 'node:net';
+import tls from 'node:tls';
 import dimse from 'dcmjs-dimse';
 import type { Config } from '../config.js';
 import type { Services } from '../context.js';
+import { tlsFiles } from '../https.js';
 import { DicomAssociation, type Permissions } from './scp.js';
 
 const { RejectResult, RejectSource, RejectReason } = dimse.constants;
@@ -10,8 +12,8 @@ const { RejectResult, RejectSource, RejectReason } = dimse.constants;
 const MAX_CONTROL_PDU = 1024 * 1024;
 const P_DATA_TF = 0x04;
 
-/** The DICOM network service as it runs: where it listens, and how to stop it. */
-export type DicomListener = { port: number; close(): Promise<void> };
+/** The DICOM network service as it runs: where it listens (plain, and over TLS when configured), and how to stop it. */
+export type DicomListener = { port: number; tlsPort?: number; close(): Promise<void> };
 
 /**
  * Listens for DICOM associations on PACS_DICOM_PORT (PS3.8): at most `maxAssociations` at once (the next one is
@@ -32,7 +34,7 @@ export async function startDicomListener(services: Services, settings: NonNullab
     audit: (event: Parameters<typeof auth.audit.record>[0]) => auth.audit.record(event),
     knownCaller: (aeTitle: string, address: string) => knownCaller(services, aeTitle, address),
   };
-  const server = net.createServer((socket) => {
+  const accept = (socket: Socket) => {
     // Each C-STORE waits for its response: Nagle's algorithm would hold every small response back for an ACK.
     socket.setNoDelay(true);
     const busy = open.size >= settings.maxAssociations;
@@ -55,21 +57,28 @@ export async function startDicomListener(services: Services, settings: NonNullab
       association.sendAbort();
       socket.destroy();
     });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(settings.port, host, () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
-  log.info({ port, host, aeTitle: settings.aeTitle }, 'DICOM listening');
+  };
+  const plain = await listening(net.createServer(accept), settings.port, host);
+  // DICOM over TLS (PS3.15 B.1): the same service behind a TLS handshake; TLS 1.2 at least (BCP 195).
+  const secure = settings.tls && (await listening(tls.createServer({ ...tlsFiles({ certFile: settings.tls.certFile, keyFile: settings.tls.keyFile }), minVersion: 'TLSv1.2' }, accept), settings.tls.port, host));
+  const port = (plain.address() as net.AddressInfo).port;
+  const tlsPort = secure ? (secure.address() as net.AddressInfo).port : undefined;
+  log.info({ port, tlsPort, host, aeTitle: settings.aeTitle }, 'DICOM listening');
   return {
     port,
-    close: () =>
-      new Promise((resolve) => {
-        for (const socket of open) socket.destroy();
-        server.close(() => resolve());
-      }),
+    tlsPort,
+    close: async () => {
+      for (const socket of open) socket.destroy();
+      await Promise.all([plain, secure].map((server) => server && new Promise((resolve) => server.close(resolve))));
+    },
   };
+}
+
+function listening<T extends net.Server>(server: T, port: number, host: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
 }
 
 /** Refuses every association: the server holds as many as it may. */

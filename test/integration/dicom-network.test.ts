@@ -8,6 +8,7 @@ import dicomParser from 'dicom-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
+import { makeCertificate } from '../helpers/certificate.js';
 import { adminFetch, freePort, readMultipartResponse, startServer, type RunningServer } from '../helpers/server.js';
 import { indexRows, objectKeys } from '../helpers/stored.js';
 
@@ -35,12 +36,14 @@ const PROPOSE: Record<string, string> = {
 
 let server: RunningServer;
 let dicomPort: number;
+let tlsPort: number;
 let work: string;
 
 beforeAll(async () => {
-  dicomPort = await freePort();
+  [dicomPort, tlsPort] = [await freePort(), await freePort()];
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-dimse-'));
-  server = await startServer({ env: { PACS_DICOM_PORT: String(dicomPort), PACS_DICOM_AE_TITLE: AE } });
+  const { cert, key } = makeCertificate(work);
+  server = await startServer({ env: { PACS_DICOM_PORT: String(dicomPort), PACS_DICOM_AE_TITLE: AE, PACS_DICOM_TLS_PORT: String(tlsPort), PACS_DICOM_TLS_CERT: cert, PACS_DICOM_TLS_KEY: key } });
   // The modality is known, from this address; unknown callers may only echo (PACS_DICOM_ACCEPT_UNKNOWN is off).
   const known = await adminFetch(`${server.url}/api/v1/application-entities/MODALITY`, {
     method: 'PUT',
@@ -80,7 +83,19 @@ describe('the DICOM network service', () => {
   it('answers C-ECHO, and says in /healthz where it listens', async () => {
     await run('echoscu', ['-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(dicomPort)]);
     const health = await (await fetch(`${server.url}/healthz`)).json();
-    expect(health.dicom).toEqual({ port: dicomPort, aeTitle: AE });
+    expect(health.dicom).toEqual({ port: dicomPort, tlsPort, aeTitle: AE });
+  });
+
+  it('speaks DICOM over TLS on its second port (PS3.15 B.1), and nothing but TLS there', async () => {
+    await run('echoscu', ['+tla', '-ic', '-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(tlsPort)]);
+    const original = await fs.readFile(path.join(FIXTURES, 'explicit-le.dcm'));
+    const ds = dicomParser.parseDicom(original, { untilTag: 'x7fe00010' } as dicomParser.ParseDicomOptions);
+    await run('storescu', ['+tla', '-ic', '-aet', 'MODALITY', '-aec', AE, '127.0.0.1', String(tlsPort), path.join(FIXTURES, 'explicit-le.dcm')], { env: { ...process.env, TCP_NODELAY: '1' } });
+    const file = await stored({ studyUID: ds.string('x0020000d')!, seriesUID: ds.string('x0020000e')!, sopInstanceUID: ds.string('x00080018')! });
+    expect(sha256(dataSetOf(file))).toBe(sha256(dataSetOf(original)));
+    // A plain association on the TLS port gets no answer it could read as DICOM.
+    const plain = await run('echoscu', ['-to', '5', '-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(tlsPort)]).catch((e: Error) => e);
+    expect(plain).toBeInstanceOf(Error);
   });
 
   it('refuses an association that calls another AE title, and an unknown caller that would store, saying why in the log', async () => {
