@@ -1,6 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -21,6 +22,7 @@ import { indexRows, objectKeys } from '../helpers/stored.js';
 const run = promisify(execFile);
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
 const AE = 'PACSLITE';
+const MAX_ASSOCIATIONS = 8;
 type Fixture = { path: string; transferSyntaxUID: string; studyUID: string; seriesUID: string; sopInstanceUID: string };
 
 /**
@@ -43,7 +45,17 @@ beforeAll(async () => {
   [dicomPort, tlsPort] = [await freePort(), await freePort()];
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-dimse-'));
   const { cert, key } = makeCertificate(work);
-  server = await startServer({ env: { PACS_DICOM_PORT: String(dicomPort), PACS_DICOM_AE_TITLE: AE, PACS_DICOM_TLS_PORT: String(tlsPort), PACS_DICOM_TLS_CERT: cert, PACS_DICOM_TLS_KEY: key } });
+  server = await startServer({
+    env: {
+      PACS_DICOM_PORT: String(dicomPort),
+      PACS_DICOM_AE_TITLE: AE,
+      PACS_DICOM_TLS_PORT: String(tlsPort),
+      PACS_DICOM_TLS_CERT: cert,
+      PACS_DICOM_TLS_KEY: key,
+      PACS_DICOM_MAX_ASSOCIATIONS: String(MAX_ASSOCIATIONS),
+      PACS_DICOM_TIMEOUT: '5',
+    },
+  });
   // The modality is known, from this address; unknown callers may only echo (PACS_DICOM_ACCEPT_UNKNOWN is off).
   const known = await adminFetch(`${server.url}/api/v1/application-entities/MODALITY`, {
     method: 'PUT',
@@ -182,6 +194,43 @@ describe('the DICOM network service', () => {
     expect((await objectKeys(server)).some((key) => key.includes(ds.string('x00080018')!))).toBe(false);
     await run('echoscu', ['-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(dicomPort)]);
   }, 60_000);
+});
+
+describe('the DICOM network service, against callers that would hold it', () => {
+  /** A raw connection, and a promise of how long it stayed open. */
+  const connect = () => {
+    const socket = net.connect(dicomPort, '127.0.0.1');
+    const opened = Date.now();
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now() - opened)));
+    socket.on('error', () => undefined);
+    return { socket, closed };
+  };
+
+  it('disconnects at once a caller whose PDU declares more than the largest it may send', async () => {
+    const { socket, closed } = connect();
+    // An A-ASSOCIATE-RQ header declaring 100 MB, then a trickle: it would be buffered whole by a naive reader.
+    const header = Buffer.alloc(6);
+    header.writeUInt8(0x01, 0);
+    header.writeUInt32BE(100 * 1024 * 1024, 2);
+    socket.write(header);
+    socket.write(Buffer.alloc(1000));
+    expect(await closed).toBeLessThan(2000);
+    const logged = () => server.logs.some((line) => line.includes('DICOM connection closed') && line.includes('declares 104857600 bytes'));
+    for (let i = 0; i < 50 && !logged(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(logged()).toBe(true);
+  });
+
+  it('aborts a caller that stays silent, and refuses past the most associations at once as a local limit', async () => {
+    const silent = connect();
+    expect(await silent.closed).toBeGreaterThan(4000);
+    const held = Array.from({ length: MAX_ASSOCIATIONS }, connect);
+    await new Promise((r) => setTimeout(r, 200));
+    const refused = await run('echoscu', ['-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(dicomPort)]).catch((e: { stderr: string }) => e);
+    expect((refused as { stderr: string }).stderr).toMatch(/Association Rejected[\s\S]*Local Limit Exceeded/i);
+    for (const { socket } of held) socket.destroy();
+    await Promise.all(held.map((h) => h.closed));
+    await run('echoscu', ['-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(dicomPort)]);
+  }, 20_000);
 });
 
 /** Bytes in the spool folder's files. */
