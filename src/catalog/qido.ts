@@ -72,6 +72,11 @@ const MATCHABLE: Record<string, Matchable> = {
   '00280011': inst('int', 'columns'),
 };
 
+/** Whether this server matches on a key at all; others can only be asked to be returned. */
+export function isMatchingKey(tag: string): boolean {
+  return tag in MATCHABLE;
+}
+
 /** Whether a key can narrow a search (a UID list key may then repeat, PS3.18 8.3.4.1). */
 export function isUidListKey(tag: string): boolean {
   return MATCHABLE[tag]?.kind === 'uid';

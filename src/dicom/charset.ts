@@ -54,6 +54,10 @@ function decoder(label: string): TextDecoder {
   return d;
 }
 
+/** Whether every term of a Specific Character Set value is one decodeText knows (empty: the default repertoire). */
+export function isKnownCharacterSet(terms: string[]): boolean {
+  return terms.every((t) => t === '' || t === 'ISO_IR 6' || t === 'ISO_IR 13' || t in WHOLE || t in EXTENDED || t in INITIAL_G1);
+}
 
 export function decodeText(bytes: Uint8Array, specificCharacterSet: string | string[] | undefined, vr: string): string {
   const terms = (Array.isArray(specificCharacterSet) ? specificCharacterSet : (specificCharacterSet ?? '').split('\\')).map((t) => t.trim());

@@ -33,13 +33,21 @@ export function writePart10(
   dataset: WriteElement[],
   opts: { transferSyntaxUID: string; sopClassUID: string; sopInstanceUID: string; frames?: Buffer[] },
 ): Buffer {
-  const encoding: Encoding = {
-    explicit: opts.transferSyntaxUID !== TransferSyntax.ImplicitVRLittleEndian,
-    littleEndian: opts.transferSyntaxUID !== TransferSyntax.ExplicitVRBigEndian,
-  };
-  const body = encodeElements(dataset, encoding);
+  const body = encodeElements(dataset, encodingOf(opts.transferSyntaxUID));
   const pixels = opts.frames ? encapsulate(opts.frames) : Buffer.alloc(0);
   return Buffer.concat([fileMetaInformation(opts), body, pixels]);
+}
+
+/** A data set alone, without meta information, in the given transfer syntax: a DIMSE identifier (PS3.7 6.3.1). */
+export function writeDataSet(dataset: WriteElement[], transferSyntaxUID: string): Buffer {
+  return encodeElements(dataset, encodingOf(transferSyntaxUID));
+}
+
+function encodingOf(transferSyntaxUID: string): Encoding {
+  return {
+    explicit: transferSyntaxUID !== TransferSyntax.ImplicitVRLittleEndian,
+    littleEndian: transferSyntaxUID !== TransferSyntax.ExplicitVRBigEndian,
+  };
 }
 
 /**

@@ -126,7 +126,7 @@ function included(stored: DicomJson, include: Include): DicomJson {
 }
 
 /** The study attributes every study result carries (PS3.18 Table 10.6.3-3), counts kept in the index. */
-function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
+export function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
   return {
     ...pick(stored, STUDY_TAGS),
     // Left out when no series has a Modality: OHIF 3.13 reads ModalitiesInStudy.Value.length and its study list fails on `{vr:'CS'}`.
@@ -137,7 +137,7 @@ function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
 }
 
 /** The series attributes every series result carries (PS3.18 Table 10.6.3-4). */
-function seriesAttributes(row: SeriesRow, stored: DicomJson, study: DicomJson): DicomJson {
+export function seriesAttributes(row: SeriesRow, stored: DicomJson, study: DicomJson): DicomJson {
   return {
     ...pick(stored, SERIES_TAGS),
     [Tag.StudyInstanceUID]: study[Tag.StudyInstanceUID]!,

@@ -28,6 +28,7 @@ export async function startDicomListener(services: Services, settings: NonNullab
   const open = new Set<Socket>();
   const deps = {
     ingest,
+    catalog: services.catalog,
     log,
     aeTitle: settings.aeTitle,
     acceptUnknown: settings.acceptUnknown,

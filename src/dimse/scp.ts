@@ -4,21 +4,25 @@ import dimse from 'dcmjs-dimse';
 import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 import type { AuditEvent } from '../auth/records.js';
+import type { Catalog } from '../catalog/catalog.js';
 import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
+import { answerFind, FindStatus, QUERY_CLASSES, receivedBytes } from './find.js';
 
 const { Scp, Dataset } = dimse;
 const { Status, PresentationContextResult, RejectResult, RejectSource, RejectReason } = dimse.constants;
-const { CEchoResponse, CStoreResponse } = dimse.responses;
+const { CEchoResponse, CFindResponse, CStoreResponse } = dimse.responses;
 
 type Association = dimse.association.Association;
 type PresentationContext = dimse.association.PresentationContext;
 type CStoreRequest = dimse.requests.CStoreRequest;
+type CFindRequest = dimse.requests.CFindRequest;
 
 const VERIFICATION = '1.2.840.10008.1.1';
 /** Storage SOP classes live under this root (PS3.4 B.5); others (query, worklist, print…) are not storage. */
 const STORAGE_ROOT = '1.2.840.10008.5.1.4.1.1.';
+const UNCOMPRESSED = ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2'];
 
 /** What an association may do, once its caller is known (or not). */
 export type Permissions = { store: boolean; query: boolean; retrieve: boolean };
@@ -26,6 +30,8 @@ export type Permissions = { store: boolean; query: boolean; retrieve: boolean };
 /** What an SCP needs of the server: the ingest path, who may call, and the audit trail. */
 export type ScpDeps = {
   ingest: IngestDeps;
+  /** What C-FIND searches. */
+  catalog: Catalog;
   log: Logger;
   aeTitle: string;
   /** What a known application entity calling from an address it may call from may do; undefined when unknown there. */
@@ -50,6 +56,8 @@ export class DicomAssociation extends Scp {
   private permissions: Permissions = { store: false, query: false, retrieve: false };
   /** The C-STORE being received: its ingest batch and receipt, set when its data set starts to arrive. */
   private receiving: { batch: IngestBatch; receipt: ReturnType<IngestBatch['add']>; body: PassThrough } | undefined;
+  /** C-FINDs under way, by message ID, each flagged when a C-CANCEL names it. */
+  private readonly finds = new Map<number, { cancelled: boolean }>();
 
   constructor(
     private readonly socket: Socket,
@@ -115,7 +123,8 @@ export class DicomAssociation extends Scp {
   private acceptableSyntax(context: PresentationContext): string | undefined {
     const abstract = context.getAbstractSyntaxUid();
     const proposed = context.getTransferSyntaxUids();
-    if (abstract === VERIFICATION) return proposed.find((ts) => ts === '1.2.840.10008.1.2.1' || ts === '1.2.840.10008.1.2') ?? '';
+    if (abstract === VERIFICATION) return proposed.find((ts) => UNCOMPRESSED.includes(ts)) ?? '';
+    if (QUERY_CLASSES.has(abstract) && this.permissions.query) return proposed.find((ts) => UNCOMPRESSED.includes(ts)) ?? '';
     if (abstract.startsWith(STORAGE_ROOT) && this.permissions.store) return proposed.find(isKnownTransferSyntax) ?? '';
     return undefined;
   }
@@ -195,6 +204,62 @@ export class DicomAssociation extends Scp {
       .finally(() => callback(response));
   }
 
+  /**
+   * Matches go out as Pending responses as they are read, each after the socket has taken the one before; the final
+   * response (the callback, which may be called once only) says how the search ended.
+   */
+  override cFindRequest(request: CFindRequest, callback: (responses: dimse.responses.CFindResponse[]) => void): void {
+    const id = request.getMessageId();
+    const search = { cancelled: false };
+    this.finds.set(id, search);
+    const identifier = request.getDataset();
+    const syntax = identifier?.getTransferSyntaxUid() ?? '';
+    const send = async (match: Buffer, status: number) => {
+      const pending = CFindResponse.fromRequest(request);
+      pending.setStatus(status);
+      pending.setDataset(new EncodedDataset(match, syntax));
+      this.sendResponse(request, pending);
+      // Waiting for the socket (or its end), or at least for the event loop, lets a C-CANCEL in between two matches.
+      await new Promise<void>((resolve) => {
+        if (!this.socket.writableNeedDrain) return void setImmediate(resolve);
+        const done = () => {
+          this.socket.off('drain', done).off('close', done);
+          resolve();
+        };
+        this.socket.on('drain', done).on('close', done);
+      });
+    };
+    const final = CFindResponse.fromRequest(request);
+    const bytes = identifier && receivedBytes(identifier);
+    void (bytes
+      ? answerFind(this.deps.catalog, this.deps.aeTitle, { identifier: bytes, transferSyntaxUid: syntax, sopClassUid: request.getAffectedSopClassUid() }, { send, cancelled: () => search.cancelled || this.socket.destroyed })
+      : Promise.resolve({ status: FindStatus.UnableToProcess, errorComment: 'the C-FIND request has no identifier', matches: 0, summary: '' })
+    )
+      .then(
+        (outcome) => {
+          final.setStatus(outcome.status);
+          if (outcome.errorComment) final.setErrorComment(outcome.errorComment);
+          this.audit({ method: 'C-FIND', status: outcome.status, query: outcome.summary });
+          this.deps.log.info({ callingAeTitle: this.caller, association: this.id, query: outcome.summary, matches: outcome.matches, status: `0x${outcome.status.toString(16).toUpperCase()}` }, 'C-FIND answered');
+        },
+        (err: unknown) => {
+          this.deps.log.error({ err, callingAeTitle: this.caller }, 'a C-FIND could not be answered');
+          final.setStatus(FindStatus.UnableToProcess);
+          final.setErrorComment('the search failed; try again');
+          this.audit({ method: 'C-FIND', status: FindStatus.UnableToProcess });
+        },
+      )
+      .finally(() => {
+        this.finds.delete(id);
+        if (!this.socket.destroyed) callback([final]);
+      });
+  }
+
+  override cCancelRequest(request: dimse.requests.CCancelRequest): void {
+    const search = this.finds.get(request.getMessageIdBeingRespondedTo());
+    if (search) search.cancelled = true;
+  }
+
   /** PS3.4 B.2.3: STOW's FailureReason codes are the C-STORE statuses they come from. */
   private answerStore(response: dimse.responses.CStoreResponse, outcome: InstanceOutcome): void {
     const detail = { callingAeTitle: this.caller, address: this.socket.remoteAddress, sopInstanceUid: outcome.sopInstanceUid, studyUid: outcome.studyUid };
@@ -227,5 +292,19 @@ export class DicomAssociation extends Scp {
   /** The connection is gone: an instance still arriving is dropped, nothing of it kept. */
   connectionClosed(): void {
     this.abort();
+  }
+}
+
+/** A data set this server encoded itself (dicom/write.ts), which dcmjs-dimse sends as it is. */
+class EncodedDataset extends Dataset {
+  constructor(
+    private readonly bytes: Buffer,
+    transferSyntaxUid: string,
+  ) {
+    super({}, transferSyntaxUid);
+  }
+
+  override getDenaturalizedDataset(): Buffer {
+    return this.bytes;
   }
 }
