@@ -29,6 +29,7 @@ export async function startDicomListener(services: Services, settings: NonNullab
   const deps = {
     ingest,
     catalog: services.catalog,
+    reads: services.reads,
     log,
     aeTitle: settings.aeTitle,
     acceptUnknown: settings.acceptUnknown,

@@ -8,7 +8,9 @@ import type { Catalog } from '../catalog/catalog.js';
 import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
+import type { ReadService } from '../read/read-service.js';
 import { answerFind, FindStatus, QUERY_CLASSES, receivedBytes } from './find.js';
+import { Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
 
 const { Scp, Dataset } = dimse;
 const { Status, PresentationContextResult, RejectResult, RejectSource, RejectReason } = dimse.constants;
@@ -18,6 +20,9 @@ type Association = dimse.association.Association;
 type PresentationContext = dimse.association.PresentationContext;
 type CStoreRequest = dimse.requests.CStoreRequest;
 type CFindRequest = dimse.requests.CFindRequest;
+type CMoveRequest = dimse.requests.CMoveRequest;
+type CGetRequest = dimse.requests.CGetRequest;
+type RetrieveResponse = dimse.responses.CMoveResponse | dimse.responses.CGetResponse;
 
 const VERIFICATION = '1.2.840.10008.1.1';
 /** Storage SOP classes live under this root (PS3.4 B.5); others (query, worklist, print…) are not storage. */
@@ -32,6 +37,8 @@ export type ScpDeps = {
   ingest: IngestDeps;
   /** What C-FIND searches. */
   catalog: Catalog;
+  /** The stored bytes C-MOVE and C-GET send. */
+  reads: Pick<ReadService, 'instanceStream'>;
   log: Logger;
   aeTitle: string;
   /** What a known application entity calling from an address it may call from may do; undefined when unknown there. */
@@ -58,6 +65,10 @@ export class DicomAssociation extends Scp {
   private receiving: { batch: IngestBatch; receipt: ReturnType<IngestBatch['add']>; body: PassThrough } | undefined;
   /** C-FINDs under way, by message ID, each flagged when a C-CANCEL names it. */
   private readonly finds = new Map<number, { cancelled: boolean }>();
+  /** As negotiated: C-GET stores back on its storage contexts. */
+  private association: Association | undefined;
+  /** C-MOVEs and C-GETs under way, by message ID, for C-CANCEL. */
+  private readonly retrievals = new Map<number, Retrieval>();
 
   constructor(
     private readonly socket: Socket,
@@ -76,6 +87,7 @@ export class DicomAssociation extends Scp {
   }
 
   private async negotiate(association: Association): Promise<void> {
+    this.association = association;
     this.caller = association.getCallingAeTitle().trim();
     const called = association.getCalledAeTitle().trim();
     const address = this.socket.remoteAddress ?? '';
@@ -125,7 +137,10 @@ export class DicomAssociation extends Scp {
     const proposed = context.getTransferSyntaxUids();
     if (abstract === VERIFICATION) return proposed.find((ts) => UNCOMPRESSED.includes(ts)) ?? '';
     if (QUERY_CLASSES.has(abstract) && this.permissions.query) return proposed.find((ts) => UNCOMPRESSED.includes(ts)) ?? '';
-    if (abstract.startsWith(STORAGE_ROOT) && this.permissions.store) return proposed.find(isKnownTransferSyntax) ?? '';
+    if (RETRIEVE_CLASSES.has(abstract) && this.permissions.retrieve) return proposed.find((ts) => UNCOMPRESSED.includes(ts)) ?? '';
+    // A C-GET requester offers to be the storage SCP (PS3.7 D.3.3.4) so that instances come back on its association.
+    const storesBack = this.permissions.retrieve && this.association?.getPresentationContexts().some(({ context: c }) => c.getAbstractSyntaxUid() === abstract && c.getProviderRole());
+    if (abstract.startsWith(STORAGE_ROOT) && (this.permissions.store || storesBack)) return proposed.find(isKnownTransferSyntax) ?? '';
     return undefined;
   }
 
@@ -136,6 +151,9 @@ export class DicomAssociation extends Scp {
   override abort(): void {
     // A caller that aborts (or hangs up) mid-transfer leaves nothing half-stored: the ingest batch is dropped.
     this.receiving?.body.destroy(new Error('the association was aborted before the instance was whole'));
+    for (const retrieval of this.retrievals.values()) retrieval.cancel();
+    // PS3.8 9.2 AA-3: the acceptor closes the connection; the caller would wait for it until its ARTIM timer ran out.
+    this.socket.destroy();
   }
 
   override cEchoRequest(request: dimse.requests.CEchoRequest, callback: (response: dimse.responses.CEchoResponse) => void): void {
@@ -258,6 +276,32 @@ export class DicomAssociation extends Scp {
   override cCancelRequest(request: dimse.requests.CCancelRequest): void {
     const search = this.finds.get(request.getMessageIdBeingRespondedTo());
     if (search) search.cancelled = true;
+    this.retrievals.get(request.getMessageIdBeingRespondedTo())?.cancel();
+  }
+
+  override cMoveRequest(request: CMoveRequest, callback: (responses: dimse.responses.CMoveResponse[]) => void): void {
+    this.retrieve('C-MOVE', request, callback as (responses: RetrieveResponse[]) => void);
+  }
+
+  override cGetRequest(request: CGetRequest, callback: (responses: dimse.responses.CGetResponse[]) => void): void {
+    this.retrieve('C-GET', request, callback as (responses: RetrieveResponse[]) => void);
+  }
+
+  /** C-MOVE and C-GET (retrieve.ts): pending responses as sub-operations end, the final one through `callback`, once. */
+  private retrieve(method: string, request: CMoveRequest | CGetRequest, callback: (responses: RetrieveResponse[]) => void): void {
+    const id = request.getMessageId();
+    const retrieval = new Retrieval(
+      { catalog: this.deps.catalog, reads: this.deps.reads, aeTitle: this.deps.aeTitle, log: this.deps.log },
+      { peer: this, association: this.association!, aeTitle: this.caller, mayRetrieve: this.permissions.retrieve },
+    );
+    this.retrievals.set(id, retrieval);
+    void retrieval
+      .run(request, (pending) => this.sendResponse(request, pending))
+      .then(({ response, studyUids, query }) => {
+        for (const studyUid of studyUids.length > 0 ? studyUids : [undefined]) this.audit({ method, status: response.getStatus(), studyUid, query });
+        if (!this.socket.destroyed) callback([response]);
+      })
+      .finally(() => this.retrievals.delete(id));
   }
 
   /** PS3.4 B.2.3: STOW's FailureReason codes are the C-STORE statuses they come from. */

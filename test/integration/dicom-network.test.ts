@@ -1,16 +1,15 @@
-import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import dicomParser from 'dicom-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { makeCertificate } from '../helpers/certificate.js';
-import { adminFetch, freePort, readMultipartResponse, startServer, type RunningServer } from '../helpers/server.js';
+import { AE, dataSetOf, registerAe, run, sha256, startDicomServer } from '../helpers/dimse.js';
+import { adminFetch, freePort, readMultipartResponse, type RunningServer } from '../helpers/server.js';
 import { indexRows, objectKeys } from '../helpers/stored.js';
 
 /**
@@ -19,9 +18,7 @@ import { indexRows, objectKeys } from '../helpers/stored.js';
  * and a sender killed mid-transfer. What arrives is stored byte for byte and is at once found by QIDO and read by WADO.
  */
 
-const run = promisify(execFile);
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/dicom');
-const AE = 'PACSLITE';
 const MAX_ASSOCIATIONS = 8;
 type Fixture = { path: string; transferSyntaxUID: string; studyUID: string; seriesUID: string; sopInstanceUID: string };
 
@@ -42,27 +39,18 @@ let tlsPort: number;
 let work: string;
 
 beforeAll(async () => {
-  [dicomPort, tlsPort] = [await freePort(), await freePort()];
+  tlsPort = await freePort();
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-dimse-'));
   const { cert, key } = makeCertificate(work);
-  server = await startServer({
-    env: {
-      PACS_DICOM_PORT: String(dicomPort),
-      PACS_DICOM_AE_TITLE: AE,
-      PACS_DICOM_TLS_PORT: String(tlsPort),
-      PACS_DICOM_TLS_CERT: cert,
-      PACS_DICOM_TLS_KEY: key,
-      PACS_DICOM_MAX_ASSOCIATIONS: String(MAX_ASSOCIATIONS),
-      PACS_DICOM_TIMEOUT: '5',
-    },
-  });
+  ({ server, dicomPort } = await startDicomServer({
+    PACS_DICOM_TLS_PORT: String(tlsPort),
+    PACS_DICOM_TLS_CERT: cert,
+    PACS_DICOM_TLS_KEY: key,
+    PACS_DICOM_MAX_ASSOCIATIONS: String(MAX_ASSOCIATIONS),
+    PACS_DICOM_TIMEOUT: '5',
+  }));
   // The modality is known, from this address; unknown callers may only echo (PACS_DICOM_ACCEPT_UNKNOWN is off).
-  const known = await adminFetch(`${server.url}/api/v1/application-entities/MODALITY`, {
-    method: 'PUT',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ host: '127.0.0.1', store: true, query: true, retrieve: false }),
-  });
-  expect(known.status).toBe(201);
+  await registerAe(server, 'MODALITY', { host: '127.0.0.1', store: true, query: true });
 });
 
 afterAll(async () => {
@@ -76,14 +64,6 @@ afterAll(async () => {
  */
 const storescu = (files: string[], ...options: string[]) =>
   run('storescu', ['-aet', 'MODALITY', '-aec', AE, ...options, '127.0.0.1', String(dicomPort), ...files], { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, TCP_NODELAY: '1' } });
-
-/** A Part 10 file's data set, what travels over the network: the bytes after its meta information. */
-function dataSetOf(file: Buffer): Buffer {
-  const metaEnd = 144 + file.readUInt32LE(140);
-  return file.subarray(metaEnd);
-}
-
-const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 async function stored(f: Pick<Fixture, 'studyUID' | 'seriesUID' | 'sopInstanceUID'>): Promise<Buffer> {
   const response = await adminFetch(`${server.dicomweb}/studies/${f.studyUID}/series/${f.seriesUID}/instances/${f.sopInstanceUID}`, { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
