@@ -27,7 +27,7 @@ const UNABLE_TO_PERFORM_SUBOPERATIONS = 0xa702;
 const SUBOPERATIONS_WITH_FAILURES = 0xb000;
 const UNABLE_TO_PROCESS = 0xc000;
 /** PS3.7 C.5.2: the requester may not do this. */
-const NOT_AUTHORIZED = 0x0124;
+export const NOT_AUTHORIZED = 0x0124;
 /** An association proposes at most 128 presentation contexts (odd IDs 1 to 255, PS3.8 9.3.2.2). */
 const MAX_CONTEXTS = 128;
 

@@ -1,4 +1,4 @@
-import { PassThrough, type Writable } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import type { Socket } from 'node:net';
 import dimse from 'dcmjs-dimse';
 import type { Logger } from 'pino';
@@ -10,7 +10,7 @@ import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
 import type { ReadService } from '../read/read-service.js';
 import { answerFind, FindStatus, QUERY_CLASSES, receivedBytes } from './find.js';
-import { Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
+import { NOT_AUTHORIZED, Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
 
 const { Scp, Dataset } = dimse;
 const { Status, PresentationContextResult, RejectResult, RejectSource, RejectReason } = dimse.constants;
@@ -167,6 +167,12 @@ export class DicomAssociation extends Scp {
    * instance; the socket is paused while the spool is behind, so a large instance costs a few chunks of memory.
    */
   override createStoreWritableStream(context: PresentationContext, request: CStoreRequest): Writable {
+    // dcmjs-dimse hands on a C-STORE even on a presentation context that was rejected: the right to store is checked
+    // again here, and the bytes of one without it go nowhere.
+    if (!this.permissions.store || !context.getAbstractSyntaxUid().startsWith(STORAGE_ROOT)) {
+      this.receiving = undefined;
+      return new Writable({ write: (_chunk, _encoding, done) => done() });
+    }
     const body = new PassThrough({ highWaterMark: 1024 * 1024 });
     body.write(
       fileMetaInformation({
@@ -205,8 +211,15 @@ export class DicomAssociation extends Scp {
     const receiving = this.receiving;
     this.receiving = undefined;
     const response = CStoreResponse.fromRequest(request);
+    if (!receiving) {
+      response.setStatus(NOT_AUTHORIZED);
+      response.setErrorComment('this application entity may not store here');
+      this.deps.log.warn({ callingAeTitle: this.caller, address: this.socket.remoteAddress, sopInstanceUid: request.getAffectedSopInstanceUid() }, 'C-STORE refused: the caller may not store');
+      this.audit({ method: 'C-STORE', status: NOT_AUTHORIZED, sopUid: request.getAffectedSopInstanceUid() });
+      callback(response);
+      return;
+    }
     void (async () => {
-      if (!receiving) throw new Error('a C-STORE request arrived without its data set');
       const receipt = await receiving.receipt;
       await receiving.batch.commit();
       return await receipt.outcome;
