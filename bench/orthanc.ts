@@ -9,17 +9,27 @@ import type { Settings } from './settings.js';
 export type DicomWebServer = { Url: string; HttpHeaders?: Record<string, string> };
 
 /**
+ * Orthanc's own DICOM network service: its port (on loopback, like all it opens here), its AE title, and the remote
+ * application entities it knows by name (DicomModalities: AE title, host, port), to send to and to move to.
+ */
+export type OrthancDicom = { port: number; aeTitle: string; modalities: Record<string, [aeTitle: string, host: string, port: number]> };
+
+/** What else an Orthanc is started with: the DICOMweb servers it is a client of, its DICOM service. */
+export type OrthancOptions = { dicomWebServers?: Record<string, DicomWebServer>; dicom?: OrthancDicom };
+
+/**
  * Orthanc's configuration for the comparison: its defaults, except where they would make it do more
  * (or less) work than PACS-lite for the same answers. Written out in full so the report can quote it.
  */
-export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlugin: string; dicomWebServers?: Record<string, DicomWebServer> }) {
+export function orthancConfig(opts: { dataDir: string; port: number; dicomWebPlugin: string } & OrthancOptions) {
   return {
     Name: 'pacs-lite-bench',
     StorageDirectory: path.join(opts.dataDir, 'storage'),
     IndexDirectory: path.join(opts.dataDir, 'index'),
     HttpPort: opts.port,
-    // Only HTTP is compared; no DICOM port is opened.
-    DicomServerEnabled: false,
+    // No DICOM port unless a case compares or tests DIMSE; then any caller may store, as Orthanc's default is.
+    DicomServerEnabled: opts.dicom !== undefined,
+    ...(opts.dicom ? { DicomPort: opts.dicom.port, DicomAet: opts.dicom.aeTitle, DicomModalities: opts.dicom.modalities, DicomAlwaysAllowStore: true } : {}),
     // Loopback only, and no credentials: Orthanc as most clinics run it behind a viewer. PACS-lite, which
     // cannot be run without access control, is sent an API key on every request, so its figures include
     // checking it (the cost is measured apart, in the access-control table).
@@ -65,8 +75,8 @@ export async function startOrthanc(settings: Settings, workDir: string): Promise
   return { name: 'orthanc', version: orthanc.version, dicomweb: `${orthanc.url}/dicom-web`, auth: {}, pid: orthanc.pid, stop: orthanc.stop };
 }
 
-/** startOrthanc's process itself; `dicomWebServers` make it a DICOMweb client of them too (the tests use it so). */
-export async function runOrthanc(install: OrthancInstall, workDir: string, dicomWebServers?: Record<string, DicomWebServer>): Promise<OrthancProcess> {
+/** startOrthanc's process itself; `options` make it a DICOMweb client and a DICOM peer too (the tests use it so). */
+export async function runOrthanc(install: OrthancInstall, workDir: string, options: OrthancOptions = {}): Promise<OrthancProcess> {
   for (const file of [install.orthanc, install.orthancDicomWeb]) {
     await fs.access(file, constants.R_OK).catch(() => {
       throw new Error(`${file} is missing: install Debian's orthanc and orthanc-dicomweb (or set BENCH_ORTHANC, BENCH_ORTHANC_DICOMWEB)`);
@@ -76,7 +86,7 @@ export async function runOrthanc(install: OrthancInstall, workDir: string, dicom
   const dataDir = path.join(workDir, 'orthanc-data');
   await fs.mkdir(dataDir, { recursive: true });
   const configFile = path.join(workDir, 'orthanc.json');
-  await fs.writeFile(configFile, JSON.stringify(orthancConfig({ dataDir, port, dicomWebPlugin: install.orthancDicomWeb, dicomWebServers }), null, 2));
+  await fs.writeFile(configFile, JSON.stringify(orthancConfig({ dataDir, port, dicomWebPlugin: install.orthancDicomWeb, ...options }), null, 2));
   const shim = compileLoopbackShim(install.root, workDir);
   const url = `http://127.0.0.1:${port}`;
   const server = await spawnServer({

@@ -34,7 +34,7 @@ describe('Orthanc 1.10 with DICOMweb plugin 1.7, a DICOMweb client of PACS-lite'
 
   beforeAll(async () => {
     pacs = await startServer();
-    orthanc = await startOrthancClient({ pacs: { Url: `${pacs.dicomweb}/`, HttpHeaders: AS_ADMIN } });
+    orthanc = await startOrthancClient({ dicomWebServers: { pacs: { Url: `${pacs.dicomweb}/`, HttpHeaders: AS_ADMIN } } });
     const loaded = new Set<string>();
     for (const f of manifest) {
       const { ParentStudy } = await orthanc.json<{ ParentStudy: string }>('POST', '/instances', readFileSync(path.join(FIXTURES, f.path)));

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { runOrthanc, type DicomWebServer } from '../../bench/orthanc.js';
+import { runOrthanc, type OrthancOptions } from '../../bench/orthanc.js';
 import { readSettings } from '../../bench/settings.js';
 
 export type Orthanc = {
@@ -16,13 +16,14 @@ export type Orthanc = {
 };
 
 /**
- * Debian's Orthanc with its DICOMweb plugin as the bench starts it (bench/orthanc.ts: loopback only, no DICOM port),
- * a DICOMweb client of `servers`, its data in a temporary folder removed by stop().
+ * Debian's Orthanc with its DICOMweb plugin as the bench starts it (bench/orthanc.ts: loopback only), a DICOMweb
+ * client of `options.dicomWebServers` and a DICOM peer when `options.dicom` says so, its data in a temporary folder
+ * removed by stop().
  */
-export async function startOrthancClient(servers: Record<string, DicomWebServer>): Promise<Orthanc> {
+export async function startOrthancClient(options: OrthancOptions): Promise<Orthanc> {
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-orthanc-'));
   // Debian's packages, unless BENCH_ORTHANC and BENCH_ORTHANC_DICOMWEB name others, as for the bench.
-  const orthanc = await runOrthanc(readSettings(process.env, []), workDir, servers).catch(async (e) => {
+  const orthanc = await runOrthanc(readSettings(process.env, []), workDir, options).catch(async (e) => {
     await fs.rm(workDir, { recursive: true, force: true });
     throw e;
   });
