@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { checkInterrupted } from './interrupt.js';
 
 export type Latency = {
   /** The first call, before any cache of the server is warm. */
@@ -25,6 +26,25 @@ export async function latency(once: (i: number) => Promise<number>, reps: number
   // Back to back, as a viewer's bursts are: a pause between calls would time the wake-up of an idle server too.
   for (let i = 1; i <= reps && i < maxCalls && (samplesMs.length < 3 || performance.now() < deadline); i++) samplesMs.push(await once(i));
   return latencyOf(firstMs, samplesMs);
+}
+
+/**
+ * Calls each line's `once(i)` in turn for i = 0 … calls − 1, so that the machine's other work falls on every line
+ * alike; call 0 of each line is untimed (codec workers starting, the tool's libraries first loaded).
+ */
+export async function interleaved<K extends string>(calls: number, lines: Record<K, (i: number) => Promise<number>>): Promise<Record<K, Latency>> {
+  const keys = Object.keys(lines) as K[];
+  const first = new Map<K, number>();
+  const samples = new Map<K, number[]>(keys.map((k) => [k, []]));
+  for (let i = 0; i < calls; i++) {
+    checkInterrupted();
+    for (const k of keys) {
+      const ms = await lines[k](i);
+      if (i === 0) first.set(k, ms);
+      else samples.get(k)!.push(ms);
+    }
+  }
+  return Object.fromEntries(keys.map((k) => [k, latencyOf(first.get(k)!, samples.get(k)!)])) as Record<K, Latency>;
 }
 
 /** The untimed first call and the timed ones, summarized. */

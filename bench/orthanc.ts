@@ -14,8 +14,11 @@ export type DicomWebServer = { Url: string; HttpHeaders?: Record<string, string>
  */
 export type OrthancDicom = { port: number; aeTitle: string; modalities: Record<string, [aeTitle: string, host: string, port: number]> };
 
-/** What else an Orthanc is started with: the DICOMweb servers it is a client of, its DICOM service. */
-export type OrthancOptions = { dicomWebServers?: Record<string, DicomWebServer>; dicom?: OrthancDicom };
+/**
+ * What else an Orthanc is started with: the DICOMweb servers it is a client of, its DICOM service, and variables added
+ * to its environment (not its configuration), such as TCP_NODELAY for the dcmtk inside it.
+ */
+export type OrthancOptions = { dicomWebServers?: Record<string, DicomWebServer>; dicom?: OrthancDicom; env?: Readonly<Record<string, string>> };
 
 /**
  * Orthanc's configuration for the comparison: its defaults, except where they would make it do more
@@ -93,7 +96,7 @@ export async function runOrthanc(install: OrthancInstall, workDir: string, optio
     command: install.orthanc,
     args: [configFile],
     cwd: workDir,
-    env: { ...process.env, LD_PRELOAD: shim },
+    env: { ...process.env, ...options.env, LD_PRELOAD: shim },
     logFile: path.join(workDir, 'orthanc.log'),
     readyUrl: `${url}/system`,
   });

@@ -6,6 +6,7 @@ import type { BackendName, Dialect, ServerName } from './settings.js';
 import type { IngestResult } from './ingest.js';
 import type { LoadResults } from './load.js';
 import type { TranscodeResults } from './transcode.js';
+import type { DimseResults } from './dimse.js';
 import type { ReadResult } from './reads.js';
 import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
 import { RENDER_LINES, THUMBNAIL_TARGET_MS, type ImageFacts, type RenderDetail } from './rendered.js';
@@ -46,6 +47,8 @@ export type BenchResults = {
   backends?: Partial<Record<BackendName, BackendResults>>;
   /** A JPEG-LS CT slice converted to Explicit VR Little Endian, uncached and cached (transcode.ts). */
   transcode?: TranscodeResults;
+  /** storescu and findscu against both servers' DICOM services, and our STOW of the same corpus (dimse.ts). */
+  dimse?: DimseResults;
   /** QIDO on a synthesised index of a million instances, by dialect (qido-scale.ts). */
   qidoScale?: Partial<Record<Dialect, QidoScaleResults>>;
   /** 45 readers and 5 uploads, then the same with a render bomb stored (load.ts). */

@@ -2,7 +2,8 @@
  * npm run bench: PACS-lite and Orthanc side by side on one corpus, with the machine's own limits,
  * against the targets of the issue; PACS-lite on each storage backend; QIDO on a synthesised index of a
  * million instances; JPEG-LS converted to Explicit VR Little Endian against dcmtk (`npm run bench -- transcode` alone);
- * the load case (`npm run bench -- load` alone). See bench/README.md.
+ * storescu and findscu against PACS-lite's and Orthanc's DICOM services (`npm run bench -- dimse` alone); the load case
+ * (`npm run bench -- load` alone). See bench/README.md.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -42,6 +43,7 @@ import { qidoAtScale } from './qido-scale.js';
 import { loadCase, type LoadResults } from './load.js';
 import { loadFailures, renderLoad } from './load-report.js';
 import { renderTranscode, transcodeCase, transcodeFailures, type TranscodeResults } from './transcode.js';
+import { dimseCase, dimseFailures, renderDimse, type DimseResults } from './dimse.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -129,6 +131,13 @@ async function main(): Promise<number> {
     checkInterrupted();
   }
 
+  // DIMSE (dimse.ts): servers of its own with their DICOM services on, the corpus stored by storescu and by STOW.
+  let dimse: DimseResults | undefined;
+  if (settings.dimseQueries > 0) {
+    dimse = await dimseCase({ settings, workDir, corpus: await theCorpus(), log, running });
+    checkInterrupted();
+  }
+
   // QIDO at scale (qido-scale.ts): no corpus, an index synthesised for each dialect.
   const qidoScale: NonNullable<BenchResults['qidoScale']> = {};
   if (settings.qidoInstances > 0) {
@@ -161,6 +170,7 @@ async function main(): Promise<number> {
     servers,
     ...(settings.backends.length ? { backends } : {}),
     ...(transcode ? { transcode } : {}),
+    ...(dimse ? { dimse } : {}),
     ...(Object.keys(qidoScale).length ? { qidoScale } : {}),
     ...(load ? { load } : {}),
     orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
@@ -183,6 +193,7 @@ async function main(): Promise<number> {
   }
   if (results.backends) console.log(`\n${renderBackends(results.backends, labels)}`);
   if (results.transcode) console.log(`\n${renderTranscode(results.transcode)}`);
+  if (results.dimse) console.log(`\n${renderDimse(results.dimse)}`);
   if (results.qidoScale) console.log(`\n${renderQidoScale(results.qidoScale)}`);
   if (results.load) console.log(`\n${renderLoad(results.load)}`);
   console.log(`\nresults: ${jsonFile}`);
@@ -190,6 +201,7 @@ async function main(): Promise<number> {
     ...Object.entries(servers).flatMap(([name, s]) => (failuresOf(s).length ? [`${name} failed: ${failuresOf(s).join('; ')}`] : [])),
     ...Object.values(backends).flatMap((b) => (b.fromMainRun ? [] : backendFailures(b).map((f) => `PACS-lite ${BACKEND_LABELS[b.backend]} failed: ${f}`))),
     ...(transcode ? transcodeFailures(transcode).map((f) => `transcoding failed: ${f}`) : []),
+    ...(dimse ? dimseFailures(dimse).map((f) => `DIMSE failed: ${f}`) : []),
     ...Object.values(qidoScale).flatMap((q) => qidoScaleFailures(q).map((f) => `QIDO at scale, ${q.dialect} failed: ${f}`)),
     ...(load ? loadFailures(load).map((f) => `load case failed: ${f}`) : []),
   ];

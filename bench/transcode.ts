@@ -3,7 +3,6 @@
  * retrieve of each copy (a conversion) against dcmtk's dcmdjpls on the same file; the second (the cached conversion)
  * against the same slice stored uncompressed. `npm run bench -- transcode` runs it alone. See bench/README.md.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parsePart10 } from '../src/dicom/parse.js';
@@ -11,10 +10,11 @@ import { TransferSyntax } from '../src/dicom/transfer-syntax.js';
 import { newUid } from '../src/dicom/write.js';
 import { syntheticInstance } from '../test/fixtures/synthetic.js';
 import { scanCorpus, type Corpus, type CorpusInstance } from './corpus.js';
+import { runTool, timedRun } from './dcmtk.js';
 import { dropConnections, multipartEntries, request } from './http.js';
 import { ingest } from './ingest.js';
 import { checkInterrupted } from './interrupt.js';
-import { latencyOf, syncDisks, type Latency } from './measure.js';
+import { interleaved, syncDisks, type Latency } from './measure.js';
 import { randomAdminKey, serverLogTail, startPacsLite, type PacsLiteServer } from './pacs-lite.js';
 import { fixed, renderColumns } from './report.js';
 import type { RunningServer } from './server-process.js';
@@ -78,11 +78,11 @@ export async function transcodeCase(opts: { settings: Settings; workDir: string;
       await interleaved(copies.length, {
         uncached: (i) => retrieve(pacs, copies[i]!.jpegLs, AS_EXPLICIT_LE, copies[i]!.pixels),
         dcmdjpls: async (i) => {
-          const ms = timedRun('dcmdjpls', [copies[i]!.file, output]);
+          const { ms } = timedRun('dcmdjpls', [copies[i]!.file, output]);
           expectPixels(await fs.readFile(output), copies[i]!.jpegLs.sopUid, copies[i]!.pixels, `dcmdjpls ${copies[i]!.jpegLs.file}`);
           return ms;
         },
-        processStart: async () => timedRun('dcmdjpls', ['--version']),
+        processStart: async () => timedRun('dcmdjpls', ['--version']).ms,
       }),
     );
     checkInterrupted();
@@ -112,25 +112,6 @@ export async function transcodeCase(opts: { settings: Settings; workDir: string;
   return results;
 }
 
-/**
- * Calls each line's `once(i)` in turn for i = 0 … calls − 1, so that the machine's other work falls on every line
- * alike; call 0 of each line is untimed (codec workers starting, the tool's libraries first loaded).
- */
-async function interleaved<K extends string>(calls: number, lines: Record<K, (i: number) => Promise<number>>): Promise<Record<K, Latency>> {
-  const keys = Object.keys(lines) as K[];
-  const first = new Map<K, number>();
-  const samples = new Map<K, number[]>(keys.map((k) => [k, []]));
-  for (let i = 0; i < calls; i++) {
-    checkInterrupted();
-    for (const k of keys) {
-      const ms = await lines[k](i);
-      if (i === 0) first.set(k, ms);
-      else samples.get(k)!.push(ms);
-    }
-  }
-  return Object.fromEntries(keys.map((k) => [k, latencyOf(first.get(k)!, samples.get(k)!)])) as Record<K, Latency>;
-}
-
 /** One WADO-RS instance retrieve; throws unless it is one Explicit VR Little Endian part holding the slice's pixels. */
 async function retrieve(server: RunningServer, instance: CorpusInstance, accept: string, pixels: Buffer): Promise<number> {
   const url = `${server.dicomweb}/studies/${instance.studyUid}/series/${instance.seriesUid}/instances/${instance.sopUid}`;
@@ -154,22 +135,6 @@ function expectPixels(file: Buffer, sopUid: string, pixels: Buffer, what: string
   if (!answered?.equals(pixels)) throw new Error(`${what}: ${answered?.length ?? 0} bytes of pixel data, not the ${pixels.length} bytes of the slice`);
 }
 
-/** Wall time of one run of a tool, from spawn to exit: its process start included, as a user of it pays. */
-function timedRun(tool: string, args: string[]): number {
-  const started = performance.now();
-  run(tool, args);
-  return performance.now() - started;
-}
-
-function run(tool: string, args: string[]): void {
-  try {
-    execFileSync(tool, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${tool} is not installed (Debian: apt install dcmtk)`);
-    throw e;
-  }
-}
-
 /**
  * `count` copies of the slice, each in JPEG-LS (dcmcjpls, lossless) and uncompressed with UIDs of its own, and noise of
  * its own so that no two copies hold the same pixels.
@@ -190,7 +155,7 @@ async function makeCopies(dir: string, count: number, log: (line: string) => voi
     const instance = (set: keyof typeof series) =>
       syntheticInstance({ studyUID, seriesUID: series[set], seriesDescription: `bench transcode, ${set}`, modality: 'CT', rows: SIDE, columns: SIDE, instanceNumber: i + 1, extra: [{ tag: '7FE00010', vr: 'OW', value: pixels }] });
     await fs.writeFile(path.join(source, name), instance('jpeg-ls'));
-    run('dcmcjpls', ['+el', path.join(source, name), path.join(corpusDir, 'jpeg-ls', name)]);
+    runTool('dcmcjpls', ['+el', path.join(source, name), path.join(corpusDir, 'jpeg-ls', name)]);
     await fs.writeFile(path.join(corpusDir, 'uncompressed', name), instance('uncompressed'));
   }
   await fs.rm(source, { recursive: true });
