@@ -55,7 +55,8 @@ const schema = z.object({
     .default('PACSLITE'),
   PACS_DICOM_ACCEPT_UNKNOWN: bool.default(false),
   PACS_DICOM_MAX_ASSOCIATIONS: z.coerce.number().int().min(1).max(1000).default(32),
-  PACS_DICOM_MAX_PDU: bytes.pipe(z.number().int().min(4096).max(16 * 1024 * 1024)).default(131_072),
+  // At most 1 MB: dcmjs-dimse joins a PDU's chunks again at each one that arrives.
+  PACS_DICOM_MAX_PDU: bytes.pipe(z.number().int().min(4096).max(1024 * 1024)).default(131_072),
   PACS_DICOM_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(60),
   PACS_DICOM_TLS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   PACS_DICOM_TLS_CERT: z.string().min(1).optional(),

@@ -25,6 +25,8 @@ type CGetRequest = dimse.requests.CGetRequest;
 type RetrieveResponse = dimse.responses.CMoveResponse | dimse.responses.CGetResponse;
 
 const VERIFICATION = '1.2.840.10008.1.1';
+/** Abstract syntaxes this service serves to some callers. */
+const SERVED: Array<(uid: string) => boolean> = [(uid) => uid.startsWith('1.2.840.10008.5.1.4.1.1.'), (uid) => QUERY_CLASSES.has(uid), (uid) => RETRIEVE_CLASSES.has(uid)];
 /** Storage SOP classes live under this root (PS3.4 B.5); others (query, worklist, print…) are not storage. */
 const STORAGE_ROOT = '1.2.840.10008.5.1.4.1.1.';
 const UNCOMPRESSED = ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2'];
@@ -69,6 +71,15 @@ export class DicomAssociation extends Scp {
   private association: Association | undefined;
   /** C-MOVEs and C-GETs under way, by message ID, for C-CANCEL. */
   private readonly retrievals = new Map<number, Retrieval>();
+  /** Set once the association is accepted: before it, and after a rejection, no P-DATA may come (listener.ts). */
+  accepted = false;
+  /** Set at the association request (dcmjs-dimse's own `association` field is set before it is handed on). */
+  private requested = false;
+
+  /** True while a C-STORE's data set is arriving: the one data set whose size only PACS_MAX_INSTANCE_BYTES bounds. */
+  get storing(): boolean {
+    return this.receiving !== undefined;
+  }
 
   constructor(
     private readonly socket: Socket,
@@ -80,6 +91,14 @@ export class DicomAssociation extends Scp {
   }
 
   override associationRequested(association: Association): void {
+    // PS3.8 9.2: one association per connection; a second request while one is open is a protocol error.
+    if (this.requested) {
+      this.deps.log.warn({ callingAeTitle: this.caller, address: this.socket.remoteAddress }, 'a second association request on an open association: aborted');
+      this.sendAbort();
+      this.socket.destroy();
+      return;
+    }
+    this.requested = true;
     void this.negotiate(association).catch((err: unknown) => {
       this.deps.log.error({ err }, 'a DICOM association request could not be answered');
       this.sendAbort();
@@ -95,7 +114,7 @@ export class DicomAssociation extends Scp {
     if (called !== this.deps.aeTitle) {
       this.deps.log.warn({ ...who, reason: `it called ${called}, not ${this.deps.aeTitle}` }, 'DICOM association refused');
       this.audit({ method: 'A-ASSOCIATE', status: 403, query: `called ${called}` });
-      this.sendAssociationReject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CalledAeNotRecognized);
+      this.reject(RejectReason.CalledAeNotRecognized);
       return;
     }
     const known = await this.deps.knownCaller(this.caller, address);
@@ -105,7 +124,8 @@ export class DicomAssociation extends Scp {
     for (const { id } of association.getPresentationContexts()) {
       const context = association.getPresentationContext(id);
       const syntax = this.acceptableSyntax(context);
-      if (syntax === undefined) context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
+      // A class served to others is refused to this caller as the user's decision, not as unsupported.
+      if (syntax === undefined) context.setResult(SERVED.some((served) => served(context.getAbstractSyntaxUid())) ? PresentationContextResult.RejectUser : PresentationContextResult.RejectAbstractSyntaxNotSupported);
       else if (syntax === '') context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
       else {
         context.setResult(PresentationContextResult.Accept, syntax);
@@ -116,7 +136,7 @@ export class DicomAssociation extends Scp {
       // Nothing it asked for is open to an unknown caller: it is told so at once, and why in the log.
       this.deps.log.warn({ ...who, reason: 'not a known application entity from that address (npm run cli -- aes add)' }, 'DICOM association refused');
       this.audit({ method: 'A-ASSOCIATE', status: 403, query: 'unknown calling AE title or address' });
-      this.sendAssociationReject(RejectResult.Permanent, RejectSource.ServiceUser, RejectReason.CallingAeNotRecognized);
+      this.reject(RejectReason.CallingAeNotRecognized);
       return;
     }
     this.deps.log.info({ ...who, association: this.id, known: this.known, contexts: accepted }, 'DICOM association accepted');
@@ -124,7 +144,17 @@ export class DicomAssociation extends Scp {
     // dcmjs-dimse announces the smaller of the two maximum PDU lengths, and a caller's 0 (no limit) would make ours 0
     // too: the caller could then send PDUs of any length, which listener.ts refuses.
     if (association.getMaxPduLength() === 0) association.setMaxPduLength(dimse.Implementation.getMaxPduLength());
+    // One operation at a time (PS3.7 D.3.3.3): a caller may not have dozens of C-MOVEs or C-FINDs running at once.
+    association.setMaxAsyncOpsInvoked(1);
+    association.setMaxAsyncOpsPerformed(1);
+    this.accepted = true;
     this.sendAssociationAccept();
+  }
+
+  /** Rejects the association for good and closes the connection, which would otherwise hold a place. */
+  protected reject(reason: number, result = RejectResult.Permanent, source = RejectSource.ServiceUser): void {
+    this.sendAssociationReject(result, source, reason);
+    this.socket.end();
   }
 
   /**
@@ -173,7 +203,8 @@ export class DicomAssociation extends Scp {
       this.receiving = undefined;
       return new Writable({ write: (_chunk, _encoding, done) => done() });
     }
-    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // Above the largest PDU (1 MB): the library writes a PDU's fragments without waiting for 'drain' in between.
+    const body = new PassThrough({ highWaterMark: 2 * 1024 * 1024 });
     body.write(
       fileMetaInformation({
         transferSyntaxUID: context.getAcceptedTransferSyntaxUid() ?? '',
@@ -182,15 +213,19 @@ export class DicomAssociation extends Scp {
         sourceAeTitle: this.caller,
       }),
     );
-    const batch = new IngestBatch(this.deps.ingest);
+    const batch = new IngestBatch(this.deps.ingest, undefined, true);
     const receipt = batch.add(body);
     // An instance cut short by a lost connection fails here, and nobody asks: its failure is the connection's.
     receipt.catch(() => undefined);
+    // Once ingest has its answer (stored, or refused before the end, as too large), the rest of the body is let through
+    // unread, so the association goes on to the C-STORE response.
+    void receipt.then((r) => r.outcome).catch(() => undefined).finally(() => body.resume());
     this.receiving = { batch, receipt, body };
     const write = body.write.bind(body);
     body.write = ((chunk: Buffer, ...rest: never[]) => {
       const more = write(chunk, ...rest);
-      if (!more && !this.socket.isPaused()) {
+      // A body ingest has stopped reading (refused as too large, or dropped) must not hold the socket paused.
+      if (!more && !body.destroyed && !body.writableEnded && !this.socket.isPaused()) {
         this.socket.pause();
         body.once('drain', () => this.socket.resume());
       }
@@ -240,6 +275,16 @@ export class DicomAssociation extends Scp {
    * response (the callback, which may be called once only) says how the search ended.
    */
   override cFindRequest(request: CFindRequest, callback: (responses: dimse.responses.CFindResponse[]) => void): void {
+    // dcmjs-dimse hands on a request whatever context it came on: the right to query and the SOP class are checked here.
+    if (!this.permissions.query || !QUERY_CLASSES.has(request.getAffectedSopClassUid())) {
+      const refused = CFindResponse.fromRequest(request);
+      refused.setAffectedSopClassUid(request.getAffectedSopClassUid());
+      refused.setStatus(NOT_AUTHORIZED);
+      refused.setErrorComment('this application entity may not query here');
+      this.audit({ method: 'C-FIND', status: NOT_AUTHORIZED });
+      callback([refused]);
+      return;
+    }
     const id = request.getMessageId();
     const search = { cancelled: false };
     this.finds.set(id, search);
@@ -247,6 +292,8 @@ export class DicomAssociation extends Scp {
     const syntax = identifier?.getTransferSyntaxUid() ?? '';
     const send = async (match: Buffer, status: number) => {
       const pending = CFindResponse.fromRequest(request);
+      // The library names Study Root in every C-FIND response; a Patient Root query is answered as Patient Root.
+      pending.setAffectedSopClassUid(request.getAffectedSopClassUid());
       pending.setStatus(status);
       pending.setDataset(new EncodedDataset(match, syntax));
       this.sendResponse(request, pending);
@@ -261,6 +308,7 @@ export class DicomAssociation extends Scp {
       });
     };
     const final = CFindResponse.fromRequest(request);
+    final.setAffectedSopClassUid(request.getAffectedSopClassUid());
     const bytes = identifier && receivedBytes(identifier);
     void (bytes
       ? answerFind(this.deps.catalog, this.deps.aeTitle, { identifier: bytes, transferSyntaxUid: syntax, sopClassUid: request.getAffectedSopClassUid() }, { send, cancelled: () => search.cancelled || this.socket.destroyed })
@@ -305,7 +353,8 @@ export class DicomAssociation extends Scp {
     const id = request.getMessageId();
     const retrieval = new Retrieval(
       { catalog: this.deps.catalog, reads: this.deps.reads, aeTitle: this.deps.aeTitle, log: this.deps.log },
-      { peer: this, association: this.association!, aeTitle: this.caller, mayRetrieve: this.permissions.retrieve },
+      // The SOP class is checked with the right: a request on another context (dcmjs-dimse hands it on) is not one.
+      { peer: this, association: this.association!, aeTitle: this.caller, mayRetrieve: this.permissions.retrieve && RETRIEVE_CLASSES.has(request.getAffectedSopClassUid()) },
     );
     this.retrievals.set(id, retrieval);
     void retrieval

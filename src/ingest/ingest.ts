@@ -92,6 +92,11 @@ export class IngestBatch {
   constructor(
     private readonly deps: IngestDeps,
     private readonly expectedStudyUid?: string,
+    /**
+     * The meta information was written by the door from what the sender named (a C-STORE's command): a data set of
+     * other UIDs is refused, not stored under them, for the sender would take its instance for stored.
+     */
+    private readonly metaNamesTheInstance = false,
   ) {}
 
   /**
@@ -133,6 +138,11 @@ export class IngestBatch {
         );
       }
       const noted: Noted = { ...(executable ? { executablePreamble: executable } : {}), ...(differing ? { differingMetaUids: differing } : {}) };
+      if (differing && this.metaNamesTheInstance) {
+        await discard(spooled);
+        const named = `${differing.mediaStorageSOPInstanceUID ?? header.sopInstanceUID} of class ${differing.mediaStorageSOPClassUID ?? header.sopClassUID}`;
+        return settled({ ...identity, ...failure(FailureReason.DataSetDoesNotMatch, `the request names SOP Instance ${named}, but the data set is ${header.sopInstanceUID} of class ${header.sopClassUID}`) });
+      }
       if (this.expectedStudyUid && header.studyInstanceUID !== this.expectedStudyUid) {
         await discard(spooled);
         return settled({ ...identity, ...failure(FailureReason.DataSetDoesNotMatch, `StudyInstanceUID ${header.studyInstanceUID} is not the study ${this.expectedStudyUid} named in the URL`) });

@@ -200,6 +200,22 @@ describe('the DICOM network service, against callers that would hold it', () => 
     expect(logged()).toBe(true);
   });
 
+  it('disconnects a caller that sends data before it has an association', async () => {
+    const { socket, closed } = connect();
+    // A P-DATA-TF of one PDV item (a command fragment) with no association at all.
+    const pdu = Buffer.alloc(6 + 6 + 10);
+    pdu.writeUInt8(0x04, 0);
+    pdu.writeUInt32BE(16, 2);
+    pdu.writeUInt32BE(12, 6);
+    pdu.writeUInt8(1, 10);
+    pdu.writeUInt8(0x03, 11);
+    socket.write(pdu);
+    expect(await closed).toBeLessThan(2000);
+    const logged = () => server.logs.some((line) => line.includes('P-DATA came before the association was accepted'));
+    for (let i = 0; i < 50 && !logged(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(logged()).toBe(true);
+  });
+
   it('aborts a caller that stays silent, and refuses past the most associations at once as a local limit', async () => {
     const silent = connect();
     expect(await silent.closed).toBeGreaterThan(4000);
