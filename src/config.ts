@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { isAeTitle } from './dicom/ae-title.js';
 import type { S3Settings } from './storage/s3.js';
 
 const bool = z
@@ -47,11 +48,11 @@ const schema = z.object({
   PACS_HTTP_REDIRECT_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
   PACS_DICOM_PORT: z.coerce.number().int().min(0).max(65535).default(11112),
-  // PS3.5 6.2 AE: 1-16 characters of the default repertoire, no backslash or control characters, spaces not significant.
+  // Spaces around an AE title are not significant (PS3.5 6.2).
   PACS_DICOM_AE_TITLE: z
     .string()
     .transform((v) => v.trim())
-    .pipe(z.string().regex(/^[\x20-\x5b\x5d-\x7e]{1,16}$/, '1 to 16 characters, no backslash or control characters'))
+    .refine(isAeTitle, '1 to 16 characters, no backslash or control characters')
     .default('PACSLITE'),
   PACS_DICOM_ACCEPT_UNKNOWN: bool.default(false),
   PACS_DICOM_MAX_ASSOCIATIONS: z.coerce.number().int().min(1).max(1000).default(32),

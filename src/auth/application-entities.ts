@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { trimAeTitle, type ApplicationEntity } from '../catalog/catalog.js';
+import { AE_CHARACTERS, MAX_AE_TITLE } from '../dicom/ae-title.js';
 import { BadRequest } from '../errors.js';
 
 /*
@@ -7,9 +8,6 @@ import { BadRequest } from '../errors.js';
  * they were given here before it reaches the index.
  */
 
-/** The AE value representation (PS3.5 6.2): the default repertoire (printable ASCII) without the backslash. */
-const AE_CHARACTERS = /^[\x20-\x5b\x5d-\x7e]*$/;
-const MAX_AE_TITLE = 16;
 /** A label of a host name (RFC 1123 2.1): letters, digits and inner hyphens. */
 const HOST_LABEL = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
 const MAX_HOST = 253;

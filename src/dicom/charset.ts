@@ -56,7 +56,7 @@ function decoder(label: string): TextDecoder {
 
 /** Whether every term of a Specific Character Set value is one decodeText knows (empty: the default repertoire). */
 export function isKnownCharacterSet(terms: string[]): boolean {
-  return terms.every((t) => t === '' || t === 'ISO_IR 6' || t === 'ISO_IR 13' || t in WHOLE || t in EXTENDED || t in INITIAL_G1);
+  return terms.every((t) => t === '' || t === 'ISO_IR 6' || t === 'ISO_IR 13' || Object.hasOwn(WHOLE, t) || Object.hasOwn(EXTENDED, t) || Object.hasOwn(INITIAL_G1, t));
 }
 
 export function decodeText(bytes: Uint8Array, specificCharacterSet: string | string[] | undefined, vr: string): string {

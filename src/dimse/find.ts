@@ -9,23 +9,13 @@ import { toDicomJson } from '../dicom/json.js';
 import { lookupTag, Tag } from '../dicom/tags.js';
 import { fileMetaInformation, writeDataSet, type WriteElement } from '../dicom/write.js';
 import { seriesAttributes, studyAttributes } from '../dicomweb/qido.js';
+import { DimseStatus, errorComment } from './status.js';
 
 /** Query/Retrieve Information Model FIND SOP classes (PS3.4 C.6.1.1.2, C.6.2.1.2). */
 export const PATIENT_ROOT_FIND = '1.2.840.10008.5.1.4.1.2.1.1';
 export const STUDY_ROOT_FIND = '1.2.840.10008.5.1.4.1.2.2.1';
 export const QUERY_CLASSES = new Set([PATIENT_ROOT_FIND, STUDY_ROOT_FIND]);
 
-/** C-FIND statuses (PS3.4 C.4.1.1.4). */
-export const FindStatus = {
-  Success: 0x0000,
-  Cancel: 0xfe00,
-  Pending: 0xff00,
-  /** Pending, and one or more optional keys were not matched on (they were answered as return keys). */
-  PendingUnsupportedKeys: 0xff01,
-  OutOfResources: 0xa700,
-  IdentifierDoesNotMatch: 0xa900,
-  UnableToProcess: 0xc000,
-} as const;
 
 /**
  * Matches answered to one C-FIND: past this the SCU has the first MAX_MATCHES and a final Out of Resources (A700,
@@ -88,7 +78,7 @@ export async function answerFind(catalog: Catalog, aeTitle: string, request: Fin
   try {
     const search = searchOf(request);
     summary = search.summary;
-    const status = search.unsupported ? FindStatus.PendingUnsupportedKeys : FindStatus.Pending;
+    const status = search.unsupported ? DimseStatus.PendingUnsupportedKeys : DimseStatus.Pending;
     for await (const json of matchesOf(catalog, search)) {
       if (responder.cancelled()) break;
       await responder.send(writeDataSet(answerOf(json, search, aeTitle), request.transferSyntaxUid), status);
@@ -96,10 +86,10 @@ export async function answerFind(catalog: Catalog, aeTitle: string, request: Fin
     }
   } catch (err) {
     if (!(err instanceof FindRefused || err instanceof QueryError)) throw err;
-    const status = err instanceof FindRefused ? err.status : FindStatus.IdentifierDoesNotMatch;
-    return { status, errorComment: err.message.slice(0, 64), matches, summary };
+    const status = err instanceof FindRefused ? err.status : DimseStatus.IdentifierDoesNotMatch;
+    return { status, errorComment: errorComment(err.message), matches, summary };
   }
-  return { status: responder.cancelled() ? FindStatus.Cancel : FindStatus.Success, matches, summary };
+  return { status: responder.cancelled() ? DimseStatus.Cancel : DimseStatus.Success, matches, summary };
 }
 
 function searchOf(request: FindRequest): Search {
@@ -120,8 +110,8 @@ function searchOf(request: FindRequest): Search {
       continue;
     }
     const limit = isUidListKey(tag) ? MAX_VALUES_PER_KEY * 65 : MAX_VALUE_CHARS;
-    if (value.length > limit) throw new FindRefused(FindStatus.UnableToProcess, `${keyword} is ${value.length} characters; at most ${limit}`);
-    if (level === 'PATIENT' && !tag.startsWith('0010')) throw new FindRefused(FindStatus.IdentifierDoesNotMatch, `${keyword} is not a PATIENT level key`);
+    if (value.length > limit) throw new FindRefused(DimseStatus.UnableToProcess, `${keyword} is ${value.length} characters; at most ${limit}`);
+    if (level === 'PATIENT' && !tag.startsWith('0010')) throw new FindRefused(DimseStatus.IdentifierDoesNotMatch, `${keyword} is not a PATIENT level key`);
     keys.push({ tag, keyword, value });
   }
   const summary = [level, ...keys.map((k) => `${k.keyword}=${k.value.slice(0, 64)}`)].join(' ').slice(0, SUMMARY_CHARS);
@@ -138,12 +128,12 @@ function parseIdentifier({ identifier, transferSyntaxUid, sopClassUid }: FindReq
     const meta = fileMetaInformation({ transferSyntaxUID: transferSyntaxUid, sopClassUID: sopClassUid, sopInstanceUID: '2.25.0' });
     json = toDicomJson(dicomParser.parseDicom(Buffer.concat([meta, identifier])), { bulkDataBase: '' });
   } catch {
-    throw new FindRefused(FindStatus.UnableToProcess, 'the identifier is not a readable DICOM data set');
+    throw new FindRefused(DimseStatus.UnableToProcess, 'the identifier is not a readable DICOM data set');
   }
   const keys = Object.keys(json).length;
-  if (keys > MAX_KEYS) throw new FindRefused(FindStatus.UnableToProcess, `the identifier has ${keys} keys; at most ${MAX_KEYS}`);
+  if (keys > MAX_KEYS) throw new FindRefused(DimseStatus.UnableToProcess, `the identifier has ${keys} keys; at most ${MAX_KEYS}`);
   const charset = (json[Tag.SpecificCharacterSet]?.Value ?? []).map((v) => String(v ?? ''));
-  if (!isKnownCharacterSet(charset)) throw new FindRefused(FindStatus.UnableToProcess, `character set ${charset.join('\\')} is not supported`.slice(0, 64));
+  if (!isKnownCharacterSet(charset)) throw new FindRefused(DimseStatus.UnableToProcess, errorComment(`character set ${charset.join('\\')} is not supported`));
   return json;
 }
 
@@ -152,7 +142,7 @@ function levelOf(identifier: DicomJson, sopClassUid: string): FindLevel {
   if (level === 'PATIENT' && sopClassUid === PATIENT_ROOT_FIND) return level;
   if (level === 'STUDY' || level === 'SERIES' || level === 'IMAGE') return level;
   const allowed = sopClassUid === PATIENT_ROOT_FIND ? 'PATIENT, STUDY, SERIES or IMAGE' : 'STUDY, SERIES or IMAGE';
-  throw new FindRefused(FindStatus.IdentifierDoesNotMatch, `QueryRetrieveLevel "${level}" is not ${allowed}`.slice(0, 64));
+  throw new FindRefused(DimseStatus.IdentifierDoesNotMatch, errorComment(`QueryRetrieveLevel "${level}" is not ${allowed}`));
 }
 
 /** A key's value as DICOM writes it, which QIDO's matching takes: values joined by `\`, name groups by `=`. */
@@ -198,7 +188,7 @@ async function* paged<R>(find: (query: QidoQuery) => Promise<R[]>, query: QidoQu
     const page = await find({ ...query, offset });
     if (offset + page.length > MAX_MATCHES) {
       yield* page.slice(0, MAX_MATCHES - offset);
-      throw new FindRefused(FindStatus.OutOfResources, `more than ${MAX_MATCHES} matches: narrow the query`);
+      throw new FindRefused(DimseStatus.OutOfResources, `more than ${MAX_MATCHES} matches: narrow the query`);
     }
     yield* page;
     if (page.length < PAGE) return;

@@ -6,6 +6,7 @@ import type { Catalog, Scope, StoredInstance } from '../catalog/catalog.js';
 import { MAX_VALUES_PER_KEY } from '../catalog/qido.js';
 import { isValidUid } from '../dicom/uid.js';
 import type { ReadService } from '../read/read-service.js';
+import { DimseStatus, errorComment, hex } from './status.js';
 
 const { Dataset, Scp } = dimse;
 const { Status, PresentationContextResult } = dimse.constants;
@@ -20,14 +21,6 @@ type RetrieveResponse = dimse.responses.CMoveResponse | dimse.responses.CGetResp
 /** Patient Root and Study Root MOVE and GET (PS3.4 C.6.1.3, C.6.2.3); dcmjs-dimse names only the Study Root ones. */
 export const RETRIEVE_CLASSES = new Set(['1.2.840.10008.5.1.4.1.2.1.2', '1.2.840.10008.5.1.4.1.2.1.3', '1.2.840.10008.5.1.4.1.2.2.2', '1.2.840.10008.5.1.4.1.2.2.3']);
 
-/** PS3.4 C.4.2.1.5 and C.4.3.1.4. */
-const MOVE_DESTINATION_UNKNOWN = 0xa801;
-const IDENTIFIER_DOES_NOT_MATCH = 0xa900;
-const UNABLE_TO_PERFORM_SUBOPERATIONS = 0xa702;
-const SUBOPERATIONS_WITH_FAILURES = 0xb000;
-const UNABLE_TO_PROCESS = 0xc000;
-/** PS3.7 C.5.2: the requester may not do this. */
-export const NOT_AUTHORIZED = 0x0124;
 /** An association proposes at most 128 presentation contexts (odd IDs 1 to 255, PS3.8 9.3.2.2). */
 const MAX_CONTEXTS = 128;
 
@@ -39,8 +32,7 @@ function respond(request: RetrieveRequest, status: number, comment?: string): Re
   // fromRequest names the Study Root class whatever the request's.
   response.setAffectedSopClassUid(request.getAffectedSopClassUid());
   response.setStatus(status);
-  // ErrorComment is LO: 64 characters at most.
-  if (comment) response.setErrorComment(comment.slice(0, 64));
+  if (comment) response.setErrorComment(errorComment(comment));
   return response;
 }
 
@@ -98,12 +90,12 @@ export class Retrieval {
 
   /** Answers `request`: each pending response through `pending`, the final one returned; it never throws. */
   async run(request: RetrieveRequest, pending: (response: RetrieveResponse) => void): Promise<RetrieveOutcome> {
-    if (!this.requester.mayRetrieve) return { response: respond(request, NOT_AUTHORIZED, `${this.requester.aeTitle} may not retrieve`), studyUids: [] };
+    if (!this.requester.mayRetrieve) return { response: respond(request, DimseStatus.NotAuthorized, `${this.requester.aeTitle} may not retrieve`), studyUids: [] };
     try {
       return await this.answer(request, pending);
     } catch (err) {
       this.deps.log.error({ err, callingAeTitle: this.requester.aeTitle }, 'a retrieve could not be completed');
-      return { response: respond(request, UNABLE_TO_PROCESS, 'the retrieve could not be completed; try again'), studyUids: [] };
+      return { response: respond(request, DimseStatus.UnableToProcess, 'the retrieve could not be completed; try again'), studyUids: [] };
     }
   }
 
@@ -114,14 +106,14 @@ export class Retrieval {
       scopes = scopesOf(request.getDataset());
     } catch (err) {
       if (!(err instanceof IdentifierError)) throw err;
-      return { response: respond(request, IDENTIFIER_DOES_NOT_MATCH, err.message), studyUids: [] };
+      return { response: respond(request, DimseStatus.IdentifierDoesNotMatch, err.message), studyUids: [] };
     }
     const studyUids = [...new Set(scopes.map((s) => s.studyUid))];
     const destination = move ? trimmed(request.getCommandDataset().getElement('MoveDestination')) : undefined;
     const query = destination === undefined ? undefined : `to ${destination}`;
     const known = destination === undefined ? undefined : await this.deps.catalog.applicationEntity(destination);
     if (destination !== undefined && (!known?.host || !known.port)) {
-      return { response: respond(request, MOVE_DESTINATION_UNKNOWN, `${destination} is not a known AE with a host and port`), studyUids, query };
+      return { response: respond(request, DimseStatus.MoveDestinationUnknown, `${destination} is not a known AE with a host and port`), studyUids, query };
     }
     const instances = unique((await Promise.all(scopes.map((scope) => this.deps.catalog.storedInstances(scope)))).flat());
     const counts = { remaining: instances.length, completed: 0, warnings: 0, failed: [] as string[] };
@@ -139,7 +131,7 @@ export class Retrieval {
       this.deps.log.warn({ err, destination, callingAeTitle: this.requester.aeTitle }, 'C-MOVE destination could not be reached');
       counts.failed = instances.map((i) => i.sopUid);
       counts.remaining = 0;
-      return { response: this.final(withCounts(respond(request, UNABLE_TO_PERFORM_SUBOPERATIONS, `${destination} could not be reached`), true), counts.failed, request), studyUids, query };
+      return { response: this.final(withCounts(respond(request, DimseStatus.UnableToPerformSuboperations, `${destination} could not be reached`), true), counts.failed, request), studyUids, query };
     }
     try {
       for (const instance of instances) {
@@ -154,7 +146,7 @@ export class Retrieval {
     } finally {
       await target.release();
     }
-    const status = this.cancelled && counts.remaining > 0 ? Status.Cancel : counts.failed.length === 0 && counts.warnings === 0 ? Status.Success : counts.completed + counts.warnings === 0 ? UNABLE_TO_PERFORM_SUBOPERATIONS : SUBOPERATIONS_WITH_FAILURES;
+    const status = this.cancelled && counts.remaining > 0 ? Status.Cancel : counts.failed.length === 0 && counts.warnings === 0 ? Status.Success : counts.completed + counts.warnings === 0 ? DimseStatus.UnableToPerformSuboperations : DimseStatus.SuboperationsWithFailures;
     return { response: this.final(withCounts(respond(request, status), true), counts.failed, request), studyUids, query };
   }
 
@@ -202,7 +194,7 @@ export class Retrieval {
     // dcmjs-dimse keeps every request it sent, data set and all, for the association's life: this one is answered.
     const sent = (target.peer as unknown as { pending: unknown[] }).pending;
     sent.splice(sent.indexOf(request), 1);
-    if (status !== Status.Success) this.deps.log.warn({ ...log, status: `0x${status.toString(16).toUpperCase()}` }, 'retrieve sub-operation answered with a failure or warning');
+    if (status !== Status.Success) this.deps.log.warn({ ...log, status: hex(status) }, 'retrieve sub-operation answered with a failure or warning');
     return status;
   }
 }

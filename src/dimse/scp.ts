@@ -9,8 +9,9 @@ import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
 import type { ReadService } from '../read/read-service.js';
-import { answerFind, FindStatus, QUERY_CLASSES, receivedBytes } from './find.js';
-import { NOT_AUTHORIZED, Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
+import { answerFind, QUERY_CLASSES, receivedBytes } from './find.js';
+import { Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
+import { DimseStatus, errorComment, hex } from './status.js';
 
 const { Scp, Dataset } = dimse;
 const { Status, PresentationContextResult, RejectResult, RejectSource, RejectReason } = dimse.constants;
@@ -247,10 +248,10 @@ export class DicomAssociation extends Scp {
     this.receiving = undefined;
     const response = CStoreResponse.fromRequest(request);
     if (!receiving) {
-      response.setStatus(NOT_AUTHORIZED);
+      response.setStatus(DimseStatus.NotAuthorized);
       response.setErrorComment('this application entity may not store here');
       this.deps.log.warn({ callingAeTitle: this.caller, address: this.socket.remoteAddress, sopInstanceUid: request.getAffectedSopInstanceUid() }, 'C-STORE refused: the caller may not store');
-      this.audit({ method: 'C-STORE', status: NOT_AUTHORIZED, sopUid: request.getAffectedSopInstanceUid() });
+      this.audit({ method: 'C-STORE', status: DimseStatus.NotAuthorized, sopUid: request.getAffectedSopInstanceUid() });
       callback(response);
       return;
     }
@@ -263,7 +264,7 @@ export class DicomAssociation extends Scp {
         (outcome) => this.answerStore(response, outcome),
         (err: unknown) => {
           this.deps.log.error({ err, sopInstanceUid: request.getAffectedSopInstanceUid(), callingAeTitle: this.caller }, 'a C-STORE could not be completed');
-          response.setStatus(0xa700);
+          response.setStatus(DimseStatus.OutOfResources);
           response.setErrorComment('the instance could not be stored; nothing was kept, try again');
         },
       )
@@ -279,9 +280,9 @@ export class DicomAssociation extends Scp {
     if (!this.permissions.query || !QUERY_CLASSES.has(request.getAffectedSopClassUid())) {
       const refused = CFindResponse.fromRequest(request);
       refused.setAffectedSopClassUid(request.getAffectedSopClassUid());
-      refused.setStatus(NOT_AUTHORIZED);
+      refused.setStatus(DimseStatus.NotAuthorized);
       refused.setErrorComment('this application entity may not query here');
-      this.audit({ method: 'C-FIND', status: NOT_AUTHORIZED });
+      this.audit({ method: 'C-FIND', status: DimseStatus.NotAuthorized });
       callback([refused]);
       return;
     }
@@ -312,20 +313,20 @@ export class DicomAssociation extends Scp {
     const bytes = identifier && receivedBytes(identifier);
     void (bytes
       ? answerFind(this.deps.catalog, this.deps.aeTitle, { identifier: bytes, transferSyntaxUid: syntax, sopClassUid: request.getAffectedSopClassUid() }, { send, cancelled: () => search.cancelled || this.socket.destroyed })
-      : Promise.resolve({ status: FindStatus.UnableToProcess, errorComment: 'the C-FIND request has no identifier', matches: 0, summary: '' })
+      : Promise.resolve({ status: DimseStatus.UnableToProcess, errorComment: 'the C-FIND request has no identifier', matches: 0, summary: '' })
     )
       .then(
         (outcome) => {
           final.setStatus(outcome.status);
           if (outcome.errorComment) final.setErrorComment(outcome.errorComment);
           this.audit({ method: 'C-FIND', status: outcome.status, query: outcome.summary });
-          this.deps.log.info({ callingAeTitle: this.caller, association: this.id, query: outcome.summary, matches: outcome.matches, status: `0x${outcome.status.toString(16).toUpperCase()}` }, 'C-FIND answered');
+          this.deps.log.info({ callingAeTitle: this.caller, association: this.id, query: outcome.summary, matches: outcome.matches, status: hex(outcome.status) }, 'C-FIND answered');
         },
         (err: unknown) => {
           this.deps.log.error({ err, callingAeTitle: this.caller }, 'a C-FIND could not be answered');
-          final.setStatus(FindStatus.UnableToProcess);
+          final.setStatus(DimseStatus.UnableToProcess);
           final.setErrorComment('the search failed; try again');
-          this.audit({ method: 'C-FIND', status: FindStatus.UnableToProcess });
+          this.audit({ method: 'C-FIND', status: DimseStatus.UnableToProcess });
         },
       )
       .finally(() => {
@@ -371,9 +372,8 @@ export class DicomAssociation extends Scp {
     const detail = { callingAeTitle: this.caller, address: this.socket.remoteAddress, sopInstanceUid: outcome.sopInstanceUid, studyUid: outcome.studyUid };
     if (outcome.status === 'failed') {
       response.setStatus(outcome.failureReason);
-      // ErrorComment is LO: 64 characters at most.
-      response.setErrorComment(outcome.reason.slice(0, 64));
-      this.deps.log.warn({ ...detail, failureReason: `0x${outcome.failureReason.toString(16).toUpperCase()}`, reason: outcome.reason }, 'C-STORE refused');
+      response.setErrorComment(errorComment(outcome.reason));
+      this.deps.log.warn({ ...detail, failureReason: hex(outcome.failureReason), reason: outcome.reason }, 'C-STORE refused');
     } else response.setStatus(Status.Success);
     this.audit({ method: 'C-STORE', status: response.getStatus(), studyUid: outcome.studyUid, sopUid: outcome.sopInstanceUid });
   }
