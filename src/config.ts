@@ -56,6 +56,7 @@ const schema = z.object({
     .default('PACSLITE'),
   PACS_DICOM_ACCEPT_UNKNOWN: bool.default(false),
   PACS_DICOM_MAX_ASSOCIATIONS: z.coerce.number().int().min(1).max(1000).default(32),
+  PACS_DICOM_MAX_ASSOCIATIONS_PER_ADDRESS: z.coerce.number().int().min(1).max(1000).default(8),
   // At most 1 MB: dcmjs-dimse joins a PDU's chunks again at each one that arrives.
   PACS_DICOM_MAX_PDU: bytes.pipe(z.number().int().min(4096).max(1024 * 1024)).default(131_072),
   PACS_DICOM_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(60),
@@ -144,6 +145,8 @@ export type Config = Readonly<{
     aeTitle: string;
     acceptUnknown: boolean;
     maxAssociations: number;
+    /** Of those, at most this many from one address: one host on the LAN cannot keep every modality out. */
+    maxAssociationsPerAddress: number;
     maxPdu: number;
     timeoutSeconds: number;
     /** The second listener, DICOM over TLS (PS3.15 B.1), and the PEM files of its certificate and key. */
@@ -232,6 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             aeTitle: e.PACS_DICOM_AE_TITLE,
             acceptUnknown: e.PACS_DICOM_ACCEPT_UNKNOWN,
             maxAssociations: e.PACS_DICOM_MAX_ASSOCIATIONS,
+            maxAssociationsPerAddress: e.PACS_DICOM_MAX_ASSOCIATIONS_PER_ADDRESS,
             maxPdu: e.PACS_DICOM_MAX_PDU,
             timeoutSeconds: e.PACS_DICOM_TIMEOUT,
             tls: dicomTls(e),

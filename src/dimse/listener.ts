@@ -40,7 +40,9 @@ export async function startDicomListener(services: Services, settings: NonNullab
   const accept = (socket: Socket) => {
     // Each C-STORE waits for its response: Nagle's algorithm would hold every small response back for an ACK.
     socket.setNoDelay(true);
-    const busy = open.size >= settings.maxAssociations;
+    const address = normalise(socket.remoteAddress ?? '');
+    const fromThere = [...open].filter((s) => normalise(s.remoteAddress ?? '') === address).length;
+    const busy = open.size >= settings.maxAssociations || fromThere >= settings.maxAssociationsPerAddress;
     open.add(socket);
     socket.once('close', () => open.delete(socket));
     // Before the association's own listener, so that it sees each chunk first.
@@ -92,7 +94,7 @@ function listening<T extends net.Server>(server: T, port: number, host: string):
   });
 }
 
-/** Refuses every association: the server holds as many as it may. */
+/** Refuses every association: the server holds as many as it may, or as many from that address. */
 class BusyAssociation extends DicomAssociation {
   override associationRequested(): void {
     this.reject(RejectReason.LocalLimitExceeded, RejectResult.Transient, RejectSource.ServiceProviderPresentation);
