@@ -24,7 +24,7 @@ export function wadoRouter(services: Services) {
     const accept = c.req.header('accept');
     const asked = instancesAsked(accept, found);
     // How each instance's compressed frames go, decided before the 200: one that cannot go as asked is a 406.
-    const frames = asked.bulkData ? await Promise.all(found.map(async (i) => framesAsked(accept, i.transferSyntaxUid, await transcoder.decodesFrames(i)))) : [];
+    const frames = asked.bulkData ? await Promise.all(found.map((i) => framesAsked(accept, i.transferSyntaxUid, () => transcoder.decodesFrames(i)))) : [];
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
     await reads.assertPresent(found);
     const boundary = multipartBoundary();
@@ -108,7 +108,7 @@ export function wadoRouter(services: Services) {
 
   /** Frames as multipart/related, one part each, in the form the Accept header picks (framesAsked). */
   const sendFrames = async (c: Context<Env>, instance: StoredInstance, numbers: number[]) => {
-    const asked = framesAsked(c.req.header('accept'), instance.transferSyntaxUid, await transcoder.decodesFrames(instance));
+    const asked = await framesAsked(c.req.header('accept'), instance.transferSyntaxUid, () => transcoder.decodesFrames(instance));
     const boundary = multipartBoundary();
     const frames = asked.decode ? transcoder.frames(instance, numbers) : reads.frames(instance, numbers);
     const partType = `${asked.partType}; transfer-syntax=${asked.syntax}`;
@@ -197,12 +197,16 @@ type FramesAsked = { partType: string; syntax: string; decode: boolean };
  * that type (stricter readers of Table 8.7.3-5 would want its default syntax). Entries are taken in the client's order
  * of preference; HttpError 406 when none can be served.
  */
-function framesAsked(accept: string | undefined, stored: string, decodable: boolean): FramesAsked {
+async function framesAsked(accept: string | undefined, stored: string, decodable: () => Promise<boolean>): Promise<FramesAsked> {
   const storedSyntax = frameTransferSyntax(stored);
   const compressed = storedSyntax !== TransferSyntax.ExplicitVRLittleEndian;
   const imageType = compressed ? (mediaTypeOfSyntax(storedSyntax) ?? 'application/octet-stream') : undefined;
   const asStored = (partType: string): FramesAsked => ({ partType, syntax: storedSyntax, decode: false });
-  const explicit: FramesAsked | undefined = !compressed || decodable ? { partType: 'application/octet-stream', syntax: TransferSyntax.ExplicitVRLittleEndian, decode: compressed } : undefined;
+  // Whether compressed frames decode as their metadata describes them is asked only of a request they could answer:
+  // transfer-syntax=*, what OHIF sends, costs no look at the pixel module.
+  let explicitOffer: Promise<FramesAsked | undefined> | undefined;
+  const explicitFrames = () =>
+    (explicitOffer ??= (async () => (!compressed || (await decodable()) ? { partType: 'application/octet-stream', syntax: TransferSyntax.ExplicitVRLittleEndian, decode: compressed } : undefined))());
   for (const entry of parseAccept(accept)) {
     if (entry.q <= 0) continue;
     const syntax = entry.params['transfer-syntax']?.trim();
@@ -214,10 +218,15 @@ function framesAsked(accept: string | undefined, stored: string, decodable: bool
     if (syntax === '*' || syntax === storedSyntax) return asStored(partType);
     // No syntax named: as stored when an image type is asked, or when the frames cannot be had natively as the
     // metadata describes them (no decoder, or another colour model): labelled with what they are.
-    if (syntax === undefined && (partType !== 'application/octet-stream' || !explicit)) return asStored(partType);
+    if (syntax === undefined && partType !== 'application/octet-stream') return asStored(partType);
     // Explicit VR Little Endian frames are octets: an image media type cannot carry them.
-    if ((syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) && explicit && partType === 'application/octet-stream') return explicit;
+    if ((syntax === undefined || syntax === TransferSyntax.ExplicitVRLittleEndian) && partType === 'application/octet-stream') {
+      const explicit = await explicitFrames();
+      if (explicit) return explicit;
+      if (syntax === undefined) return asStored(partType);
+    }
   }
+  const explicit = await explicitFrames();
   const offers = [`type="application/octet-stream"; transfer-syntax=${storedSyntax}`, ...(compressed && imageType ? [`type="${imageType}"; transfer-syntax=${storedSyntax}`] : [])];
   if (compressed && explicit) offers.push(`type="application/octet-stream"; transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}`);
   throw new HttpError(406, 'not-acceptable', `frames are available as multipart/related; ${offers.join(', or ')} (or transfer-syntax=*)`);
