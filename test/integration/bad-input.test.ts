@@ -493,13 +493,20 @@ describe('STOW-RS and a client that goes away', () => {
     const { body, contentType } = stowBody([a.bytes, b.bytes]);
     const request = http.request(`${server.dicomweb}/studies`, { method: 'POST', headers: { ...AS_ADMIN, 'Content-Type': contentType, 'Content-Length': String(body.length) } });
     request.on('error', () => {}); // we are the ones hanging up
+    // An answer before the hang-up (a refusal) would leave the wait below nothing to see: it fails the test by name.
+    let answered: string | undefined;
+    request.on('response', (response) => (answered = `HTTP ${response.statusCode}`));
     request.write(body.subarray(0, body.length / 2));
     // The server is receiving: the first instance is in the spool, or already moved into the store uncommitted.
     const indexed = (await indexRows()).length;
-    await waitFor(async () => (await fs.readdir(spoolDir())).length > 0 || (await objectKeys(server)).length > indexed, 'the first instance is received');
+    // Generous: on a loaded machine the half body may take a while to be read; nothing here depends on its speed.
+    await waitFor(async () => {
+      if (answered) throw new Error(`the server answered before the client hung up: ${answered}`);
+      return (await fs.readdir(spoolDir())).length > 0 || (await objectKeys(server)).length > indexed;
+    }, 'the first instance is received', 60_000);
     request.destroy();
     await waitFor(async () => (await fs.readdir(spoolDir())).length === 0 && (await objectKeys(server)).length === indexed, 'the spool and the store are cleaned');
     await expectNoneStored([a.uid, b.uid]);
     await expectConsistentStore();
-  });
+  }, 120_000);
 });
