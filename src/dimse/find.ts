@@ -1,5 +1,4 @@
 import dicomParser from 'dicom-parser';
-import dimse from 'dcmjs-dimse';
 import type { Catalog, StudyRow } from '../catalog/catalog.js';
 import { isMatchingKey, isUidListKey, isUniversal, MAX_VALUES_PER_KEY, QueryError, type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
 import { pick } from '../catalog/record.js';
@@ -247,21 +246,4 @@ function answerOf(json: DicomJson, search: Search, aeTitle: string): WriteElemen
     else answer.push({ tag, vr: found.vr, value: textValues(found) });
   }
   return answer;
-}
-
-/**
- * dcmjs-dimse parses a C-FIND identifier with dcmjs and keeps only the result; the bytes it parsed are kept here,
- * beside each data set it reads from a buffer, so that the identifier is decoded by this server's own parser.
- */
-const identifierBytes = new WeakMap<object, Buffer>();
-const DatasetPrototype = dimse.Dataset.prototype as unknown as { _fromElementsBuffer(buffer: Buffer, ...rest: unknown[]): unknown };
-const fromElementsBuffer = DatasetPrototype._fromElementsBuffer;
-DatasetPrototype._fromElementsBuffer = function (this: object, buffer: Buffer, ...rest: unknown[]) {
-  identifierBytes.set(this, buffer);
-  return fromElementsBuffer.call(this, buffer, ...rest);
-};
-
-/** The bytes a data set dcmjs-dimse received was read from. */
-export function receivedBytes(dataset: dimse.Dataset): Buffer | undefined {
-  return identifierBytes.get(dataset);
 }

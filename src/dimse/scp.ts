@@ -9,7 +9,8 @@ import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
 import type { ReadService } from '../read/read-service.js';
-import { answerFind, QUERY_CLASSES, receivedBytes } from './find.js';
+import { receivedBytes } from './dcmjs-dimse.js';
+import { answerFind, QUERY_CLASSES } from './find.js';
 import { Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
 import { DimseStatus, errorComment, hex } from './status.js';
 
