@@ -38,7 +38,12 @@ const TOOL_ENV = { ...process.env, ...NO_NAGLE };
 const STUDY_KEYS = ['PatientName', 'PatientID', 'StudyDate', 'StudyDescription', 'AccessionNumber', 'StudyInstanceUID'];
 
 export const STORE_LINES = ['stow', 'pacsLite', 'orthanc'] as const;
-export const FIND_LINES = ['pacsLite', 'orthanc', 'processStart', 'echoPacsLite', 'echoOrthanc'] as const;
+export const FIND_LINES = ['pacsLite', 'orthanc', 'pacsLiteInAssociation', 'orthancInAssociation', 'processStart', 'echoPacsLite', 'echoOrthanc'] as const;
+/**
+ * Queries findscu sends in one association (`--repeat`) for the in-association lines: a query's own time is that run's
+ * less a single query's run (same process start, association and release), over the queries added.
+ */
+const REPEATS = 21;
 
 export type StoreLine = Throughput & {
   instances: number;
@@ -158,6 +163,8 @@ export async function dimseCase(opts: { settings: Settings; workDir: string; cor
           answered('Orthanc', i, studies);
           return ms;
         },
+        pacsLiteInAssociation: async (i) => findInAssociation(pacsPeer, prefixOf(i), (studies) => answered('PACS-lite', i, studies)),
+        orthancInAssociation: async (i) => findInAssociation(orthancPeer, prefixOf(i), (studies) => answered('Orthanc', i, studies)),
         processStart: async (i) => findscuStart({ aeTitle: PACS_LITE_AE, port: closedPort }, prefixOf(i)),
         echoPacsLite: async () => timedRun('echoscu', [...callArgs(pacsPeer)], { env: TOOL_ENV }).ms,
         echoOrthanc: async () => timedRun('echoscu', [...callArgs(orthancPeer)], { env: TOOL_ENV }).ms,
@@ -241,6 +248,22 @@ function find(peer: Peer, patientName: string): { ms: number; studies: number } 
   return { ms, studies: stderr.match(/^I: Find Response: \d+ \(Pending\)/gm)?.length ?? 0 };
 }
 
+/**
+ * One query's time inside an association: findscu asking it REPEATS times over one association, less findscu asking it
+ * once, over the REPEATS - 1 queries added. Process start, association and release cancel out: what is left is the
+ * server's C-FIND, as a workstation that keeps its association open pays it. Every answer is counted.
+ */
+function findInAssociation(peer: Peer, patientName: string, answered: (studies: number) => void): number {
+  const once = find(peer, patientName);
+  answered(once.studies);
+  const { ms, stderr } = timedRun('findscu', ['--repeat', String(REPEATS), ...findArgs(peer, patientName)], { env: TOOL_ENV });
+  const trouble = /^[WEF]: .*$/m.exec(stderr);
+  if (trouble) throw new Error(`findscu --repeat ${REPEATS} to ${peer.aeTitle}, PatientName=${patientName}: ${trouble[0]}`);
+  const pending = stderr.match(/^I: Find Response: \d+ \(Pending\)/gm)?.length ?? 0;
+  if (pending !== REPEATS * once.studies) throw new Error(`findscu --repeat ${REPEATS} to ${peer.aeTitle}, PatientName=${patientName}: ${pending} matches, not ${REPEATS} × ${once.studies}`);
+  return (ms - once.ms) / (REPEATS - 1);
+}
+
 function findArgs(peer: Peer, patientName: string): string[] {
   const keys = STUDY_KEYS.flatMap((k) => ['-k', k === 'PatientName' ? `${k}=${patientName}` : k]);
   return ['-S', '-k', 'QueryRetrieveLevel=STUDY', ...keys, ...callArgs(peer)];
@@ -321,6 +344,10 @@ export function renderDimse(r: DimseResults): string {
   const start = f.processStart;
   const n = f.pacsLite?.n ?? 0;
   const findTarget = `≥ ${FIND_OVER_ORTHANC.toFixed(2)}× Orthanc`;
+  for (const [stat, of] of [['median', (x: Latency) => x.medianMs], ['p95', (x: Latency) => x.p95Ms]] as const) {
+    const [oursIn, theirsIn] = [f.pacsLiteInAssociation && of(f.pacsLiteInAssociation), f.orthancInAssociation && of(f.orthancInAssociation)];
+    row(`findscu STUDY query in one association (--repeat ${REPEATS}), ${stat} ms a query`, oursIn, theirsIn, over(theirsIn, oursIn), 2, FIND_OVER_ORTHANC, findTarget);
+  }
   for (const [stat, of] of [['median', (x: Latency) => x.medianMs], ['p95', (x: Latency) => x.p95Ms]] as const) {
     const ours = f.pacsLite && of(f.pacsLite);
     const theirs = f.orthanc && of(f.orthanc);

@@ -9,8 +9,10 @@ import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
 import type { ReadService } from '../read/read-service.js';
+import { encodeCommandSet } from './command-set.js';
 import { receivedBytes } from './dcmjs-dimse.js';
 import { answerFind, QUERY_CLASSES } from './find.js';
+import { pDataMessage } from './p-data.js';
 import { Retrieval, RETRIEVE_CLASSES } from './retrieve.js';
 import { DimseStatus, errorComment, hex } from './status.js';
 
@@ -32,6 +34,12 @@ const SERVED: Array<(uid: string) => boolean> = [(uid) => uid.startsWith('1.2.84
 /** Storage SOP classes live under this root (PS3.4 B.5); others (query, worklist, print…) are not storage. */
 const STORAGE_ROOT = '1.2.840.10008.5.1.4.1.1.';
 const UNCOMPRESSED = ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2'];
+/** CommandField (0000,0100) of a C-FIND response (PS3.7 9.3.2.2). */
+const C_FIND_RSP = 0x8020;
+/** CommandDataSetType (0000,0800) of a message with a data set: anything but 0x0101 (PS3.7 E.1); dcmjs-dimse's value. */
+const DATA_SET_PRESENT = 0x0202;
+/** C-FIND matches written to the socket together; a C-CANCEL is heeded between two such writes. */
+const MATCHES_A_WRITE = 16;
 
 /** What an association may do, once its caller is known (or not). */
 export type Permissions = { store: boolean; query: boolean; retrieve: boolean };
@@ -292,14 +300,27 @@ export class DicomAssociation extends Scp {
     this.finds.set(id, search);
     const identifier = request.getDataset();
     const syntax = identifier?.getTransferSyntaxUid() ?? '';
+    // Matches leave a few at a time in one write (each is two PDUs), not two writes, two segments, a match.
+    let corked = 0;
+    const flush = () => {
+      for (; corked > 0; corked--) this.socket.uncork();
+    };
+    const context = this.association!.getAcceptedPresentationContextFromRequest(request)!;
     const send = async (match: Buffer, status: number) => {
-      const pending = CFindResponse.fromRequest(request);
-      // The library names Study Root in every C-FIND response; a Patient Root query is answered as Patient Root.
-      pending.setAffectedSopClassUid(request.getAffectedSopClassUid());
-      pending.setStatus(status);
-      pending.setDataset(new EncodedDataset(match, syntax));
-      this.sendResponse(request, pending);
-      // Waiting for the socket (or its end), or at least for the event loop, lets a C-CANCEL in between two matches.
+      // Written here, not by dcmjs-dimse: its way cost several times the match itself. Patient Root is answered as such.
+      const command = encodeCommandSet({
+        AffectedSOPClassUID: request.getAffectedSopClassUid(),
+        CommandField: C_FIND_RSP,
+        MessageIDBeingRespondedTo: id,
+        CommandDataSetType: DATA_SET_PRESENT,
+        Status: status,
+      })!;
+      this.socket.cork();
+      corked++;
+      this.socket.write(pDataMessage(context.getPresentationContextId(), command, match, this.association!.getMaxPduLength()));
+      if (corked < MATCHES_A_WRITE && !this.socket.writableNeedDrain) return;
+      flush();
+      // Waiting for the socket (or its end), or at least for the event loop, lets a C-CANCEL in between two writes.
       await new Promise<void>((resolve) => {
         if (!this.socket.writableNeedDrain) return void setImmediate(resolve);
         const done = () => {
@@ -331,6 +352,7 @@ export class DicomAssociation extends Scp {
         },
       )
       .finally(() => {
+        flush();
         this.finds.delete(id);
         if (!this.socket.destroyed) callback([final]);
       });
@@ -399,19 +421,5 @@ export class DicomAssociation extends Scp {
   /** The connection is gone: an instance still arriving is dropped, nothing of it kept. */
   connectionClosed(): void {
     this.abort();
-  }
-}
-
-/** A data set this server encoded itself (dicom/write.ts), which dcmjs-dimse sends as it is. */
-class EncodedDataset extends Dataset {
-  constructor(
-    private readonly bytes: Buffer,
-    transferSyntaxUid: string,
-  ) {
-    super({}, transferSyntaxUid);
-  }
-
-  override getDenaturalizedDataset(): Buffer {
-    return this.bytes;
   }
 }
