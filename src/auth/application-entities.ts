@@ -1,7 +1,10 @@
 import { isIP } from 'node:net';
-import { trimAeTitle, type ApplicationEntity } from '../catalog/catalog.js';
+import { trimAeTitle, type ApplicationEntity, type Catalog } from '../catalog/catalog.js';
 import { AE_CHARACTERS, MAX_AE_TITLE } from '../dicom/ae-title.js';
 import { BadRequest } from '../errors.js';
+
+/** What an association may do, once its caller is known (or not). */
+export type Permissions = { store: boolean; query: boolean; retrieve: boolean };
 
 /*
  * What makes a known application entity valid, in one place for the command line and the admin API: both hand what
@@ -62,4 +65,24 @@ function hostOf(text: string | null): string | null {
 function portOf(port: number | null): number | null {
   if (port !== null && !(Number.isInteger(port) && port >= 1 && port <= 65_535)) throw new BadRequest('a port is a whole number from 1 to 65535');
   return port;
+}
+
+/** What a calling AE may do: a known one from the address it may call from (any, when none is recorded). */
+export async function knownCaller(catalog: Pick<Catalog, 'applicationEntity'>, aeTitle: string, address: string): Promise<Permissions | undefined> {
+  const known = await catalog.applicationEntity(aeTitle);
+  if (!known) return undefined;
+  if (known.host !== null && !(await addressOf(known.host)).includes(normalise(address))) return undefined;
+  return { store: known.store, query: known.query, retrieve: known.retrieve };
+}
+
+/** A host's addresses: the address itself, or what the name resolves to (an unresolvable name matches nothing). */
+async function addressOf(host: string): Promise<string[]> {
+  if (isIP(host)) return [normalise(host)];
+  const { lookup } = await import('node:dns/promises');
+  return (await lookup(host, { all: true }).catch(() => [])).map((a) => normalise(a.address));
+}
+
+/** IPv4 addresses as an IPv6 socket reports them (::ffff:10.0.0.5) compare as IPv4. */
+export function normalise(address: string): string {
+  return address.replace(/^::ffff:/i, '');
 }

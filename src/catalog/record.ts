@@ -1,5 +1,6 @@
 import { firstString, type BulkDataRanges, type DicomJson, type JsonAttribute } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
+import type { SeriesRow, StudyRow } from './catalog.js';
 import type { FrameRange } from '../dicom/frames.js';
 
 /** Attributes answered at study and series level (PS3.18 Table 10.6.3-3 and 10.6.3-4, plus common extras). */
@@ -18,6 +19,26 @@ export const INSTANCE_TAGS = [
   Tag.SpecificCharacterSet, Tag.SOPClassUID, Tag.SOPInstanceUID, Tag.InstanceNumber, Tag.Rows, Tag.Columns,
   Tag.BitsAllocated, Tag.NumberOfFrames, '00080023', '00080033', '00200032', '00200037', '00201041', '00080201',
 ] as const;
+
+/** The study attributes every study result carries (PS3.18 Table 10.6.3-3), counts kept in the index. */
+export function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
+  return {
+    ...pick(stored, STUDY_TAGS),
+    // Left out when no series has a Modality: OHIF 3.13 reads ModalitiesInStudy.Value.length and its study list fails on `{vr:'CS'}`.
+    ...(row.modalities ? { [Tag.ModalitiesInStudy]: { vr: 'CS', Value: row.modalities.split('\\') } } : {}),
+    [Tag.NumberOfStudyRelatedSeries]: { vr: 'IS', Value: [row.numSeries] },
+    [Tag.NumberOfStudyRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
+  };
+}
+
+/** The series attributes every series result carries (PS3.18 Table 10.6.3-4). */
+export function seriesAttributes(row: SeriesRow, stored: DicomJson, study: DicomJson): DicomJson {
+  return {
+    ...pick(stored, SERIES_TAGS),
+    [Tag.StudyInstanceUID]: study[Tag.StudyInstanceUID]!,
+    [Tag.NumberOfSeriesRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
+  };
+}
 
 /**
  * What is kept of an instance for its study and its series: the default attributes above, and the other attributes of

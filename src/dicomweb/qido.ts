@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono';
 import type { InstanceRow, SeriesRow, StudyRow } from '../catalog/catalog.js';
 import { isUidListKey, isUniversal, type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
-import { INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, pick } from '../catalog/record.js';
+import { INSTANCE_TAGS, pick, seriesAttributes, studyAttributes } from '../catalog/record.js';
 import type { DicomJson } from '../dicom/json.js';
 import { Tag, resolveAttribute } from '../dicom/tags.js';
 import { BadRequest, HttpError } from '../errors.js';
@@ -123,26 +123,6 @@ async function answer(c: Context<Env>, results: string[]) {
 /** Stored attributes asked for by includefield (or by a universal key); `all` gives every one stored. */
 function included(stored: DicomJson, include: Include): DicomJson {
   return include.all ? stored : pick(stored, include.tags);
-}
-
-/** The study attributes every study result carries (PS3.18 Table 10.6.3-3), counts kept in the index. */
-export function studyAttributes(row: StudyRow, stored: DicomJson): DicomJson {
-  return {
-    ...pick(stored, STUDY_TAGS),
-    // Left out when no series has a Modality: OHIF 3.13 reads ModalitiesInStudy.Value.length and its study list fails on `{vr:'CS'}`.
-    ...(row.modalities ? { [Tag.ModalitiesInStudy]: { vr: 'CS', Value: row.modalities.split('\\') } } : {}),
-    [Tag.NumberOfStudyRelatedSeries]: { vr: 'IS', Value: [row.numSeries] },
-    [Tag.NumberOfStudyRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
-  };
-}
-
-/** The series attributes every series result carries (PS3.18 Table 10.6.3-4). */
-export function seriesAttributes(row: SeriesRow, stored: DicomJson, study: DicomJson): DicomJson {
-  return {
-    ...pick(stored, SERIES_TAGS),
-    [Tag.StudyInstanceUID]: study[Tag.StudyInstanceUID]!,
-    [Tag.NumberOfSeriesRelatedInstances]: { vr: 'IS', Value: [row.numInstances] },
-  };
 }
 
 const retrieveUrl = (url: string) => ({ [Tag.RetrieveURL]: { vr: 'UR', Value: [url] } });

@@ -1,13 +1,12 @@
 import dicomParser from 'dicom-parser';
 import type { Catalog, StudyRow } from '../catalog/catalog.js';
 import { isMatchingKey, isUidListKey, isUniversal, MAX_VALUES_PER_KEY, QueryError, type Level, type MatchKey, type QidoQuery } from '../catalog/qido.js';
-import { pick } from '../catalog/record.js';
+import { pick, seriesAttributes, studyAttributes } from '../catalog/record.js';
 import { isKnownCharacterSet } from '../dicom/charset.js';
 import type { DicomJson, JsonAttribute } from '../dicom/json.js';
 import { toDicomJson } from '../dicom/json.js';
 import { lookupTag, Tag } from '../dicom/tags.js';
 import { fileMetaInformation, writeDataSet, type WriteElement } from '../dicom/write.js';
-import { seriesAttributes, studyAttributes } from '../dicomweb/qido.js';
 import { DimseStatus, errorComment } from './status.js';
 
 /** Query/Retrieve Information Model FIND SOP classes (PS3.4 C.6.1.1.2, C.6.2.1.2). */
@@ -169,13 +168,14 @@ async function* matchesOf(catalog: Catalog, search: Search): AsyncGenerator<Dico
       return;
     case 'SERIES':
       for await (const row of paged((q) => catalog.series(q), query('series'))) {
-        yield { ...studyJson(row.study), ...JSON.parse(row.json), ...seriesAttributes(row, JSON.parse(row.json), JSON.parse(row.study.json)) };
+        const [series, study] = [JSON.parse(row.json) as DicomJson, JSON.parse(row.study.json) as DicomJson];
+        yield { ...study, ...studyAttributes(row.study, study), ...series, ...seriesAttributes(row, series, study) };
       }
       return;
     case 'IMAGE':
       for await (const row of paged((q) => catalog.instances(q), query('instance'))) {
-        const series = JSON.parse(row.series.json) as DicomJson;
-        yield { ...studyJson(row.series.study), ...series, ...seriesAttributes(row.series, series, JSON.parse(row.series.study.json)), ...JSON.parse(row.json) };
+        const [series, study] = [JSON.parse(row.series.json) as DicomJson, JSON.parse(row.series.study.json) as DicomJson];
+        yield { ...study, ...studyAttributes(row.series.study, study), ...series, ...seriesAttributes(row.series, series, study), ...JSON.parse(row.json) };
       }
       return;
   }

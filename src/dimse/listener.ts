@@ -4,7 +4,8 @@ import dimse from 'dcmjs-dimse';
 import type { Config } from '../config.js';
 import type { Services } from '../context.js';
 import { tlsFiles } from '../https.js';
-import { DicomAssociation, type Permissions } from './scp.js';
+import { knownCaller, normalise } from '../auth/application-entities.js';
+import { DicomAssociation } from './scp.js';
 
 const { RejectResult, RejectSource, RejectReason } = dimse.constants;
 
@@ -35,7 +36,7 @@ export async function startDicomListener(services: Services, settings: NonNullab
     aeTitle: settings.aeTitle,
     acceptUnknown: settings.acceptUnknown,
     audit: (event: Parameters<typeof auth.audit.record>[0]) => auth.audit.record(event),
-    knownCaller: (aeTitle: string, address: string) => knownCaller(services, aeTitle, address),
+    knownCaller: (aeTitle: string, address: string) => knownCaller(services.catalog, aeTitle, address),
   };
   const accept = (socket: Socket) => {
     // Each C-STORE waits for its response: Nagle's algorithm would hold every small response back for an ACK.
@@ -164,24 +165,4 @@ function guardPdus(socket: Socket, maxPdu: number, association: () => GuardedAss
       itemLeft = fragment;
     }
   });
-}
-
-/** What a calling AE may do: a known one from the address it may call from (any, when none is recorded). */
-async function knownCaller({ catalog }: Services, aeTitle: string, address: string): Promise<Permissions | undefined> {
-  const known = await catalog.applicationEntity(aeTitle);
-  if (!known) return undefined;
-  if (known.host !== null && !(await addressOf(known.host)).includes(normalise(address))) return undefined;
-  return { store: known.store, query: known.query, retrieve: known.retrieve };
-}
-
-/** A host's addresses: the address itself, or what the name resolves to (an unresolvable name matches nothing). */
-async function addressOf(host: string): Promise<string[]> {
-  if (net.isIP(host)) return [normalise(host)];
-  const { lookup } = await import('node:dns/promises');
-  return (await lookup(host, { all: true }).catch(() => [])).map((a) => normalise(a.address));
-}
-
-/** IPv4 addresses as an IPv6 socket reports them (::ffff:10.0.0.5) compare as IPv4. */
-function normalise(address: string): string {
-  return address.replace(/^::ffff:/i, '');
 }

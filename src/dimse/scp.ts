@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import dimse from 'dcmjs-dimse';
 import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
+import type { Permissions } from '../auth/application-entities.js';
 import type { AuditEvent } from '../auth/records.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
@@ -41,8 +42,6 @@ const DATA_SET_PRESENT = 0x0202;
 /** C-FIND matches written to the socket together; a C-CANCEL is heeded between two such writes. */
 const MATCHES_A_WRITE = 16;
 
-/** What an association may do, once its caller is known (or not). */
-export type Permissions = { store: boolean; query: boolean; retrieve: boolean };
 
 /** What an SCP needs of the server: the ingest path, who may call, and the audit trail. */
 export type ScpDeps = {
