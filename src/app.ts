@@ -96,7 +96,7 @@ export function createApp(services: Services) {
     // The scheduled verify pass as the index has it: counts only, no UIDs (health needs no credential).
     const { problems: _, ...integrity } = await integrityStatus(services, config.verifyInterval).catch((e: Error) => ({ status: e.message, problems: [] }));
     // Where modalities send to: what their operators type in (PACS_DICOM_PORT, PACS_DICOM_AE_TITLE).
-    const dicom = config.dicom ? { port: config.dicom.port, ...(config.dicom.tls ? { tlsPort: config.dicom.tls.port } : {}), aeTitle: config.dicom.aeTitle } : 'off';
+    const dicom = config.dicom ? { ...(config.dicom.port ? { port: config.dicom.port } : {}), ...(config.dicom.tls ? { tlsPort: config.dicom.tls.port } : {}), aeTitle: config.dicom.aeTitle } : 'off';
     return c.json({ status, index, objectStore: objects, disk, integrity, dicom }, healthy ? 200 : 503);
   });
 

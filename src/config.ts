@@ -136,12 +136,13 @@ export type Config = Readonly<{
   /** Seconds a connection may pass without a byte received or sent before it is closed; a request's whole length is not limited. */
   idleTimeoutSeconds: number;
   /**
-   * The DICOM network service (DIMSE), when PACS_DICOM_PORT is not 0: the AE title it answers to, whether callers
+   * The DICOM network service (DIMSE), when PACS_DICOM_PORT is not 0 or PACS_DICOM_TLS_PORT is set (`port` is then
+   * undefined: TLS only): the AE title it answers to, whether callers
    * outside the list of known application entities may do more than C-ECHO, associations at once, the largest PDU
    * it receives, and seconds an association may stay silent.
    */
   dicom?: Readonly<{
-    port: number;
+    port?: number;
     aeTitle: string;
     acceptUnknown: boolean;
     maxAssociations: number;
@@ -227,11 +228,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ? Object.freeze({ certFile: path.resolve(e.PACS_TLS_CERT), keyFile: path.resolve(e.PACS_TLS_KEY), redirectPort: e.PACS_HTTP_REDIRECT_PORT })
       : undefined,
     idleTimeoutSeconds: e.PACS_IDLE_TIMEOUT,
+    // PACS_DICOM_PORT=0 with a TLS port: DICOM over TLS only, for sites that allow nothing unencrypted.
     dicom:
-      e.PACS_DICOM_PORT === 0
+      e.PACS_DICOM_PORT === 0 && !e.PACS_DICOM_TLS_PORT
         ? undefined
         : {
-            port: e.PACS_DICOM_PORT,
+            port: e.PACS_DICOM_PORT === 0 ? undefined : e.PACS_DICOM_PORT,
             aeTitle: e.PACS_DICOM_AE_TITLE,
             acceptUnknown: e.PACS_DICOM_ACCEPT_UNKNOWN,
             maxAssociations: e.PACS_DICOM_MAX_ASSOCIATIONS,

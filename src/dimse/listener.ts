@@ -15,7 +15,7 @@ const P_DATA_TF = 0x04;
 const ARTIM_MS = 30_000;
 
 /** The DICOM network service as it runs: where it listens (plain, and over TLS when configured), and how to stop it. */
-export type DicomListener = { port: number; tlsPort?: number; close(): Promise<void> };
+export type DicomListener = { port?: number; tlsPort?: number; close(): Promise<void> };
 
 /**
  * Listens for DICOM associations on PACS_DICOM_PORT (PS3.8): at most `maxAssociations` at once (the next one is
@@ -72,10 +72,10 @@ export async function startDicomListener(services: Services, settings: NonNullab
       socket.destroy();
     });
   };
-  const plain = await listening(net.createServer(accept), settings.port, host);
+  const plain = settings.port === undefined ? undefined : await listening(net.createServer(accept), settings.port, host);
   // DICOM over TLS (PS3.15 B.1): the same service behind a TLS handshake; TLS 1.2 at least (BCP 195).
   const secure = settings.tls && (await listening(tls.createServer({ ...tlsFiles({ certFile: settings.tls.certFile, keyFile: settings.tls.keyFile }), minVersion: 'TLSv1.2' }, accept), settings.tls.port, host));
-  const port = (plain.address() as net.AddressInfo).port;
+  const port = plain ? (plain.address() as net.AddressInfo).port : undefined;
   const tlsPort = secure ? (secure.address() as net.AddressInfo).port : undefined;
   log.info({ port, tlsPort, host, aeTitle: settings.aeTitle }, 'DICOM listening');
   return {

@@ -92,6 +92,18 @@ describe('the DICOM network service', () => {
     expect(plain).toBeInstanceOf(Error);
   });
 
+  it('speaks DICOM over TLS alone when PACS_DICOM_PORT is 0 and a TLS port is set', async () => {
+    const { cert, key } = makeCertificate(work);
+    const onlyTls = await freePort();
+    const { server: tlsOnly } = await startDicomServer({ PACS_DICOM_PORT: '0', PACS_DICOM_TLS_PORT: String(onlyTls), PACS_DICOM_TLS_CERT: cert, PACS_DICOM_TLS_KEY: key });
+    try {
+      expect((await (await fetch(`${tlsOnly.url}/healthz`)).json()).dicom).toEqual({ tlsPort: onlyTls, aeTitle: AE });
+      await run('echoscu', ['+tla', '-ic', '-aet', 'ANYONE', '-aec', AE, '127.0.0.1', String(onlyTls)]);
+    } finally {
+      await tlsOnly.stop();
+    }
+  });
+
   it('refuses an association that calls another AE title, and an unknown caller that would store, saying why in the log', async () => {
     const other = await run('echoscu', ['-aet', 'ANYONE', '-aec', 'SOMEONE', '127.0.0.1', String(dicomPort)]).catch((e: { stderr: string }) => e);
     expect((other as { stderr: string }).stderr).toMatch(/Association Rejected[\s\S]*Called AE Title Not Recognized/i);
