@@ -1,40 +1,62 @@
 import { chmod, copyFile, link, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { AccessRecords } from '../auth/records.js';
 import { SigningKeys } from '../auth/signing-keys.js';
+import type { IndexDatabase } from '../catalog/open.js';
 import type { Config } from '../config.js';
 
 export type AccessCopy = {
   keys: { seen: number; added: number; revoked: number };
   revocations: { seen: number; changed: number };
   audit: { seen: number; added: number };
+  /** Staff accounts and known application entities: those the target lacks are added, its own kept as they are. */
+  users: { seen: number; added: number };
+  applicationEntities: { seen: number; added: number };
 };
 
 /** Audit events read and merged per transaction. */
 const AUDIT_PAGE = 1000;
 
 /**
- * Carries API keys (their hashes: a key works on the target as it did on the source), viewer-token revocations
- * and the audit trail into the target's index. Merging: run again, it adds only what the target lacks, and a key
- * revoked in the source since is revoked in the target too.
+ * Carries API keys (their hashes: a key works on the target as it did on the source), viewer-token revocations,
+ * the audit trail, staff accounts (with their password hashes: staff sign in on the target as on the source; not
+ * their sessions, so they sign in again) and the known application entities into the target's index. Merging: run
+ * again, it adds only what the target lacks, and a key revoked in the source since is revoked in the target too; an
+ * account (same login) or application entity (same AE title) the target already has is kept as it is there.
  */
-export async function copyAccess(source: AccessRecords, target: AccessRecords): Promise<AccessCopy> {
-  const keys = await source.storedKeys();
-  const merged = await target.mergeKeys(keys);
-  const revocations = await source.revocations();
-  const changed = await target.mergeRevocations(revocations);
+export async function copyAccess(source: IndexDatabase, target: IndexDatabase): Promise<AccessCopy> {
+  const [from, to] = [source.access(), target.access()];
+  const keys = await from.storedKeys();
+  const merged = await to.mergeKeys(keys);
+  const revocations = await from.revocations();
+  const changed = await to.mergeRevocations(revocations);
   const audit = { seen: 0, added: 0 };
   for (let after = 0; ; ) {
-    const page = await source.auditAfter(after, AUDIT_PAGE);
+    const page = await from.auditAfter(after, AUDIT_PAGE);
     if (page.length === 0) break;
     audit.seen += page.length;
-    audit.added += await target.mergeAudit(page.map(({ id: _id, ...event }) => event));
+    audit.added += await to.mergeAudit(page.map(({ id: _id, ...event }) => event));
     after = page.at(-1)!.id;
+  }
+  const users = { seen: 0, added: 0 };
+  for (const { login } of await source.users().users()) {
+    const stored = await source.users().userByLogin(login);
+    if (!stored) continue;
+    users.seen++;
+    if (await target.users().addUser(stored)) users.added++;
+  }
+  const entities = await source.applicationEntities();
+  let entitiesAdded = 0;
+  for (const { createdAt: _createdAt, ...entity } of entities) {
+    if (await target.applicationEntity(entity.aeTitle)) continue;
+    await target.putApplicationEntity(entity);
+    entitiesAdded++;
   }
   return {
     keys: { seen: keys.length, ...merged },
     revocations: { seen: revocations.tokens.length + revocations.studies.length, changed },
     audit,
+    users,
+    applicationEntities: { seen: entities.length, added: entitiesAdded },
   };
 }
 

@@ -49,7 +49,7 @@ export async function transfer(source: End, target: TargetEnd, options: Transfer
   const result: Transfer = { counts, seconds: 0 };
   if (!counts.stopped) {
     try {
-      result.access = await copyAccess(source.catalog.access(), target.catalog.access());
+      result.access = await copyAccess(source.catalog, target.catalog);
       result.links = await carrySigningKeys(source.config, target.config, { replace: options.replace });
     } catch (e) {
       counts.stopped = e as Error;

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { startS3, type RunningS3 } from '../helpers/s3.js';
+import { postForm, signedInUser } from '../helpers/staff.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 
 /**
@@ -45,7 +46,12 @@ const access = {
   link: '',
   revokedLink: '',
   linkStudy: manifest[0]!.studyUID,
+  /** A member of staff's password, and a modality known to the DICOM service: both must work on every copy. */
+  staffPassword: '',
 };
+const STAFF_LOGIN = 'radiologist';
+const MODALITY_AE = 'CT_ROOM_1';
+const MODALITY = { host: '10.1.2.3', port: 104, store: true, query: false, retrieve: false, description: 'the CT' };
 /** The source's answers before any copy, that every target must give alike. */
 let sourceAnswers: Record<string, unknown>;
 let sourceAudit: unknown;
@@ -107,6 +113,9 @@ async function auditOf(server: RunningServer, credential: string): Promise<unkno
 
 /** What a copy must serve as the source did: the same answers, the same bytes, the same credentials and audit trail. */
 async function expectServesAsSource(server: RunningServer) {
+  // Staff sign in with the password they had; the modality is known with its address and rights.
+  expect((await postForm(`${server.url}/login`, { login: STAFF_LOGIN, password: access.staffPassword })).status).toBe(303);
+  expect(await (await adminFetch(`${server.url}/api/v1/application-entities/${MODALITY_AE}`)).json()).toMatchObject({ ae_title: MODALITY_AE, ...MODALITY });
   // The copy holds the source's trail (a copy of a copy holds more: the events of its own server).
   expect(await auditOf(server, `key:${access.readKey.id}`)).toEqual(expect.arrayContaining(sourceAudit as unknown[]));
   expect(await answers(server)).toEqual(sourceAnswers);
@@ -167,6 +176,9 @@ beforeAll(async () => {
   expect((await fetch(`${source.dicomweb}/studies?limit=3`, { headers: bearer(access.readKey.key) })).status).toBe(200);
   expect((await fetch(`${source.dicomweb}/studies/${access.linkStudy}/metadata`, { headers: bearer(access.readKey.key) })).status).toBe(200);
 
+  access.staffPassword = (await signedInUser(source, STAFF_LOGIN, ['read'])).password;
+  const put = await adminFetch(`${source.url}/api/v1/application-entities/${MODALITY_AE}`, { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(MODALITY) });
+  expect(put.status).toBe(201);
   sourceAnswers = await answers(source);
   sourceAudit = await auditOf(source, `key:${access.readKey.id}`);
   expect(sourceAudit).toHaveLength(2);
@@ -186,7 +198,7 @@ describe('migrate between backends', () => {
     const run = await cli(['migrate', '--to-env', await envFile(cloud)], { PACS_STORAGE_DIR: source.dataDir });
     expect(run.code, run.stdout + run.stderr).toBe(0);
     expect(counts(run.stdout)).toEqual({ copied: manifest.length, present: 0, failed: 0, total: manifest.length });
-    expect(run.stdout).toMatch(/Access: 5 API key\(s\) \(5 added\), 1 viewer-link revocation\(s\) \(1 added\), \d+ audit event\(s\)/);
+    expect(run.stdout).toMatch(/Access: 5 API key\(s\) \(5 added\), 1 viewer-link revocation\(s\) \(1 added\), \d+ audit event\(s\) \(\d+ added\), 1 staff account\(s\) \(1 added; staff sign in again\), 1 DICOM application entity \(1 added\)/);
     expect(run.stdout).toContain('Start the server with the target');
     // Not a TTY here: plain progress lines.
     expect(run.stderr).toMatch(/^migrate: \d+\/42 instances/m);
@@ -212,7 +224,7 @@ describe('migrate between backends', () => {
     expect(again.code).toBe(0);
     expect(counts(again.stdout)).toEqual({ copied: 0, present: manifest.length, failed: 0, total: manifest.length });
     expect(puts()).toHaveLength(manifest.length);
-    expect(again.stdout).toMatch(/Access: 5 API key\(s\) \(0 added, 1 revoked as in the source\), 1 viewer-link revocation\(s\) \(0 added\), \d+ audit event\(s\) \(\d+ added\)/);
+    expect(again.stdout).toMatch(/Access: 5 API key\(s\) \(0 added, 1 revoked as in the source\), 1 viewer-link revocation\(s\) \(0 added\), \d+ audit event\(s\) \(\d+ added\), 1 staff account\(s\) \(0 added; staff sign in again\), 1 DICOM application entity \(0 added\)/);
     expect((await fetch(`${target.dicomweb}/studies?limit=1`, { headers: bearer(access.laptopKey.key) })).status).toBe(401);
   });
 
