@@ -1,11 +1,11 @@
 import net from 'node:net';
-import dicomParser from 'dicom-parser';
 import dimse from 'dcmjs-dimse';
 import type { Logger } from 'pino';
 import type { Catalog, Scope, StoredInstance } from '../catalog/catalog.js';
 import { MAX_VALUES_PER_KEY } from '../catalog/qido.js';
 import { isValidUid } from '../dicom/uid.js';
 import type { ReadService } from '../read/read-service.js';
+import { sendDataSet } from './p-data.js';
 import { DimseStatus, errorComment, hex } from './status.js';
 
 const { Dataset, Scp } = dimse;
@@ -37,7 +37,9 @@ function respond(request: RetrieveRequest, status: number, comment?: string): Re
 }
 
 /** What sub-operations need of an association, ours (C-GET) or one opened to the destination (C-MOVE). */
-type Peer = Pick<dimse.Scp, 'sendRequests' | 'sendAssociationRequest' | 'sendAssociationReleaseRequest' | 'once' | 'removeListener'>;
+type Peer = Pick<dimse.Scp, 'sendRequests' | 'sendAssociationRequest' | 'sendAssociationReleaseRequest' | 'sendAbort' | 'once' | 'removeListener'>;
+/** An association sub-operations go over: its peer (dcmjs-dimse), what was negotiated, and its connection. */
+type Target = { peer: Peer; association: Association; connection: net.Socket };
 
 /** What a retrieve needs of the server: which instances are stored and where destinations are, their bytes, our name. */
 export type RetrieveDeps = {
@@ -53,17 +55,17 @@ export type RetrieveOutcome = { response: RetrieveResponse; studyUids: string[];
 /** The identifier names no instances this way (PS3.4 C.4.2.2.1): refused with 0xA900 and this message. */
 class IdentifierError extends Error {}
 
-/** A data set sent as the bytes it is stored as: dcmjs-dimse writes what getDenaturalizedDataset gives. */
-class StoredDataSet extends Dataset {
-  constructor(
-    instance: StoredInstance,
-    private readonly bytes: Buffer,
-  ) {
+/**
+ * The data set of a C-STORE sub-operation as dcmjs-dimse sees it: empty, so that it sends the command alone; the
+ * stored bytes follow through sendDataSet (p-data.ts), streamed rather than held whole in memory.
+ */
+class StreamedDataSet extends Dataset {
+  constructor(instance: StoredInstance) {
     super({ SOPClassUID: instance.sopClassUid, SOPInstanceUID: instance.sopUid }, instance.transferSyntaxUid);
   }
 
   override getDenaturalizedDataset(): Buffer {
-    return this.bytes;
+    return Buffer.alloc(0);
   }
 }
 
@@ -72,7 +74,7 @@ class StoredDataSet extends Dataset {
  * association, on the storage contexts it offered the SCP role for, PS3.4 C.4.3): a C-STORE sub-operation per stored
  * instance, the data set sent exactly as stored, a pending response after each, and a final status that counts the
  * failures and names them. An instance whose stored syntax the receiver did not accept fails; nothing is converted.
- * dcmjs-dimse sends a data set from one buffer, so one instance at a time is held in memory.
+ * Each data set is streamed from the store as it is read and checked, a few PDUs in memory at a time.
  */
 export class Retrieval {
   private cancelled = false;
@@ -80,7 +82,7 @@ export class Retrieval {
   constructor(
     private readonly deps: RetrieveDeps,
     /** The requester's association, where C-GET sub-operations go, and whether it may retrieve at all. */
-    private readonly requester: { peer: Peer; association: Association; aeTitle: string; mayRetrieve: boolean },
+    private readonly requester: Target & { aeTitle: string; mayRetrieve: boolean },
   ) {}
 
   /** C-CANCEL (PS3.4 C.4.2.3.2): no sub-operation starts after it, and the final status says Cancel. */
@@ -124,7 +126,7 @@ export class Retrieval {
       response.setFailures(counts.failed.length);
       return response;
     };
-    let target: { peer: Peer; association: Association; release(): Promise<void> };
+    let target: Target & { release(): Promise<void> };
     try {
       target = known && instances.length > 0 ? await openAssociation(known.host!, known.port!, this.deps.aeTitle, known.aeTitle, instances) : { ...this.requester, release: async () => {} };
     } catch (err) {
@@ -161,36 +163,53 @@ export class Retrieval {
   }
 
   /** One C-STORE sub-operation: its status, or a failure status when it could not be sent as stored. */
-  private async store(target: { peer: Peer; association: Association }, instance: StoredInstance, moveOriginator?: { aeTitle: string; messageId: number }): Promise<number> {
+  private async store(target: Target, instance: StoredInstance, moveOriginator?: { aeTitle: string; messageId: number }): Promise<number> {
     const log = { sopInstanceUid: instance.sopUid, transferSyntaxUid: instance.transferSyntaxUid, callingAeTitle: this.requester.aeTitle };
     // A C-GET stores back only on storage contexts the requester took the SCP role for (PS3.4 C.4.3.1).
     if (!acceptsAsStored(target.association, instance, moveOriginator === undefined)) {
       this.deps.log.warn(log, 'retrieve sub-operation failed: the receiver accepted no context for the stored SOP class and transfer syntax');
       return Status.ProcessingFailure;
     }
-    let bytes: Buffer;
+    // A connection aborted by an earlier sub-operation takes no more.
+    if (target.connection.destroyed) return Status.ProcessingFailure;
+    // The first bytes are read before the command goes: an object that cannot be read at all fails alone.
+    const chunks = dataSetOf(this.deps.reads.instanceStream(instance));
+    let first: IteratorResult<Uint8Array>;
     try {
-      bytes = dataSetOf(await collect(this.deps.reads.instanceStream(instance)));
+      first = await chunks.next();
     } catch (err) {
       this.deps.log.error({ ...log, err }, 'retrieve sub-operation failed: the stored instance could not be read');
       return Status.ProcessingFailure;
     }
-    const request = new CStoreRequest(new StoredDataSet(instance, bytes));
+    const request = new CStoreRequest(new StreamedDataSet(instance));
     if (moveOriginator) {
       const command = request.getCommandDataset();
       command.setElement('MoveOriginatorApplicationEntityTitle', moveOriginator.aeTitle);
       // dcmjs-dimse types element values as text; a US value is a number.
       command.setElement('MoveOriginatorMessageID', moveOriginator.messageId as unknown as string);
     }
-    const status = await new Promise<number>((resolve, reject) => {
+    const answered = new Promise<number>((resolve, reject) => {
       const gone = () => reject(new Error('the association closed before the C-STORE was answered'));
       target.peer.once('close', gone);
       request.once('response', (response: dimse.responses.CStoreResponse) => {
         target.peer.removeListener('close', gone);
         resolve(response.getStatus());
       });
-      target.peer.sendRequests(request);
     });
+    answered.catch(() => undefined);
+    // The command goes now, written by dcmjs-dimse; the data set after it, from the store.
+    target.peer.sendRequests(request);
+    const context = target.association.getAcceptedPresentationContextFromRequest(request)!;
+    try {
+      await sendDataSet(target.connection, context.getPresentationContextId(), resumed(first, chunks), target.association.getMaxPduLength());
+    } catch (err) {
+      // Half a data set cannot be taken back: the association is aborted, and the receiver keeps nothing of it.
+      this.deps.log.error({ ...log, err }, 'retrieve sub-operation failed: the stored instance could not be sent whole; the association is aborted');
+      target.peer.sendAbort();
+      target.connection.destroy();
+      return Status.ProcessingFailure;
+    }
+    const status = await answered;
     // dcmjs-dimse keeps every request it sent, data set and all, for the association's life: this one is answered.
     const sent = (target.peer as unknown as { pending: unknown[] }).pending;
     sent.splice(sent.indexOf(request), 1);
@@ -247,7 +266,7 @@ function acceptsAsStored(association: Association, instance: StoredInstance, scp
  * An association to a C-MOVE destination, proposing one presentation context per SOP class and stored transfer
  * syntax so that each instance can go as stored (dcmjs-dimse's Client would propose one per SOP class, and convert).
  */
-async function openAssociation(host: string, port: number, callingAeTitle: string, calledAeTitle: string, instances: StoredInstance[]): Promise<{ peer: Peer; association: Association; release(): Promise<void> }> {
+async function openAssociation(host: string, port: number, callingAeTitle: string, calledAeTitle: string, instances: StoredInstance[]): Promise<Target & { release(): Promise<void> }> {
   const association = new Association(callingAeTitle, calledAeTitle);
   const pairs = new Set(instances.map((i) => `${i.sopClassUid} ${i.transferSyntaxUid}`));
   for (const pair of [...pairs].slice(0, MAX_CONTEXTS)) {
@@ -272,6 +291,7 @@ async function openAssociation(host: string, port: number, callingAeTitle: strin
   return {
     peer,
     association,
+    connection: socket,
     release: () =>
       new Promise<void>((resolve) => {
         if (socket.destroyed) return resolve();
@@ -287,16 +307,43 @@ async function openAssociation(host: string, port: number, callingAeTitle: strin
   };
 }
 
-/** A Part 10 file's data set, what travels over the network: the bytes after its file meta information. */
-function dataSetOf(file: Buffer): Buffer {
-  const meta = dicomParser.readPart10Header(file) as unknown as { position: number };
-  return file.subarray(meta.position);
+/** Group 0002 elements of these VRs have a 4-byte length after 2 reserved bytes (PS3.5 7.1.2). */
+const LONG_VRS = new Set(['OB', 'OW', 'OF', 'SQ', 'UT', 'UN']);
+/** A file meta information longer than this is not one (a few hundred bytes in practice). */
+const MAX_META = 64 * 1024;
+
+/** A stored Part 10 file's data set, what travels over the network: the bytes after its file meta information. */
+async function* dataSetOf(file: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let head = Buffer.alloc(0);
+  let start: number | undefined;
+  for await (const chunk of file) {
+    if (start !== undefined) {
+      yield chunk;
+      continue;
+    }
+    head = Buffer.concat([head, chunk]);
+    start = metaEnd(head);
+    if (start === undefined && head.length > MAX_META) throw new Error('the stored file\'s meta information does not end');
+    if (start !== undefined && head.length > start) yield head.subarray(start);
+  }
+  if (start === undefined) throw new Error('the stored file ends inside its meta information');
 }
 
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of chunks) parts.push(chunk);
-  return Buffer.concat(parts);
+/** Where the file meta information (after the preamble and "DICM") ends; undefined while `head` does not tell yet. */
+function metaEnd(head: Buffer): number | undefined {
+  for (let at = 132; ; ) {
+    if (head.length < at + 8) return undefined;
+    if (head.readUInt16LE(at) !== 0x0002) return at;
+    if (!LONG_VRS.has(head.toString('latin1', at + 4, at + 6))) at += 8 + head.readUInt16LE(at + 6);
+    else if (head.length < at + 12) return undefined;
+    else at += 12 + head.readUInt32LE(at + 8);
+  }
+}
+
+async function* resumed(first: IteratorResult<Uint8Array>, rest: AsyncGenerator<Uint8Array>): AsyncGenerator<Uint8Array> {
+  if (first.done) return;
+  yield first.value;
+  yield* rest;
 }
 
 /** The same instance named twice (a UID listed twice) is sent once. */

@@ -377,7 +377,7 @@ export class DicomAssociation extends Scp {
     const retrieval = new Retrieval(
       { catalog: this.deps.catalog, reads: this.deps.reads, aeTitle: this.deps.aeTitle, log: this.deps.log },
       // The SOP class is checked with the right: a request on another context (dcmjs-dimse hands it on) is not one.
-      { peer: this, association: this.association!, aeTitle: this.caller, mayRetrieve: this.permissions.retrieve && RETRIEVE_CLASSES.has(request.getAffectedSopClassUid()) },
+      { peer: this, association: this.association!, connection: this.socket, aeTitle: this.caller, mayRetrieve: this.permissions.retrieve && RETRIEVE_CLASSES.has(request.getAffectedSopClassUid()) },
     );
     this.retrievals.set(id, retrieval);
     void retrieval

@@ -8,6 +8,7 @@ import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { AE, dataSetOf, registerAe, run, sha256, startDicomServer } from '../helpers/dimse.js';
 import { adminFetch, freePort, stow, type RunningServer } from '../helpers/server.js';
+import { indexRows, readObject, writeObject } from '../helpers/stored.js';
 
 /**
  * C-MOVE and C-GET with dcmtk's movescu and getscu at the other end: instances go to a storescp the test runs
@@ -147,6 +148,35 @@ describe('C-MOVE and C-GET', () => {
     expect(await fs.readdir(received)).toEqual([]);
   });
 
+  it('streams a large instance from the store rather than holding it in memory', { timeout: 120_000 }, async () => {
+    // 2048 × 2048 × 2 bytes × 24 frames: 200 MB.
+    const large = syntheticInstance({ modality: 'CT', rows: 2048, columns: 2048, frames: 24 });
+    expect((await stow(server.dicomweb, [large])).status).toBe(200);
+    const into = path.join(work, 'got-large');
+    await fs.mkdir(into);
+    // Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM) to the current one.
+    await fs.writeFile(`/proc/${server.process.pid}/clear_refs`, '5');
+    const before = await peakMemory();
+    await run('getscu', ['-S', '-aet', 'WORKSTATION', '-aec', AE, '+B', '-od', into, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${sopStudy(large)}`, '127.0.0.1', String(dicomPort)]);
+    expect((await peakMemory()) - before, 'peak memory growth of the server while it sent 200 MB').toBeLessThan(64 * 1024 * 1024);
+    expect(await dataSetsIn(into)).toEqual(expected([large]));
+  });
+
+  it('aborts the association when a stored instance turns out damaged while it is sent, so nothing of it is kept', async () => {
+    // Larger than one read of the store: its first bytes are sent before the end shows the damage.
+    const damaged = syntheticInstance({ modality: 'CT', rows: 512, columns: 512 });
+    expect((await stow(server.dicomweb, [damaged])).status).toBe(200);
+    const [{ object_key: key }] = await indexRows<{ object_key: string }>(server, 'SELECT object_key FROM instances WHERE sop_uid = ?', [sopUidOf(damaged)]);
+    const bytes = await readObject(server, key!);
+    bytes[bytes.length - 1] ^= 0xff;
+    await writeObject(server, key!, bytes);
+    const into = path.join(work, 'got-damaged');
+    await fs.mkdir(into);
+    await run('getscu', ['-S', '-aet', 'WORKSTATION', '-aec', AE, '+B', '-od', into, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${sopStudy(damaged)}`, '127.0.0.1', String(dicomPort)]).catch(() => undefined);
+    expect(await fs.readdir(into)).toEqual([]);
+    expect(server.logs.some((line) => line.includes('could not be sent whole') && line.includes(sopUidOf(damaged)))).toBe(true);
+  });
+
   it('stops sending at a C-CANCEL and says Cancel', async () => {
     const out = await movescu('WORKSTATION', 'DEST', ['QueryRetrieveLevel=STUDY', `StudyInstanceUID=${sopStudy(long[0]!)}`], '--cancel', '1');
     expect(out).toMatch(/Final Move Response \(Cancel/i);
@@ -156,4 +186,10 @@ describe('C-MOVE and C-GET', () => {
 
 function sopStudy(file: Buffer): string {
   return dicomParser.parseDicom(file, { untilTag: 'x0020000d' } as dicomParser.ParseDicomOptions).string('x0020000d')!;
+}
+
+/** The server's peak resident memory since it started or since it was last reset (VmHWM). */
+async function peakMemory(): Promise<number> {
+  const status = await fs.readFile(`/proc/${server.process.pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
 }
