@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { Services } from '../context.js';
 import { tlsFiles } from '../https.js';
 import { knownCaller, normalise } from '../auth/application-entities.js';
+import { markConnected } from './dcmjs-dimse.js';
 import { DicomAssociation } from './scp.js';
 
 const { RejectResult, RejectSource, RejectReason } = dimse.constants;
@@ -59,8 +60,7 @@ export async function startDicomListener(services: Services, settings: NonNullab
       socket.destroy();
     }, ARTIM_MS).unref();
     socket.once('close', () => clearTimeout(artim));
-    // dcmjs-dimse marks a client socket connected on 'connect', which an accepted socket never emits.
-    (association as unknown as { connected: boolean }).connected = true;
+    markConnected(association);
     association.on('networkError', (err: Error) => {
       log.debug({ err, address: socket.remoteAddress }, 'DICOM network error');
       socket.destroy();

@@ -5,10 +5,11 @@ import type { Catalog, Scope, StoredInstance } from '../catalog/catalog.js';
 import { MAX_VALUES_PER_KEY } from '../catalog/qido.js';
 import { isValidUid } from '../dicom/uid.js';
 import type { ReadService } from '../read/read-service.js';
+import { forgetAnswered, Network, type NetworkPeer } from './dcmjs-dimse.js';
 import { sendDataSet } from './p-data.js';
 import { DimseStatus, errorComment, hex } from './status.js';
 
-const { Dataset, Scp } = dimse;
+const { Dataset } = dimse;
 const { Status, PresentationContextResult } = dimse.constants;
 const { CMoveResponse, CGetResponse } = dimse.responses;
 const { CStoreRequest, CMoveRequest } = dimse.requests;
@@ -24,8 +25,6 @@ export const RETRIEVE_CLASSES = new Set(['1.2.840.10008.5.1.4.1.2.1.2', '1.2.840
 /** An association proposes at most 128 presentation contexts (odd IDs 1 to 255, PS3.8 9.3.2.2). */
 const MAX_CONTEXTS = 128;
 
-/** dcmjs-dimse's Network (PDUs and DIMSE over one socket): Scp's base class, which the package does not export by name. */
-const Network = Object.getPrototypeOf(Scp) as new (socket: net.Socket) => Peer;
 
 function respond(request: RetrieveRequest, status: number, comment?: string): RetrieveResponse {
   const response = request instanceof CMoveRequest ? CMoveResponse.fromRequest(request) : CGetResponse.fromRequest(request);
@@ -36,10 +35,8 @@ function respond(request: RetrieveRequest, status: number, comment?: string): Re
   return response;
 }
 
-/** What sub-operations need of an association, ours (C-GET) or one opened to the destination (C-MOVE). */
-type Peer = Pick<dimse.Scp, 'sendRequests' | 'sendAssociationRequest' | 'sendAssociationReleaseRequest' | 'sendAbort' | 'once' | 'removeListener'>;
 /** An association sub-operations go over: its peer (dcmjs-dimse), what was negotiated, and its connection. */
-type Target = { peer: Peer; association: Association; connection: net.Socket };
+type Target = { peer: NetworkPeer; association: Association; connection: net.Socket };
 
 /** What a retrieve needs of the server: which instances are stored and where destinations are, their bytes, our name. */
 export type RetrieveDeps = {
@@ -210,9 +207,7 @@ export class Retrieval {
       return Status.ProcessingFailure;
     }
     const status = await answered;
-    // dcmjs-dimse keeps every request it sent, data set and all, for the association's life: this one is answered.
-    const sent = (target.peer as unknown as { pending: unknown[] }).pending;
-    sent.splice(sent.indexOf(request), 1);
+    forgetAnswered(target.peer, request);
     if (status !== Status.Success) this.deps.log.warn({ ...log, status: hex(status) }, 'retrieve sub-operation answered with a failure or warning');
     return status;
   }
