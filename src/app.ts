@@ -70,7 +70,7 @@ export function createApp(services: Services) {
   app.use(
     cors({
       origin: (origin, c) => services.auth.origins.allowOrigin(origin, c),
-      allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id'],
+      allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id', 'X-Deletion-Reason'],
       allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
       exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning', 'WWW-Authenticate'],
       maxAge: 600,

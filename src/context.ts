@@ -51,5 +51,7 @@ export type Env = {
     readableStudies?: string[];
     /** The studies a request touched when its path does not name them (a STOW to /studies, a link by accession). */
     auditStudyUids?: string[];
+    /** A reason the client gave in a header (a deletion's), recorded with the request's query. */
+    auditReason?: string;
   };
 };

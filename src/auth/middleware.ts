@@ -168,6 +168,7 @@ function eventOf(c: Context<Env>): AuditEvent {
   const params = new URL(c.req.url).searchParams;
   // Whatever its casing, a token parameter is a secret; `?TOKEN=` is no credential here, but it may be one elsewhere.
   for (const name of [...params.keys()]) if (SECRET_PARAMETER.test(name)) params.delete(name);
+  if (c.var.auditReason) params.set('reason', c.var.auditReason);
   const { address, via } = c.var.client;
   return {
     at: Date.now(),

@@ -2,13 +2,18 @@ import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import type { Removal } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
-import { NotFound } from '../errors.js';
+import { BadRequest, NotFound } from '../errors.js';
 import { derivedPrefix } from '../storage/keys.js';
 import { deleteUnder, type ObjectStore } from '../storage/object-store.js';
 import { pathScope } from './path-uids.js';
 
 /** Object deletions in flight at once: enough to overlap the store's latency, few enough to spare its connections. */
 const PARALLEL_DELETES = 16;
+/** A reason says why in a few words; more is not a reason but a document, and the audit trail keeps fields short. */
+const MIN_REASON = 3;
+const MAX_REASON = 500;
+/** The header a client may give the reason in instead of `?reason=`. */
+const REASON_HEADER = 'X-Deletion-Reason';
 
 /** Deletion of stored studies, series and instances, for the clinic administrator. */
 export function deleteRouter(services: Services) {
@@ -17,6 +22,7 @@ export function deleteRouter(services: Services) {
 
   const remove = async (c: Context<Env>) => {
     const scope = pathScope(c);
+    const reason = reasonOf(c);
     let removal: Removal | undefined;
     await services.ingest.durable.exclusive(async () => {
       // Index first, objects after (DESIGN decision 2): a crash in between leaves objects without rows, which verify lists.
@@ -29,14 +35,28 @@ export function deleteRouter(services: Services) {
     });
     const { objectKeys: _keys, ...deleted } = removal!;
     if (deleted.instances === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
-    c.var.log.info({ scope, deleted }, 'deleted');
-    return c.json({ deleted }, 200);
+    c.var.log.info({ scope, deleted, reason }, 'deleted');
+    return c.json({ deleted, reason }, 200);
   };
   router.delete('/studies/:study', remove);
   router.delete('/studies/:study/series/:series', remove);
   router.delete('/studies/:study/series/:series/instances/:instance', remove);
 
   return router;
+}
+
+/**
+ * Why it is deleted, in the client's words: nothing is deleted without one, and the audit trail keeps it with the
+ * request (given as a header, it is added to the request's recorded query).
+ */
+function reasonOf(c: Context<Env>): string {
+  const fromHeader = c.req.header(REASON_HEADER);
+  const reason = (c.req.query('reason') ?? fromHeader ?? '').trim();
+  if (reason.length < MIN_REASON || reason.length > MAX_REASON) {
+    throw new BadRequest(`say why this is deleted, in ${MIN_REASON} to ${MAX_REASON} characters: ?reason=… or the ${REASON_HEADER} header (it is kept in the audit trail)`);
+  }
+  if (c.req.query('reason') === undefined) c.set('auditReason', reason);
+  return reason;
 }
 
 /** The rows are gone already, so a failure here is only a leftover object: logged, never the request's failure. */

@@ -218,7 +218,7 @@ describe('roles: what each credential may do', () => {
       // Something to delete, so that a refusal cannot be mistaken for "not found".
       const sopInstanceUID = newUid();
       expect((await stowAs(server, AS_ADMIN, [syntheticInstance({ studyUID: throwaway.studyUID, seriesUID: throwaway.seriesUID, sopInstanceUID })])).status).toBe(200);
-      return fetch(`${server.dicomweb}/studies/${throwaway.studyUID}/series/${throwaway.seriesUID}/instances/${sopInstanceUID}`, { method: 'DELETE', headers: auth });
+      return fetch(`${server.dicomweb}/studies/${throwaway.studyUID}/series/${throwaway.seriesUID}/instances/${sopInstanceUID}?reason=test+deletion`, { method: 'DELETE', headers: auth });
     },
     'viewer-url': (auth) => fetch(`${server.url}/api/v1/studies/${throwaway.studyUID}/viewer-url`, { headers: auth }),
     summaries: (auth) => fetch(`${server.url}/api/v1/studies/${throwaway.studyUID}`, { headers: auth }),

@@ -179,7 +179,7 @@ describe('backup and restore', () => {
 
   it('removes from the backup a study deleted from the store, so that a restore does not bring it back', { timeout: 120_000 }, async () => {
     const study = stored[manifest.length]!.studyUID;
-    expect((await adminFetch(`${server.dicomweb}/studies/${study}`, { method: 'DELETE' })).status).toBeLessThan(300);
+    expect((await adminFetch(`${server.dicomweb}/studies/${study}?reason=lost+before+the+restore`, { method: 'DELETE' })).status).toBeLessThan(300);
     deleted.push(...stored.filter((i) => i.studyUID === study));
     stored.splice(0, stored.length, ...stored.filter((i) => i.studyUID !== study));
     const run = await cli(['backup', '--to', backupDir], server.dataDir);

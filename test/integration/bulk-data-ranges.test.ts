@@ -154,7 +154,7 @@ describe('deflated instances', () => {
 
   it('removes the inflated copy with its instance', async () => {
     expect(await inflatedCopies()).toHaveLength(1);
-    const response = await adminFetch(base(deflatedUID), { method: 'DELETE' });
+    const response = await adminFetch(`${base(deflatedUID)}?reason=test+deletion`, { method: 'DELETE' });
     expect(response.status).toBe(200);
     expect(await inflatedCopies()).toEqual([]);
   });

@@ -31,7 +31,7 @@ async function storeStudy(server: RunningServer): Promise<{ studyUID: string; ct
 const urlOf = (server: RunningServer, i: { studyUID: string; seriesUID?: string; sopInstanceUID?: string }) =>
   `${server.dicomweb}/studies/${i.studyUID}${i.seriesUID ? `/series/${i.seriesUID}` : ''}${i.sopInstanceUID ? `/instances/${i.sopInstanceUID}` : ''}`;
 
-const remove = (server: RunningServer, i: { studyUID: string; seriesUID?: string; sopInstanceUID?: string }) => adminFetch(urlOf(server, i), { method: 'DELETE' });
+const remove = (server: RunningServer, i: { studyUID: string; seriesUID?: string; sopInstanceUID?: string }) => adminFetch(`${urlOf(server, i)}?reason=test+deletion`, { method: 'DELETE' });
 
 const retrieve = (server: RunningServer, i: Instance) =>
   adminFetch(urlOf(server, i), { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
@@ -74,7 +74,7 @@ describe('DELETE on DICOMweb resources', () => {
     const response = await remove(server, gone);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 0, instances: 1 } });
+    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 0, instances: 1 }, reason: 'test deletion' });
 
     const retrieved = await retrieve(server, gone);
     expect(retrieved.status).toBe(404);
@@ -95,7 +95,7 @@ describe('DELETE on DICOMweb resources', () => {
     expect(await seriesOf(server, studyUID)).toEqual([ct[0]!.seriesUID, mr.seriesUID].sort());
 
     const response = await remove(server, mr);
-    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 1, instances: 1 } });
+    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 1, instances: 1 }, reason: 'test deletion' });
 
     expect(await seriesOf(server, studyUID)).toEqual([ct[0]!.seriesUID]);
     const study = await studyOf(server, studyUID);
@@ -108,7 +108,7 @@ describe('DELETE on DICOMweb resources', () => {
   it('deletes a whole series by its URL and leaves the other series of the study', async () => {
     const { studyUID, ct, mr } = await storeStudy(server);
     const response = await remove(server, { studyUID, seriesUID: ct[0]!.seriesUID });
-    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 1, instances: 3 } });
+    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 1, instances: 3 }, reason: 'test deletion' });
     expect(await seriesOf(server, studyUID)).toEqual([mr.seriesUID]);
     const study = await studyOf(server, studyUID);
     expect(study['00201208'].Value).toEqual([1]);
@@ -121,7 +121,7 @@ describe('DELETE on DICOMweb resources', () => {
     expect(await objectKeysOf(server, studyUID)).toHaveLength(4);
 
     const response = await remove(server, { studyUID });
-    expect(await response.json()).toEqual({ deleted: { studies: 1, series: 2, instances: 4 } });
+    expect(await response.json()).toEqual({ deleted: { studies: 1, series: 2, instances: 4 }, reason: 'test deletion' });
 
     expect(await studyOf(server, studyUID)).toBeUndefined();
     expect(await objectKeysOf(server, studyUID)).toEqual([]);
@@ -144,6 +144,24 @@ describe('DELETE on DICOMweb resources', () => {
     expect((await study.json()).detail).toBe('no study with that UID is stored');
   });
 
+  it('deletes nothing without a reason, and keeps the reason given in the audit trail', async () => {
+    const { studyUID, ct } = await storeStudy(server);
+    for (const reason of ['', '?reason=', '?reason=%20x%20', `?reason=${'x'.repeat(501)}`]) {
+      const refused = await adminFetch(`${urlOf(server, { studyUID })}${reason}`, { method: 'DELETE' });
+      expect(refused.status, reason).toBe(400);
+      expect((await refused.json()).detail).toMatch(/say why this is deleted.*\?reason=.*X-Deletion-Reason/);
+    }
+    expect((await studyOf(server, studyUID))['00201208'].Value).toEqual([4]);
+    const byHeader = await adminFetch(urlOf(server, ct[0]!), { method: 'DELETE', headers: { 'X-Deletion-Reason': 'sent to the wrong patient' } });
+    expect(byHeader.status).toBe(200);
+    expect((await byHeader.json()).reason).toBe('sent to the wrong patient');
+    expect((await adminFetch(`${urlOf(server, { studyUID })}?reason=duplicate+study`, { method: 'DELETE' })).status).toBe(200);
+    const audit = (await (await adminFetch(`${server.url}/api/v1/audit?limit=50`)).json()) as Array<{ method: string; query: string | null; sop_uid?: string }>;
+    const deletions = JSON.stringify(audit.filter((event) => event.method === 'DELETE'));
+    expect(deletions).toContain('reason=sent+to+the+wrong+patient');
+    expect(deletions).toContain('reason=duplicate+study');
+  });
+
   it('refuses a malformed UID with 400 and deletes nothing', async () => {
     const { studyUID, ct } = await storeStudy(server);
     for (const url of [
@@ -151,7 +169,7 @@ describe('DELETE on DICOMweb resources', () => {
       `${server.dicomweb}/studies/${studyUID}/series/01.2`,
       `${server.dicomweb}/studies/${studyUID}/series/${ct[0]!.seriesUID}/instances/${'1.'.repeat(40)}1`,
     ]) {
-      const response = await adminFetch(url, { method: 'DELETE' });
+      const response = await adminFetch(`${url}?reason=test+deletion`, { method: 'DELETE' });
       expect(response.status, url).toBe(400);
       expect((await response.json()).error).toBe('bad-request');
     }
@@ -206,7 +224,7 @@ describe.skipIf(projectBackend().s3)('DELETE when an object cannot be removed', 
 
     const response = await remove(own, instance);
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 0, instances: 1 } });
+    expect(await response.json()).toEqual({ deleted: { studies: 0, series: 0, instances: 1 }, reason: 'test deletion' });
     expect((await retrieve(own, instance)).status).toBe(404);
     const warning = own.logs.map((l) => JSON.parse(l.startsWith('{') ? l : 'null')).find((l) => l?.level === 40 && l.objectKey?.includes(instance.sopInstanceUID));
     expect(warning, own.logs.join('\n')).toBeDefined();

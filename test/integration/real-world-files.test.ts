@@ -113,7 +113,7 @@ describe("pydicom's test files", () => {
       if (metadata.status !== 200) problems.push(`${name}: metadata answered ${metadata.status}`);
 
       // Instances sharing a UID with another variant of the same file are removed before the next is sent.
-      const removed = await adminFetch(`${server.dicomweb}/studies/${study}`, { method: 'DELETE' });
+      const removed = await adminFetch(`${server.dicomweb}/studies/${study}?reason=test+cleanup`, { method: 'DELETE' });
       if (![200, 202, 204].includes(removed.status)) problems.push(`${name}: DELETE answered ${removed.status} ${await removed.text()}`);
     }
     expect(problems).toEqual([]);

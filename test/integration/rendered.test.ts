@@ -339,7 +339,7 @@ describe('the derived/ cache', () => {
     await fetchImage(`${server.dicomweb}${instancePath(doomed)}/thumbnail`);
     await fetchImage(`${server.dicomweb}${instancePath(doomed)}/rendered?quality=50`);
     await waitForDerived(server, doomed, 2);
-    const response = await adminFetch(`${server.dicomweb}${instancePath(doomed)}`, { method: 'DELETE' });
+    const response = await adminFetch(`${server.dicomweb}${instancePath(doomed)}?reason=test+deletion`, { method: 'DELETE' });
     expect(response.status, await response.text()).toBe(200);
     expect(await derivedKeys(server, doomed)).toEqual([]);
     await expectError(await adminFetch(`${server.dicomweb}${instancePath(doomed)}/thumbnail`), 404, /no instance/);

@@ -173,7 +173,7 @@ describe('two replicas over one bucket and one database', () => {
 
   it('deletes a study through one replica: the other no longer finds or serves it, and the bucket no longer holds it', async () => {
     const gone = onlyB[0]!;
-    expect((await adminFetch(`${a.dicomweb}/studies/${gone.studyUID}`, { method: 'DELETE' })).status).toBe(200);
+    expect((await adminFetch(`${a.dicomweb}/studies/${gone.studyUID}?reason=test+deletion`, { method: 'DELETE' })).status).toBe(200);
     expect(await json(b, `/studies?StudyInstanceUID=${gone.studyUID}`)).toEqual([]);
     expect((await adminFetch(instanceUrl(b, gone), { headers: INSTANCE_ACCEPT })).status).toBe(404);
     expect(await objectKeys(b, `studies/${gone.studyUID}/`)).toEqual([]);
@@ -229,7 +229,7 @@ describe('overwrite on one replica while the other deletes', () => {
       // The delete is sent a little later each round, to land at every step of the overwrite.
       const [replaced, deleted] = await Promise.all([
         stow(overwriter.dicomweb, [version(2)]),
-        new Promise((resolve) => setTimeout(resolve, round * 2)).then(() => adminFetch(instanceUrl(b, { studyUID, seriesUID, sopInstanceUID }), { method: 'DELETE' })),
+        new Promise((resolve) => setTimeout(resolve, round * 2)).then(() => adminFetch(`${instanceUrl(b, { studyUID, seriesUID, sopInstanceUID })}?reason=test+deletion`, { method: 'DELETE' })),
       ]);
       expect(replaced.status).toBe(200);
       expect([200, 404]).toContain(deleted.status);

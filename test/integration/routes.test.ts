@@ -298,7 +298,8 @@ describe('every route that names UIDs in its path checks them, the same way', ()
     for (const [method, template] of routes) {
       const deepest = levelsOf(template).at(-1)!;
       const path = pathOf(template, { ...known, [deepest]: newUid() });
-      const response = await pacs.request(path, { method });
+      // A deletion says why, or it is refused before anything is looked up.
+      const response = await pacs.request(method === 'DELETE' ? `${path}?reason=test+deletion` : path, { method });
       expect(response.status, `${method} ${path}`).toBe(404);
       await expectError(response, 404, 'not-found');
     }

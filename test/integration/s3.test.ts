@@ -253,7 +253,7 @@ describe('S3 object store: DICOMweb over it', () => {
     const inStudy = manifest.filter((m) => m.studyUID === f.studyUID);
     expect(await keysUnder(`${PREFIX}studies/${f.studyUID}/`)).toHaveLength(inStudy.length);
     expect(await keysUnder(`${PREFIX}derived/studies/${f.studyUID}/`)).toHaveLength(1);
-    const response = await adminFetch(`${server.dicomweb}/studies/${f.studyUID}`, { method: 'DELETE' });
+    const response = await adminFetch(`${server.dicomweb}/studies/${f.studyUID}?reason=test+deletion`, { method: 'DELETE' });
     expect(response.status).toBe(200);
     expect(await keysUnder(`${PREFIX}studies/${f.studyUID}/`)).toEqual([]);
     expect(await keysUnder(`${PREFIX}derived/studies/${f.studyUID}/`)).toEqual([]);
