@@ -5,6 +5,7 @@ import { accessApi } from './api/access.js';
 import { applicationEntitiesApi } from './api/application-entities.js';
 import { integrityApi } from './api/integrity.js';
 import { studiesApi } from './api/studies.js';
+import { uploadsApi } from './api/uploads.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
 import { CatalogUnavailable } from './catalog/catalog.js';
@@ -117,6 +118,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));
+  app.route('/api/v1', uploadsApi(services));
   app.route('/admin', adminPages(services));
   app.route('/', signInPages(services));
   // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.

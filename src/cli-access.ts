@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { decodeJwt } from 'jose';
 import { ApiKeys } from './auth/api-keys.js';
-import { ROLES, type Role } from './auth/principal.js';
+import { commandLineCredential, ROLES, type Role } from './auth/principal.js';
 import type { AccessRecords, ApiKeyRecord } from './auth/records.js';
 import { openSigningKeys, retiredKeyLife, SigningKeys } from './auth/signing-keys.js';
 import { ViewerTokens } from './auth/viewer-tokens.js';
@@ -198,7 +197,7 @@ export async function auditCli(records: AccessRecords, action: string, detail: s
   await records.appendAudit([
     {
       at: Date.now(),
-      credential: `cli:${os.userInfo().username}`,
+      credential: commandLineCredential(),
       ip: null,
       method: 'CLI',
       path: action,

@@ -2,7 +2,9 @@ import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from './config.js';
+import { commandLineCredential } from './auth/principal.js';
 import { differingMetaUidsNote, IngestBatch, type Receipt } from './ingest/ingest.js';
+import { UploadTally } from './ingest/upload-log.js';
 import { freshProgress, verifyPass } from './integrity/verify-pass.js';
 import { createLogger } from './logger.js';
 import { openServices } from './services.js';
@@ -18,6 +20,7 @@ export async function importFolder(folder: string) {
   const files = await findDicomFiles(path.resolve(folder));
   const progress = new Progress(files.length);
   const totals = { stored: 0, duplicate: 0, failed: 0 };
+  const tally = new UploadTally('import', commandLineCredential(), null);
   const failures: string[] = [];
   const notes: string[] = [];
   for (let i = 0; i < files.length; i += BATCH) {
@@ -28,6 +31,7 @@ export async function importFolder(folder: string) {
     await batch.commit();
     for (const { file, receipt } of receipts) {
       const outcome = await receipt.outcome;
+      tally.add(outcome);
       totals[outcome.status]++;
       if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
       else if (outcome.differingMetaUids) notes.push(`${file}: ${differingMetaUidsNote({ ...outcome, differingMetaUids: outcome.differingMetaUids })}`);
@@ -35,6 +39,7 @@ export async function importFolder(folder: string) {
     progress.update(Math.min(i + BATCH, files.length));
   }
   progress.done();
+  await tally.record(services.catalog, log);
   await services.close();
   console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
   for (const [lines, verb] of [[notes, 'note'], [failures, 'refused']] as const) {

@@ -1,3 +1,4 @@
+import os from 'node:os';
 /** Roles an API key can carry (DESIGN decision 8). */
 export const ROLES = ['viewer-links', 'upload', 'read', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -47,6 +48,16 @@ export function credentialLabel(principal: Principal | undefined): string {
   if (principal.kind === 'viewer-token') return `token:${principal.jti}`;
   if (principal.kind === 'user') return `user:${principal.login}`;
   return 'anonymous';
+}
+
+/** How the audit trail and the upload log name whoever runs a command of the command line: its system user. */
+export function commandLineCredential(): string {
+  try {
+    return `cli:${os.userInfo().username}`;
+  } catch {
+    // A container may run the command as a user without a name.
+    return `cli:uid ${process.getuid?.() ?? '?'}`;
+  }
 }
 
 /** The study a viewer token was issued for (its audit trail's study); readable-studies.ts says what else it may read. */

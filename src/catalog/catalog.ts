@@ -88,8 +88,36 @@ export interface ApplicationEntityRecords {
   removeApplicationEntity(aeTitle: string): Promise<boolean>;
 }
 
-/** The study/series/instance index, and the application entities beside it; SQLite by default, Postgres when configured. */
-export interface Catalog extends ApplicationEntityRecords {
+/** A door instances come in by: STOW-RS, the command line's import, the DICOM network. */
+export type UploadDoor = 'stow' | 'import' | 'dicom';
+/** An instance an upload did not store, and why (its STOW FailureReason, which is its C-STORE status). */
+export type Refusal = { sopInstanceUid: string | null; failureReason: number; reason: string };
+/** One upload as the upload log keeps it (issue 15); `refusals` holds the first 100 of `refused`. */
+export type Upload = {
+  id: string;
+  at: number;
+  door: UploadDoor;
+  credential: string;
+  ip: string | null;
+  stored: number;
+  present: number;
+  refused: number;
+  refusals: Refusal[];
+  studyUids: string[];
+};
+/** An upload with the patients of its studies, as the index knows them now. */
+export type LoggedUpload = Upload & { patientIds: string[] };
+/** What the upload log is searched by; newest first, a page at a time. */
+export type UploadSearch = { studyUid?: string; patientId?: string; credential?: string; since?: number; until?: number; limit: number; offset: number };
+
+/** The upload log. */
+export interface UploadRecords {
+  recordUpload(upload: Upload): Promise<void>;
+  uploads(search: UploadSearch): Promise<LoggedUpload[]>;
+}
+
+/** The study/series/instance index, and the application entities and upload log beside it; SQLite by default, Postgres when configured. */
+export interface Catalog extends ApplicationEntityRecords, UploadRecords {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
   /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */

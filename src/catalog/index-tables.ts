@@ -1,4 +1,4 @@
-import type { ApplicationEntity, Damage, PassRow, SeriesRow, StudyRow } from './catalog.js';
+import type { ApplicationEntity, Damage, PassRow, SeriesRow, StudyRow, Upload } from './catalog.js';
 import type { rowsOf } from './record.js';
 import type { TableOf } from './sql-rows.js';
 
@@ -20,4 +20,7 @@ type IndexRows = {
   instances: Omit<Rows['instance'], 'damage' | 'damageFoundAt'> & { damage: Damage | null; damageFoundAt: number | null };
   integrityPasses: PassRow & { name: string };
   applicationEntities: ApplicationEntity;
+  /** Refusals as JSON text; the studies in upload_studies. */
+  uploads: Omit<Upload, 'refusals' | 'studyUids'> & { refusals: string };
+  uploadStudies: { uploadId: string; studyUid: string; patientId: string | null };
 };

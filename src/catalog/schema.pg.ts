@@ -180,3 +180,30 @@ export const applicationEntities = pgTable('application_entities', {
   description: text('description'),
   createdAt: long('created_at').notNull(),
 });
+
+/** As in schema.sqlite.ts. */
+export const uploads = pgTable(
+  'uploads',
+  {
+    id: text('id').primaryKey(),
+    at: long('at').notNull(),
+    door: text('door').notNull(),
+    credential: text('credential').notNull(),
+    ip: text('ip'),
+    stored: integer('stored').notNull(),
+    present: integer('present').notNull(),
+    refused: integer('refused').notNull(),
+    refusals: text('refusals').notNull(),
+  },
+  (t) => [index('uploads_at').on(t.at)],
+);
+
+export const uploadStudies = pgTable(
+  'upload_studies',
+  {
+    uploadId: text('upload_id').notNull(),
+    studyUid: bytewise('study_uid').notNull(),
+    patientId: bytewise('patient_id'),
+  },
+  (t) => [uniqueIndex('upload_studies_upload').on(t.uploadId, t.studyUid), index('upload_studies_study').on(t.studyUid), index('upload_studies_patient').on(t.patientId)],
+);

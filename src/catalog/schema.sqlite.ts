@@ -201,3 +201,38 @@ export const applicationEntities = sqliteTable('application_entities', {
   description: text('description'),
   createdAt: integer('created_at').notNull(),
 });
+
+/**
+ * The upload log (issue 15): one row per upload (a STOW-RS request, a command-line import, a DICOM association that
+ * sent instances), who made it and from where, and what became of its instances.
+ */
+export const uploads = sqliteTable(
+  'uploads',
+  {
+    id: text('id').primaryKey(),
+    at: integer('at').notNull(),
+    /** `stow`, `import` or `dicom`. */
+    door: text('door').notNull(),
+    /** As the audit trail names it: `key:<id>`, `user:<login>`, `ae:<AE title>`, `cli:<user>`. */
+    credential: text('credential').notNull(),
+    ip: text('ip'),
+    stored: integer('stored').notNull(),
+    /** Already stored with the same bytes. */
+    present: integer('present').notNull(),
+    refused: integer('refused').notNull(),
+    /** JSON: the refusals, each { sopInstanceUid, failureReason, reason }, the first 100. */
+    refusals: text('refusals').notNull(),
+  },
+  (t) => [index('uploads_at').on(t.at)],
+);
+
+/** The studies each upload's instances belong to, with their patient: what the log is searched by. */
+export const uploadStudies = sqliteTable(
+  'upload_studies',
+  {
+    uploadId: text('upload_id').notNull(),
+    studyUid: text('study_uid').notNull(),
+    patientId: text('patient_id'),
+  },
+  (t) => [uniqueIndex('upload_studies_upload').on(t.uploadId, t.studyUid), index('upload_studies_study').on(t.studyUid), index('upload_studies_patient').on(t.patientId)],
+);

@@ -1,9 +1,10 @@
 import { and, desc, eq, gt, inArray, isNotNull, sql, type Column, type SQL } from 'drizzle-orm';
-import type { ApplicationEntity, Catalog, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { ApplicationEntity, Catalog, LoggedUpload, Upload, UploadSearch, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import type { BulkDataRanges } from '../dicom/json.js';
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
 import { SqlApplicationEntities } from './sql-application-entities.js';
+import { SqlUploads } from './sql-uploads.js';
 import { execute, fetchRows, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
@@ -20,6 +21,7 @@ export abstract class SqlCatalog implements Catalog {
   private readonly conditions: (query: QidoQuery) => SQL[];
   private readonly q: Queries;
   private readonly aes: SqlApplicationEntities;
+  private readonly uploadLog: SqlUploads;
 
   constructor(
     protected readonly t: IndexTables,
@@ -29,6 +31,7 @@ export abstract class SqlCatalog implements Catalog {
     this.conditions = qidoConditions(t, render);
     this.q = queriesOf(t, render);
     this.aes = new SqlApplicationEntities(t.applicationEntities, (plan) => this.read(plan), (plan) => this.write(plan));
+    this.uploadLog = new SqlUploads(t, (plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
@@ -149,6 +152,14 @@ export abstract class SqlCatalog implements Catalog {
 
   removeApplicationEntity(aeTitle: string): Promise<boolean> {
     return this.aes.removeApplicationEntity(aeTitle);
+  }
+
+  recordUpload(upload: Upload): Promise<void> {
+    return this.uploadLog.recordUpload(upload);
+  }
+
+  uploads(search: UploadSearch): Promise<LoggedUpload[]> {
+    return this.uploadLog.uploads(search);
   }
 
   async check(): Promise<void> {

@@ -5,6 +5,7 @@ import { differingMetaUidsNote, FailureReason, IngestBatch, type InstanceOutcome
 import { formatBytes, TooLarge } from '../ingest/spool.js';
 import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
+import { UploadTally } from '../ingest/upload-log.js';
 import { callerOf } from '../auth/middleware.js';
 import { MultipartError, parseMultipartRelated, readMultipart } from './multipart.js';
 import { pathUids } from './path-uids.js';
@@ -67,6 +68,10 @@ export function stowRouter(services: Services) {
     c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
+    const { address, via } = c.var.client;
+    const tally = new UploadTally('stow', callerOf(c), via ? `${address} via ${via}` : address);
+    for (const outcome of outcomes) tally.add(outcome);
+    await tally.record(services.catalog, c.var.log);
     logRefusals(services, outcomes);
     const executables = stored.filter((o) => o.executablePreamble);
     if (executables.length) flagExecutables(c, services, executables, status);

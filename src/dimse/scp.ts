@@ -9,6 +9,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
+import { UploadTally } from '../ingest/upload-log.js';
 import type { ReadService } from '../read/read-service.js';
 import { encodeCommandSet } from './command-set.js';
 import { receivedBytes } from './dcmjs-dimse.js';
@@ -84,6 +85,8 @@ export class DicomAssociation extends Scp {
   accepted = false;
   /** Set at the association request (dcmjs-dimse's own `association` field is set before it is handed on). */
   private requested = false;
+  /** What its C-STOREs stored and refused: one record in the upload log when the association ends. */
+  private tally: UploadTally | undefined;
 
   /** True while a C-STORE's data set is arriving: the one data set whose size only PACS_MAX_INSTANCE_BYTES bounds. */
   get storing(): boolean {
@@ -391,6 +394,7 @@ export class DicomAssociation extends Scp {
 
   /** PS3.4 B.2.3: STOW's FailureReason codes are the C-STORE statuses they come from. */
   private answerStore(response: dimse.responses.CStoreResponse, outcome: InstanceOutcome): void {
+    (this.tally ??= new UploadTally('dicom', `ae:${this.caller}`, this.socket.remoteAddress ?? null)).add(outcome);
     const detail = { callingAeTitle: this.caller, address: this.socket.remoteAddress, sopInstanceUid: outcome.sopInstanceUid, studyUid: outcome.studyUid };
     if (outcome.status === 'failed') {
       response.setStatus(outcome.failureReason);
@@ -417,8 +421,10 @@ export class DicomAssociation extends Scp {
     });
   }
 
-  /** The connection is gone: an instance still arriving is dropped, nothing of it kept. */
+  /** The connection is gone: an instance still arriving is dropped, nothing of it kept; what was stored is logged. */
   connectionClosed(): void {
     this.abort();
+    void this.tally?.record(this.deps.catalog, this.deps.log);
+    this.tally = undefined;
   }
 }

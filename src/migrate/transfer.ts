@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import os from 'node:os';
 import type { Logger } from 'pino';
+import { commandLineCredential } from '../auth/principal.js';
 import { carrySigningKeys, copyAccess, type AccessCopy } from './copy-access.js';
 import { copyInstances, type CopyResult } from './copy-instances.js';
 import type { End, TargetEnd } from './ends.js';
@@ -61,7 +61,7 @@ export async function transfer(source: End, target: TargetEnd, options: Transfer
     .appendAudit([
       {
         at: Date.now(),
-        credential: `cli:${userName()}`,
+        credential: commandLineCredential(),
         ip: null,
         method: 'CLI',
         path: options.command,
@@ -75,13 +75,4 @@ export async function transfer(source: End, target: TargetEnd, options: Transfer
     ])
     .catch(() => undefined);
   return result;
-}
-
-/** Who ran the command, for the audit trail; a container may run it as a user without a name. */
-function userName(): string {
-  try {
-    return os.userInfo().username;
-  } catch {
-    return `uid ${process.getuid?.() ?? '?'}`;
-  }
 }
