@@ -5,6 +5,7 @@ export const ADMIN_NAV: NavLink[] = [
   { href: '/admin/storage', label: 'Storage' },
   { href: '/admin/keys', label: 'API keys' },
   { href: '/admin/audit', label: 'Audit trail' },
+  { href: '/admin/uploads', label: 'Uploads' },
   { href: '/admin/users', label: 'Users' },
   { href: '/logout', label: 'Sign out' },
 ];

@@ -4,6 +4,7 @@ import { auditTrail, authenticate, sendToPasswordChange, sendToSignIn } from '..
 import { permits, type Principal } from '../auth/principal.js';
 import type { Env, Services } from '../context.js';
 import { auditPage } from './audit.js';
+import { uploadsPage } from './uploads.js';
 import { keysPages } from './keys.js';
 import { Layout } from './layout.js';
 import { storagePage } from './storage.js';
@@ -20,6 +21,7 @@ export function adminPages(services: Services) {
   router.route('/', storagePage(services));
   router.route('/', keysPages(services));
   router.route('/', auditPage(services));
+  router.route('/', uploadsPage(services));
   router.route('/', usersPages(services));
   return router;
 }

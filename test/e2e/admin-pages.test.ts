@@ -91,6 +91,23 @@ describe('the administrator pages', () => {
     expect(ours.status()).toBe(201);
   });
 
+  it('lists the upload log, filtered by patient and study', async () => {
+    await page.goto(`${pacs.url}/admin/storage`);
+    await page.click('nav a:has-text("Uploads")');
+    expect(page.url()).toBe(`${pacs.url}/admin/uploads`);
+    expect(await page.locator('#uploads tbody tr').count()).toBeGreaterThanOrEqual(2);
+    await page.fill('input[name=patient]', 'ADM-ANNA');
+    await page.click('button:has-text("Filter")');
+    const rows = page.locator('#uploads tbody tr');
+    expect(await rows.count()).toBe(1);
+    const cells = await rows.first().locator('td').allTextContents();
+    expect(cells.slice(1, 2)).toEqual(['STOW-RS']);
+    expect(cells.slice(4, 7)).toEqual(['2', '0', '0']);
+    expect(cells.slice(7)).toEqual(['ADM-ANNA', anna]);
+    await page.goto(`${pacs.url}/admin/uploads?study=${otto}`);
+    expect(await page.locator('#uploads tbody td:nth-child(9)').allTextContents()).toEqual([otto]);
+  });
+
   it('filters the audit trail by patient, study, key and day, a page at a time', async () => {
     await page.goto(`${pacs.url}/admin/audit`);
     await page.fill('input[name=patient]', 'ADM-ANNA');
