@@ -4,6 +4,7 @@ import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
 import { applicationEntitiesApi } from './api/application-entities.js';
 import { integrityApi } from './api/integrity.js';
+import { imagesApi } from './api/images.js';
 import { studiesApi } from './api/studies.js';
 import { uploadsApi } from './api/uploads.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
@@ -115,6 +116,7 @@ export function createApp(services: Services) {
   app.route('/wado', wadoUriRouter(services));
 
   app.route('/api/v1', studiesApi(services));
+  app.route('/api/v1', imagesApi(services));
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));

@@ -8,6 +8,7 @@ import { Origins } from './auth/origins.js';
 import { Sessions } from './auth/sessions.js';
 import { SetupCode } from './auth/setup-code.js';
 import { Users } from './auth/users.js';
+import { ImageLinks } from './auth/image-links.js';
 import { openSigningKeys } from './auth/signing-keys.js';
 import { ViewerTokens } from './auth/viewer-tokens.js';
 import { openCatalog } from './catalog/open.js';
@@ -36,6 +37,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const auth = {
     keys: new ApiKeys(records),
     tokens: new ViewerTokens(signingKeys, records, config.viewerToken, config.publicUrl),
+    imageLinks: new ImageLinks(signingKeys, config.publicUrl),
     audit,
     anonymousRead: config.anonymousRead,
     failures,

@@ -8,6 +8,7 @@ import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
+import { exactParam, lifetimeParam } from './params.js';
 
 /** A listing by accession or patient is for one patient's orders, not a browse of the archive. */
 const MAX_SUMMARIES = 100;
@@ -81,14 +82,8 @@ export function studiesApi(services: Services) {
   return router;
 }
 
-function studyQuery(keys: MatchKey[], studyUid: string | undefined, limit: number): QidoQuery {
+export function studyQuery(keys: MatchKey[], studyUid: string | undefined, limit: number): QidoQuery {
   return { level: 'study', studyUid, keys, fuzzy: false, limit, offset: 0 };
-}
-
-/** EMRs send the value they hold; a wildcard would turn one order into a search. */
-function exactParam(value: string | undefined, name: string): string | undefined {
-  if (value !== undefined && /[*?\\]/.test(value)) throw new BadRequest(`${name} must be an exact value, without * ? or \\`);
-  return value?.trim() || undefined;
 }
 
 /** priors=true: the link also opens the patient's other studies (PatientID within IssuerOfPatientID). */
@@ -98,15 +93,8 @@ function priorsParam(raw: string | undefined): boolean {
   throw new BadRequest(`priors must be true or false, not "${raw}"`);
 }
 
-function lifetimeParam(raw: string | undefined, max: number): number | undefined {
-  if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new BadRequest(`expires_in is a number of seconds, not "${raw}"`);
-  if (Number(raw) > max) throw new BadRequest(`expires_in may be at most ${max} seconds (PACS_VIEWER_TOKEN_MAX_TTL)`);
-  return Number(raw);
-}
-
 /** The study as an EMR shows it, in plain JSON rather than DICOM JSON. */
-function summary(row: StudyRow) {
+export function summary(row: StudyRow) {
   const json = JSON.parse(row.json) as DicomJson;
   const text = (tag: string) => firstString(json, tag) ?? null;
   return {

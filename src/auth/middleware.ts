@@ -14,11 +14,13 @@ import { readableStudies } from './readable-studies.js';
 import { SESSION_COOKIE, type Sessions } from './sessions.js';
 import type { SetupCode } from './setup-code.js';
 import type { Users } from './users.js';
+import type { ImageLinks } from './image-links.js';
 import type { ViewerTokens } from './viewer-tokens.js';
 
 export type Auth = {
   keys: ApiKeys;
   tokens: ViewerTokens;
+  imageLinks: ImageLinks;
   audit: AuditLog;
   anonymousRead: boolean;
   failures: AuthFailures;
@@ -211,7 +213,7 @@ function claimedToken(token: string): string {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-const SECRET_PARAMETER = /^(token|access_token|api_?key)$/i;
+const SECRET_PARAMETER = /^(token|access_token|api_?key|sig)$/i;
 // Sign-in, sign-out and password changes too, where the sign-in pages audit them (their POSTs).
 const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$|admin(\/|$)|login$|logout$|account\/password$|setup$)/;
 const WADO_URI = /^\/wado\/?$/;

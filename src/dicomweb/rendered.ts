@@ -106,7 +106,7 @@ function formatOf(mediaType: string): ImageFormat {
 }
 
 /** PS3.18 8.3.5.1 query parameters of the rendered resources; a bad value is a 400 that says which and why. */
-function renderOptions(c: Context<Env>, kind: Kind): Omit<RenderOptions, 'format'> {
+export function renderOptions(c: Context<Env>, kind: Kind): Omit<RenderOptions, 'format'> {
   const quality = c.req.query('quality');
   const viewport = c.req.query('viewport');
   const window = c.req.query('window');

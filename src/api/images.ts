@@ -1,0 +1,195 @@
+import { Readable } from 'node:stream';
+import { Hono, type Context } from 'hono';
+import { IMAGE_KINDS, type ImageKind, type LinkedInstance } from '../auth/image-links.js';
+import { allow } from '../auth/middleware.js';
+import { permits } from '../auth/principal.js';
+import type { StoredInstance, StudyRow } from '../catalog/catalog.js';
+import type { Env, Services } from '../context.js';
+import { firstString, type DicomJson } from '../dicom/json.js';
+import { Tag } from '../dicom/tags.js';
+import { isValidUid } from '../dicom/uid.js';
+import { instanceKeyParts } from '../storage/keys.js';
+import { renderOptions, sendRendered } from '../dicomweb/rendered.js';
+import { pathScope } from '../dicomweb/path-uids.js';
+import { BadRequest, Forbidden, NotFound } from '../errors.js';
+import { exactParam, lifetimeParam } from './params.js';
+import { studyQuery, summary } from './studies.js';
+
+/** A patient's history is a list for one screen, not a browse of the archive. */
+const MAX_HISTORY = 100;
+const DEFAULT_HISTORY = 20;
+const CONTENT_TYPES: Record<ImageKind, string> = { thumbnail: 'image/jpeg', rendered: 'image/jpeg', dicom: 'application/dicom' };
+
+/**
+ * The EMR's images (issue 16): a study's images by series with signed, expiring links an `<img>` tag or a download
+ * can use without a header, one image's links, the patient's imaging history, and the links themselves.
+ */
+export function imagesApi(services: Services) {
+  const { catalog, auth, reads, renderer } = services;
+  const router = new Hono<Env>();
+  const maxTtl = auth.tokens.lifetime.maxTtl;
+
+  /** Signed links to an instance's answers (thumbnail and rendered only when it has pixels), each with its expiry. */
+  const linksOf = async (c: Context<Env>, instance: LinkedInstance, frames: number, kinds: readonly ImageKind[], ttl: number) => {
+    const links: Partial<Record<ImageKind, string>> = {};
+    let expiresAt = new Date();
+    for (const kind of kinds) {
+      if (kind !== 'dicom' && frames === 0) continue;
+      const signed = await auth.imageLinks.sign(instance, kind, ttl);
+      links[kind] = `${c.var.publicBase}/api/v1/images/${instance.sopUid}/${kind}?sig=${signed.sig}`;
+      expiresAt = signed.expiresAt;
+    }
+    return { links, expires_at: expiresAt.toISOString() };
+  };
+  const ttlOf = (c: Context<Env>) => lifetimeParam(c.req.query('expires_in'), maxTtl) ?? auth.tokens.lifetime.defaultTtl;
+
+  router.get('/studies/:study/images', allow('viewer-links'), async (c) => {
+    const { studyUid } = pathScope(c);
+    const [study] = await catalog.studies(studyQuery([], studyUid, 1));
+    if (!study) throw new NotFound('no study with that UID is stored');
+    const ttl = ttlOf(c);
+    const series = await catalog.series({ level: 'series', studyUid, keys: [], fuzzy: false, limit: study.numSeries + 1, offset: 0 });
+    const instances = await catalog.storedInstances({ studyUid });
+    c.set('auditStudyUids', [studyUid]);
+    c.header('Cache-Control', 'no-store');
+    return c.json({
+      ...summary(study),
+      series: await Promise.all(
+        series.map(async (row) => {
+          const json = JSON.parse(row.json) as DicomJson;
+          const own = instances.filter((i) => i.seriesUid === row.seriesUid).sort(byInstanceNumber);
+          return {
+            series_uid: row.seriesUid,
+            series_number: numberOf(json, Tag.SeriesNumber),
+            series_description: firstString(json, Tag.SeriesDescription) ?? null,
+            modality: firstString(json, Tag.Modality) ?? null,
+            body_part: firstString(json, Tag.BodyPartExamined) ?? null,
+            instance_count: row.numInstances,
+            images: await Promise.all(own.map(async (instance) => ({ ...imageOf(instance), ...(await linksOf(c, instance, instance.numberOfFrames, IMAGE_KINDS, ttl)) }))),
+          };
+        }),
+      ),
+    });
+  });
+
+  router.get('/images/:sop/url', allow('viewer-links'), async (c) => {
+    const instance = await instanceBySop(c.req.param('sop'));
+    const kind = c.req.query('kind');
+    if (kind !== undefined && !(IMAGE_KINDS as readonly string[]).includes(kind)) throw new BadRequest(`kind is one of ${IMAGE_KINDS.join(', ')}, not "${kind}"`);
+    c.set('auditStudyUids', [instance.studyUid]);
+    c.header('Cache-Control', 'no-store');
+    return c.json({ ...imageOf(instance), ...(await linksOf(c, instance, instance.numberOfFrames, kind ? [kind as ImageKind] : IMAGE_KINDS, ttlOf(c))) });
+  });
+
+  // The signed links: no credential but the signature, which names the instance and the answer.
+  router.get('/images/:sop/:kind{thumbnail|rendered|dicom}', async (c) => {
+    const kind = c.req.param('kind') as ImageKind;
+    const linked = await auth.imageLinks.verify(c.req.query('sig'), c.req.param('sop'), kind);
+    c.set('auditStudyUids', [linked.studyUid]);
+    const instance = await reads.instance(linked);
+    // A browser may keep the answer no longer than the link lives.
+    const maxAge = Math.max(0, Math.floor((linked.expiresAt - Date.now()) / 1000));
+    const cacheControl = `private, max-age=${maxAge}`;
+    if (kind === 'dicom') {
+      const body = Readable.toWeb(Readable.from(reads.instanceStream(instance))) as ReadableStream;
+      return c.body(body, 200, { 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size), 'Content-Disposition': `attachment; filename="${instance.sopUid}.dcm"`, 'Cache-Control': cacheControl });
+    }
+    if (instance.numberOfFrames === 0) throw new NotFound('this instance has no pixel data, so there is nothing to render');
+    const response = await sendRendered(c, renderer, instance, [1], { ...renderOptions(c, kind), format: 'jpeg' });
+    response.headers.set('Cache-Control', cacheControl);
+    return response;
+  });
+
+  router.get('/patients/:patient/studies', allow('summaries'), async (c) => {
+    const patientId = exactParam(c.req.param('patient'), 'patient_id');
+    if (!patientId) throw new BadRequest('give the PatientID: /api/v1/patients/{patient_id}/studies');
+    const issuer = exactParam(c.req.query('issuer'), 'issuer');
+    const withLinks = c.req.query('viewer_links') === 'true';
+    if (withLinks && !permits(c.var.principal!, 'viewer-links')) throw new Forbidden('viewer_links=true needs a credential that may ask for viewer links');
+    const limit = countParam(c.req.query('limit'), 'limit', MAX_HISTORY) ?? DEFAULT_HISTORY;
+    const offset = countParam(c.req.query('offset'), 'offset', Number.MAX_SAFE_INTEGER) ?? 0;
+    const ttl = ttlOf(c);
+    // Newest first: the index's study order (StudyDate, StudyTime). The issuer is matched on the stored attributes.
+    const rows = await catalog.studies({ ...studyQuery([{ tag: Tag.PatientID, keyword: 'PatientID', value: patientId }], undefined, issuer ? MAX_HISTORY * 10 : limit), offset: issuer ? 0 : offset });
+    const studies = (issuer ? rows.filter((row) => issuerOf(row) === issuer).slice(offset, offset + limit) : rows);
+    c.set('auditStudyUids', studies.map((s) => s.studyUid));
+    c.header('Cache-Control', 'no-store');
+    return c.json({
+      patient_id: patientId,
+      issuer: issuer ?? null,
+      limit,
+      offset,
+      studies: await Promise.all(
+        studies.map(async (study) => {
+          const image = await reads.representativeImage({ studyUid: study.studyUid }).catch(() => undefined);
+          const thumbnail = image ? (await linksOf(c, image, image.numberOfFrames, ['thumbnail'], ttl)).links.thumbnail ?? null : null;
+          const viewer = withLinks ? await auth.tokens.issue(study.studyUid, ttl) : undefined;
+          return {
+            ...summary(study),
+            thumbnail_url: thumbnail,
+            ...(viewer && { viewer_url: viewerUrl(c, services.config.viewerUrl, study.studyUid, viewer.token) }),
+          };
+        }),
+      ),
+    });
+  });
+
+  const instanceBySop = async (sopUid: string): Promise<StoredInstance> => {
+    if (!isValidUid(sopUid)) throw new BadRequest('the path names no SOP Instance UID');
+    const key = (await catalog.objectKeysOf([sopUid])).get(sopUid);
+    const [instance] = key === undefined ? [] : await catalog.storedInstances({ ...scopeOfKey(key), sopUid });
+    if (!instance) throw new NotFound('no instance with that SOP Instance UID is stored');
+    return instance;
+  };
+
+  return router;
+}
+
+/** The study and series an object key names (storage/keys.ts). */
+function scopeOfKey(key: string): { studyUid: string; seriesUid: string } {
+  const parts = instanceKeyParts(key);
+  if (!parts) throw new NotFound('no instance with that SOP Instance UID is stored');
+  return { studyUid: parts.studyUid, seriesUid: parts.seriesUid };
+}
+
+/** An image as the EMR lists it, beside its links. */
+function imageOf(instance: StoredInstance) {
+  const json = JSON.parse(instance.json) as DicomJson;
+  return {
+    sop_instance_uid: instance.sopUid,
+    series_uid: instance.seriesUid,
+    study_uid: instance.studyUid,
+    instance_number: numberOf(json, Tag.InstanceNumber),
+    frames: instance.numberOfFrames,
+    size: instance.size,
+    content_types: Object.fromEntries(IMAGE_KINDS.filter((k) => k === 'dicom' || instance.numberOfFrames > 0).map((k) => [k, CONTENT_TYPES[k]])),
+  };
+}
+
+function byInstanceNumber(a: StoredInstance, b: StoredInstance): number {
+  const [x, y] = [a, b].map((i) => numberOf(JSON.parse(i.json) as DicomJson, Tag.InstanceNumber) ?? Number.MAX_SAFE_INTEGER);
+  return x! - y! || (a.sopUid < b.sopUid ? -1 : 1);
+}
+
+function numberOf(json: DicomJson, tag: string): number | null {
+  const value = json[tag]?.Value?.[0];
+  const n = typeof value === 'number' ? value : Number(value);
+  return value === undefined || value === null || Number.isNaN(n) ? null : n;
+}
+
+function issuerOf(study: StudyRow): string {
+  return firstString(JSON.parse(study.json) as DicomJson, Tag.IssuerOfPatientID) ?? '';
+}
+
+function countParam(raw: string | undefined, name: string, max: number): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) > max) throw new BadRequest(`${name} is a whole number up to ${max}, not "${raw}"`);
+  return Number(raw);
+}
+
+function viewerUrl(c: Context<Env>, viewerBase: string | undefined, studyUid: string, token: string): string {
+  const url = new URL(`${viewerBase ?? c.var.publicBase}/viewer`);
+  url.searchParams.set('StudyInstanceUIDs', studyUid);
+  url.searchParams.set('token', token);
+  return url.toString();
+}
