@@ -1,11 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { cors } from 'hono/cors';
 import { accessApi } from './api/access.js';
 import { applicationEntitiesApi } from './api/application-entities.js';
 import { integrityApi } from './api/integrity.js';
 import { imagesApi } from './api/images.js';
 import { studiesApi } from './api/studies.js';
+import { FHIR_JSON, issueCodeOf, operationOutcome } from './fhir/resources.js';
+import { fhirRouter } from './fhir/router.js';
 import { uploadsApi } from './api/uploads.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
@@ -107,6 +110,7 @@ export function createApp(services: Services) {
   // WADO-URI names its study in the query; the same access rules find it there.
   app.use('/wado/*', auditTrail(services.auth.audit), authenticate(services.auth), dicomwebAccess(services.catalog));
   app.use('/api/*', auditTrail(services.auth.audit), authenticate(services.auth));
+  app.use('/fhir/*', auditTrail(services.auth.audit), authenticate(services.auth));
 
   app.route('/dicom-web', stowRouter(services));
   app.route('/dicom-web', qidoRouter(services));
@@ -116,6 +120,7 @@ export function createApp(services: Services) {
   app.route('/wado', wadoUriRouter(services));
 
   app.route('/api/v1', studiesApi(services));
+  app.route('/fhir', fhirRouter(services));
   app.route('/api/v1', imagesApi(services));
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', applicationEntitiesApi(services));
@@ -127,7 +132,7 @@ export function createApp(services: Services) {
   for (const page of OHIF_PAGES) app.use(page, signInFirst(services.auth));
   app.route('/', ohifRouter());
 
-  app.notFound((c) => c.json({ error: 'not-found', detail: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.notFound((c) => answerError(c, 404, 'not-found', `no route for ${c.req.method} ${c.req.path}`));
 
   app.onError((err, c) => {
     const known = asHttpError(err);
@@ -135,13 +140,21 @@ export function createApp(services: Services) {
       // Only an operator can make room: said in the log at error level, not only to the client.
       if (known.status === 507) c.var.log?.error({ err }, 'refused for a full disk');
       for (const [name, value] of Object.entries(known.headers)) c.header(name, value);
-      return c.json({ error: known.code, detail: known.message }, known.status);
+      return answerError(c, known.status, known.code, known.message);
     }
     c.var.log?.error({ err }, 'unhandled error');
-    return c.json({ error: 'internal', detail: `the server failed on this request; quote request id ${c.var.requestId} to the administrator` }, 500);
+    return answerError(c, 500, 'internal', `the server failed on this request; quote request id ${c.var.requestId} to the administrator`);
   });
 
   return app;
+}
+
+/** An error as JSON: `{error, detail}`, or under /fhir an OperationOutcome as FHIR clients expect. */
+function answerError(c: Context<Env>, status: number, code: string, detail: string): Response {
+  if (c.req.path.startsWith('/fhir/')) {
+    return c.body(JSON.stringify(operationOutcome('error', issueCodeOf(status), detail)), status as ContentfulStatusCode, { 'Content-Type': `${FHIR_JSON}; charset=utf-8` });
+  }
+  return c.json({ error: code, detail }, status as ContentfulStatusCode);
 }
 
 function isWellEncoded(path: string): boolean {

@@ -215,7 +215,7 @@ function claimedToken(token: string): string {
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const SECRET_PARAMETER = /^(token|access_token|api_?key|sig)$/i;
 // Sign-in, sign-out and password changes too, where the sign-in pages audit them (their POSTs).
-const AUDITED = /^\/(dicom-web\/|api\/|wado\/?$|admin(\/|$)|login$|logout$|account\/password$|setup$)/;
+const AUDITED = /^\/(dicom-web\/|api\/|fhir\/|wado\/?$|admin(\/|$)|login$|logout$|account\/password$|setup$)/;
 const WADO_URI = /^\/wado\/?$/;
 const UIDS_IN_PATH = /^\/(?:dicom-web|api\/v1)\/studies\/([^/]+)(?:\/series\/([^/]+))?(?:\/instances\/([^/]+))?/;
 
