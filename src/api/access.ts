@@ -11,7 +11,8 @@ import { BadRequest, NotFound } from '../errors.js';
 const DEFAULT_AUDIT_LIMIT = 1000;
 const MAX_AUDIT_LIMIT = 10_000;
 
-export const newKey = z.object({
+/** Unknown fields are refused, not ignored: `{"expires": "90d"}` would otherwise make a key that never expires. */
+export const newKey = z.strictObject({
   name: z.string().trim().min(1).max(200),
   role: z.enum(ROLES),
   /** Days until the key stops working; absent, it works until revoked. */

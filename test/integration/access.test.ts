@@ -287,6 +287,8 @@ describe('API keys', () => {
     [{ name: 'x', role: 'root' }, /role/],
     [{ role: 'read' }, /name/],
     [{ name: 'x', role: 'read', expires_in_days: -1 }, /expires_in_days/],
+    // A misspelt field is refused by name, not ignored into a key that never expires.
+    [{ name: 'x', role: 'read', expires: '90d' }, /"expires"/],
     ['not json', /send JSON/],
   ])('refuses to create a key from %j', async (body, detail) => {
     const response = await adminFetch(`${server.url}/api/v1/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
