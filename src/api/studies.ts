@@ -7,6 +7,8 @@ import type { Env, Services } from '../context.js';
 import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import { pathScope } from '../dicomweb/path-uids.js';
+import { zipResponse } from '../dicomweb/wado.js';
+import { downloadOf } from '../read/download.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import { exactParam, lifetimeParam } from './params.js';
 
@@ -68,6 +70,13 @@ export function studiesApi(services: Services) {
   });
 
   router.get('/studies/:study', allow('summaries'), async (c) => c.json(summary(await studyByUid(c))));
+
+  // The study's files in a ZIP, as WADO-RS answers Accept: application/zip, for a button or a script.
+  router.get('/studies/:study/download', allow('read'), async (c) => {
+    const scope = pathScope(c);
+    c.set('auditStudyUids', [scope.studyUid]);
+    return zipResponse(c, await downloadOf(catalog, services.reads, scope));
+  });
 
   router.get('/studies', allow('summaries'), async (c) => {
     const keys: MatchKey[] = [];

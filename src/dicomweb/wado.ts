@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
 import { Hono, type Context } from 'hono';
+import { downloadOf } from '../read/download.js';
+import { zipStream, type ZipEntry } from '../read/zip.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
 import { negotiate, parseAccept } from './media-type.js';
@@ -16,13 +18,14 @@ import type { StoredInstance } from '../catalog/catalog.js';
 
 /** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
 export function wadoRouter(services: Services) {
-  const { reads, transcoder, config } = services;
+  const { reads, transcoder, config, catalog } = services;
   const router = new Hono<Env>();
 
   const retrieve = async (c: Context<Env>) => {
     const found = await reads.instances(pathScope(c));
     const accept = c.req.header('accept');
     const asked = instancesAsked(accept, found);
+    if (asked.zip) return zipResponse(c, await downloadOf(catalog, reads, pathScope(c)));
     // How each instance's compressed frames go, decided before the 200: one that cannot go as asked is a 406.
     const frames = asked.bulkData ? await Promise.all(found.map((i) => framesAsked(accept, i.transferSyntaxUid, () => transcoder.decodesFrames(i)))) : [];
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
@@ -167,10 +170,13 @@ export function wadoRouter(services: Services) {
  * data (multipart/related; type="application/octet-stream", each instance's compressed frames as framesAsked says).
  * Entries are taken in the client's order of preference; HttpError 406 when none can be served.
  */
-function instancesAsked(accept: string | undefined, instances: StoredInstance[]): { asStored: boolean; bulkData?: boolean } {
+function instancesAsked(accept: string | undefined, instances: StoredInstance[]): { asStored: boolean; bulkData?: boolean; zip?: boolean } {
   const stored = new Set(instances.map((i) => i.transferSyntaxUid));
   for (const entry of parseAccept(accept)) {
     if (entry.q <= 0) continue;
+    // The files as stored, in a ZIP (PS3.18 8.7.3.2), named for people and CD tools (read/download.ts): when named,
+    // never for a wildcard, which keeps meaning the standard's default, multipart/related.
+    if (entry.type === 'application' && entry.subtype === 'zip') return { asStored: true, zip: true };
     if (negotiate([entry], [{ mediaType: 'multipart/related', type: 'application/dicom' }])) {
       const syntax = entry.params['transfer-syntax']?.trim();
       if (syntax === '*') return { asStored: true };
@@ -183,7 +189,7 @@ function instancesAsked(accept: string | undefined, instances: StoredInstance[])
   throw new HttpError(
     406,
     'not-acceptable',
-    `instances are sent as stored (${[...stored].join(', ')}) or as Explicit VR Little Endian; ask for multipart/related; type="application/dicom" with transfer-syntax=* or transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}, or for their bulk data as multipart/related; type="application/octet-stream"`,
+    `instances are sent as stored (${[...stored].join(', ')}) or as Explicit VR Little Endian; ask for multipart/related; type="application/dicom" with transfer-syntax=* or transfer-syntax=${TransferSyntax.ExplicitVRLittleEndian}, or for their bulk data as multipart/related; type="application/octet-stream", or the files in a ZIP as application/zip`,
   );
 }
 
@@ -292,4 +298,14 @@ async function started(chunks: AsyncGenerator<Uint8Array>): Promise<ReadableStre
       yield* chunks;
     })(),
   );
+}
+
+/** A download as a ZIP, streamed as it is read: its bytes are counted and checked by read/zip.ts as they go. */
+export function zipResponse(c: Context<Env>, download: { fileName: string; entries: ZipEntry[] }): Response {
+  const ascii = download.fileName.replace(/[^\x20-\x7e]|["\\]/g, '_');
+  const body = Readable.toWeb(Readable.from(zipStream(download.entries))) as ReadableStream;
+  return c.body(body, 200, {
+    'Content-Type': 'application/zip',
+    'Content-Disposition': `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(download.fileName)}`,
+  });
 }
