@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { decodeJwt } from 'jose';
 import { ApiKeys } from './auth/api-keys.js';
 import { commandLineCredential, ROLES, type Role } from './auth/principal.js';
-import type { AccessRecords, ApiKeyRecord } from './auth/records.js';
+import type { AccessRecords, ApiKeyRecord, AuditEvent } from './auth/records.js';
 import { openSigningKeys, retiredKeyLife, SigningKeys } from './auth/signing-keys.js';
 import { ViewerTokens } from './auth/viewer-tokens.js';
 import { openCatalog, type IndexDatabase } from './catalog/open.js';
@@ -194,21 +194,24 @@ export async function withAccess(use: (access: Access) => Promise<void>): Promis
 
 /** Changes to access made here go in the audit trail beside those made over HTTP, under the user who ran them. */
 export async function auditCli(records: AccessRecords, action: string, detail: string | null, studyUid: string | null = null): Promise<void> {
-  await records.appendAudit([
-    {
-      at: Date.now(),
-      credential: commandLineCredential(),
-      ip: null,
-      method: 'CLI',
-      path: action,
-      query: detail,
-      studyUid,
-      seriesUid: null,
-      sopUid: null,
-      status: 200,
-      requestId: randomUUID(),
-    },
-  ]);
+  await records.appendAudit([cliAuditEvent(action, detail, studyUid)]);
+}
+
+/** An audit event of a command of the command line, under the user who ran it. */
+export function cliAuditEvent(action: string, detail: string | null, studyUid: string | null = null): AuditEvent {
+  return {
+    at: Date.now(),
+    credential: commandLineCredential(),
+    ip: null,
+    method: 'CLI',
+    path: action,
+    query: detail,
+    studyUid,
+    seriesUid: null,
+    sopUid: null,
+    status: 200,
+    requestId: randomUUID(),
+  };
 }
 
 /**

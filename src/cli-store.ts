@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from './config.js';
 import { commandLineCredential } from './auth/principal.js';
+import { cliAuditEvent } from './cli-access.js';
 import { differingMetaUidsNote, IngestBatch, type Receipt } from './ingest/ingest.js';
 import { UploadTally } from './ingest/upload-log.js';
 import { freshProgress, verifyPass } from './integrity/verify-pass.js';
@@ -21,6 +22,7 @@ export async function importFolder(folder: string) {
   const progress = new Progress(files.length);
   const totals = { stored: 0, duplicate: 0, failed: 0 };
   const tally = new UploadTally('import', commandLineCredential(), null);
+  const studies = new Set<string>();
   const failures: string[] = [];
   const notes: string[] = [];
   for (let i = 0; i < files.length; i += BATCH) {
@@ -32,6 +34,7 @@ export async function importFolder(folder: string) {
     for (const { file, receipt } of receipts) {
       const outcome = await receipt.outcome;
       tally.add(outcome);
+      if (outcome.studyUid) studies.add(outcome.studyUid);
       totals[outcome.status]++;
       if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
       else if (outcome.differingMetaUids) notes.push(`${file}: ${differingMetaUidsNote({ ...outcome, differingMetaUids: outcome.differingMetaUids })}`);
@@ -40,6 +43,9 @@ export async function importFolder(folder: string) {
   }
   progress.done();
   await tally.record(services.catalog, log);
+  // In the audit trail too, once for each study it touched, as a STOW-RS request is.
+  const detail = `stored=${totals.stored}&present=${totals.duplicate}&refused=${totals.failed}`;
+  for (const studyUid of studies.size > 0 ? studies : [null]) services.auth.audit.record(cliAuditEvent('import', detail, studyUid));
   await services.close();
   console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
   for (const [lines, verb] of [[notes, 'note'], [failures, 'refused']] as const) {

@@ -66,6 +66,9 @@ describe('the upload log', () => {
     const [record] = await log('?patient_id=LOG-IMPORT');
     expect(record).toMatchObject({ door: 'import', ip: null, stored: 3, studies: [studyUID], patient_ids: ['LOG-IMPORT'] });
     expect(record!.credential).toMatch(/^cli:/);
+    // And in the audit trail, under the study it touched.
+    const audit = (await (await adminFetch(`${server.url}/api/v1/audit?study=${studyUID}`)).json()) as Array<{ method: string; path: string; query: string }>;
+    expect(audit).toEqual(expect.arrayContaining([expect.objectContaining({ method: 'CLI', path: 'import', query: 'stored=3&present=0&refused=0' })]));
     await fs.rm(folder, { recursive: true, force: true });
   });
 
