@@ -118,7 +118,7 @@ describe('a session', () => {
     });
 
     it('refuses a delete from another site, and takes it from ours', async () => {
-      const remove = (headers: Record<string, string>) => fetch(`${server.dicomweb}/studies/${studyUID}`, { method: 'DELETE', headers: { Cookie: cookie, ...headers } });
+      const remove = (headers: Record<string, string>) => fetch(`${server.dicomweb}/studies/${studyUID}?reason=test+deletion`, { method: 'DELETE', headers: { Cookie: cookie, ...headers } });
       for (const foreign of FOREIGN) await expectRefused(await remove(foreign));
       expect(await stored()).toBe(1);
       expect((await remove({ Origin: server.url })).status).toBe(200);
