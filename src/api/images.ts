@@ -12,7 +12,7 @@ import { instanceKeyParts } from '../storage/keys.js';
 import { renderOptions, sendRendered } from '../dicomweb/rendered.js';
 import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, Forbidden, NotFound } from '../errors.js';
-import { exactParam, lifetimeParam } from './params.js';
+import { countParam, exactParam, lifetimeParam } from './params.js';
 import { studyQuery, summary } from './studies.js';
 
 /** A patient's history is a list for one screen, not a browse of the archive. */
@@ -179,12 +179,6 @@ function numberOf(json: DicomJson, tag: string): number | null {
 
 function issuerOf(study: StudyRow): string {
   return firstString(JSON.parse(study.json) as DicomJson, Tag.IssuerOfPatientID) ?? '';
-}
-
-function countParam(raw: string | undefined, name: string, max: number): number | undefined {
-  if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw) || Number(raw) > max) throw new BadRequest(`${name} is a whole number up to ${max}, not "${raw}"`);
-  return Number(raw);
 }
 
 function viewerUrl(c: Context<Env>, viewerBase: string | undefined, studyUid: string, token: string): string {

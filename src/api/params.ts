@@ -15,3 +15,10 @@ export function lifetimeParam(raw: string | undefined, max: number): number | un
   if (Number(raw) > max) throw new BadRequest(`expires_in may be at most ${max} seconds (PACS_VIEWER_TOKEN_MAX_TTL)`);
   return Number(raw);
 }
+
+/** limit or offset: a whole number up to `max`; undefined for the default. */
+export function countParam(raw: string | undefined, name: string, max: number): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) > max) throw new BadRequest(`${name} is a whole number up to ${max}, not "${raw}"`);
+  return Number(raw);
+}

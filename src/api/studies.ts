@@ -10,7 +10,7 @@ import { pathScope } from '../dicomweb/path-uids.js';
 import { zipResponse } from '../dicomweb/wado.js';
 import { downloadOf } from '../read/download.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
-import { exactParam, lifetimeParam } from './params.js';
+import { countParam, exactParam, lifetimeParam } from './params.js';
 
 /** A listing by accession or patient is for one patient's orders, not a browse of the archive. */
 const MAX_SUMMARIES = 100;
@@ -85,7 +85,10 @@ export function studiesApi(services: Services) {
     if (accession) keys.push({ tag: Tag.AccessionNumber, keyword: 'AccessionNumber', value: accession });
     if (patientId) keys.push({ tag: Tag.PatientID, keyword: 'PatientID', value: patientId });
     if (keys.length === 0) throw new BadRequest('give accession or patient_id; to search the archive, use QIDO-RS at /dicom-web/studies');
-    return c.json((await catalog.studies(studyQuery(keys, undefined, MAX_SUMMARIES))).map(summary));
+    // Offset paging, as QIDO-RS pages: a patient's orders are few and the index orders them stably.
+    const limit = countParam(c.req.query('limit'), 'limit', MAX_SUMMARIES) ?? MAX_SUMMARIES;
+    const offset = countParam(c.req.query('offset'), 'offset', Number.MAX_SAFE_INTEGER) ?? 0;
+    return c.json((await catalog.studies({ ...studyQuery(keys, undefined, limit), offset })).map(summary));
   });
 
   return router;
