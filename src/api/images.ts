@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
+import { z } from 'zod';
 import { IMAGE_KINDS, type ImageKind, type LinkedInstance } from '../auth/image-links.js';
 import { allow } from '../auth/middleware.js';
 import { permits } from '../auth/principal.js';
@@ -12,12 +13,24 @@ import { instanceKeyParts } from '../storage/keys.js';
 import { renderOptions, sendRendered } from '../dicomweb/rendered.js';
 import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, Forbidden, NotFound } from '../errors.js';
-import { countParam, exactParam, lifetimeParam } from './params.js';
+import { countParam, exactParam, lifetimeParam, parseQuery } from './params.js';
 import { studyQuery, summary } from './studies.js';
 
 /** A patient's history is a list for one screen, not a browse of the archive. */
 const MAX_HISTORY = 100;
 const DEFAULT_HISTORY = 20;
+/* The query parameters of each route; values are checked further by params.ts, whose messages say what to send. */
+const lifetime = { expires_in: z.string().optional() };
+export const studyImagesQuery = z.strictObject(lifetime);
+export const imageUrlQuery = z.strictObject({ ...lifetime, kind: z.enum(IMAGE_KINDS).optional() });
+export const patientStudiesQuery = z.strictObject({
+  ...lifetime,
+  issuer: z.string().optional(),
+  limit: z.string().optional(),
+  offset: z.string().optional(),
+  viewer_links: z.enum(['true', 'false']).optional(),
+});
+
 const CONTENT_TYPES: Record<ImageKind, string> = { thumbnail: 'image/jpeg', rendered: 'image/jpeg', dicom: 'application/dicom' };
 
 /**
@@ -41,13 +54,14 @@ export function imagesApi(services: Services) {
     }
     return { links, expires_at: expiresAt.toISOString() };
   };
-  const ttlOf = (c: Context<Env>) => lifetimeParam(c.req.query('expires_in'), maxTtl) ?? auth.tokens.lifetime.defaultTtl;
+  const ttlOf = (expiresIn: string | undefined) => lifetimeParam(expiresIn, maxTtl) ?? auth.tokens.lifetime.defaultTtl;
 
   router.get('/studies/:study/images', allow('viewer-links'), async (c) => {
     const { studyUid } = pathScope(c);
+    const query = parseQuery(studyImagesQuery, c.req.query());
     const [study] = await catalog.studies(studyQuery([], studyUid, 1));
     if (!study) throw new NotFound('no study with that UID is stored');
-    const ttl = ttlOf(c);
+    const ttl = ttlOf(query.expires_in);
     const series = await catalog.series({ level: 'series', studyUid, keys: [], fuzzy: false, limit: study.numSeries + 1, offset: 0 });
     const instances = await catalog.storedInstances({ studyUid });
     c.set('auditStudyUids', [studyUid]);
@@ -73,12 +87,11 @@ export function imagesApi(services: Services) {
   });
 
   router.get('/images/:sop/url', allow('viewer-links'), async (c) => {
+    const { kind, expires_in } = parseQuery(imageUrlQuery, c.req.query());
     const instance = await instanceBySop(c.req.param('sop'));
-    const kind = c.req.query('kind');
-    if (kind !== undefined && !(IMAGE_KINDS as readonly string[]).includes(kind)) throw new BadRequest(`kind is one of ${IMAGE_KINDS.join(', ')}, not "${kind}"`);
     c.set('auditStudyUids', [instance.studyUid]);
     c.header('Cache-Control', 'no-store');
-    return c.json({ ...imageOf(instance), ...(await linksOf(c, instance, instance.numberOfFrames, kind ? [kind as ImageKind] : IMAGE_KINDS, ttlOf(c))) });
+    return c.json({ ...imageOf(instance), ...(await linksOf(c, instance, instance.numberOfFrames, kind ? [kind] : IMAGE_KINDS, ttlOf(expires_in))) });
   });
 
   // The signed links: no credential but the signature, which names the instance and the answer.
@@ -103,12 +116,13 @@ export function imagesApi(services: Services) {
   router.get('/patients/:patient/studies', allow('summaries'), async (c) => {
     const patientId = exactParam(c.req.param('patient'), 'patient_id');
     if (!patientId) throw new BadRequest('give the PatientID: /api/v1/patients/{patient_id}/studies');
-    const issuer = exactParam(c.req.query('issuer'), 'issuer');
-    const withLinks = c.req.query('viewer_links') === 'true';
+    const query = parseQuery(patientStudiesQuery, c.req.query());
+    const issuer = exactParam(query.issuer, 'issuer');
+    const withLinks = query.viewer_links === 'true';
     if (withLinks && !permits(c.var.principal!, 'viewer-links')) throw new Forbidden('viewer_links=true needs a credential that may ask for viewer links');
-    const limit = countParam(c.req.query('limit'), 'limit', MAX_HISTORY) ?? DEFAULT_HISTORY;
-    const offset = countParam(c.req.query('offset'), 'offset', Number.MAX_SAFE_INTEGER) ?? 0;
-    const ttl = ttlOf(c);
+    const limit = countParam(query.limit, 'limit', MAX_HISTORY) ?? DEFAULT_HISTORY;
+    const offset = countParam(query.offset, 'offset', Number.MAX_SAFE_INTEGER) ?? 0;
+    const ttl = ttlOf(query.expires_in);
     // Newest first: the index's study order (StudyDate, StudyTime). The issuer is matched on the stored attributes.
     const rows = await catalog.studies({ ...studyQuery([{ tag: Tag.PatientID, keyword: 'PatientID', value: patientId }], undefined, issuer ? MAX_HISTORY * 10 : limit), offset: issuer ? 0 : offset });
     const studies = (issuer ? rows.filter((row) => issuerOf(row) === issuer).slice(offset, offset + limit) : rows);

@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import { BadRequest } from '../errors.js';
 
 /* Query parameters the EMR's routes share. */
@@ -21,4 +22,13 @@ export function countParam(raw: string | undefined, name: string, max: number): 
   if (raw === undefined || raw === '') return undefined;
   if (!/^\d+$/.test(raw) || Number(raw) > max) throw new BadRequest(`${name} is a whole number up to ${max}, not "${raw}"`);
   return Number(raw);
+}
+
+/** A route's query parameters by its zod schema: an unknown or malformed one is a 400 that names it. */
+export function parseQuery<T extends z.ZodObject>(schema: T, query: Record<string, string>): z.infer<T> {
+  const parsed = schema.safeParse(query);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') throw new BadRequest(`unknown parameter ${issue.keys.join(', ')}; this route takes ${Object.keys(schema.shape).join(', ')}`);
+  throw new BadRequest(`${issue.path.join('.')}: ${issue.message}`);
 }

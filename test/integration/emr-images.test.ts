@@ -137,6 +137,10 @@ describe('the EMR’s images', () => {
     expect(new URL(linked.studies[0]!.viewer_url!).searchParams.get('StudyInstanceUIDs')).toBe(otherIssuer);
     expect((await fetch(`${server.url}/api/v1/patients/${PATIENT}/studies?limit=1000`, { headers: emr })).status).toBe(400);
     expect((await fetch(`${server.url}/api/v1/patients/EMR-00*/studies`, { headers: emr })).status).toBe(400);
+    const misspelt = await fetch(`${server.url}/api/v1/patients/${PATIENT}/studies?viewer_link=true`, { headers: emr });
+    expect(misspelt.status).toBe(400);
+    expect(((await misspelt.json()) as { detail: string }).detail).toContain('viewer_link');
+    expect((await fetch(`${server.url}/api/v1/images/${newUid()}/url?kind=png`, { headers: emr })).status).toBe(400);
     const lookup = async (query: string) => (await (await fetch(`${server.url}/api/v1/studies?patient_id=${PATIENT}${query}`, { headers: emr })).json()) as Array<{ study_uid: string }>;
     const everyStudy = await lookup('');
     expect(everyStudy).toHaveLength(4);
