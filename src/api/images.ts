@@ -31,6 +31,55 @@ export const patientStudiesQuery = z.strictObject({
   viewer_links: z.enum(['true', 'false']).optional(),
 });
 
+/* The answers' shapes, for the OpenAPI document; the handlers' answers must satisfy them. */
+const nullableText = z.string().nullable();
+const links = z.object({ thumbnail: z.string().optional(), rendered: z.string().optional(), dicom: z.string().optional() });
+export const studySummary = z.object({
+  study_uid: z.string(),
+  patient_name: nullableText,
+  patient_id: nullableText,
+  patient_birth_date: nullableText,
+  patient_sex: nullableText,
+  accession_number: nullableText,
+  study_date: nullableText,
+  study_time: nullableText,
+  study_description: nullableText,
+  modalities: z.array(z.string()),
+  series_count: z.number(),
+  instance_count: z.number(),
+});
+export const imageLinksResponse = z.object({
+  sop_instance_uid: z.string(),
+  series_uid: z.string(),
+  study_uid: z.string(),
+  instance_number: z.number().nullable(),
+  frames: z.number(),
+  size: z.number(),
+  content_types: z.record(z.string(), z.string()),
+  links,
+  expires_at: z.string(),
+});
+export const studyImagesResponse = studySummary.extend({
+  series: z.array(
+    z.object({
+      series_uid: z.string(),
+      series_number: z.number().nullable(),
+      series_description: nullableText,
+      modality: nullableText,
+      body_part: nullableText,
+      instance_count: z.number(),
+      images: z.array(imageLinksResponse),
+    }),
+  ),
+});
+export const patientStudiesResponse = z.object({
+  patient_id: z.string(),
+  issuer: nullableText,
+  limit: z.number(),
+  offset: z.number(),
+  studies: z.array(studySummary.extend({ thumbnail_url: nullableText, viewer_url: z.string().optional() })),
+});
+
 const CONTENT_TYPES: Record<ImageKind, string> = { thumbnail: 'image/jpeg', rendered: 'image/jpeg', dicom: 'application/dicom' };
 
 /**
@@ -66,7 +115,7 @@ export function imagesApi(services: Services) {
     const instances = await catalog.storedInstances({ studyUid });
     c.set('auditStudyUids', [studyUid]);
     c.header('Cache-Control', 'no-store');
-    return c.json({
+    const answer: z.infer<typeof studyImagesResponse> = {
       ...summary(study),
       series: await Promise.all(
         series.map(async (row) => {
@@ -83,7 +132,8 @@ export function imagesApi(services: Services) {
           };
         }),
       ),
-    });
+    };
+    return c.json(answer);
   });
 
   router.get('/images/:sop/url', allow('viewer-links'), async (c) => {
@@ -91,7 +141,8 @@ export function imagesApi(services: Services) {
     const instance = await instanceBySop(c.req.param('sop'));
     c.set('auditStudyUids', [instance.studyUid]);
     c.header('Cache-Control', 'no-store');
-    return c.json({ ...imageOf(instance), ...(await linksOf(c, instance, instance.numberOfFrames, kind ? [kind] : IMAGE_KINDS, ttlOf(expires_in))) });
+    const answer: z.infer<typeof imageLinksResponse> = { ...imageOf(instance), ...(await linksOf(c, instance, instance.numberOfFrames, kind ? [kind] : IMAGE_KINDS, ttlOf(expires_in))) };
+    return c.json(answer);
   });
 
   // The signed links: no credential but the signature, which names the instance and the answer.
@@ -128,7 +179,7 @@ export function imagesApi(services: Services) {
     const studies = (issuer ? rows.filter((row) => issuerOf(row) === issuer).slice(offset, offset + limit) : rows);
     c.set('auditStudyUids', studies.map((s) => s.studyUid));
     c.header('Cache-Control', 'no-store');
-    return c.json({
+    const answer: z.infer<typeof patientStudiesResponse> = {
       patient_id: patientId,
       issuer: issuer ?? null,
       limit,
@@ -145,7 +196,8 @@ export function imagesApi(services: Services) {
           };
         }),
       ),
-    });
+    };
+    return c.json(answer);
   });
 
   const instanceBySop = async (sopUid: string): Promise<StoredInstance> => {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { patientStudiesResponse, studyImagesResponse } from '../../src/api/images.js';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
@@ -49,7 +50,10 @@ afterAll(async () => {
 async function images(query = ''): Promise<{ study_uid: string; patient_id: string; series: Series[] }> {
   const response = await fetch(`${server.url}/api/v1/studies/${study}/images${query}`, { headers: emr });
   expect(response.status, await response.clone().text()).toBe(200);
-  return response.json();
+  const body = await response.json();
+  // The answer is what the exported schema (and so the OpenAPI document) says.
+  studyImagesResponse.parse(body);
+  return body;
 }
 
 describe('the EMR’s images', () => {
@@ -123,7 +127,7 @@ describe('the EMR’s images', () => {
     const history = async (query = '') => {
       const response = await fetch(`${server.url}/api/v1/patients/${PATIENT}/studies${query}`, { headers: emr });
       expect(response.status, await response.clone().text()).toBe(200);
-      return (await response.json()) as { studies: Array<{ study_uid: string; study_date: string; thumbnail_url: string | null; viewer_url?: string }> };
+      return patientStudiesResponse.parse(await response.json()) as { studies: Array<{ study_uid: string; study_date: string; thumbnail_url: string | null; viewer_url?: string }> };
     };
     const all = await history();
     expect(all.studies.map((s) => s.study_uid)).toEqual([otherIssuer, study, older[1], older[0]]);
