@@ -86,6 +86,8 @@ function searchOf(params: URLSearchParams): Search {
   const dates = { from: '00000101', to: '99991231' };
   for (const [name, value] of params) {
     if (name === FORMAT_PARAMETER) continue;
+    // Ignored, `patient=Patient/…` would answer every patient's studies; this server keeps no Patient resources.
+    if (name === 'patient') throw new BadRequest('patient takes no Patient reference here: search by patient.identifier=[issuer|]PatientID');
     if (!SEARCH_PARAMETERS.includes(name)) {
       if (!search.ignored.includes(name)) search.ignored.push(name);
       continue;

@@ -21,6 +21,7 @@ type Bundle = { resourceType: string; type: string; link: Array<{ relation: stri
 let server: RunningServer;
 let validate: ValidateFunction;
 let emr: Record<string, string>;
+let uploader: Record<string, string>;
 const PATIENT = 'FHIR-0007';
 const january = newUid();
 const ctSeries = newUid();
@@ -47,6 +48,8 @@ beforeAll(async () => {
   expect((await stow(server.dicomweb, [syntheticInstance({ studyUID: otherIssuer, patientID: PATIENT, studyDate: '20260201', extra: issuer })])).status).toBe(200);
   const made = await adminFetch(`${server.url}/api/v1/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'EMR', role: 'viewer-links' }) });
   emr = { Authorization: `Bearer ${((await made.json()) as { key: string }).key}` };
+  const upload = await adminFetch(`${server.url}/api/v1/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'modality', role: 'upload' }) });
+  uploader = { Authorization: `Bearer ${((await upload.json()) as { key: string }).key}` };
 }, 120_000);
 
 afterAll(async () => {
@@ -128,7 +131,9 @@ describe('FHIR ImagingStudy', () => {
       ['/ImagingStudy?identifier=ACC*', emr, 400, 'invalid'],
       ['/ImagingStudy?_format=xml', emr, 406, 'not-supported'],
       ['/ImagingStudy', { ...emr, Accept: 'application/fhir+xml' }, 406, 'not-supported'],
+      [`/ImagingStudy?patient=Patient/${PATIENT}`, emr, 400, 'invalid'],
       ['/ImagingStudy', {}, 401, 'login'],
+      [`/ImagingStudy/${january}`, uploader, 403, 'forbidden'],
       ['/Patient/1', emr, 404, 'not-found'],
     ];
     for (const [url, headers, status, code] of cases) {
