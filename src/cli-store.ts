@@ -13,12 +13,19 @@ import { openServices } from './services.js';
 /** Files per batch: one fsync round and one index transaction each (DESIGN decision 2). */
 const BATCH = 32;
 
-/** `import <folder>`: every DICOM file under the folder, stored as STOW stores it. */
-export async function importFolder(folder: string) {
+/** `import <folder | file>`: every DICOM file under the folder (or the file itself), stored as STOW stores it. */
+export async function importFolder(source: string) {
+  const found = await fs.stat(path.resolve(source)).catch(() => null);
+  if (!found || !(found.isFile() || found.isDirectory())) {
+    // Wrong usage, said in a line (exit 2), not an ENOENT stack trace.
+    console.error(`import: ${source} is not a folder or a file that can be read`);
+    process.exitCode = 2;
+    return;
+  }
   const config = loadConfig();
   const log = createLogger('warn');
   const services = await openServices(config, log);
-  const files = await findDicomFiles(path.resolve(folder));
+  const files = found.isFile() ? await dicomFilesAmong([path.resolve(source)]) : await findDicomFiles(path.resolve(source));
   const progress = new Progress(files.length);
   const totals = { stored: 0, duplicate: 0, failed: 0 };
   const tally = new UploadTally('import', commandLineCredential(), null);
@@ -76,15 +83,17 @@ export async function verify() {
 /** DICOM files carry "DICM" at byte 128 (PS3.10 7.1), whatever their name (DICOMDIR media use none). */
 async function findDicomFiles(folder: string): Promise<string[]> {
   const entries = await fs.readdir(folder, { recursive: true, withFileTypes: true });
+  return dicomFilesAmong(entries.filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name)));
+}
+
+async function dicomFilesAmong(files: string[]): Promise<string[]> {
   const found: string[] = [];
   const probe = Buffer.alloc(4);
-  for (const entry of entries) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
+  for (const file of files) {
     const handle = await fs.open(file, 'r');
     try {
       const { bytesRead } = await handle.read(probe, 0, 4, 128);
-      if (bytesRead === 4 && probe.toString('latin1') === 'DICM' && entry.name !== 'DICOMDIR') found.push(file);
+      if (bytesRead === 4 && probe.toString('latin1') === 'DICM' && path.basename(file) !== 'DICOMDIR') found.push(file);
     } finally {
       await handle.close();
     }

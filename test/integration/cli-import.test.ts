@@ -58,4 +58,23 @@ describe('command-line import', () => {
       await server.stop();
     }
   });
+
+  it('imports a single file given by name, and answers a path that does not exist with exit 2 and a line, not a stack trace', async () => {
+    const source = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-cd-'));
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-data-'));
+    const [file] = syntheticSeries(1, { patientName: 'Single^File' });
+    await fs.writeFile(path.join(source, 'IM0'), file!);
+
+    const single = await cli(['import', path.join(source, 'IM0')], dataDir);
+    expect(single.stdout).toMatch(/1 DICOM file\(s\) found: 1 stored, 0 already stored, 0 refused/);
+    expect(single.code).toBe(0);
+
+    const missing = await cli(['import', path.join(source, 'nowhere')], dataDir);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`import: ${path.join(source, 'nowhere')} is not a folder or a file that can be read`);
+    expect(missing.stderr).not.toMatch(/\n\s+at /);
+
+    const none = await cli(['import'], dataDir);
+    expect(none.code).toBe(2);
+  });
 });
