@@ -10,6 +10,7 @@ import { studiesApi } from './api/studies.js';
 import { FHIR_JSON, issueCodeOf, operationOutcome } from './fhir/resources.js';
 import { fhirRouter } from './fhir/router.js';
 import { uploadsApi } from './api/uploads.js';
+import { webhooksApi } from './api/webhooks.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
 import { CatalogUnavailable } from './catalog/catalog.js';
@@ -126,6 +127,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));
   app.route('/api/v1', uploadsApi(services));
+  app.route('/api/v1', webhooksApi(services));
   app.route('/admin', adminPages(services));
   app.route('/', signInPages(services));
   // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.

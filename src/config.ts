@@ -47,6 +47,8 @@ const schema = z.object({
   PACS_TLS_KEY: z.string().min(1).optional(),
   PACS_HTTP_REDIRECT_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   PACS_IDLE_TIMEOUT: z.coerce.number().int().min(1).max(24 * 3600).default(120),
+  PACS_STUDY_QUIET_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(60),
+  PACS_WEBHOOK_RETRY_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   PACS_DICOM_PORT: z.coerce.number().int().min(0).max(65535).default(11112),
   // Spaces around an AE title are not significant (PS3.5 6.2).
   PACS_DICOM_AE_TITLE: z
@@ -173,6 +175,8 @@ export type Config = Readonly<{
   renderMaxFrameBytes: number;
   /** Time over which the scheduled verify pass spreads its reading of every object (ms); 0 when it is off. */
   verifyInterval: number;
+  /** Study-available events (issue 16): how long a study must go without a new instance before it is announced (ms), and the first retry's delay (ms), doubled at each failure. */
+  events: Readonly<{ quietMs: number; retryMs: number }>;
   /** Memory the renderings decoding at once may hold together (decoded pixels, 8-bit image); the rest wait their turn. */
   renderMemoryBytes: number;
   /** Bytes the derived objects (rendered images, thumbnails) may take in the store; least recently used go first. */
@@ -259,6 +263,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }),
     renderMaxFrameBytes: e.PACS_RENDER_MAX_FRAME_BYTES,
     verifyInterval: e.PACS_VERIFY_INTERVAL,
+    events: Object.freeze({ quietMs: e.PACS_STUDY_QUIET_SECONDS * 1000, retryMs: e.PACS_WEBHOOK_RETRY_SECONDS * 1000 }),
     renderMemoryBytes: e.PACS_RENDER_MEMORY_BYTES,
     derivedCacheBytes: e.PACS_DERIVED_CACHE_BYTES,
     s3: e.PACS_S3_BUCKET

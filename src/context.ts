@@ -6,6 +6,7 @@ import type { Catalog } from './catalog/catalog.js';
 import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
 import type { VerifySchedule } from './integrity/schedule.js';
+import type { StudyEvents } from './events/study-events.js';
 import type { ReadService } from './read/read-service.js';
 import type { Renderer } from './render/render.js';
 import type { Transcoder } from './transcode/transcoder.js';
@@ -28,6 +29,8 @@ export type Services = {
   close(): Promise<void>;
   /** The scheduled verify pass (PACS_VERIFY_INTERVAL); the server starts it, close() stops it. */
   verifySchedule: VerifySchedule;
+  /** Study-available events to webhooks; the server starts them, close() stops them. */
+  studyEvents: StudyEvents;
 };
 
 /** Hono context values, typed once (STYLE.md). */

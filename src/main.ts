@@ -57,6 +57,7 @@ async function main() {
       })
     : undefined;
   services.verifySchedule.start();
+  services.studyEvents.start();
   // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
   server.setTimeout(config.idleTimeoutSeconds * 1000);
 

@@ -16,6 +16,7 @@ import type { Config } from './config.js';
 import type { Services } from './context.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { VerifySchedule } from './integrity/schedule.js';
+import { StudyEvents } from './events/study-events.js';
 import { ReadService } from './read/read-service.js';
 import { MemoryBudget } from './render/memory-budget.js';
 import { Renderer } from './render/render.js';
@@ -57,6 +58,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const ingest = { durable: new GroupCommit(store, catalog, config.overwriteDifferent, log), spoolDir, maxInstanceBytes: config.maxInstanceBytes, log };
   // Started by main.ts only: the command line runs its own pass when asked.
   const verifySchedule = new VerifySchedule({ store, catalog, ingest, log }, config.verifyInterval);
+  const studyEvents = new StudyEvents(catalog, log, config.events);
   return {
     config,
     store,
@@ -68,8 +70,10 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     transcoder,
     ingest,
     verifySchedule,
+    studyEvents,
     async close() {
       await verifySchedule.stop();
+      await studyEvents.stop();
       await audit.close();
       await renderer.close();
       await catalog.close();

@@ -32,3 +32,15 @@ export function parseQuery<T extends z.ZodObject>(schema: T, query: Record<strin
   if (issue.code === 'unrecognized_keys') throw new BadRequest(`unknown parameter ${issue.keys.join(', ')}; this route takes ${Object.keys(schema.shape).join(', ')}`);
   throw new BadRequest(`${issue.path.join('.')}: ${issue.message}`);
 }
+
+/** A JSON request body by its zod schema: not JSON, or an unknown or malformed field, is a 400 that names it. */
+export async function parseBody<T extends z.ZodType>(schema: T, request: { json(): Promise<unknown> }): Promise<z.infer<T>> {
+  const body = await request.json().catch(() => {
+    throw new BadRequest('the body must be JSON (Content-Type: application/json)');
+  });
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') throw new BadRequest(`unknown field ${issue.keys.join(', ')} in the body`);
+  throw new BadRequest(`${issue.path.join('.') || 'body'}: ${issue.message}`);
+}

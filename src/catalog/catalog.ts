@@ -116,8 +116,72 @@ export interface UploadRecords {
   uploads(search: UploadSearch): Promise<LoggedUpload[]>;
 }
 
-/** The study/series/instance index, and the application entities and upload log beside it; SQLite by default, Postgres when configured. */
-export interface Catalog extends ApplicationEntityRecords, UploadRecords {
+/** What a webhook may be told of (issue 16). */
+export const EVENT_TYPES = ['study.available', 'study.deleted'] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** A receiver of events, as an admin configured it. */
+export type Webhook = { id: string; url: string; secret: string; events: EventType[]; allowLocal: boolean; description: string | null; createdAt: number };
+
+/** A study whose changes are still to be announced: `version` counts its changes, `announcedVersion` the last announced. */
+export type Announcement = { studyUid: string; version: number; announcedVersion: number; changedAt: number; removed: boolean; patientId: string | null; accessionNumber: string | null };
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'failed';
+/** One event for one webhook, in the outbox until it is delivered or given up. */
+export type Delivery = {
+  id: string;
+  webhookId: string;
+  eventType: EventType;
+  studyUid: string;
+  body: string;
+  createdAt: number;
+  status: DeliveryStatus;
+  attempts: number;
+  nextAttemptAt: number;
+  giveUpAt: number;
+  lastStatus: number | null;
+  lastError: string | null;
+  lastAttemptAt: number | null;
+  deliveredAt: number | null;
+};
+/** What a try made of a delivery. */
+export type DeliveryOutcome = Pick<Delivery, 'status' | 'attempts' | 'nextAttemptAt' | 'lastStatus' | 'lastError' | 'lastAttemptAt' | 'deliveredAt'>;
+export type DeliverySearch = { webhookId?: string; status?: DeliveryStatus; limit: number; offset: number };
+
+/**
+ * Webhooks, the studies still to be announced to them, and the outbox of their deliveries. Replicas share them:
+ * announcing and sending are conditional updates that one replica wins.
+ */
+export interface WebhookRecords {
+  /** Oldest first. */
+  webhooks(): Promise<Webhook[]>;
+  addWebhook(webhook: Webhook): Promise<void>;
+  /** With its deliveries; false when none has that id. */
+  removeWebhook(id: string): Promise<boolean>;
+  /** Studies due to be announced: deleted ones at once, others once unchanged since `quietSince`; oldest change first. */
+  dueAnnouncements(quietSince: number, limit: number): Promise<Announcement[]>;
+  /**
+   * Puts these deliveries in the outbox and marks the study announced, in one transaction, unless it changed since
+   * it was read or another replica announced it (false). A deleted study's row goes with its announcement.
+   */
+  announce(announcement: Announcement, deliveries: Delivery[]): Promise<boolean>;
+  /** Pending deliveries whose next try is due and that no replica holds, oldest first. */
+  dueDeliveries(now: number, limit: number): Promise<Delivery[]>;
+  /** Takes a due delivery for `owner` until `leaseUntil`; false when another replica holds or settled it. */
+  claimDelivery(id: string, owner: string, leaseUntil: number, now: number): Promise<boolean>;
+  /** Records a try by the lease's owner and lets the lease go. */
+  settleDelivery(id: string, owner: string, outcome: DeliveryOutcome): Promise<void>;
+  /** Newest first. */
+  deliveries(search: DeliverySearch): Promise<Delivery[]>;
+  delivery(id: string): Promise<Delivery | undefined>;
+  /** Sends a delivery again from now until `giveUpAt`, whatever became of it; undefined when none has that id. */
+  replayDelivery(id: string, now: number, giveUpAt: number): Promise<Delivery | undefined>;
+  /** Forgets delivered and failed deliveries created before `before`; how many. */
+  pruneDeliveries(before: number): Promise<number>;
+}
+
+/** The study/series/instance index, and the application entities, upload log and webhooks beside it; SQLite by default, Postgres when configured. */
+export interface Catalog extends ApplicationEntityRecords, UploadRecords, WebhookRecords {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
   /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */

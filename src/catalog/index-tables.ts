@@ -1,4 +1,4 @@
-import type { ApplicationEntity, Damage, PassRow, SeriesRow, StudyRow, Upload } from './catalog.js';
+import type { Announcement, ApplicationEntity, Damage, Delivery, PassRow, SeriesRow, StudyRow, Upload, Webhook } from './catalog.js';
 import type { rowsOf } from './record.js';
 import type { TableOf } from './sql-rows.js';
 
@@ -23,4 +23,8 @@ type IndexRows = {
   /** Refusals as JSON text; the studies in upload_studies. */
   uploads: Omit<Upload, 'refusals' | 'studyUids'> & { refusals: string };
   uploadStudies: { uploadId: string; studyUid: string; patientId: string | null };
+  studyAnnouncements: Announcement;
+  /** Event types comma-separated. */
+  webhooks: Omit<Webhook, 'events'> & { events: string };
+  webhookDeliveries: Delivery & { leaseOwner: string | null; leaseUntil: number };
 };

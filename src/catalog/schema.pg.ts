@@ -207,3 +207,51 @@ export const uploadStudies = pgTable(
   },
   (t) => [uniqueIndex('upload_studies_upload').on(t.uploadId, t.studyUid), index('upload_studies_study').on(t.studyUid), index('upload_studies_patient').on(t.patientId)],
 );
+
+/** As in schema.sqlite.ts. */
+export const studyAnnouncements = pgTable(
+  'study_announcements',
+  {
+    studyUid: bytewise('study_uid').primaryKey(),
+    version: integer('version').notNull(),
+    announcedVersion: integer('announced_version').notNull(),
+    changedAt: long('changed_at').notNull(),
+    removed: boolean('removed').notNull(),
+    patientId: bytewise('patient_id'),
+    accessionNumber: bytewise('accession_number'),
+  },
+  (t) => [index('study_announcements_changed').on(t.changedAt)],
+);
+
+export const webhooks = pgTable('webhooks', {
+  id: text('id').primaryKey(),
+  url: text('url').notNull(),
+  secret: text('secret').notNull(),
+  events: text('events').notNull(),
+  allowLocal: boolean('allow_local').notNull(),
+  description: text('description'),
+  createdAt: long('created_at').notNull(),
+});
+
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: text('id').primaryKey(),
+    webhookId: text('webhook_id').notNull(),
+    eventType: text('event_type').notNull(),
+    studyUid: bytewise('study_uid').notNull(),
+    body: text('body').notNull(),
+    createdAt: long('created_at').notNull(),
+    status: text('status').notNull(),
+    attempts: integer('attempts').notNull(),
+    nextAttemptAt: long('next_attempt_at').notNull(),
+    giveUpAt: long('give_up_at').notNull(),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    lastAttemptAt: long('last_attempt_at'),
+    deliveredAt: long('delivered_at'),
+    leaseOwner: text('lease_owner'),
+    leaseUntil: long('lease_until').notNull(),
+  },
+  (t) => [index('webhook_deliveries_due').on(t.status, t.nextAttemptAt), index('webhook_deliveries_webhook').on(t.webhookId, t.createdAt)],
+);

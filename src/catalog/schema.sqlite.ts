@@ -236,3 +236,66 @@ export const uploadStudies = sqliteTable(
   },
   (t) => [uniqueIndex('upload_studies_upload').on(t.uploadId, t.studyUid), index('upload_studies_study').on(t.studyUid), index('upload_studies_patient').on(t.patientId)],
 );
+
+/**
+ * Each study's changes as webhooks announce them (issue 16): every index write that stores into or removes from a
+ * study raises its version, in the same transaction; a study is announced once its version has stood still for the
+ * quiet time, by the one replica whose conditional update of announced_version wins.
+ */
+export const studyAnnouncements = sqliteTable(
+  'study_announcements',
+  {
+    studyUid: text('study_uid').primaryKey(),
+    version: integer('version').notNull(),
+    announcedVersion: integer('announced_version').notNull(),
+    changedAt: integer('changed_at').notNull(),
+    /** The study was deleted whole: it is announced as deleted, with the patient and accession it had. */
+    removed: integer('removed', { mode: 'boolean' }).notNull(),
+    patientId: text('patient_id'),
+    accessionNumber: text('accession_number'),
+  },
+  (t) => [index('study_announcements_changed').on(t.changedAt)],
+);
+
+/** The receivers an admin configured: where events go, the secret they are signed with, which events. */
+export const webhooks = sqliteTable('webhooks', {
+  id: text('id').primaryKey(),
+  url: text('url').notNull(),
+  secret: text('secret').notNull(),
+  /** Comma-separated event types. */
+  events: text('events').notNull(),
+  /** Loopback and link-local addresses allowed: the admin means a receiver on this host. */
+  allowLocal: integer('allow_local', { mode: 'boolean' }).notNull(),
+  description: text('description'),
+  createdAt: integer('created_at').notNull(),
+});
+
+/**
+ * The outbox: each event for each webhook, kept before it is sent, so that a restart loses none. A replica sends a
+ * delivery only under its lease, taken by a conditional update, so that no two send it.
+ */
+export const webhookDeliveries = sqliteTable(
+  'webhook_deliveries',
+  {
+    id: text('id').primaryKey(),
+    webhookId: text('webhook_id').notNull(),
+    eventType: text('event_type').notNull(),
+    studyUid: text('study_uid').notNull(),
+    /** The JSON sent, byte for byte the same at every try. */
+    body: text('body').notNull(),
+    createdAt: integer('created_at').notNull(),
+    /** `pending`, `delivered` or `failed` (given up). */
+    status: text('status').notNull(),
+    attempts: integer('attempts').notNull(),
+    nextAttemptAt: integer('next_attempt_at').notNull(),
+    /** Tries stop after this. */
+    giveUpAt: integer('give_up_at').notNull(),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    lastAttemptAt: integer('last_attempt_at'),
+    deliveredAt: integer('delivered_at'),
+    leaseOwner: text('lease_owner'),
+    leaseUntil: integer('lease_until').notNull(),
+  },
+  (t) => [index('webhook_deliveries_due').on(t.status, t.nextAttemptAt), index('webhook_deliveries_webhook').on(t.webhookId, t.createdAt)],
+);

@@ -1,10 +1,11 @@
 import { and, desc, eq, gt, inArray, isNotNull, sql, type Column, type SQL } from 'drizzle-orm';
-import type { ApplicationEntity, Catalog, LoggedUpload, Upload, UploadSearch, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { Announcement, ApplicationEntity, Catalog, Delivery, DeliveryOutcome, DeliverySearch, Webhook, LoggedUpload, Upload, UploadSearch, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import type { BulkDataRanges } from '../dicom/json.js';
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
 import { SqlApplicationEntities } from './sql-application-entities.js';
 import { SqlUploads } from './sql-uploads.js';
+import { markRemoved, SqlWebhooks, touchAnnouncements } from './sql-webhooks.js';
 import { execute, fetchRows, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
@@ -22,6 +23,7 @@ export abstract class SqlCatalog implements Catalog {
   private readonly q: Queries;
   private readonly aes: SqlApplicationEntities;
   private readonly uploadLog: SqlUploads;
+  private readonly hooks: SqlWebhooks;
 
   constructor(
     protected readonly t: IndexTables,
@@ -32,6 +34,7 @@ export abstract class SqlCatalog implements Catalog {
     this.q = queriesOf(t, render);
     this.aes = new SqlApplicationEntities(t.applicationEntities, (plan) => this.read(plan), (plan) => this.write(plan));
     this.uploadLog = new SqlUploads(t, (plan) => this.read(plan), (plan) => this.write(plan));
+    this.hooks = new SqlWebhooks(t, (plan) => this.read(plan), (plan) => this.write(plan));
   }
 
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
@@ -44,7 +47,7 @@ export abstract class SqlCatalog implements Catalog {
   }
 
   index(records: IndexRecord[], overwrite: boolean): Promise<Indexed> {
-    return this.write(indexing(this.q, records, overwrite));
+    return this.write(indexing(this.t, this.q, records, overwrite));
   }
 
   remove(scope: Scope): Promise<Removal> {
@@ -160,6 +163,54 @@ export abstract class SqlCatalog implements Catalog {
 
   uploads(search: UploadSearch): Promise<LoggedUpload[]> {
     return this.uploadLog.uploads(search);
+  }
+
+  webhooks(): Promise<Webhook[]> {
+    return this.hooks.webhooks();
+  }
+
+  addWebhook(webhook: Webhook): Promise<void> {
+    return this.hooks.addWebhook(webhook);
+  }
+
+  removeWebhook(id: string): Promise<boolean> {
+    return this.hooks.removeWebhook(id);
+  }
+
+  dueAnnouncements(quietSince: number, limit: number): Promise<Announcement[]> {
+    return this.hooks.dueAnnouncements(quietSince, limit);
+  }
+
+  announce(announcement: Announcement, deliveries: Delivery[]): Promise<boolean> {
+    return this.hooks.announce(announcement, deliveries);
+  }
+
+  dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
+    return this.hooks.dueDeliveries(now, limit);
+  }
+
+  claimDelivery(id: string, owner: string, leaseUntil: number, now: number): Promise<boolean> {
+    return this.hooks.claimDelivery(id, owner, leaseUntil, now);
+  }
+
+  settleDelivery(id: string, owner: string, outcome: DeliveryOutcome): Promise<void> {
+    return this.hooks.settleDelivery(id, owner, outcome);
+  }
+
+  deliveries(search: DeliverySearch): Promise<Delivery[]> {
+    return this.hooks.deliveries(search);
+  }
+
+  delivery(id: string): Promise<Delivery | undefined> {
+    return this.hooks.delivery(id);
+  }
+
+  replayDelivery(id: string, now: number, giveUpAt: number): Promise<Delivery | undefined> {
+    return this.hooks.replayDelivery(id, now, giveUpAt);
+  }
+
+  pruneDeliveries(before: number): Promise<number> {
+    return this.hooks.pruneDeliveries(before);
   }
 
   async check(): Promise<void> {
@@ -294,7 +345,7 @@ function* checksumsOf(q: Queries, sopUids: string[]): Plan<Map<string, string>> 
 }
 
 /** DESIGN decision 2 and 7: a batch in one transaction, decided (decision.ts) against the rows as they are in it. */
-function* indexing(q: Queries, records: IndexRecord[], overwrite: boolean): Plan<Indexed> {
+function* indexing(t: IndexTables, q: Queries, records: IndexRecord[], overwrite: boolean): Plan<Indexed> {
   const known = yield* checksumsOf(q, records.map((r) => r.sopUid));
   const decisions = decideUploads(records, known, overwrite);
   const fresh = records.filter((_, i) => decisions[i] === 'new');
@@ -314,7 +365,9 @@ function* indexing(q: Queries, records: IndexRecord[], overwrite: boolean): Plan
     yield* q.seriesReplacing.insert([row.series]);
     yield* q.instanceReplacing.insert([row.instance]);
   }
-  yield* recount(q, new Set(rows.map((r) => r.series.seriesUid)), new Set(rows.map((r) => r.study.studyUid)));
+  const studyUids = new Set(rows.map((r) => r.study.studyUid));
+  yield* recount(q, new Set(rows.map((r) => r.series.seriesUid)), studyUids);
+  yield* touchAnnouncements(t, [...studyUids], Date.now(), CHUNK);
   return { outcomes, superseded };
 }
 
@@ -336,6 +389,8 @@ function* removal(t: IndexTables, q: Queries, scope: Scope): Plan<Removal> {
     const gone = yield* seriesUids.returning(sql`DELETE FROM ${se} WHERE ${inArray(se.seriesUid, chunk)} AND NOT EXISTS (SELECT 1 FROM ${i} WHERE ${eq(i.seriesUid, se.seriesUid)})`);
     for (const r of gone) goneSeries.add(r.seriesUid);
   }
+  // Before the studies go: an announcement of a deletion says whose it was.
+  yield* touchAnnouncements(t, [...touchedStudies], Date.now(), CHUNK);
   const goneStudies = new Set<string>();
   for (const chunk of chunks([...touchedStudies], CHUNK)) {
     const gone = yield* studyUids.returning(sql`DELETE FROM ${s} WHERE ${inArray(s.studyUid, chunk)} AND NOT EXISTS (SELECT 1 FROM ${se} WHERE ${eq(se.studyUid, s.studyUid)})`);
@@ -343,6 +398,7 @@ function* removal(t: IndexTables, q: Queries, scope: Scope): Plan<Removal> {
   }
   const kept = <T>(all: Iterable<T>, gone: Set<T>) => [...all].filter((uid) => !gone.has(uid));
   yield* recount(q, kept(touchedSeries, goneSeries), kept(touchedStudies, goneStudies));
+  yield* markRemoved(t, [...goneStudies], CHUNK);
   return { studies: goneStudies.size, series: goneSeries.size, instances: doomed.length, objectKeys: doomed.map((r) => r.objectKey) };
 }
 

@@ -11,6 +11,8 @@ export type AccessCopy = {
   /** Staff accounts and known application entities: those the target lacks are added, its own kept as they are. */
   users: { seen: number; added: number };
   applicationEntities: { seen: number; added: number };
+  /** Webhooks with their secrets (receivers check signatures as before); not their deliveries, which the source sent. */
+  webhooks: { seen: number; added: number };
 };
 
 /** Audit events read and merged per transaction. */
@@ -19,9 +21,10 @@ const AUDIT_PAGE = 1000;
 /**
  * Carries API keys (their hashes: a key works on the target as it did on the source), viewer-token revocations,
  * the audit trail, staff accounts (with their password hashes: staff sign in on the target as on the source; not
- * their sessions, so they sign in again) and the known application entities into the target's index. Merging: run
- * again, it adds only what the target lacks, and a key revoked in the source since is revoked in the target too; an
- * account (same login) or application entity (same AE title) the target already has is kept as it is there.
+ * their sessions, so they sign in again), the known application entities and the webhooks into the target's index.
+ * Merging: run again, it adds only what the target lacks, and a key revoked in the source since is revoked in the
+ * target too; an account (same login), application entity (same AE title) or webhook (same id) the target already
+ * has is kept as it is there.
  */
 export async function copyAccess(source: IndexDatabase, target: IndexDatabase): Promise<AccessCopy> {
   const [from, to] = [source.access(), target.access()];
@@ -51,12 +54,17 @@ export async function copyAccess(source: IndexDatabase, target: IndexDatabase): 
     await target.putApplicationEntity(entity);
     entitiesAdded++;
   }
+  const webhooks = await source.webhooks();
+  const present = new Set((await target.webhooks()).map((w) => w.id));
+  const webhooksToAdd = webhooks.filter((w) => !present.has(w.id));
+  for (const webhook of webhooksToAdd) await target.addWebhook(webhook);
   return {
     keys: { seen: keys.length, ...merged },
     revocations: { seen: revocations.tokens.length + revocations.studies.length, changed },
     audit,
     users,
     applicationEntities: { seen: entities.length, added: entitiesAdded },
+    webhooks: { seen: webhooks.length, added: webhooksToAdd.length },
   };
 }
 

@@ -35,7 +35,8 @@ export function transferReport({ counts: c, access, links, seconds }: Transfer, 
     lines.push(
       `Access: ${access.keys.seen} API key(s) (${access.keys.added} added${access.keys.revoked ? `, ${access.keys.revoked} revoked as in the source` : ''}), ` +
         `${access.revocations.seen} viewer-link revocation(s) (${access.revocations.changed} added), ${access.audit.seen} audit event(s) (${access.audit.added} added), ` +
-        `${access.users.seen} staff account(s) (${access.users.added} added; staff sign in again), ${access.applicationEntities.seen} DICOM application entit${access.applicationEntities.seen === 1 ? 'y' : 'ies'} (${access.applicationEntities.added} added)`,
+        `${access.users.seen} staff account(s) (${access.users.added} added; staff sign in again), ${access.applicationEntities.seen} DICOM application entit${access.applicationEntities.seen === 1 ? 'y' : 'ies'} (${access.applicationEntities.added} added), ` +
+        `${access.webhooks.seen} webhook(s) (${access.webhooks.added} added)`,
     );
   }
   if (links === 'copied') lines.push(`Viewer links: the signing key was copied to ${path.join(target.storageDir, 'secrets')}; links issued by the source open on the target.`);

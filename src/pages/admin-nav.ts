@@ -6,6 +6,7 @@ export const ADMIN_NAV: NavLink[] = [
   { href: '/admin/keys', label: 'API keys' },
   { href: '/admin/audit', label: 'Audit trail' },
   { href: '/admin/uploads', label: 'Uploads' },
+  { href: '/admin/webhooks', label: 'Webhooks' },
   { href: '/admin/users', label: 'Users' },
   { href: '/logout', label: 'Sign out' },
 ];

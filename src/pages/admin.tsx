@@ -5,6 +5,7 @@ import { permits, type Principal } from '../auth/principal.js';
 import type { Env, Services } from '../context.js';
 import { auditPage } from './audit.js';
 import { uploadsPage } from './uploads.js';
+import { webhooksPage } from './webhooks.js';
 import { keysPages } from './keys.js';
 import { Layout } from './layout.js';
 import { storagePage } from './storage.js';
@@ -22,6 +23,7 @@ export function adminPages(services: Services) {
   router.route('/', keysPages(services));
   router.route('/', auditPage(services));
   router.route('/', uploadsPage(services));
+  router.route('/', webhooksPage(services));
   router.route('/', usersPages(services));
   return router;
 }

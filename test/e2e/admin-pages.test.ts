@@ -4,6 +4,7 @@ import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
 import { createUser } from '../helpers/staff.js';
+import { signatureIsValid, startReceiver, waitFor } from '../helpers/webhook-receiver.js';
 import { firstSignIn, submitSignIn } from './staff.js';
 import { launchChromium } from './viewer-page.js';
 
@@ -17,7 +18,7 @@ describe('the administrator pages', () => {
   const otto = newUid();
 
   beforeAll(async () => {
-    pacs = await startServer();
+    pacs = await startServer({ env: { PACS_STUDY_QUIET_SECONDS: '1', PACS_WEBHOOK_RETRY_SECONDS: '1' } });
     for (const [study, id] of [[anna, 'ADM-ANNA'], [otto, 'ADM-OTTO']] as const) {
       const stored = await stow(pacs.dicomweb, syntheticSeries(2, { studyUID: study, patientID: id, rows: 16, columns: 16 }));
       expect(stored.status, await stored.text()).toBe(200);
@@ -224,5 +225,56 @@ describe('the administrator pages', () => {
     expect(await page.textContent('[data-figure=free]')).toMatch(/^\d+(\.\d)? (MiB|GiB|TiB)/);
     expect(await page.textContent('[data-figure=damaged]')).toBe('0 missing, 0 changed');
     expect(await page.textContent('[data-figure=verify]')).toBeTruthy();
+  });
+
+  it('adds a webhook, shows its secret once, lists its deliveries, replays one and removes the webhook', async () => {
+    let accept = false;
+    const receiver = await startReceiver(() => (accept ? 200 : 503));
+    try {
+      await page.goto(`${pacs.url}/admin/storage`);
+      await page.click('nav a:has-text("Webhooks")');
+      expect(page.url()).toBe(`${pacs.url}/admin/webhooks`);
+      // Without "allow local address" a receiver on this host is refused, saying why.
+      await page.fill('input[name=url]', receiver.url);
+      await page.click('button:has-text("Add webhook")');
+      expect(await page.textContent('.error')).toMatch(/loopback.*allow_local/);
+      await page.fill('input[name=url]', receiver.url);
+      await page.uncheck('input[value="study.deleted"]');
+      await page.check('input[name=allow_local]');
+      await page.fill('input[name=description]', 'EMR order screen');
+      await page.click('button:has-text("Add webhook")');
+      const secret = (await page.textContent('#webhook-secret'))!;
+      expect(secret.length).toBeGreaterThanOrEqual(32);
+      expect(await page.locator('#webhooks tbody tr').allTextContents()).toEqual([expect.stringContaining('study.available')]);
+      expect(await page.locator('#webhooks tbody tr').first().textContent()).not.toContain('study.deleted');
+
+      const study = newUid();
+      expect((await stow(pacs.dicomweb, syntheticSeries(1, { studyUID: study, patientID: 'ADM-HOOK', rows: 16, columns: 16 }))).status).toBe(200);
+      await waitFor('a refused try', () => receiver.received.length > 0 || undefined);
+      // Not reload(): the page is the answer to the form, which a reload would post again.
+      const refresh = () => page.goto(`${pacs.url}/admin/webhooks`);
+      const row = page.locator('#deliveries tbody tr', { hasText: study });
+      await waitFor('the try on the page', async () => {
+        await refresh();
+        return (await row.locator('td:nth-child(7)').textContent())?.includes('503') || undefined;
+      });
+      expect(await row.locator('.state').textContent()).toBe('pending');
+      accept = true;
+      await waitFor('delivered', async () => {
+        await refresh();
+        return (await row.locator('.state').textContent()) === 'delivered' || undefined;
+      });
+      const delivered = receiver.accepted().length;
+      expect(signatureIsValid(secret, receiver.accepted()[0]!.headers['x-pacs-signature'] as string, receiver.accepted()[0]!.body)).toBe(true);
+      await row.locator('button:has-text("Replay")').click();
+      await page.waitForURL(`${pacs.url}/admin/webhooks`);
+      await waitFor('the replay', () => receiver.accepted().length > delivered || undefined);
+
+      await page.locator('#webhooks button:has-text("Remove")').click();
+      await page.waitForURL(`${pacs.url}/admin/webhooks`);
+      expect(await page.locator('#webhooks tbody tr').count()).toBe(0);
+    } finally {
+      await receiver.stop();
+    }
   });
 });

@@ -51,6 +51,8 @@ const access = {
 };
 const STAFF_LOGIN = 'radiologist';
 const MODALITY_AE = 'CT_ROOM_1';
+/** A receiver the EMR runs on the clinic's LAN (not listening: only the configuration is carried). */
+const WEBHOOK = { url: 'http://10.20.30.40:8443/pacs-events', events: ['study.available'], description: 'EMR' };
 const MODALITY = { host: '10.1.2.3', port: 104, store: true, query: false, retrieve: false, description: 'the CT' };
 /** The source's answers before any copy, that every target must give alike. */
 let sourceAnswers: Record<string, unknown>;
@@ -116,6 +118,7 @@ async function expectServesAsSource(server: RunningServer) {
   // Staff sign in with the password they had; the modality is known with its address and rights.
   expect((await postForm(`${server.url}/login`, { login: STAFF_LOGIN, password: access.staffPassword })).status).toBe(303);
   expect(await (await adminFetch(`${server.url}/api/v1/application-entities/${MODALITY_AE}`)).json()).toMatchObject({ ae_title: MODALITY_AE, ...MODALITY });
+  expect(await (await adminFetch(`${server.url}/api/v1/webhooks`)).json()).toEqual([expect.objectContaining(WEBHOOK)]);
   // The copy holds the source's trail (a copy of a copy holds more: the events of its own server).
   expect(await auditOf(server, `key:${access.readKey.id}`)).toEqual(expect.arrayContaining(sourceAudit as unknown[]));
   expect(await answers(server)).toEqual(sourceAnswers);
@@ -179,6 +182,8 @@ beforeAll(async () => {
   access.staffPassword = (await signedInUser(source, STAFF_LOGIN, ['read'])).password;
   const put = await adminFetch(`${source.url}/api/v1/application-entities/${MODALITY_AE}`, { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(MODALITY) });
   expect(put.status).toBe(201);
+  const hook = await adminFetch(`${source.url}/api/v1/webhooks`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(WEBHOOK) });
+  expect(hook.status).toBe(201);
   sourceAnswers = await answers(source);
   sourceAudit = await auditOf(source, `key:${access.readKey.id}`);
   expect(sourceAudit).toHaveLength(2);
@@ -198,7 +203,7 @@ describe('migrate between backends', () => {
     const run = await cli(['migrate', '--to-env', await envFile(cloud)], { PACS_STORAGE_DIR: source.dataDir });
     expect(run.code, run.stdout + run.stderr).toBe(0);
     expect(counts(run.stdout)).toEqual({ copied: manifest.length, present: 0, failed: 0, total: manifest.length });
-    expect(run.stdout).toMatch(/Access: 5 API key\(s\) \(5 added\), 1 viewer-link revocation\(s\) \(1 added\), \d+ audit event\(s\) \(\d+ added\), 1 staff account\(s\) \(1 added; staff sign in again\), 1 DICOM application entity \(1 added\)/);
+    expect(run.stdout).toMatch(/Access: 5 API key\(s\) \(5 added\), 1 viewer-link revocation\(s\) \(1 added\), \d+ audit event\(s\) \(\d+ added\), 1 staff account\(s\) \(1 added; staff sign in again\), 1 DICOM application entity \(1 added\), 1 webhook\(s\) \(1 added\)/);
     expect(run.stdout).toContain('Start the server with the target');
     // Not a TTY here: plain progress lines.
     expect(run.stderr).toMatch(/^migrate: \d+\/42 instances/m);
@@ -224,7 +229,7 @@ describe('migrate between backends', () => {
     expect(again.code).toBe(0);
     expect(counts(again.stdout)).toEqual({ copied: 0, present: manifest.length, failed: 0, total: manifest.length });
     expect(puts()).toHaveLength(manifest.length);
-    expect(again.stdout).toMatch(/Access: 5 API key\(s\) \(0 added, 1 revoked as in the source\), 1 viewer-link revocation\(s\) \(0 added\), \d+ audit event\(s\) \(\d+ added\), 1 staff account\(s\) \(0 added; staff sign in again\), 1 DICOM application entity \(0 added\)/);
+    expect(again.stdout).toMatch(/Access: 5 API key\(s\) \(0 added, 1 revoked as in the source\), 1 viewer-link revocation\(s\) \(0 added\), \d+ audit event\(s\) \(\d+ added\), 1 staff account\(s\) \(0 added; staff sign in again\), 1 DICOM application entity \(0 added\), 1 webhook\(s\) \(0 added\)/);
     expect((await fetch(`${target.dicomweb}/studies?limit=1`, { headers: bearer(access.laptopKey.key) })).status).toBe(401);
   });
 

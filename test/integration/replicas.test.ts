@@ -8,6 +8,7 @@ import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { startS3, type RunningS3 } from '../helpers/s3.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { indexRows, objectKeys, readObject } from '../helpers/stored.js';
+import { startReceiver, waitFor } from '../helpers/webhook-receiver.js';
 
 /**
  * Several replicas (issue 3): two server processes over one S3 bucket and one Postgres database, each with its own
@@ -30,6 +31,8 @@ let postgres: TestPostgres;
 let env: Record<string, string>;
 let a: RunningServer;
 let b: RunningServer;
+/** Hears every study event; both replicas run the announcer and the outbox. */
+let receiver: Awaited<ReturnType<typeof startReceiver>>;
 
 function series(studyUID: string, count: number, o: { patientName?: string; modality?: 'CT' | 'MR' } = {}): Instance[] {
   const seriesUID = newUid();
@@ -65,15 +68,20 @@ beforeAll(async () => {
     PACS_DATABASE_URL: await postgres.createDatabase(),
     PACS_VIEWER_SIGNING_KEY: randomBytes(32).toString('base64'),
     PACS_VIEWER_URL: 'https://viewer.clinic.example',
+    PACS_STUDY_QUIET_SECONDS: '1',
   };
   // Started together: they migrate the empty database, make the bucket and seed PACS_ADMIN_KEY at the same moment.
   const started = await Promise.allSettled([startServer({ env }), startServer({ env })]);
   [a, b] = started.map((s) => (s.status === 'fulfilled' ? s.value : undefined!));
   for (const s of started) if (s.status === 'rejected') throw s.reason; // afterAll stops the one that did start
+  receiver = await startReceiver();
+  const hook = await adminFetch(`${a.url}/api/v1/webhooks`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ url: receiver.url, allow_local: true }) });
+  expect(hook.status).toBe(201);
 });
 
 afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()]);
+  await receiver?.stop();
   await Promise.all([s3?.stop(), postgres?.close()]);
 });
 
@@ -239,5 +247,21 @@ describe('overwrite on one replica while the other deletes', () => {
     expect(rows.map((r) => r.key).filter((key) => !objects.includes(key)), 'rows without their object').toEqual([]);
     expect(objects.filter((key) => !rows.some((r) => r.key === key)), 'objects no row names').toEqual([]);
     for (const row of rows) expect(sha256(await readObject(a, row.key))).toBe(row.sha256);
+  });
+});
+
+describe('study events from two replicas', () => {
+  it('announces every study the replicas stored, and sends no event twice', async () => {
+    const stored = await json(a, '/studies?limit=1000');
+    const studyUids = stored.map((s) => s['0020000D'].Value[0] as string);
+    expect(studyUids.length).toBeGreaterThan(0);
+    const announced = () => new Set(receiver.accepted().map((r) => JSON.parse(r.body).study.study_uid as string));
+    await waitFor('every study announced', () => studyUids.every((uid) => announced().has(uid)) || undefined, 30_000);
+    // Another turn of both replicas' loops: a second send would come now.
+    await new Promise((r) => setTimeout(r, 2500));
+    const deliveries = receiver.received.map((r) => r.headers['x-pacs-delivery']);
+    const events = receiver.received.map((r) => JSON.parse(r.body).id);
+    expect(new Set(deliveries).size).toBe(deliveries.length);
+    expect(new Set(events).size).toBe(events.length);
   });
 });
