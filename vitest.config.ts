@@ -27,6 +27,8 @@ const ONE_BACKEND = [
   'test/integration/idle-timeout.test.ts',
   // Routes through app.request() in the test's own process, over files and SQLite: negotiation and status, not storage.
   'test/integration/routes.test.ts',
+  // The OpenAPI document and the routes' answers checked against it: the same routes on every backend.
+  'test/integration/openapi.test.ts',
   // The build in dist/ run by node: the same code as the source every other test runs, compiled.
   'test/integration/built.test.ts',
 ];

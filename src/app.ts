@@ -11,6 +11,8 @@ import { FHIR_JSON, issueCodeOf, operationOutcome } from './fhir/resources.js';
 import { fhirRouter } from './fhir/router.js';
 import { uploadsApi } from './api/uploads.js';
 import { webhooksApi } from './api/webhooks.js';
+import { openApiRouter } from './api/openapi.js';
+import { API_OPERATIONS } from './api/operations.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
 import { CatalogUnavailable } from './catalog/catalog.js';
@@ -128,6 +130,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', integrityApi(services));
   app.route('/api/v1', uploadsApi(services));
   app.route('/api/v1', webhooksApi(services));
+  app.route('/api/v1', openApiRouter(API_OPERATIONS));
   app.route('/admin', adminPages(services));
   app.route('/', signInPages(services));
   // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.

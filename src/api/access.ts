@@ -7,6 +7,8 @@ import type { Env, Services } from '../context.js';
 import { assertUid } from '../dicom/uid.js';
 import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, NotFound } from '../errors.js';
+import { noQuery, type Operation } from './openapi.js';
+import { parseBody, parseQuery } from './params.js';
 
 const DEFAULT_AUDIT_LIMIT = 1000;
 const MAX_AUDIT_LIMIT = 10_000;
@@ -19,6 +21,57 @@ export const newKey = z.strictObject({
   expires_in_days: z.number().positive().max(3650).optional(),
 });
 
+const iso = z.string().describe('ISO 8601 time');
+export const keyResponse = z.object({
+  id: z.string(),
+  name: z.string(),
+  role: z.enum(ROLES),
+  hint: z.string().describe('the first characters of the key, to tell keys apart'),
+  created_at: iso.nullable(),
+  expires_at: iso.nullable(),
+  revoked_at: iso.nullable(),
+});
+export const createdKeyResponse = keyResponse.extend({ key: z.string().describe('the key itself: shown only in this answer') });
+export const auditQuery = z.strictObject({
+  study: z.string().optional().describe('events of this Study Instance UID'),
+  credential: z.string().optional().describe('`key:<id>`, `user:<login>`, `token:<jti>`, `ae:<AE title>`, `anonymous`, `none`'),
+  since: z.string().optional().describe('ISO 8601 time, inclusive'),
+  until: z.string().optional().describe('ISO 8601 time, inclusive'),
+  limit: z.string().optional().describe(`events, newest first (${DEFAULT_AUDIT_LIMIT}; at most ${MAX_AUDIT_LIMIT})`),
+});
+export const auditEventResponse = z.object({
+  at: iso,
+  credential: z.string(),
+  ip: z.string().nullable(),
+  method: z.string(),
+  path: z.string(),
+  query: z.string().nullable(),
+  studyUid: z.string().nullable(),
+  seriesUid: z.string().nullable(),
+  sopUid: z.string().nullable(),
+  status: z.number(),
+  requestId: z.string(),
+});
+
+export const accessOperations: Operation[] = [
+  {
+    method: 'post', path: '/keys', id: 'createKey', tag: 'Access', access: 'admin', body: newKey,
+    summary: 'Create an API key', description: 'The key is in this answer only; the server keeps its hash.',
+    responses: { 201: { description: 'the key', json: createdKeyResponse } },
+  },
+  { method: 'get', path: '/keys', id: 'listKeys', tag: 'Access', access: 'admin', query: noQuery, summary: 'Every API key, without the keys themselves', responses: { 200: { description: 'the keys', json: z.array(keyResponse) } } },
+  { method: 'delete', path: '/keys/{id}', id: 'revokeKey', tag: 'Access', access: 'admin', pathParams: { id: 'the key\'s id' }, summary: 'Revoke an API key', responses: { 204: { description: 'revoked' } } },
+  {
+    method: 'delete', path: '/viewer-tokens/{jti}', id: 'revokeViewerLink', tag: 'Viewer links', access: 'admin', pathParams: { jti: 'the link\'s token id, as issued' },
+    summary: 'Revoke one viewer link', responses: { 204: { description: 'revoked' } },
+  },
+  {
+    method: 'delete', path: '/studies/{study}/viewer-tokens', id: 'revokeStudyViewerLinks', tag: 'Viewer links', access: 'admin', pathParams: { study: 'the Study Instance UID' },
+    summary: 'Revoke every viewer link of a study issued so far', responses: { 204: { description: 'revoked' } },
+  },
+  { method: 'get', path: '/audit', id: 'auditTrail', tag: 'Access', access: 'admin', query: auditQuery, summary: 'The audit trail, newest first', responses: { 200: { description: 'the events', json: z.array(auditEventResponse) } } },
+];
+
 /** Administration of access: API keys, viewer-token revocation and the audit trail; admin keys only. */
 export function accessApi(services: Services) {
   const { auth } = services;
@@ -30,15 +83,16 @@ export function accessApi(services: Services) {
   router.use('/audit', allow('admin'));
 
   router.post('/keys', async (c) => {
-    const body = newKey.safeParse(await c.req.json().catch(() => undefined));
-    if (!body.success) throw new BadRequest(`send JSON {"name": "…", "role": "${ROLES.join('" | "')}", "expires_in_days"?: n}: ${body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
-    const { name, role, expires_in_days } = body.data;
+    const { name, role, expires_in_days } = await parseBody(newKey, c.req);
     const { key, record } = await auth.keys.create({ name, role, expiresAt: expires_in_days ? Date.now() + expires_in_days * 86_400_000 : undefined });
     c.header('Cache-Control', 'no-store');
-    return c.json({ ...keyJson(record), key }, 201);
+    return c.json<z.infer<typeof createdKeyResponse>>({ ...keyJson(record), key }, 201);
   });
 
-  router.get('/keys', async (c) => c.json((await auth.keys.list()).map(keyJson)));
+  router.get('/keys', async (c) => {
+    parseQuery(noQuery, c.req.query());
+    return c.json((await auth.keys.list()).map(keyJson));
+  });
 
   router.delete('/keys/:id', async (c) => {
     if (!(await auth.keys.revoke(c.req.param('id')))) throw new NotFound('no API key has that id');
@@ -58,7 +112,7 @@ export function accessApi(services: Services) {
   });
 
   router.get('/audit', async (c) => {
-    const q = c.req.query();
+    const q = parseQuery(auditQuery, c.req.query());
     const events = await auth.audit.query({
       studyUid: q.study ? assertUid('study', q.study) : undefined,
       credential: q.credential || undefined,
@@ -66,13 +120,13 @@ export function accessApi(services: Services) {
       until: timeParam(q.until, 'until'),
       limit: Math.min(q.limit ? wholeNumber(q.limit, 'limit') : DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT),
     });
-    return c.json(events.map((e) => ({ ...e, at: new Date(e.at).toISOString() })));
+    return c.json(events.map((e): z.infer<typeof auditEventResponse> => ({ ...e, at: new Date(e.at).toISOString() })));
   });
 
   return router;
 }
 
-function keyJson(record: ApiKeyRecord) {
+function keyJson(record: ApiKeyRecord): z.infer<typeof keyResponse> {
   const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
   return {
     id: record.id,

@@ -13,41 +13,29 @@ import { instanceKeyParts } from '../storage/keys.js';
 import { renderOptions, sendRendered } from '../dicomweb/rendered.js';
 import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, Forbidden, NotFound } from '../errors.js';
+import type { Operation } from './openapi.js';
 import { countParam, exactParam, lifetimeParam, parseQuery } from './params.js';
-import { studyQuery, summary } from './studies.js';
+import { studyQuery, studySummary, summary } from './studies.js';
 
 /** A patient's history is a list for one screen, not a browse of the archive. */
 const MAX_HISTORY = 100;
 const DEFAULT_HISTORY = 20;
 /* The query parameters of each route; values are checked further by params.ts, whose messages say what to send. */
-const lifetime = { expires_in: z.string().optional() };
+const lifetime = { expires_in: z.string().optional().describe('seconds the links work; the default is PACS_VIEWER_TOKEN_TTL, the most PACS_VIEWER_TOKEN_MAX_TTL') };
 export const studyImagesQuery = z.strictObject(lifetime);
-export const imageUrlQuery = z.strictObject({ ...lifetime, kind: z.enum(IMAGE_KINDS).optional() });
+export const imageUrlQuery = z.strictObject({ ...lifetime, kind: z.enum(IMAGE_KINDS).optional().describe('only this kind of link') });
+export const signedImageQuery = z.strictObject({ sig: z.string().describe('the signature the link was made with') });
 export const patientStudiesQuery = z.strictObject({
   ...lifetime,
-  issuer: z.string().optional(),
-  limit: z.string().optional(),
-  offset: z.string().optional(),
-  viewer_links: z.enum(['true', 'false']).optional(),
+  issuer: z.string().optional().describe('only the studies of this IssuerOfPatientID'),
+  limit: z.string().optional().describe(`studies in a page (${DEFAULT_HISTORY}; at most ${MAX_HISTORY})`),
+  offset: z.string().optional().describe('studies to skip'),
+  viewer_links: z.enum(['true', 'false']).optional().describe('true: each study with a viewer link (needs the viewer-links right)'),
 });
 
 /* The answers' shapes, for the OpenAPI document; the handlers' answers must satisfy them. */
 const nullableText = z.string().nullable();
 const links = z.object({ thumbnail: z.string().optional(), rendered: z.string().optional(), dicom: z.string().optional() });
-export const studySummary = z.object({
-  study_uid: z.string(),
-  patient_name: nullableText,
-  patient_id: nullableText,
-  patient_birth_date: nullableText,
-  patient_sex: nullableText,
-  accession_number: nullableText,
-  study_date: nullableText,
-  study_time: nullableText,
-  study_description: nullableText,
-  modalities: z.array(z.string()),
-  series_count: z.number(),
-  instance_count: z.number(),
-});
 export const imageLinksResponse = z.object({
   sop_instance_uid: z.string(),
   series_uid: z.string(),
@@ -81,6 +69,29 @@ export const patientStudiesResponse = z.object({
 });
 
 const CONTENT_TYPES: Record<ImageKind, string> = { thumbnail: 'image/jpeg', rendered: 'image/jpeg', dicom: 'application/dicom' };
+
+const sop = { sop: 'the SOP Instance UID' };
+export const imagesOperations: Operation[] = [
+  {
+    method: 'get', path: '/studies/{study}/images', id: 'studyImages', tag: 'Images', access: 'viewer-links', pathParams: { study: 'the Study Instance UID' }, query: studyImagesQuery,
+    summary: 'The study\'s series and images, with signed, expiring links for an <img> tag or a download',
+    responses: { 200: { description: 'the study, its series, their images in instance-number order', json: studyImagesResponse } },
+  },
+  {
+    method: 'get', path: '/images/{sop}/url', id: 'imageUrl', tag: 'Images', access: 'viewer-links', pathParams: sop, query: imageUrlQuery,
+    summary: 'One image\'s signed links', responses: { 200: { description: 'the image and its links', json: imageLinksResponse } },
+  },
+  ...IMAGE_KINDS.map((kind): Operation => ({
+    method: 'get', path: `/images/{sop}/${kind}`, id: `signedImage${kind[0]!.toUpperCase()}${kind.slice(1)}`, tag: 'Images', access: 'signed-link', pathParams: sop, query: signedImageQuery,
+    summary: `What a signed ${kind} link answers`,
+    description: '403 with the reason when the signature does not verify, has expired, or was made for another image or kind.',
+    responses: { 200: { description: kind === 'dicom' ? 'the DICOM file as stored' : 'a JPEG', binary: CONTENT_TYPES[kind] } },
+  })),
+  {
+    method: 'get', path: '/patients/{patient}/studies', id: 'patientStudies', tag: 'Images', access: 'summaries', pathParams: { patient: 'the PatientID, exactly' }, query: patientStudiesQuery,
+    summary: 'The patient\'s imaging history, newest first, with thumbnails', responses: { 200: { description: 'a page of studies', json: patientStudiesResponse } },
+  },
+];
 
 /**
  * The EMR's images (issue 16): a study's images by series with signed, expiring links an `<img>` tag or a download
@@ -149,6 +160,7 @@ export function imagesApi(services: Services) {
   router.get('/images/:sop/:kind{thumbnail|rendered|dicom}', async (c) => {
     const kind = c.req.param('kind') as ImageKind;
     const linked = await auth.imageLinks.verify(c.req.query('sig'), c.req.param('sop'), kind);
+    parseQuery(signedImageQuery, c.req.query());
     c.set('auditStudyUids', [linked.studyUid]);
     const instance = await reads.instance(linked);
     // A browser may keep the answer no longer than the link lives.

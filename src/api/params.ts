@@ -24,9 +24,13 @@ export function countParam(raw: string | undefined, name: string, max: number): 
   return Number(raw);
 }
 
-/** A route's query parameters by its zod schema: an unknown or malformed one is a 400 that names it. */
+/**
+ * A route's query parameters by its zod schema: an unknown or malformed one is a 400 that names it. `token` is not
+ * the route's: it is a credential a GET may carry in its URL, taken by authenticate().
+ */
 export function parseQuery<T extends z.ZodObject>(schema: T, query: Record<string, string>): z.infer<T> {
-  const parsed = schema.safeParse(query);
+  const { token: _credential, ...own } = query;
+  const parsed = schema.safeParse(own);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') throw new BadRequest(`unknown parameter ${issue.keys.join(', ')}; this route takes ${Object.keys(schema.shape).join(', ')}`);
@@ -36,11 +40,13 @@ export function parseQuery<T extends z.ZodObject>(schema: T, query: Record<strin
 /** A JSON request body by its zod schema: not JSON, or an unknown or malformed field, is a 400 that names it. */
 export async function parseBody<T extends z.ZodType>(schema: T, request: { json(): Promise<unknown> }): Promise<z.infer<T>> {
   const body = await request.json().catch(() => {
-    throw new BadRequest('the body must be JSON (Content-Type: application/json)');
+    throw new BadRequest('the body is not JSON; send JSON, with Content-Type: application/json');
   });
   const parsed = schema.safeParse(body);
   if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0]!;
-  if (issue.code === 'unrecognized_keys') throw new BadRequest(`unknown field ${issue.keys.join(', ')} in the body`);
-  throw new BadRequest(`${issue.path.join('.') || 'body'}: ${issue.message}`);
+  // Every problem at once: a form or a script is mended in one go.
+  const problems = parsed.error.issues.map((issue) =>
+    issue.code === 'unrecognized_keys' ? `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')} in the body` : `${issue.path.join('.') || 'body'}: ${issue.message}`,
+  );
+  throw new BadRequest(problems.join('; '));
 }

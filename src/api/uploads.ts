@@ -4,7 +4,8 @@ import { allow } from '../auth/middleware.js';
 import type { LoggedUpload } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { isValidUid } from '../dicom/uid.js';
-import { BadRequest } from '../errors.js';
+import type { Operation } from './openapi.js';
+import { parseQuery } from './params.js';
 
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 1000;
@@ -22,15 +23,37 @@ const count = (name: string, max: number) =>
     .refine((n) => n <= max, `${name} is at most ${max}`);
 
 /** What the upload log is searched by. Unknown parameters are refused, not ignored: a misspelt filter would list all. */
-const search = z.strictObject({
-  study: z.string().refine(isValidUid, 'study must be a Study Instance UID').optional(),
-  patient_id: z.string().min(1).max(64).optional(),
-  credential: z.string().min(1).max(256).optional(),
-  since: isoTime('since').optional(),
-  until: isoTime('until').optional(),
-  limit: count('limit', MAX_LIMIT).optional(),
-  offset: count('offset', Number.MAX_SAFE_INTEGER).optional(),
+export const uploadsQuery = z.strictObject({
+  study: z.string().refine(isValidUid, 'study must be a Study Instance UID').optional().describe('uploads that stored into this Study Instance UID'),
+  patient_id: z.string().min(1).max(64).optional().describe('uploads that stored into this patient\'s studies'),
+  credential: z.string().min(1).max(256).optional().describe('`key:<id>`, `user:<login>`, `ae:<AE title>`, `cli:<user>`'),
+  since: isoTime('since').optional().describe('ISO 8601 time, inclusive'),
+  until: isoTime('until').optional().describe('ISO 8601 time, inclusive'),
+  limit: count('limit', MAX_LIMIT).optional().describe(`uploads in a page (${DEFAULT_LIMIT}; at most ${MAX_LIMIT})`),
+  offset: count('offset', Number.MAX_SAFE_INTEGER).optional().describe('uploads to skip'),
 });
+
+export const uploadResponse = z.object({
+  id: z.string(),
+  at: z.string(),
+  door: z.enum(['stow', 'import', 'dicom']),
+  credential: z.string(),
+  ip: z.string().nullable(),
+  stored: z.number(),
+  already_stored: z.number(),
+  refused: z.number(),
+  refusals: z.array(z.object({ sop_instance_uid: z.string().nullable(), failure_reason: z.number(), reason: z.string() })).describe('the first 100'),
+  studies: z.array(z.string()),
+  patient_ids: z.array(z.string()),
+});
+
+export const uploadsOperations: Operation[] = [
+  {
+    method: 'get', path: '/uploads', id: 'uploadLog', tag: 'Store', access: 'admin', query: uploadsQuery,
+    summary: 'The upload log, newest first: every STOW-RS request, import and DICOM association that sent instances',
+    responses: { 200: { description: 'a page of uploads', json: z.array(uploadResponse) } },
+  },
+];
 
 /**
  * The upload log (issue 15): every upload, whatever its door (STOW-RS, the command line's import, the DICOM network),
@@ -41,13 +64,7 @@ export function uploadsApi({ catalog }: Services) {
   router.use('/uploads', allow('admin'));
 
   router.get('/uploads', async (c) => {
-    const parsed = search.safeParse(c.req.query());
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const name = issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : issue.path.join('.');
-      throw new BadRequest(issue.code === 'unrecognized_keys' ? `unknown parameter ${name}: study, patient_id, credential, since, until, limit, offset` : issue.message);
-    }
-    const q = parsed.data;
+    const q = parseQuery(uploadsQuery, c.req.query());
     const uploads = await catalog.uploads({
       studyUid: q.study,
       patientId: q.patient_id,
@@ -63,7 +80,7 @@ export function uploadsApi({ catalog }: Services) {
   return router;
 }
 
-function uploadJson(u: LoggedUpload) {
+function uploadJson(u: LoggedUpload): z.infer<typeof uploadResponse> {
   return {
     id: u.id,
     at: new Date(u.at).toISOString(),

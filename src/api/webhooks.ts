@@ -7,7 +7,8 @@ import type { Env, Services } from '../context.js';
 import { BadRequest, NotFound } from '../errors.js';
 import { RETRY_FOR_MS } from '../events/study-events.js';
 import { checkTarget, WebhookTargetError } from '../events/targets.js';
-import { parseBody, parseQuery } from './params.js';
+import { noQuery, type Operation } from './openapi.js';
+import { countParam, parseBody, parseQuery } from './params.js';
 
 const MAX_WEBHOOKS = 50;
 
@@ -30,8 +31,8 @@ export const webhookResponse = z.object({
 export const createdWebhookResponse = webhookResponse.extend({ secret: z.string() });
 export const deliveriesQuery = z.strictObject({
   status: z.enum(['pending', 'delivered', 'failed']).optional(),
-  limit: z.string().regex(/^\d+$/, 'a whole number').optional(),
-  offset: z.string().regex(/^\d+$/, 'a whole number').optional(),
+  limit: z.string().optional().describe('deliveries in a page (100; at most 1000)'),
+  offset: z.string().optional().describe('deliveries to skip'),
 });
 export const deliveryResponse = z.object({
   id: z.string(),
@@ -49,6 +50,28 @@ export const deliveryResponse = z.object({
   body: z.string(),
 });
 
+const webhookId = { id: 'the webhook\'s id' };
+const deliveryId = { id: 'the delivery\'s id' };
+export const webhooksOperations: Operation[] = [
+  { method: 'get', path: '/webhooks', id: 'listWebhooks', tag: 'Webhooks', access: 'admin', query: noQuery, summary: 'The webhooks, oldest first, without their secrets', responses: { 200: { description: 'the webhooks', json: z.array(webhookResponse) } } },
+  {
+    method: 'post', path: '/webhooks', id: 'createWebhook', tag: 'Webhooks', access: 'admin', body: webhookBody,
+    summary: 'Add a webhook for study events',
+    description: 'A URL whose host is or resolves to a loopback, link-local, multicast or unspecified address, or one of this server\'s, is refused unless allow_local is true. The secret is in this answer only.',
+    responses: { 201: { description: 'the webhook, with its secret', json: createdWebhookResponse } },
+  },
+  { method: 'delete', path: '/webhooks/{id}', id: 'removeWebhook', tag: 'Webhooks', access: 'admin', pathParams: webhookId, summary: 'Remove a webhook and its deliveries', responses: { 204: { description: 'removed' } } },
+  {
+    method: 'get', path: '/webhooks/{id}/deliveries', id: 'webhookDeliveries', tag: 'Webhooks', access: 'admin', pathParams: webhookId, query: deliveriesQuery,
+    summary: 'A webhook\'s deliveries, newest first', responses: { 200: { description: 'a page of deliveries', json: z.array(deliveryResponse) } },
+  },
+  { method: 'get', path: '/webhook-deliveries/{id}', id: 'webhookDelivery', tag: 'Webhooks', access: 'admin', pathParams: deliveryId, query: noQuery, summary: 'One delivery', responses: { 200: { description: 'the delivery', json: deliveryResponse } } },
+  {
+    method: 'post', path: '/webhook-deliveries/{id}/replay', id: 'replayWebhookDelivery', tag: 'Webhooks', access: 'admin', pathParams: deliveryId,
+    summary: 'Send a delivery again from now, and retry it for another day', responses: { 200: { description: 'the delivery, pending', json: deliveryResponse } },
+  },
+];
+
 /**
  * Webhooks (issue 16), admin only: the receivers of study events, and the outbox of their deliveries, each with its
  * last status and next try, and replayable.
@@ -57,11 +80,14 @@ export function webhooksApi({ catalog }: Services) {
   const router = new Hono<Env>();
   for (const path of ['/webhooks', '/webhooks/*', '/webhook-deliveries/*']) router.use(path, allow('admin'));
 
-  router.get('/webhooks', async (c) => c.json((await catalog.webhooks()).map(webhookJson)));
+  router.get('/webhooks', async (c) => {
+    parseQuery(noQuery, c.req.query());
+    return c.json((await catalog.webhooks()).map(webhookJson));
+  });
 
   router.post('/webhooks', async (c) => {
     const webhook = await createWebhook(catalog, await parseBody(webhookBody, c.req));
-    return c.json({ ...webhookJson(webhook), secret: webhook.secret }, 201);
+    return c.json<z.infer<typeof createdWebhookResponse>>({ ...webhookJson(webhook), secret: webhook.secret }, 201);
   });
 
   router.delete('/webhooks/:id', async (c) => {
@@ -73,12 +99,16 @@ export function webhooksApi({ catalog }: Services) {
     const q = parseQuery(deliveriesQuery, c.req.query());
     const webhookId = c.req.param('id');
     if (!(await catalog.webhooks()).some((w) => w.id === webhookId)) throw new NotFound('no webhook has that id');
-    const limit = Math.min(Number(q.limit ?? 100), 1000);
-    const deliveries = await catalog.deliveries({ webhookId, status: q.status, limit, offset: Number(q.offset ?? 0) });
+    const limit = countParam(q.limit, 'limit', 1000) ?? 100;
+    const offset = countParam(q.offset, 'offset', Number.MAX_SAFE_INTEGER) ?? 0;
+    const deliveries = await catalog.deliveries({ webhookId, status: q.status, limit, offset });
     return c.json(deliveries.map(deliveryJson));
   });
 
-  router.get('/webhook-deliveries/:id', async (c) => c.json(deliveryJson(await knownDelivery(c.req.param('id')))));
+  router.get('/webhook-deliveries/:id', async (c) => {
+    parseQuery(noQuery, c.req.query());
+    return c.json(deliveryJson(await knownDelivery(c.req.param('id'))));
+  });
 
   // Sent again from now, whatever became of it, and tried for another day: after a receiver was mended.
   router.post('/webhook-deliveries/:id/replay', async (c) => {

@@ -158,7 +158,7 @@ describe('application entities over the admin API', () => {
       ['PORTTEXT', { ...ALL, port: '104' }, /port: /],
       ['BADHOST', { ...ALL, host: 'ct 1.clinic' }, /a host is a host name/],
       ['BADHOST', { ...ALL, host: '[::1]' }, /a host is a host name/],
-      ['UNKNOWN', { ...ALL, calling: 'x' }, /Unrecognized key: "calling"/],
+      ['UNKNOWN', { ...ALL, calling: 'x' }, /unknown field "calling"/],
       ['UNSAID', { store: true }, /query: .*; retrieve: /],
     ];
     for (const [title, body, reason] of refusals) {

@@ -54,7 +54,7 @@ describe('configuring webhooks', () => {
   it('refuses unknown fields, naming them, and events it does not know', async () => {
     let response = await postJson('/webhooks', { url: 'http://127.0.0.1:9/', allow_local: true, expires: '90d' });
     expect(response.status).toBe(400);
-    expect((await response.json()).detail).toMatch(/unknown field expires/);
+    expect((await response.json()).detail).toMatch(/unknown field "expires"/);
     response = await postJson('/webhooks', { url: 'http://127.0.0.1:9/', allow_local: true, events: ['study.exploded'] });
     expect(response.status).toBe(400);
     expect((await response.json()).detail).toMatch(/^events\.0/);

@@ -1,0 +1,20 @@
+import { accessOperations } from './access.js';
+import { applicationEntitiesOperations } from './application-entities.js';
+import { imagesOperations } from './images.js';
+import { integrityOperations } from './integrity.js';
+import { openApiOperations, type Operation } from './openapi.js';
+import { studiesOperations } from './studies.js';
+import { uploadsOperations } from './uploads.js';
+import { webhooksOperations } from './webhooks.js';
+
+/** Every route under /api/v1, as the OpenAPI document describes it. */
+export const API_OPERATIONS: Operation[] = [
+  ...studiesOperations,
+  ...imagesOperations,
+  ...webhooksOperations,
+  ...accessOperations,
+  ...applicationEntitiesOperations,
+  ...uploadsOperations,
+  ...integrityOperations,
+  ...openApiOperations,
+];
