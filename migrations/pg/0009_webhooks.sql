@@ -37,6 +37,6 @@ CREATE TABLE "webhooks" (
 	"created_at" bigint NOT NULL
 );
 --> statement-breakpoint
-CREATE INDEX "study_announcements_changed" ON "study_announcements" USING btree ("changed_at");--> statement-breakpoint
+CREATE INDEX "study_announcements_pending" ON "study_announcements" USING btree ("changed_at") WHERE "study_announcements"."announced_version" < "study_announcements"."version";--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_due" ON "webhook_deliveries" USING btree ("status","next_attempt_at");--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_webhook" ON "webhook_deliveries" USING btree ("webhook_id","created_at");

@@ -8,7 +8,7 @@ CREATE TABLE `study_announcements` (
 	`accession_number` text
 );
 --> statement-breakpoint
-CREATE INDEX `study_announcements_changed` ON `study_announcements` (`changed_at`);--> statement-breakpoint
+CREATE INDEX `study_announcements_pending` ON `study_announcements` (`changed_at`) WHERE "study_announcements"."announced_version" < "study_announcements"."version";--> statement-breakpoint
 CREATE TABLE `webhook_deliveries` (
 	`id` text PRIMARY KEY NOT NULL,
 	`webhook_id` text NOT NULL,

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { bigint, bigserial, boolean, customType, index, integer, pgTable, text, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /**
@@ -220,7 +221,8 @@ export const studyAnnouncements = pgTable(
     patientId: bytewise('patient_id'),
     accessionNumber: bytewise('accession_number'),
   },
-  (t) => [index('study_announcements_changed').on(t.changedAt)],
+  // Only the studies still to be announced: the announcer asks every second, and announced ones are nearly all.
+  (t) => [index('study_announcements_pending').on(t.changedAt).where(sql`${t.announcedVersion} < ${t.version}`)],
 );
 
 export const webhooks = pgTable('webhooks', {

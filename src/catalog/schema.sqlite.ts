@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** Matching keys are columns (DESIGN decision 4); names (per group) and descriptions are stored folded for case-insensitive matching. */
@@ -254,7 +255,8 @@ export const studyAnnouncements = sqliteTable(
     patientId: text('patient_id'),
     accessionNumber: text('accession_number'),
   },
-  (t) => [index('study_announcements_changed').on(t.changedAt)],
+  // Only the studies still to be announced: the announcer asks every second, and announced ones are nearly all.
+  (t) => [index('study_announcements_pending').on(t.changedAt).where(sql`${t.announcedVersion} < ${t.version}`)],
 );
 
 /** The receivers an admin configured: where events go, the secret they are signed with, which events. */
