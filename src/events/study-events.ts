@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { studyQuery, summary } from '../api/studies.js';
 import type { Announcement, Catalog, Delivery, DeliveryOutcome, EventType, Webhook } from '../catalog/catalog.js';
 import { send } from './send.js';
+import { StopSignal } from '../stop-signal.js';
 
 /** How often the index is asked for studies due and deliveries due: often enough to send within a second or two. */
 const POLL_MS = 1000;
@@ -28,9 +29,8 @@ const BATCH = 100;
  */
 export class StudyEvents {
   private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-  private stopped = false;
+  private readonly signal = new StopSignal();
   private loop?: Promise<void>;
-  private wake?: () => void;
   private prunedAt = 0;
 
   constructor(
@@ -44,13 +44,12 @@ export class StudyEvents {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.wake?.();
+    this.signal.stop();
     await this.loop;
   }
 
   private async run(): Promise<void> {
-    while (!this.stopped) {
+    while (!this.signal.stopped) {
       try {
         const webhooks = await this.catalog.webhooks();
         await this.announceDue(webhooks);
@@ -59,14 +58,14 @@ export class StudyEvents {
       } catch (err) {
         this.log.warn({ err }, 'study events: a turn failed; the next one tries again');
       }
-      await this.sleep(POLL_MS);
+      await this.signal.sleep(POLL_MS);
     }
   }
 
   private async announceDue(webhooks: Webhook[]): Promise<void> {
     const now = Date.now();
     for (const due of await this.catalog.dueAnnouncements(now - this.timing.quietMs, BATCH)) {
-      if (this.stopped) return;
+      if (this.signal.stopped) return;
       const event = await this.eventOf(due, now);
       const deliveries = event ? webhooks.filter((w) => w.events.includes(event.type)).map((w) => deliveryOf(w, event, due.studyUid, now)) : [];
       if (await this.catalog.announce(due, deliveries)) this.log.info({ studyUid: due.studyUid, event: event?.type ?? 'none', deliveries: deliveries.length }, 'study announced');
@@ -92,7 +91,7 @@ export class StudyEvents {
     const queue = due.filter((d) => webhooks.has(d.webhookId));
     await Promise.all(
       Array.from({ length: Math.min(SENDING_AT_ONCE, queue.length) }, async () => {
-        for (let d = queue.shift(); d && !this.stopped; d = queue.shift()) await this.tryOnce(webhooks.get(d.webhookId)!, d);
+        for (let d = queue.shift(); d && !this.signal.stopped; d = queue.shift()) await this.tryOnce(webhooks.get(d.webhookId)!, d);
       }),
     );
   }
@@ -123,17 +122,6 @@ export class StudyEvents {
     if (now - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now;
     await this.catalog.pruneDeliveries(now - KEEP_MS);
-  }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
   }
 }
 

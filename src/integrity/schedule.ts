@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { PassRow } from '../catalog/catalog.js';
 import { freshProgress, verifyPass, type PassProgress, type VerifyDeps } from './verify-pass.js';
+import { StopSignal } from '../stop-signal.js';
 
 /** The row of the scheduled pass in integrity_passes. */
 export const SCHEDULED_PASS = 'verify';
@@ -20,9 +21,8 @@ const SPREAD = 0.9;
  */
 export class VerifySchedule {
   private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-  private stopped = false;
+  private readonly signal = new StopSignal();
   private loop?: Promise<void>;
-  private wake?: () => void;
 
   constructor(
     private readonly deps: VerifyDeps,
@@ -35,21 +35,20 @@ export class VerifySchedule {
 
   /** Saves how far the pass came and lets another replica take it at once. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.wake?.();
+    this.signal.stop();
     await this.loop;
   }
 
   private async run(): Promise<void> {
     // Often enough to start a due pass or take over a stale one soon, rarely enough to cost the index nothing.
     const poll = Math.min(Math.max(this.intervalMs / 4, 250), 60_000);
-    while (!this.stopped) {
+    while (!this.signal.stopped) {
       try {
         await this.takeTurn();
       } catch (err) {
         this.deps.log.warn({ err }, 'the scheduled verify pass stopped on an error; it resumes where it was at the next turn');
       }
-      await this.sleep(poll);
+      await this.signal.sleep(poll);
     }
   }
 
@@ -77,8 +76,8 @@ export class VerifySchedule {
           saved = { at: Date.now(), findings: findings(p) };
           if (!held) log.warn('another replica took over the verify pass');
         }
-        await this.sleep(pass.startedAt + p.checked * perObject - Date.now());
-        return held && !this.stopped;
+        await this.signal.sleep(pass.startedAt + p.checked * perObject - Date.now());
+        return held && !this.signal.stopped;
       },
     });
     if (!completed) {
@@ -92,17 +91,6 @@ export class VerifySchedule {
     const summary = { checked: progress.checked, missing: progress.missing, changed: progress.changed, orphansIndexed: progress.orphansIndexed, orphansQuarantined: progress.orphansQuarantined, orphansLeft: progress.orphansLeft };
     if (found > 0) log.error(summary, 'verify pass finished: stored instances are missing or changed, or objects were unindexed; see GET /api/v1/integrity');
     else log.info(summary, 'verify pass finished: every object is whole');
-  }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.stopped || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
   }
 }
 

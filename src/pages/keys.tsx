@@ -4,7 +4,7 @@ import { ROLES } from '../auth/principal.js';
 import type { ApiKeyRecord } from '../auth/records.js';
 import type { Env, Services } from '../context.js';
 import { ADMIN_NAV } from './admin-nav.js';
-import { Layout } from './layout.js';
+import { Layout, PostButton } from './layout.js';
 
 /** API keys: list, create (the key shown once, on the answer to the form), revoke. */
 export function keysPages(services: Services) {
@@ -87,11 +87,7 @@ function KeysPage(props: { keys: ApiKeyRecord[]; created?: { key: string; record
                 <td>{day(k.expiresAt)}</td>
                 <td class="state">{k.revokedAt !== null ? `revoked ${day(k.revokedAt)}` : k.expiresAt !== null && k.expiresAt <= Date.now() ? 'expired' : 'active'}</td>
                 <td>
-                  {k.revokedAt === null && (
-                    <form method="post" action={`/admin/keys/${encodeURIComponent(k.id)}/revoke`}>
-                      <button class="danger" type="submit">Revoke</button>
-                    </form>
-                  )}
+                  {k.revokedAt === null && <PostButton action={`/admin/keys/${encodeURIComponent(k.id)}/revoke`} label="Revoke" danger />}
                 </td>
               </tr>
             ))}

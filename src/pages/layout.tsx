@@ -57,3 +57,12 @@ export function Layout(props: { title: string; nav: NavLink[]; current?: string;
     </>
   );
 }
+
+/** A button that posts to `action` and nothing else: one change, from our own page (admin.tsx checks the origin). */
+export function PostButton(props: { action: string; label: string; danger?: boolean; row?: boolean }) {
+  return (
+    <form class={props.row ? 'row' : undefined} method="post" action={props.action}>
+      <button class={props.danger ? 'danger' : undefined} type="submit">{props.label}</button>
+    </form>
+  );
+}

@@ -5,7 +5,7 @@ import { USER_ROLES, userStatus } from '../auth/users.js';
 import type { Env, Services } from '../context.js';
 import { HttpError } from '../errors.js';
 import { ADMIN_NAV } from './admin-nav.js';
-import { Layout } from './layout.js';
+import { Layout, PostButton } from './layout.js';
 
 /** A one-time password to hand over, shown on the answer to the form that made it and never again. */
 type Handover = { login: string; password: string; why: 'created' | 'reset' };
@@ -132,12 +132,8 @@ function UsersPage(props: { users: UserRecord[]; handover?: Handover; error?: st
                   <td data-label="Status" class="state">{userStatus(u, now)}</td>
                   <td data-label="Last sign-in">{when(u.lastSignInAt)}</td>
                   <td>
-                    <form class="row" method="post" action={`${path}/${u.disabledAt === null ? 'disable' : 'enable'}`}>
-                      <button class={u.disabledAt === null ? 'danger' : undefined} type="submit">{u.disabledAt === null ? 'Disable' : 'Enable'}</button>
-                    </form>
-                    <form class="row" method="post" action={`${path}/reset-password`}>
-                      <button type="submit">Reset password</button>
-                    </form>
+                    <PostButton row action={`${path}/${u.disabledAt === null ? 'disable' : 'enable'}`} label={u.disabledAt === null ? 'Disable' : 'Enable'} danger={u.disabledAt === null} />
+                    <PostButton row action={`${path}/reset-password`} label="Reset password" />
                   </td>
                 </tr>
               );

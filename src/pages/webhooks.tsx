@@ -5,7 +5,7 @@ import type { Env, Services } from '../context.js';
 import { RETRY_FOR_MS } from '../events/study-events.js';
 import { HttpError } from '../errors.js';
 import { ADMIN_NAV } from './admin-nav.js';
-import { Layout } from './layout.js';
+import { Layout, PostButton } from './layout.js';
 
 const SHOWN_DELIVERIES = 100;
 
@@ -96,9 +96,7 @@ function WebhooksPage(props: { webhooks: Webhook[]; deliveries: Delivery[]; crea
                 <td>{w.description}</td>
                 <td>{time(w.createdAt)}</td>
                 <td>
-                  <form method="post" action={`/admin/webhooks/${encodeURIComponent(w.id)}/remove`}>
-                    <button class="danger" type="submit">Remove</button>
-                  </form>
+                  <PostButton action={`/admin/webhooks/${encodeURIComponent(w.id)}/remove`} label="Remove" danger />
                 </td>
               </tr>
             ))}
@@ -123,9 +121,7 @@ function WebhooksPage(props: { webhooks: Webhook[]; deliveries: Delivery[]; crea
                 <td>{d.lastStatus ?? ''} {d.lastError ?? ''}</td>
                 <td>{d.status === 'pending' ? time(d.nextAttemptAt) : ''}</td>
                 <td>
-                  <form method="post" action={`/admin/webhook-deliveries/${encodeURIComponent(d.id)}/replay`}>
-                    <button type="submit">Replay</button>
-                  </form>
+                  <PostButton action={`/admin/webhook-deliveries/${encodeURIComponent(d.id)}/replay`} label="Replay" />
                 </td>
               </tr>
             ))}
