@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { IMAGE_KINDS, type ImageKind, type LinkedInstance } from '../auth/image-links.js';
 import { allow } from '../auth/middleware.js';
 import { permits } from '../auth/principal.js';
-import type { StoredInstance, StudyRow } from '../catalog/catalog.js';
+import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
@@ -15,7 +15,8 @@ import { pathScope } from '../dicomweb/path-uids.js';
 import { BadRequest, Forbidden, NotFound } from '../errors.js';
 import type { Operation } from './openapi.js';
 import { countParam, exactParam, lifetimeParam, parseQuery } from './params.js';
-import { studyQuery, studySummary, summary } from './studies.js';
+import { studyQuery, studySummary, summary, viewerUrl } from './studies.js';
+import { issuerOf } from '../auth/readable-studies.js';
 
 /** A patient's history is a list for one screen, not a browse of the archive. */
 const MAX_HISTORY = 100;
@@ -131,7 +132,8 @@ export function imagesApi(services: Services) {
       series: await Promise.all(
         series.map(async (row) => {
           const json = JSON.parse(row.json) as DicomJson;
-          const own = instances.filter((i) => i.seriesUid === row.seriesUid).sort(byInstanceNumber);
+          // In InstanceNumber order, as the index gives them.
+          const own = instances.filter((i) => i.seriesUid === row.seriesUid);
           return {
             series_uid: row.seriesUid,
             series_number: numberOf(json, Tag.SeriesNumber),
@@ -244,24 +246,9 @@ function imageOf(instance: StoredInstance) {
   };
 }
 
-function byInstanceNumber(a: StoredInstance, b: StoredInstance): number {
-  const [x, y] = [a, b].map((i) => numberOf(JSON.parse(i.json) as DicomJson, Tag.InstanceNumber) ?? Number.MAX_SAFE_INTEGER);
-  return x! - y! || (a.sopUid < b.sopUid ? -1 : 1);
-}
-
 function numberOf(json: DicomJson, tag: string): number | null {
   const value = json[tag]?.Value?.[0];
   const n = typeof value === 'number' ? value : Number(value);
   return value === undefined || value === null || Number.isNaN(n) ? null : n;
 }
 
-function issuerOf(study: StudyRow): string {
-  return firstString(JSON.parse(study.json) as DicomJson, Tag.IssuerOfPatientID) ?? '';
-}
-
-function viewerUrl(c: Context<Env>, viewerBase: string | undefined, studyUid: string, token: string): string {
-  const url = new URL(`${viewerBase ?? c.var.publicBase}/viewer`);
-  url.searchParams.set('StudyInstanceUIDs', studyUid);
-  url.searchParams.set('token', token);
-  return url.toString();
-}

@@ -106,14 +106,10 @@ export function studiesApi(services: Services) {
     const patient = priors ? patientOf(JSON.parse(study.json) as DicomJson) : undefined;
     if (priors && !patient) throw new HttpError(409, 'no-patient-id', 'the study has no PatientID, so no other study can be told to be the same patient\'s; ask for the link without priors=true');
     const issued = await auth.tokens.issue(study.studyUid, lifetimeParam(query.expires_in, auth.tokens.lifetime.maxTtl), patient);
-    // The OHIF this server serves, unless the clinic hosts its own (PACS_VIEWER_URL).
-    const url = new URL(`${config.viewerUrl ?? c.var.publicBase}/viewer`);
-    url.searchParams.set('StudyInstanceUIDs', study.studyUid);
-    url.searchParams.set('token', issued.token);
     c.set('auditStudyUids', [study.studyUid]);
     c.header('Cache-Control', 'no-store');
     return c.json<z.infer<typeof viewerLinkResponse>>({
-      viewer_url: url.toString(),
+      viewer_url: viewerUrl(c, config.viewerUrl, study.studyUid, issued.token),
       study_uid: study.studyUid,
       // The token's id, for DELETE /api/v1/viewer-tokens/{jti}.
       jti: issued.jti,
@@ -173,6 +169,14 @@ export function studiesApi(services: Services) {
   });
 
   return router;
+}
+
+/** Where a viewer link opens the study: the OHIF this server serves, unless the clinic hosts its own (PACS_VIEWER_URL). */
+export function viewerUrl(c: Context<Env>, viewerBase: string | undefined, studyUid: string, token: string): string {
+  const url = new URL(`${viewerBase ?? c.var.publicBase}/viewer`);
+  url.searchParams.set('StudyInstanceUIDs', studyUid);
+  url.searchParams.set('token', token);
+  return url.toString();
 }
 
 export function studyQuery(keys: MatchKey[], studyUid: string | undefined, limit: number): QidoQuery {

@@ -1,4 +1,4 @@
-import type { Catalog } from '../catalog/catalog.js';
+import type { Catalog, StudyRow } from '../catalog/catalog.js';
 import { MAX_VALUES_PER_KEY } from '../catalog/qido.js';
 import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
@@ -35,6 +35,11 @@ async function patientStudies(patient: PatientRef, catalog: Catalog): Promise<st
 export function patientOf(study: DicomJson): PatientRef | undefined {
   const id = firstString(study, Tag.PatientID)?.trim();
   return id ? { id, issuer: firstString(study, IssuerOfPatientID)?.trim() ?? '' } : undefined;
+}
+
+/** The IssuerOfPatientID a study's stored attributes name; '' when none. */
+export function issuerOf(study: StudyRow): string {
+  return firstString(JSON.parse(study.json) as DicomJson, IssuerOfPatientID)?.trim() ?? '';
 }
 
 function samePatient(study: DicomJson, patient: PatientRef): boolean {

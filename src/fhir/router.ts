@@ -1,9 +1,9 @@
 import { Hono, type Context } from 'hono';
 import { allow } from '../auth/middleware.js';
+import { issuerOf } from '../auth/readable-studies.js';
 import type { StudyRow } from '../catalog/catalog.js';
 import type { MatchKey } from '../catalog/qido.js';
 import type { Env, Services } from '../context.js';
-import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import { isValidUid } from '../dicom/uid.js';
 import { dicomwebRoot } from '../dicomweb/urls.js';
@@ -153,10 +153,6 @@ function narrow(dates: { from: string; to: string }, raw: string): void {
 function whole(name: string, raw: string, min: number, max: number): number {
   if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) throw new BadRequest(`${name} is a whole number from ${min} to ${max}, not "${raw.slice(0, 20)}"`);
   return Number(raw);
-}
-
-function issuerOf(study: StudyRow): string {
-  return firstString(JSON.parse(study.json) as DicomJson, Tag.IssuerOfPatientID) ?? '';
 }
 
 /** JSON it is: `_format` or Accept asking for XML (or anything but JSON) is 406. */

@@ -25,7 +25,7 @@ export async function downloadOf(catalog: Pick<Catalog, 'studies' | 'series'>, r
   const patientFolder = part(`${text(studyJson, Tag.PatientName).replaceAll('^', ' ')}_${text(studyJson, Tag.PatientID)}`);
   const studyFolder = part(`${text(studyJson, Tag.StudyDate)}_${text(studyJson, Tag.StudyDescription)}`);
   const taken = new Set<string>();
-  const entries = [...instances].sort(byPlace(seriesJson)).map((instance): ZipEntry => {
+  const entries = [...instances].sort(bySeriesNumber(seriesJson)).map((instance): ZipEntry => {
     const s = seriesJson.get(instance.seriesUid);
     const seriesFolder = part(`${text(s, Tag.SeriesNumber)}_${text(s, Tag.Modality)}_${text(s, Tag.SeriesDescription)}`);
     const number = instanceNumber(instance);
@@ -51,8 +51,11 @@ function instanceNumber(instance: StoredInstance): number | undefined {
   return value === undefined || value === null || !Number.isInteger(n) ? undefined : n;
 }
 
-/** Series by number, then instances by number: the order a CD viewer lists them in. */
-function byPlace(seriesJson: Map<string, DicomJson>): (a: StoredInstance, b: StoredInstance) => number {
+/**
+ * Series by number: the order a CD viewer lists them in. The sort is stable, and the index gives each series'
+ * instances in InstanceNumber order already.
+ */
+function bySeriesNumber(seriesJson: Map<string, DicomJson>): (a: StoredInstance, b: StoredInstance) => number {
   const seriesNumber = (i: StoredInstance) => Number(seriesJson.get(i.seriesUid)?.[Tag.SeriesNumber]?.Value?.[0] ?? Number.MAX_SAFE_INTEGER);
-  return (a, b) => seriesNumber(a) - seriesNumber(b) || (a.seriesUid < b.seriesUid ? -1 : a.seriesUid > b.seriesUid ? 1 : 0) || (instanceNumber(a) ?? 0) - (instanceNumber(b) ?? 0);
+  return (a, b) => seriesNumber(a) - seriesNumber(b) || (a.seriesUid < b.seriesUid ? -1 : a.seriesUid > b.seriesUid ? 1 : 0);
 }
