@@ -1,7 +1,7 @@
 import { PIXEL_TAGS, type DataSet, type Element } from './parse.js';
 import { isPrivateCreator, isPrivateTag, lookupTag } from './tags.js';
 import { TransferSyntax } from './transfer-syntax.js';
-import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION } from './write.js';
+import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, tagHeader } from './write.js';
 import { LONG_VRS } from './walk.js';
 
 /**
@@ -54,14 +54,14 @@ function writeElement(dataSet: DataSet, element: Element, tag: string, options: 
   if (element.items) {
     out.push(elementHeader(tag, 'SQ', UNDEFINED));
     for (const item of element.items) {
-      out.push(itemTag(0xe000, UNDEFINED));
+      out.push(tagHeader(0xfffe, 0xe000, UNDEFINED));
       if (item.dataSet) {
         const nested = item.dataSet;
         for (const key of Object.keys(nested.elements).sort()) writeElement(nested, nested.elements[key]!, key.slice(1).toUpperCase(), options, out);
       }
-      out.push(itemTag(0xe00d, 0));
+      out.push(tagHeader(0xfffe, 0xe00d, 0));
     }
-    out.push(itemTag(0xe0dd, 0));
+    out.push(tagHeader(0xfffe, 0xe0dd, 0));
     return;
   }
   let vr = element.vr ?? impliedVr(tag, options.pixelRepresentation);
@@ -97,14 +97,6 @@ export function elementHeader(tag: string, vr: string, length: number): Buffer {
   if (long) header.writeUInt32LE(length, 8);
   else header.writeUInt16LE(length, 6);
   return header;
-}
-
-function itemTag(element: number, length: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16LE(0xfffe, 0);
-  b.writeUInt16LE(element, 2);
-  b.writeUInt32LE(length, 4);
-  return b;
 }
 
 /** What the meta information of a file written here says (PS3.10 7.1: the syntax, and the implementation that wrote it). */

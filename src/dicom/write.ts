@@ -140,13 +140,21 @@ function encodeValue(element: WriteElement, enc: Encoding): Buffer {
 }
 
 function delimiter(element: number, length: number, enc: Encoding): Buffer {
+  return tagHeader(0xfffe, element, length, enc.littleEndian);
+}
+
+/**
+ * A tag and a 32-bit length with no VR between (PS3.5 7.1.2, 7.5): items and delimiters, and every element of an
+ * Implicit VR data set such as a DIMSE command set.
+ */
+export function tagHeader(group: number, element: number, length: number, littleEndian = true): Buffer {
   const b = Buffer.alloc(8);
-  if (enc.littleEndian) {
-    b.writeUInt16LE(0xfffe, 0);
+  if (littleEndian) {
+    b.writeUInt16LE(group, 0);
     b.writeUInt16LE(element, 2);
     b.writeUInt32LE(length, 4);
   } else {
-    b.writeUInt16BE(0xfffe, 0);
+    b.writeUInt16BE(group, 0);
     b.writeUInt16BE(element, 2);
     b.writeUInt32BE(length, 4);
   }

@@ -1,3 +1,5 @@
+import { tagHeader } from '../dicom/write.js';
+
 /**
  * Command sets (PS3.7 E.1: group 0000, always Implicit VR Little Endian) read and written by this server. dcmjs-dimse
  * goes through dcmjs's general-purpose codec for each of them, which took about a quarter of a millisecond a message:
@@ -48,12 +50,12 @@ export function encodeCommandSet(elements: CommandElements): Buffer | undefined 
   for (const { definition, value } of known) {
     const bytes = valueBytes(definition!.vr, value);
     if (bytes === undefined) return undefined;
-    parts.push(elementHeader(definition!.element, bytes.length), bytes);
+    parts.push(tagHeader(0x0000, definition!.element, bytes.length), bytes);
   }
   const length = parts.reduce((sum, part) => sum + part.length, 0);
   const groupLength = Buffer.alloc(4);
   groupLength.writeUInt32LE(length);
-  return Buffer.concat([elementHeader(0x0000, 4), groupLength, ...parts], 12 + length);
+  return Buffer.concat([tagHeader(0x0000, 0x0000, 4), groupLength, ...parts], 12 + length);
 }
 
 /** A command set's elements; undefined when `bytes` is not one this codec reads (another group, an unknown element). */
@@ -72,14 +74,6 @@ export function decodeCommandSet(bytes: Buffer): CommandElements | undefined {
     at += 8 + length;
   }
   return elements;
-}
-
-function elementHeader(element: number, length: number): Buffer {
-  const header = Buffer.alloc(8);
-  header.writeUInt16LE(0x0000, 0);
-  header.writeUInt16LE(element, 2);
-  header.writeUInt32LE(length, 4);
-  return header;
 }
 
 function valueBytes(vr: CommandVr, value: unknown): Buffer | undefined {
