@@ -12,6 +12,7 @@ import { fhirRouter } from './fhir/router.js';
 import { uploadsApi } from './api/uploads.js';
 import { webhooksApi } from './api/webhooks.js';
 import { openApiRouter } from './api/openapi.js';
+import { photosApi } from './api/photos.js';
 import { API_OPERATIONS } from './api/operations.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
@@ -125,6 +126,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', studiesApi(services));
   app.route('/fhir', fhirRouter(services));
   app.route('/api/v1', imagesApi(services));
+  app.route('/api/v1', photosApi(services));
   app.route('/api/v1', accessApi(services));
   app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));

@@ -25,6 +25,8 @@ export type Operation = {
   pathParams?: Record<string, string>;
   query?: z.ZodObject;
   body?: z.ZodType;
+  /** A multipart/form-data body: these fields, and files described by `files`. */
+  form?: { fields: z.ZodObject; files: string };
   responses: Record<number, { description: string; json?: z.ZodType; binary?: string }>;
 };
 
@@ -91,7 +93,18 @@ function operationObject(op: Operation) {
     security: op.access === 'public' ? [] : op.access === 'signed-link' ? [{ signedLink: [] }] : op.method === 'get' ? [{ apiKey: [] }, { tokenParam: [] }] : [{ apiKey: [] }],
     ...(parameters.length > 0 ? { parameters } : {}),
     ...(op.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(op.body, 'input') } } } } : {}),
+    ...(op.form ? { requestBody: { required: true, content: { 'multipart/form-data': { schema: formSchema(op.form) } } } } : {}),
     responses,
+  };
+}
+
+/** A form's fields, and its files as a repeated `file` part. */
+function formSchema(form: NonNullable<Operation['form']>): Record<string, unknown> {
+  const fields = jsonSchema(form.fields, 'input') as { properties?: Record<string, unknown>; required?: string[] };
+  return {
+    type: 'object',
+    properties: { ...fields.properties, file: { type: 'array', items: { type: 'string', contentMediaType: 'application/octet-stream' }, description: form.files } },
+    required: [...(fields.required ?? []), 'file'],
   };
 }
 

@@ -3,6 +3,7 @@ import { applicationEntitiesOperations } from './application-entities.js';
 import { imagesOperations } from './images.js';
 import { integrityOperations } from './integrity.js';
 import { openApiOperations, type Operation } from './openapi.js';
+import { photosOperations } from './photos.js';
 import { studiesOperations } from './studies.js';
 import { uploadsOperations } from './uploads.js';
 import { webhooksOperations } from './webhooks.js';
@@ -11,6 +12,7 @@ import { webhooksOperations } from './webhooks.js';
 export const API_OPERATIONS: Operation[] = [
   ...studiesOperations,
   ...imagesOperations,
+  ...photosOperations,
   ...webhooksOperations,
   ...accessOperations,
   ...applicationEntitiesOperations,

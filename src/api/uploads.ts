@@ -36,7 +36,7 @@ export const uploadsQuery = z.strictObject({
 export const uploadResponse = z.object({
   id: z.string(),
   at: z.string(),
-  door: z.enum(['stow', 'import', 'dicom']),
+  door: z.enum(['stow', 'import', 'dicom', 'photos']),
   credential: z.string(),
   ip: z.string().nullable(),
   stored: z.number(),

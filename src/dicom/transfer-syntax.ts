@@ -4,6 +4,7 @@ export const TransferSyntax = {
   DeflatedExplicitVRLittleEndian: '1.2.840.10008.1.2.1.99',
   ExplicitVRBigEndian: '1.2.840.10008.1.2.2',
   RLELossless: '1.2.840.10008.1.2.5',
+  JPEGBaseline: '1.2.840.10008.1.2.4.50',
 } as const;
 
 const NATIVE = new Set<string>([

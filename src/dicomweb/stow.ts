@@ -46,19 +46,7 @@ export function stowRouter(services: Services) {
       }
     } catch (e: unknown) {
       await batch.abort();
-      if (e instanceof MultipartError) {
-        if (e.code === 'too-large') throw requestTooLarge(config.maxRequestBytes);
-        if (e.code === 'too-many-parts') {
-          // Refused whole, as soon as the part past the limit begins: the work and the answer stay bounded.
-          throw new HttpError(413, 'too-many-parts', `the request holds more than ${config.maxPartsPerRequest} parts (PACS_MAX_PARTS_PER_REQUEST); nothing was stored, send fewer instances per request`);
-        }
-        throw new HttpError(400, 'bad-multipart', `${e.message}; nothing was stored`);
-      }
-      // The client hung up mid-upload: its mistake or its network's, not a server failure to report as one.
-      if (CONNECTION_LOST.has((e as NodeJS.ErrnoException).code ?? '')) {
-        throw new HttpError(400, 'upload-interrupted', 'the connection closed before the whole body arrived; nothing was stored, send it again');
-      }
-      throw e;
+      throw uploadBodyError(e, config);
     }
     if (parts === 0) throw new HttpError(400, 'bad-request', 'the multipart body holds no parts');
     await batch.commit();
@@ -87,6 +75,23 @@ export function stowRouter(services: Services) {
   return router;
 }
 
+/** What a multipart upload's body failing means to its sender; nothing of the request was stored. */
+export function uploadBodyError(e: unknown, limits: { maxRequestBytes: number; maxPartsPerRequest: number }): unknown {
+  if (e instanceof MultipartError) {
+    if (e.code === 'too-large') return requestTooLarge(limits.maxRequestBytes);
+    if (e.code === 'too-many-parts') {
+      // Refused whole, as soon as the part past the limit begins: the work and the answer stay bounded.
+      return new HttpError(413, 'too-many-parts', `the request holds more than ${limits.maxPartsPerRequest} parts (PACS_MAX_PARTS_PER_REQUEST); nothing was stored, send fewer per request`);
+    }
+    return new HttpError(400, 'bad-multipart', `${e.message}; nothing was stored`);
+  }
+  // The client hung up mid-upload: its mistake or its network's, not a server failure to report as one.
+  if (CONNECTION_LOST.has((e as NodeJS.ErrnoException).code ?? '')) {
+    return new HttpError(400, 'upload-interrupted', 'the connection closed before the whole body arrived; nothing was stored, send it again');
+  }
+  return e;
+}
+
 /**
  * A part's bytes as ingest reads them: past PACS_MAX_INSTANCE_BYTES the reader fails that part alone and skips the rest
  * of it unread; said in ingest's words, the instance is refused with 0xA700 while its neighbours go on.
@@ -103,7 +108,7 @@ async function* instanceBytes(body: AsyncIterable<Uint8Array>, limit: number): A
  * Uploads stop before they start while the data folder's disk is below its floor (or this body's declared length
  * would take it there): the last free space is kept for the index, the spool of uploads under way and the logs.
  */
-async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, declared: number): Promise<void> {
+export async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, declared: number): Promise<void> {
   const space = await diskSpace(storageDir, minFreeBytes);
   const after = space.freeBytes - (Number.isFinite(declared) ? declared : 0);
   if (!space.low && (minFreeBytes === 0 || after >= minFreeBytes)) return;
@@ -152,7 +157,7 @@ function andMore(instances: unknown[]): string {
   return instances.length > 1 ? ` and ${instances.length - 1} more` : '';
 }
 
-function requestTooLarge(limit: number, declared?: number): HttpError {
+export function requestTooLarge(limit: number, declared?: number): HttpError {
   const size = declared === undefined ? 'larger' : `${formatBytes(declared)}, larger`;
   return new HttpError(413, 'too-large', `the request is ${size} than the ${formatBytes(limit)} limit (PACS_MAX_REQUEST_BYTES); nothing was stored, send fewer instances per request`);
 }

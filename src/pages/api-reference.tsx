@@ -55,12 +55,13 @@ export function ApiReference(props: { document: Document }) {
                     </tbody>
                   </table>
                 )}
-                {op.requestBody && (
-                  <details>
-                    <summary>Request body (application/json)</summary>
-                    <pre>{json(op.requestBody.content['application/json']!.schema)}</pre>
-                  </details>
-                )}
+                {op.requestBody &&
+                  Object.entries(op.requestBody.content).map(([type, c]) => (
+                    <details>
+                      <summary>Request body ({type})</summary>
+                      <pre>{json(c.schema)}</pre>
+                    </details>
+                  ))}
                 {Object.entries(op.responses).map(([status, r]) => (
                   <details>
                     <summary>{status}: {r.description}{r.content ? ` (${Object.keys(r.content).join(', ')})` : ''}</summary>

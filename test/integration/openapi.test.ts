@@ -15,6 +15,7 @@ import { startReceiver, waitFor } from '../helpers/webhook-receiver.js';
 
 type Doc = { openapi: string; paths: Record<string, Record<string, { operationId: string; responses: Record<string, { content?: Record<string, { schema: object }> }> }>>; components: { schemas: Record<string, object> } };
 
+const PDF = new TextEncoder().encode('%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n');
 let server: RunningServer;
 let doc: Doc;
 let receiver: Awaited<ReturnType<typeof startReceiver>>;
@@ -146,6 +147,18 @@ describe('every route answers as the document says', () => {
     }
     await call('GET', '/images/{sop}/thumbnail', `/images/${image.sop_instance_uid}/thumbnail?sig=forged`, { expect: 403 });
     await call('GET', '/patients/{patient}/studies', '/patients/OAS-1/studies?viewer_links=true', { expect: 200 });
+
+    // Photos and documents.
+    const photo = () => {
+      const form = new FormData();
+      form.append('file', new Blob([PDF], { type: 'application/pdf' }), 'referral.pdf');
+      return form;
+    };
+    const created = photo();
+    created.append('patient_id', 'OAS-PHOTO');
+    await call('POST', '/photos', '/photos', { body: created, expect: 200 });
+    await call('POST', '/studies/{study}/photos', `/studies/${studyUID}/photos`, { body: photo(), expect: 200 });
+    await call('POST', '/studies/{study}/photos', `/studies/${studyUID}/photos`, { body: (() => { const f = photo(); f.append('patient_id', 'X'); return f; })(), expect: 400 });
 
     // Webhooks and their outbox.
     const hook = await call('POST', '/webhooks', '/webhooks', { ...json({ url: receiver.url, allow_local: true }), expect: 201 });
