@@ -7,12 +7,12 @@ import type { Env, Services } from '../context.js';
 import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import { parseMediaType } from '../dicomweb/media-type.js';
-import { readMultipart } from '../dicomweb/multipart.js';
+import { MultipartError, readMultipart } from '../dicomweb/multipart.js';
 import { pathScope } from '../dicomweb/path-uids.js';
 import { refuseOnLowDisk, requestTooLarge, uploadBodyError } from '../dicomweb/stow.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import { FailureReason, IngestBatch, type InstanceOutcome } from '../ingest/ingest.js';
-import { discard, spool, type Spooled } from '../ingest/spool.js';
+import { discard, formatBytes, spool, type Spooled } from '../ingest/spool.js';
 import { UploadTally } from '../ingest/upload-log.js';
 import type { Operation } from './openapi.js';
 import { studyQuery } from './studies.js';
@@ -137,6 +137,7 @@ export function photosApi(services: Services) {
         const series = seriesFor(file.type === 'application/pdf' ? 'document' : 'photo');
         const instanceNumber = (counters.get(series.uid) ?? 0) + 1;
         counters.set(series.uid, instanceNumber);
+        await file.spooled.written;
         const bytes = await fs.readFile(file.spooled.path);
         const instance = await captureInstance(bytes, file.type, { ...base, series, instanceNumber, sopInstanceUid: newUid(), now });
         receipts.push({ file: file.name, outcome: (await batch.add(oneChunk(instance))).outcome });
@@ -207,7 +208,13 @@ async function withUpload(c: Context<Env>, services: Services, work: (fields: Re
       if (disposition.filename !== undefined) {
         if (files.length === MAX_FILES) throw new BadRequest(`at most ${MAX_FILES} files a request; nothing was stored`);
         const declaredType = (part.contentType ?? '').split(';')[0]!.trim().toLowerCase();
-        files.push({ name: disposition.filename, declared: declaredType, type: captureTypeOf(declaredType, disposition.filename), spooled: await spool(part.body, services.ingest.spoolDir, config.maxInstanceBytes) });
+        const spooled = await spool(part.body, services.ingest.spoolDir, config.maxInstanceBytes).catch((e: unknown) => {
+          if (e instanceof MultipartError && e.code === 'part-too-large') {
+            throw new HttpError(413, 'too-large', `${disposition.filename} is larger than the ${formatBytes(config.maxInstanceBytes)} limit (PACS_MAX_INSTANCE_BYTES); nothing was stored`);
+          }
+          throw e;
+        });
+        files.push({ name: disposition.filename, declared: declaredType, type: captureTypeOf(declaredType, disposition.filename), spooled });
       } else {
         let value = '';
         for await (const chunk of part.body) {

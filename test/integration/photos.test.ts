@@ -17,16 +17,18 @@ const UID_ROOT = '1.2.826.0.1.3680043.10.999';
 const VL_PHOTOGRAPHIC = '1.2.840.10008.5.1.4.1.1.77.1.4';
 const ENCAPSULATED_PDF = '1.2.840.10008.5.1.4.1.1.104.1';
 let server: RunningServer;
+/** With a small PACS_MAX_INSTANCE_BYTES. */
+let small: RunningServer;
 let work: string;
 
 beforeAll(async () => {
-  server = await startServer({ env: { PACS_UID_ROOT: UID_ROOT } });
+  [server, small] = await Promise.all([startServer({ env: { PACS_UID_ROOT: UID_ROOT } }), startServer({ env: { PACS_MAX_INSTANCE_BYTES: '2MiB' } })]);
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-photos-'));
 });
 afterAll(async () => {
   const failures = server?.logs.filter((l) => l.includes('unhandled error')) ?? [];
   if (failures.length) console.error(failures.join('\n'));
-  await server?.stop();
+  await Promise.all([server?.stop(), small?.stop()]);
   await fs.rm(work, { recursive: true, force: true });
 });
 
@@ -223,6 +225,14 @@ describe('bad input', () => {
     expect(body.detail).toMatch(reason);
     expect(body.detail).toMatch(/nothing was stored/);
     expect((await (await adminFetch(`${server.url}/api/v1/uploads?limit=1000`)).json()).length).toBe(before);
+  });
+
+  it('refuses a file over PACS_MAX_INSTANCE_BYTES with 413, storing nothing', async () => {
+    const big = { name: 'huge.pdf', type: 'application/pdf', bytes: Buffer.concat([PDF, Buffer.alloc(3 * 1024 * 1024)]) };
+    const { status, body } = await send([big], { patient_id: 'BIG-1' }, `${small.url}/api/v1/photos`);
+    expect(status).toBe(413);
+    expect(body.detail).toMatch(/huge\.pdf is larger than the 2 MiB limit/);
+    expect(await (await adminFetch(`${small.url}/api/v1/uploads`)).json()).toEqual([]);
   });
 
   it('refuses a form without files, a body that is not a form, and a credential that may not upload', async () => {
