@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { finished } from 'node:stream/promises';
 import { Hono, type Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { cors } from 'hono/cors';
@@ -13,6 +15,7 @@ import { uploadsApi } from './api/uploads.js';
 import { webhooksApi } from './api/webhooks.js';
 import { openApiRouter } from './api/openapi.js';
 import { photosApi } from './api/photos.js';
+import { trashApi } from './api/trash.js';
 import { API_OPERATIONS } from './api/operations.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
 import { TrustedProxies } from './auth/proxies.js';
@@ -72,7 +75,8 @@ export function createApp(services: Services) {
     if (isDicomDownload(c.res.headers.get('content-type')) && !c.res.headers.has('content-disposition')) c.header('Content-Disposition', 'attachment');
     // Answered before its body was all received (refused mid-upload): the connection cannot carry another request,
     // so the client is told rather than finding it closed under its next one (RFC 9112 9.6).
-    if (c.env?.incoming && !c.env.incoming.complete) c.header('Connection', 'close');
+    const incoming = c.env?.incoming;
+    if (incoming && !incoming.complete && !(await readSmallUnreadBody(incoming))) c.header('Connection', 'close');
   });
 
   // Every response, errors included, carries CORS headers (DESIGN decision 5), for the origins auth/origins.ts allows.
@@ -131,6 +135,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));
   app.route('/api/v1', uploadsApi(services));
+  app.route('/api/v1', trashApi(services));
   app.route('/api/v1', webhooksApi(services));
   app.route('/api/v1', openApiRouter(API_OPERATIONS));
   app.route('/admin', adminPages(services));
@@ -205,3 +210,21 @@ const RENDER_ERROR_CODES: Record<RenderError['status'], string> = {
   501: 'not-implemented',
   503: 'unavailable',
 };
+
+/** Small enough to read and discard rather than close the connection on. */
+const SMALL_BODY_BYTES = 1024 * 1024;
+
+/**
+ * A request refused before its body was read (a 404 for the study a form is posted to) whose body is small: reading
+ * the rest lets the client see the answer. Closing under a client still sending makes it report a broken pipe
+ * instead of our reason.
+ */
+async function readSmallUnreadBody(incoming: IncomingMessage): Promise<boolean> {
+  const declared = Number(incoming.headers['content-length']);
+  if (incoming.destroyed || incoming.readableDidRead || !(declared <= SMALL_BODY_BYTES)) return false;
+  incoming.resume();
+  return finished(incoming, { signal: AbortSignal.timeout(2000) }).then(
+    () => true,
+    () => false,
+  );
+}

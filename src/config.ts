@@ -53,6 +53,7 @@ const schema = z.object({
     .regex(/^(0|[1-9]\d*)(\.(0|[1-9]\d*))+$/, 'a UID root is numbers joined by dots, such as 1.2.826.0.1.3680043.10.1234, without leading zeros')
     .max(34, 'a UID root is at most 34 characters, so that the UIDs made under it stay within 64')
     .optional(),
+  PACS_TRASH_DAYS: z.coerce.number().min(0).max(3650).default(30),
   PACS_STUDY_QUIET_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(60),
   PACS_WEBHOOK_RETRY_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   PACS_DICOM_PORT: z.coerce.number().int().min(0).max(65535).default(11112),
@@ -181,6 +182,8 @@ export type Config = Readonly<{
   renderMaxFrameBytes: number;
   /** Time over which the scheduled verify pass spreads its reading of every object (ms); 0 when it is off. */
   verifyInterval: number;
+  /** How long a deletion stays in the trash, restorable, before it is purged (ms); 0: deletes are final at once. */
+  trashMs: number;
   /** The root of the UIDs of instances this server makes (photos, documents); undefined: 2.25 UUID-derived UIDs. */
   uidRoot?: string;
   /** Study-available events (issue 16): how long a study must go without a new instance before it is announced (ms), and the first retry's delay (ms), doubled at each failure. */
@@ -272,6 +275,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     renderMaxFrameBytes: e.PACS_RENDER_MAX_FRAME_BYTES,
     verifyInterval: e.PACS_VERIFY_INTERVAL,
     uidRoot: e.PACS_UID_ROOT,
+    trashMs: Math.round(e.PACS_TRASH_DAYS * 86_400_000),
     events: Object.freeze({ quietMs: e.PACS_STUDY_QUIET_SECONDS * 1000, retryMs: e.PACS_WEBHOOK_RETRY_SECONDS * 1000 }),
     renderMemoryBytes: e.PACS_RENDER_MEMORY_BYTES,
     derivedCacheBytes: e.PACS_DERIVED_CACHE_BYTES,

@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
 import type { VerifySchedule } from './integrity/schedule.js';
 import type { StudyEvents } from './events/study-events.js';
+import type { TrashPurge } from './trash/purge.js';
 import type { ReadService } from './read/read-service.js';
 import type { Renderer } from './render/render.js';
 import type { Transcoder } from './transcode/transcoder.js';
@@ -31,6 +32,8 @@ export type Services = {
   verifySchedule: VerifySchedule;
   /** Study-available events to webhooks; the server starts them, close() stops them. */
   studyEvents: StudyEvents;
+  /** Empties the trash of deletions past PACS_TRASH_DAYS; the server starts it, close() stops it. */
+  trashPurge: TrashPurge;
 };
 
 /** Hono context values, typed once (STYLE.md). */

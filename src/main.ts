@@ -58,6 +58,7 @@ async function main() {
     : undefined;
   services.verifySchedule.start();
   services.studyEvents.start();
+  services.trashPurge.start();
   // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
   server.setTimeout(config.idleTimeoutSeconds * 1000);
 

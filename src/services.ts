@@ -17,6 +17,7 @@ import type { Services } from './context.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { VerifySchedule } from './integrity/schedule.js';
 import { StudyEvents } from './events/study-events.js';
+import { TrashPurge } from './trash/purge.js';
 import { ReadService } from './read/read-service.js';
 import { MemoryBudget } from './render/memory-budget.js';
 import { Renderer } from './render/render.js';
@@ -59,6 +60,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   // Started by main.ts only: the command line runs its own pass when asked.
   const verifySchedule = new VerifySchedule({ store, catalog, ingest, log }, config.verifyInterval);
   const studyEvents = new StudyEvents(catalog, log, config.events);
+  const trashPurge = new TrashPurge({ catalog, store, durable: ingest.durable, log }, config.trashMs);
   return {
     config,
     store,
@@ -71,9 +73,11 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     ingest,
     verifySchedule,
     studyEvents,
+    trashPurge,
     async close() {
       await verifySchedule.stop();
       await studyEvents.stop();
+      await trashPurge.stop();
       await audit.close();
       await renderer.close();
       await catalog.close();

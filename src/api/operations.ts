@@ -5,6 +5,7 @@ import { integrityOperations } from './integrity.js';
 import { openApiOperations, type Operation } from './openapi.js';
 import { photosOperations } from './photos.js';
 import { studiesOperations } from './studies.js';
+import { trashOperations } from './trash.js';
 import { uploadsOperations } from './uploads.js';
 import { webhooksOperations } from './webhooks.js';
 
@@ -17,6 +18,7 @@ export const API_OPERATIONS: Operation[] = [
   ...accessOperations,
   ...applicationEntitiesOperations,
   ...uploadsOperations,
+  ...trashOperations,
   ...integrityOperations,
   ...openApiOperations,
 ];

@@ -180,8 +180,41 @@ export interface WebhookRecords {
   pruneDeliveries(before: number): Promise<number>;
 }
 
-/** The study/series/instance index, and the application entities, upload log and webhooks beside it; SQLite by default, Postgres when configured. */
-export interface Catalog extends ApplicationEntityRecords, UploadRecords, WebhookRecords {
+/** Who deleted, why, and until when the trash keeps it (issue 15). */
+export type TrashNote = { id: string; deletedAt: number; purgeAfter: number; reason: string; credential: string };
+/** A deletion in the trash: what it took (a study, a series or an instance) and its study as it was. */
+export type TrashEntry = TrashNote & {
+  studyUid: string;
+  seriesUid: string | null;
+  sopUid: string | null;
+  patientId: string | null;
+  /** The study's stored attributes (DICOM JSON) as they were. */
+  studyJson: string;
+  instances: number;
+  bytes: number;
+};
+
+/** The trash: deletions kept whole, their objects still in the store, until they are restored or purged. */
+export interface TrashRecords {
+  /** Newest first. */
+  trashEntries(limit: number, offset: number): Promise<TrashEntry[]>;
+  trashEntry(id: string): Promise<TrashEntry | undefined>;
+  /** Entries whose time in the trash is over, oldest first. */
+  dueTrash(now: number, limit: number): Promise<TrashEntry[]>;
+  trashedObjects(id: string): Promise<Array<{ sopUid: string; objectKey: string }>>;
+  /** The object keys the trash holds for these SOP Instance UIDs: objects that are not unindexed, only deleted. */
+  trashedKeysOf(sopUids: string[]): Promise<Set<string>>;
+  /**
+   * Puts the entry's rows back in one transaction and empties it from the trash; an instance stored again since
+   * is kept as it is now (`present`). undefined when no entry has that id.
+   */
+  restoreTrash(id: string): Promise<{ restored: number; present: number } | undefined>;
+  /** Forgets the entry (its objects are the caller's to delete first); false when none has that id. */
+  forgetTrash(id: string): Promise<boolean>;
+}
+
+/** The study/series/instance index, and the application entities, upload log, webhooks and trash beside it; SQLite by default, Postgres when configured. */
+export interface Catalog extends ApplicationEntityRecords, UploadRecords, WebhookRecords, TrashRecords {
   /** sha256 of each already indexed SOP Instance UID among those asked. */
   checksumsOf(sopUids: string[]): Promise<Map<string, string>>;
   /** Indexes a batch in one transaction (DESIGN decision 2); objects are already durable. */
@@ -204,9 +237,10 @@ export interface Catalog extends ApplicationEntityRecords, UploadRecords, Webhoo
   representativeImage(scope: Omit<Scope, 'sopUid'>): Promise<StoredInstance | undefined>;
   /**
    * Removes the instances in scope in one transaction, with the series and the study they leave empty, and
-   * recounts what remains. The objects are not touched: the caller deletes them after the commit.
+   * recounts what remains. The objects are not touched: the caller deletes them after the commit, or, with a
+   * trash note, leaves them where they are: the rows go into the trash, in the same transaction.
    */
-  remove(scope: Scope): Promise<Removal>;
+  remove(scope: Scope, trash?: TrashNote): Promise<Removal>;
   /** How many instances are indexed and their bytes together, e.g. to tell how far a copy of them has come. */
   objectTotals(): Promise<{ instances: number; bytes: number }>;
   /** Every indexed object with its checksum, for verification, in SOP Instance UID order from after `after`. */

@@ -1,4 +1,4 @@
-import type { Announcement, ApplicationEntity, Damage, Delivery, PassRow, SeriesRow, StudyRow, Upload, Webhook } from './catalog.js';
+import type { Announcement, ApplicationEntity, Damage, Delivery, PassRow, SeriesRow, StudyRow, TrashEntry, Upload, Webhook } from './catalog.js';
 import type { rowsOf } from './record.js';
 import type { TableOf } from './sql-rows.js';
 
@@ -27,4 +27,8 @@ type IndexRows = {
   /** Event types comma-separated. */
   webhooks: Omit<Webhook, 'events'> & { events: string };
   webhookDeliveries: Delivery & { leaseOwner: string | null; leaseUntil: number };
+  /** `rows`: JSON of the study and series rows as they were. */
+  trashEntries: TrashEntry & { rows: string };
+  /** `row`: JSON of the instance row as it was. */
+  trashInstances: { entryId: string; sopUid: string; objectKey: string; row: string };
 };

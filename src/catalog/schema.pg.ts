@@ -257,3 +257,35 @@ export const webhookDeliveries = pgTable(
   },
   (t) => [index('webhook_deliveries_due').on(t.status, t.nextAttemptAt), index('webhook_deliveries_webhook').on(t.webhookId, t.createdAt)],
 );
+
+/** As in schema.sqlite.ts. */
+export const trashEntries = pgTable(
+  'trash_entries',
+  {
+    id: text('id').primaryKey(),
+    deletedAt: long('deleted_at').notNull(),
+    purgeAfter: long('purge_after').notNull(),
+    studyUid: bytewise('study_uid').notNull(),
+    seriesUid: bytewise('series_uid'),
+    sopUid: bytewise('sop_uid'),
+    reason: text('reason').notNull(),
+    credential: text('credential').notNull(),
+    patientId: bytewise('patient_id'),
+    studyJson: text('study_json').notNull(),
+    rows: text('rows').notNull(),
+    instances: integer('instances').notNull(),
+    bytes: long('bytes').notNull(),
+  },
+  (t) => [index('trash_entries_purge').on(t.purgeAfter), index('trash_entries_deleted').on(t.deletedAt)],
+);
+
+export const trashInstances = pgTable(
+  'trash_instances',
+  {
+    entryId: text('entry_id').notNull(),
+    sopUid: bytewise('sop_uid').notNull(),
+    objectKey: text('object_key').notNull(),
+    row: text('row').notNull(),
+  },
+  (t) => [index('trash_instances_entry').on(t.entryId), index('trash_instances_sop').on(t.sopUid)],
+);

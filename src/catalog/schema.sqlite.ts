@@ -301,3 +301,41 @@ export const webhookDeliveries = sqliteTable(
   },
   (t) => [index('webhook_deliveries_due').on(t.status, t.nextAttemptAt), index('webhook_deliveries_webhook').on(t.webhookId, t.createdAt)],
 );
+
+/**
+ * The trash (issue 15): what a deletion took out of the index, kept for PACS_TRASH_DAYS so that an admin can put it
+ * back whole. Its objects stay where they are in the store; the purge deletes them.
+ */
+export const trashEntries = sqliteTable(
+  'trash_entries',
+  {
+    id: text('id').primaryKey(),
+    deletedAt: integer('deleted_at').notNull(),
+    purgeAfter: integer('purge_after').notNull(),
+    studyUid: text('study_uid').notNull(),
+    seriesUid: text('series_uid'),
+    sopUid: text('sop_uid'),
+    reason: text('reason').notNull(),
+    credential: text('credential').notNull(),
+    patientId: text('patient_id'),
+    /** The study's summary as it was (patient, date, description), for the list. */
+    studyJson: text('study_json').notNull(),
+    /** JSON: the study row and the series rows as they were, to be put back if they went. */
+    rows: text('rows').notNull(),
+    instances: integer('instances').notNull(),
+    bytes: integer('bytes').notNull(),
+  },
+  (t) => [index('trash_entries_purge').on(t.purgeAfter), index('trash_entries_deleted').on(t.deletedAt)],
+);
+
+export const trashInstances = sqliteTable(
+  'trash_instances',
+  {
+    entryId: text('entry_id').notNull(),
+    sopUid: text('sop_uid').notNull(),
+    objectKey: text('object_key').notNull(),
+    /** JSON: the instance row as it was. */
+    row: text('row').notNull(),
+  },
+  (t) => [index('trash_instances_entry').on(t.entryId), index('trash_instances_sop').on(t.sopUid)],
+);

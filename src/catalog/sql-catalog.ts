@@ -1,11 +1,12 @@
 import { and, desc, eq, gt, inArray, isNotNull, sql, type Column, type SQL } from 'drizzle-orm';
-import type { Announcement, ApplicationEntity, Catalog, Delivery, DeliveryOutcome, DeliverySearch, Webhook, LoggedUpload, Upload, UploadSearch, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
+import type { Announcement, ApplicationEntity, Catalog, TrashEntry, TrashNote, Delivery, DeliveryOutcome, DeliverySearch, Webhook, LoggedUpload, Upload, UploadSearch, Damage, DamagedInstance, Indexed, IndexedObject, InstanceRow, IntegrityPasses, Removal, Scope, SeriesRow, StoredInstance, StudyRow } from './catalog.js';
 import type { BulkDataRanges } from '../dicom/json.js';
 import { decideUploads, outcomeOf } from './decision.js';
 import { SqlIntegrityPasses } from './integrity-passes.js';
 import { SqlApplicationEntities } from './sql-application-entities.js';
 import { SqlUploads } from './sql-uploads.js';
 import { markRemoved, SqlWebhooks, touchAnnouncements } from './sql-webhooks.js';
+import { intoTrash, SqlTrash } from './sql-trash.js';
 import { execute, fetchRows, type Plan } from './plan.js';
 import type { IndexTables } from './index-tables.js';
 import { qidoConditions, type QidoQuery } from './qido.js';
@@ -24,6 +25,7 @@ export abstract class SqlCatalog implements Catalog {
   private readonly aes: SqlApplicationEntities;
   private readonly uploadLog: SqlUploads;
   private readonly hooks: SqlWebhooks;
+  private readonly trash: SqlTrash;
 
   constructor(
     protected readonly t: IndexTables,
@@ -35,6 +37,7 @@ export abstract class SqlCatalog implements Catalog {
     this.aes = new SqlApplicationEntities(t.applicationEntities, (plan) => this.read(plan), (plan) => this.write(plan));
     this.uploadLog = new SqlUploads(t, (plan) => this.read(plan), (plan) => this.write(plan));
     this.hooks = new SqlWebhooks(t, (plan) => this.read(plan), (plan) => this.write(plan));
+    this.trash = new SqlTrash(t, (plan) => this.read(plan), (plan) => this.write(plan), (seriesUids, studyUids) => recount(this.q, seriesUids, studyUids));
   }
 
   protected abstract read<T>(plan: Plan<T>): Promise<T>;
@@ -50,8 +53,36 @@ export abstract class SqlCatalog implements Catalog {
     return this.write(indexing(this.t, this.q, records, overwrite));
   }
 
-  remove(scope: Scope): Promise<Removal> {
-    return this.write(removal(this.t, this.q, scope));
+  remove(scope: Scope, trash?: TrashNote): Promise<Removal> {
+    return this.write(removal(this.t, this.q, scope, trash));
+  }
+
+  trashEntries(limit: number, offset: number): Promise<TrashEntry[]> {
+    return this.trash.trashEntries(limit, offset);
+  }
+
+  trashEntry(id: string): Promise<TrashEntry | undefined> {
+    return this.trash.trashEntry(id);
+  }
+
+  dueTrash(now: number, limit: number): Promise<TrashEntry[]> {
+    return this.trash.dueTrash(now, limit);
+  }
+
+  trashedObjects(id: string): Promise<Array<{ sopUid: string; objectKey: string }>> {
+    return this.trash.trashedObjects(id);
+  }
+
+  trashedKeysOf(sopUids: string[]): Promise<Set<string>> {
+    return this.trash.trashedKeysOf(sopUids);
+  }
+
+  restoreTrash(id: string): Promise<{ restored: number; present: number } | undefined> {
+    return this.trash.restoreTrash(id);
+  }
+
+  forgetTrash(id: string): Promise<boolean> {
+    return this.trash.forgetTrash(id);
   }
 
   studies(query: QidoQuery): Promise<StudyRow[]> {
@@ -372,8 +403,9 @@ function* indexing(t: IndexTables, q: Queries, records: IndexRecord[], overwrite
 }
 
 /** The instances in scope, with the series and the study they leave empty; what remains is recounted. */
-function* removal(t: IndexTables, q: Queries, scope: Scope): Plan<Removal> {
+function* removal(t: IndexTables, q: Queries, scope: Scope, trash: TrashNote | undefined): Plan<Removal> {
   const { studies: s, series: se, instances: i } = t;
+  if (trash) yield* intoTrash(t, scope, inScope(i, scope), trash);
   const doomed = yield* new SelectList<{ seriesUid: string; objectKey: string }>({ seriesUid: i.seriesUid, objectKey: i.objectKey }).returning(
     sql`DELETE FROM ${i} WHERE ${inScope(i, scope)}`,
   );

@@ -1,6 +1,8 @@
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
-import type { Removal } from '../catalog/catalog.js';
+import { randomUUID } from 'node:crypto';
+import { callerOf } from '../auth/middleware.js';
+import type { Removal, Scope } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { BadRequest, NotFound } from '../errors.js';
 import { derivedPrefix } from '../storage/keys.js';
@@ -23,20 +25,20 @@ export function deleteRouter(services: Services) {
   const remove = async (c: Context<Env>) => {
     const scope = pathScope(c);
     const reason = reasonOf(c);
+    const now = Date.now();
+    // Into the trash, its objects left where they are, unless the clinic keeps none (PACS_TRASH_DAYS=0).
+    const trash = services.config.trashMs > 0 ? { id: randomUUID(), deletedAt: now, purgeAfter: now + services.config.trashMs, reason, credential: callerOf(c) } : undefined;
     let removal: Removal | undefined;
     await services.ingest.durable.exclusive(async () => {
+      removal = await catalog.remove(scope, trash);
       // Index first, objects after (DESIGN decision 2): a crash in between leaves objects without rows, which verify lists.
-      removal = await catalog.remove(scope);
-      await deleteObjects(store, removal.objectKeys, c.var.log);
-      // Renderings of what went: they are named by the instance's checksum, so a leftover is never served, only kept.
-      if (removal.instances > 0) {
-        await deleteUnder(store, derivedPrefix(scope), (err, key) => c.var.log.warn({ err, objectKey: key }, 'derived object left in the store after its instance was deleted'));
-      }
+      // Renderings are a cache: they go at once, so a trashed patient's images are not kept twice.
+      if (removal.instances > 0) await (trash ? deleteDerived(store, scope, c.var.log) : deleteStored(store, scope, removal.objectKeys, c.var.log));
     });
     const { objectKeys: _keys, ...deleted } = removal!;
     if (deleted.instances === 0) throw new NotFound(`no ${scope.sopUid ? 'instance' : scope.seriesUid ? 'series' : 'study'} with that UID is stored`);
-    c.var.log.info({ scope, deleted, reason }, 'deleted');
-    return c.json({ deleted, reason }, 200);
+    c.var.log.info({ scope, deleted, reason, trash: trash?.id }, 'deleted');
+    return c.json({ deleted, reason, ...(trash && { trash: { id: trash.id, purge_after: new Date(trash.purgeAfter).toISOString() } }) }, 200);
   };
   router.delete('/studies/:study', remove);
   router.delete('/studies/:study/series/:series', remove);
@@ -59,7 +61,19 @@ function reasonOf(c: Context<Env>): string {
   return reason;
 }
 
-/** The rows are gone already, so a failure here is only a leftover object: logged, never the request's failure. */
+/**
+ * The objects of instances whose rows are gone, and the renderings made of them (named by the instance's checksum, so
+ * a leftover is never served, only kept). A failure leaves an object behind: logged, never the caller's failure.
+ */
+export async function deleteStored(store: ObjectStore, scope: Scope, keys: string[], log: Logger): Promise<void> {
+  await deleteObjects(store, keys, log);
+  await deleteDerived(store, scope, log);
+}
+
+async function deleteDerived(store: ObjectStore, scope: Scope, log: Logger): Promise<void> {
+  await deleteUnder(store, derivedPrefix(scope), (err, key) => log.warn({ err, objectKey: key }, 'derived object left in the store after its instance was deleted'));
+}
+
 async function deleteObjects(store: ObjectStore, keys: string[], log: Logger): Promise<void> {
   for (let i = 0; i < keys.length; i += PARALLEL_DELETES) {
     await Promise.all(

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { studyQuery, summary } from '../api/studies.js';
 import type { Announcement, Catalog, Delivery, DeliveryOutcome, EventType, Webhook } from '../catalog/catalog.js';
 import { send } from './send.js';
-import { StopSignal } from '../stop-signal.js';
+import { RepeatedTurn, type StopSignal } from '../stop-signal.js';
 
 /** How often the index is asked for studies due and deliveries due: often enough to send within a second or two. */
 const POLL_MS = 1000;
@@ -29,37 +29,30 @@ const BATCH = 100;
  */
 export class StudyEvents {
   private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-  private readonly signal = new StopSignal();
-  private loop?: Promise<void>;
+  private readonly turns: RepeatedTurn;
+  private readonly signal: StopSignal;
   private prunedAt = 0;
 
   constructor(
     private readonly catalog: Catalog,
     private readonly log: Logger,
     private readonly timing: { quietMs: number; retryMs: number },
-  ) {}
+  ) {
+    this.turns = new RepeatedTurn('study events', log, POLL_MS, async () => {
+      const webhooks = await this.catalog.webhooks();
+      await this.announceDue(webhooks);
+      await this.sendDue(new Map(webhooks.map((w) => [w.id, w])));
+      await this.prune();
+    });
+    this.signal = this.turns.signal;
+  }
 
   start(): void {
-    if (!this.loop) this.loop = this.run();
+    this.turns.start();
   }
 
-  async stop(): Promise<void> {
-    this.signal.stop();
-    await this.loop;
-  }
-
-  private async run(): Promise<void> {
-    while (!this.signal.stopped) {
-      try {
-        const webhooks = await this.catalog.webhooks();
-        await this.announceDue(webhooks);
-        await this.sendDue(new Map(webhooks.map((w) => [w.id, w])));
-        await this.prune();
-      } catch (err) {
-        this.log.warn({ err }, 'study events: a turn failed; the next one tries again');
-      }
-      await this.signal.sleep(POLL_MS);
-    }
+  stop(): Promise<void> {
+    return this.turns.stop();
   }
 
   private async announceDue(webhooks: Webhook[]): Promise<void> {

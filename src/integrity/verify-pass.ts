@@ -78,10 +78,13 @@ async function checkIndexed(deps: VerifyDeps, row: IndexedObject, progress: Pass
 
 async function settleOrphans(deps: VerifyDeps, keys: string[], progress: PassProgress): Promise<void> {
   const parts = keys.map(instanceKeyParts);
-  const indexed = await deps.catalog.objectKeysOf(parts.flatMap((p) => (p ? [p.sopUid] : [])));
+  const sopUids = parts.flatMap((p) => (p ? [p.sopUid] : []));
+  const indexed = await deps.catalog.objectKeysOf(sopUids);
+  // Deleted, not lost: the trash holds their rows until it is restored or purged.
+  const trashed = await deps.catalog.trashedKeysOf(sopUids);
   for (const [i, key] of keys.entries()) {
     const sopUid = parts[i]?.sopUid;
-    if (sopUid && indexed.get(sopUid) === key) continue;
+    if ((sopUid && indexed.get(sopUid) === key) || trashed.has(key)) continue;
     const outcome = await reconcileOrphan(deps, key);
     if (!outcome) continue;
     progress[outcome.action === 'indexed' ? 'orphansIndexed' : outcome.action === 'quarantined' ? 'orphansQuarantined' : 'orphansLeft']++;

@@ -42,12 +42,16 @@ export class FileObjectStore implements ObjectStore {
     await Promise.all(
       batch.map(async (item, i) => {
         const target = targets[i]!;
-        try {
-          await fs.rename(item.localPath, target);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-          await makeFolder(path.dirname(target));
-          await fs.rename(item.localPath, target);
+        for (let tries = 1; ; tries++) {
+          try {
+            await fs.rename(item.localPath, target);
+            return;
+          } catch (e) {
+            // The folder is not there yet, or a delete of the folder's last object took it away meanwhile.
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || tries === 3) throw e;
+            made.delete(path.dirname(target));
+            await makeFolder(path.dirname(target));
+          }
         }
       }),
     );
@@ -89,8 +93,17 @@ export class FileObjectStore implements ObjectStore {
     return stat?.isFile() ? { size: stat.size, modifiedAt: stat.mtimeMs } : undefined;
   }
 
+  /** The file, and the folders it leaves empty: a deleted study leaves nothing behind. */
   async delete(key: string): Promise<void> {
-    await fs.rm(this.pathOf(key), { force: true });
+    const file = this.pathOf(key);
+    await fs.rm(file, { force: true });
+    for (let folder = path.dirname(file); folder.startsWith(`${this.root}${path.sep}`); folder = path.dirname(folder)) {
+      try {
+        await fs.rmdir(folder);
+      } catch {
+        return; // not empty (or gone): the folders above it are not either
+      }
+    }
   }
 
   async *list(prefix: string): AsyncIterable<string> {

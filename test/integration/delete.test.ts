@@ -55,10 +55,12 @@ async function objectKeysOf(server: RunningServer, studyUID: string): Promise<st
   return (await objectKeys(server)).filter((key) => key.includes(studyUID));
 }
 
+/** Deletes that are final at once (PACS_TRASH_DAYS=0); trash.test.ts has the trash, the default. */
+const FINAL = { PACS_TRASH_DAYS: '0' };
 let server: RunningServer;
 
 beforeAll(async () => {
-  server = await startServer();
+  server = await startServer({ env: FINAL });
 });
 afterAll(async () => {
   await server?.stop();
@@ -206,7 +208,7 @@ describe('DELETE on DICOMweb resources', () => {
 describe.skipIf(projectBackend().s3)('DELETE when an object cannot be removed', () => {
   let own: RunningServer;
   beforeAll(async () => {
-    own = await startServer();
+    own = await startServer({ env: FINAL });
   });
   afterAll(async () => {
     await own?.stop();

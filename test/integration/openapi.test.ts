@@ -187,6 +187,16 @@ describe('every route answers as the document says', () => {
     await call('GET', '/application-entities/{aeTitle}', '/application-entities/OAS_CT', { expect: 200 });
     await call('DELETE', '/application-entities/{aeTitle}', '/application-entities/OAS_CT', { expect: 204 });
 
+    // The trash.
+    const doomed = newUid();
+    expect((await stow(server.dicomweb, syntheticSeries(1, { studyUID: doomed, rows: 16, columns: 16 }))).status).toBe(200);
+    const first = await (await adminFetch(`${server.dicomweb}/studies/${doomed}?reason=openapi`, { method: 'DELETE' })).json();
+    await call('GET', '/trash', '/trash', { expect: 200 });
+    await call('POST', '/trash/{id}/restore', `/trash/${first.trash.id}/restore`, { expect: 200 });
+    const second = await (await adminFetch(`${server.dicomweb}/studies/${doomed}?reason=openapi`, { method: 'DELETE' })).json();
+    await call('DELETE', '/trash/{id}', `/trash/${second.trash.id}`, { expect: 204 });
+    await call('DELETE', '/trash/{id}', `/trash/${second.trash.id}`, { expect: 404 });
+
     // The store.
     await call('GET', '/uploads', `/uploads?study=${studyUID}`, { expect: 200 });
     await call('GET', '/integrity', '/integrity?limit=5', { expect: 200 });

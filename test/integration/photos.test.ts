@@ -181,8 +181,10 @@ describe('photos added to a stored study', () => {
     const refused = await send([{ name: 'skin.jpg', type: 'image/jpeg', bytes: await phonePhoto() }], { patient_id: 'OTHER' }, `${server.url}/api/v1/studies/${studyUID}/photos`);
     expect(refused.status).toBe(400);
     expect(refused.body.detail).toMatch(/unknown field "patient_id"/);
-    const missing = await send([{ name: 'skin.jpg', type: 'image/jpeg', bytes: await phonePhoto() }], {}, `${server.url}/api/v1/studies/1.2.3.4/photos`);
+    // Refused before the form is read: the client still gets the reason, not a broken pipe under its upload.
+    const missing = await send([{ name: 'skin.jpg', type: 'image/jpeg', bytes: Buffer.concat([await phonePhoto(), Buffer.alloc(512 * 1024)]) }], {}, `${server.url}/api/v1/studies/1.2.3.4/photos`);
     expect(missing.status).toBe(404);
+    expect(missing.body.detail).toMatch(/no study with that UID/);
   });
 });
 

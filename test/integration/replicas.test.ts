@@ -69,6 +69,8 @@ beforeAll(async () => {
     PACS_VIEWER_SIGNING_KEY: randomBytes(32).toString('base64'),
     PACS_VIEWER_URL: 'https://viewer.clinic.example',
     PACS_STUDY_QUIET_SECONDS: '1',
+    // Deletes here are final, so a deleted study's objects are gone from the bucket (the trash has its own test).
+    PACS_TRASH_DAYS: '0',
   };
   // Started together: they migrate the empty database, make the bucket and seed PACS_ADMIN_KEY at the same moment.
   const started = await Promise.allSettled([startServer({ env }), startServer({ env })]);

@@ -88,7 +88,8 @@ beforeAll(async () => {
     credentials: { accessKeyId: S3RVER_CREDENTIALS.AWS_ACCESS_KEY_ID, secretAccessKey: S3RVER_CREDENTIALS.AWS_SECRET_ACCESS_KEY },
   });
   // A low threshold, so that an instance of a few MiB goes up as a multipart upload.
-  serverEnv = s3.env(BUCKET, { PACS_S3_PREFIX: PREFIX, PACS_S3_MULTIPART_BYTES: '5MiB' });
+  // Deletes here are final, so their objects leave the bucket at once (the trash has its own test, on S3 too).
+  serverEnv = s3.env(BUCKET, { PACS_S3_PREFIX: PREFIX, PACS_S3_MULTIPART_BYTES: '5MiB', PACS_TRASH_DAYS: '0' });
   server = await startServer({ env: serverEnv });
 });
 
