@@ -7,7 +7,7 @@ import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
 import type { VerifySchedule } from './integrity/schedule.js';
 import type { StudyEvents } from './events/study-events.js';
-import type { TrashPurge } from './trash/purge.js';
+import type { TrashPurge } from './trash/trash.js';
 import type { ReadService } from './read/read-service.js';
 import type { Renderer } from './render/render.js';
 import type { Transcoder } from './transcode/transcoder.js';

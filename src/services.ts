@@ -17,7 +17,7 @@ import type { Services } from './context.js';
 import { GroupCommit } from './ingest/group-commit.js';
 import { VerifySchedule } from './integrity/schedule.js';
 import { StudyEvents } from './events/study-events.js';
-import { TrashPurge } from './trash/purge.js';
+import { TrashPurge } from './trash/trash.js';
 import { ReadService } from './read/read-service.js';
 import { MemoryBudget } from './render/memory-budget.js';
 import { Renderer } from './render/render.js';

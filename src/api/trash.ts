@@ -6,7 +6,7 @@ import type { Env, Services } from '../context.js';
 import { firstString, type DicomJson } from '../dicom/json.js';
 import { Tag } from '../dicom/tags.js';
 import { NotFound } from '../errors.js';
-import { purge } from '../trash/purge.js';
+import { purge, restore } from '../trash/trash.js';
 import { noQuery, type Operation } from './openapi.js';
 import { countParam, parseQuery } from './params.js';
 
@@ -61,13 +61,8 @@ export function trashApi(services: Services) {
   router.post('/trash/:id/restore', async (c) => {
     const entry = await known(c.req.param('id'));
     c.set('auditStudyUids', [entry.studyUid]);
-    // Between upload groups, as a deletion is: an upload of the same instances waits for the rows to be back.
-    let result: Awaited<ReturnType<typeof catalog.restoreTrash>>;
-    await services.ingest.durable.exclusive(async () => {
-      result = await catalog.restoreTrash(entry.id);
-    });
+    const result = await restore({ catalog, durable: services.ingest.durable, log: c.var.log }, entry);
     if (!result) throw new NotFound('no trash entry has that id: it was restored or purged meanwhile');
-    c.var.log.info({ trash: entry.id, studyUid: entry.studyUid, ...result }, 'restored from the trash');
     return c.json<z.infer<typeof restoredResponse>>({ restored: result.restored, already_stored: result.present });
   });
 

@@ -7,6 +7,7 @@ export const ADMIN_NAV: NavLink[] = [
   { href: '/admin/audit', label: 'Audit trail' },
   { href: '/admin/uploads', label: 'Uploads' },
   { href: '/admin/webhooks', label: 'Webhooks' },
+  { href: '/admin/trash', label: 'Trash' },
   { href: '/admin/users', label: 'Users' },
   { href: '/logout', label: 'Sign out' },
 ];

@@ -9,6 +9,7 @@ import { webhooksPage } from './webhooks.js';
 import { keysPages } from './keys.js';
 import { Layout } from './layout.js';
 import { storagePage } from './storage.js';
+import { trashPage } from './trash.js';
 import { usersPages } from './users.js';
 
 /**
@@ -24,6 +25,7 @@ export function adminPages(services: Services) {
   router.route('/', auditPage(services));
   router.route('/', uploadsPage(services));
   router.route('/', webhooksPage(services));
+  router.route('/', trashPage(services));
   router.route('/', usersPages(services));
   return router;
 }

@@ -277,4 +277,33 @@ describe('the administrator pages', () => {
       await receiver.stop();
     }
   });
+
+  it('lists a deleted study in the trash with its patient and reason, restores it whole, and purges it', async () => {
+    const study = newUid();
+    expect((await stow(pacs.dicomweb, syntheticSeries(3, { studyUID: study, patientID: 'ADM-TRASH', patientName: 'Weiß^Grete', rows: 16, columns: 16 }))).status).toBe(200);
+    const found = async () => ((await (await adminFetch(`${pacs.dicomweb}/studies?StudyInstanceUID=${study}`)).json()) as unknown[]).length;
+    const remove = () => adminFetch(`${pacs.dicomweb}/studies/${study}?reason=${encodeURIComponent('wrong patient, sent again')}`, { method: 'DELETE' });
+    expect((await remove()).status).toBe(200);
+    expect(await found()).toBe(0);
+
+    await page.goto(`${pacs.url}/admin/storage`);
+    await page.click('nav a:has-text("Trash")');
+    const row = page.locator(`#trash tr[data-study-uid="${study}"]`);
+    expect(await row.textContent()).toContain('Weiß^Grete');
+    expect(await row.textContent()).toContain('ADM-TRASH');
+    expect(await row.locator('.reason').textContent()).toBe('wrong patient, sent again');
+    await row.locator('button:has-text("Restore")').click();
+    expect(await page.textContent('[role=status]')).toContain('Restored 3 instances');
+    expect(await row.count()).toBe(0);
+    expect(await found()).toBe(1);
+
+    expect((await remove()).status).toBe(200);
+    await page.goto(`${pacs.url}/admin/trash`);
+    await row.locator('button:has-text("Purge now")').click();
+    expect(await page.textContent('[role=status]')).toContain('gone for good');
+    expect(await row.count()).toBe(0);
+    // Purged: nothing left to restore.
+    expect(((await (await adminFetch(`${pacs.url}/api/v1/trash`)).json()) as unknown[]).length).toBe(0);
+    expect(await found()).toBe(0);
+  });
 });

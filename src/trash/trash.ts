@@ -53,3 +53,13 @@ export async function purge(deps: Deps, entry: TrashEntry): Promise<void> {
   });
   log.info({ trash: entry.id, studyUid: entry.studyUid, instances: entry.instances }, 'trash entry purged');
 }
+
+/** Puts an entry back whole, between upload groups as a deletion is: an upload of the same instances waits for the rows. */
+export async function restore(deps: Pick<Deps, 'catalog' | 'durable' | 'log'>, entry: TrashEntry): Promise<{ restored: number; present: number } | undefined> {
+  let result: Awaited<ReturnType<Catalog['restoreTrash']>>;
+  await deps.durable.exclusive(async () => {
+    result = await deps.catalog.restoreTrash(entry.id);
+  });
+  if (result) deps.log.info({ trash: entry.id, studyUid: entry.studyUid, ...result }, 'restored from the trash');
+  return result;
+}
