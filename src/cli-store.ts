@@ -1,11 +1,12 @@
 import fs from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { loadConfig } from './config.js';
 import { commandLineCredential } from './auth/principal.js';
 import { cliAuditEvent } from './cli-access.js';
 import { differingMetaUidsNote, IngestBatch, type Receipt } from './ingest/ingest.js';
 import { UploadTally } from './ingest/upload-log.js';
+import { ImportSources } from './import/sources.js';
 import { freshProgress, verifyPass } from './integrity/verify-pass.js';
 import { createLogger } from './logger.js';
 import { openServices } from './services.js';
@@ -25,28 +26,33 @@ export async function importFolder(source: string) {
   const config = loadConfig();
   const log = createLogger('warn');
   const services = await openServices(config, log);
-  const files = found.isFile() ? await dicomFilesAmong([path.resolve(source)]) : await findDicomFiles(path.resolve(source));
+  const sources = await ImportSources.find(path.resolve(source), { maxEntryBytes: config.maxInstanceBytes, workDir: path.join(services.ingest.spoolDir, `import-${randomUUID()}`) });
+  const files = sources.items;
   const progress = new Progress(files.length);
   const totals = { stored: 0, duplicate: 0, failed: 0 };
   const tally = new UploadTally('import', commandLineCredential(), null);
   const studies = new Set<string>();
   const failures: string[] = [];
   const notes: string[] = [];
-  for (let i = 0; i < files.length; i += BATCH) {
-    const chunk = files.slice(i, i + BATCH);
-    const batch = new IngestBatch(services.ingest);
-    const receipts: Array<{ file: string; receipt: Receipt }> = [];
-    for (const file of chunk) receipts.push({ file, receipt: await batch.add(createReadStream(file)) });
-    await batch.commit();
-    for (const { file, receipt } of receipts) {
-      const outcome = await receipt.outcome;
-      tally.add(outcome);
-      if (outcome.studyUid) studies.add(outcome.studyUid);
-      totals[outcome.status]++;
-      if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
-      else if (outcome.differingMetaUids) notes.push(`${file}: ${differingMetaUidsNote({ ...outcome, differingMetaUids: outcome.differingMetaUids })}`);
+  try {
+    for (let i = 0; i < files.length; i += BATCH) {
+      const chunk = files.slice(i, i + BATCH);
+      const batch = new IngestBatch(services.ingest);
+      const receipts: Array<{ file: string; receipt: Receipt }> = [];
+      for (const item of chunk) receipts.push({ file: item.name, receipt: await batch.add(await item.open()) });
+      await batch.commit();
+      for (const { file, receipt } of receipts) {
+        const outcome = await receipt.outcome;
+        tally.add(outcome);
+        if (outcome.studyUid) studies.add(outcome.studyUid);
+        totals[outcome.status]++;
+        if (outcome.status === 'failed') failures.push(`${file}: ${outcome.reason}`);
+        else if (outcome.differingMetaUids) notes.push(`${file}: ${differingMetaUidsNote({ ...outcome, differingMetaUids: outcome.differingMetaUids })}`);
+      }
+      progress.update(Math.min(i + BATCH, files.length));
     }
-    progress.update(Math.min(i + BATCH, files.length));
+  } finally {
+    await sources.close();
   }
   progress.done();
   await tally.record(services.catalog, log);
@@ -55,11 +61,13 @@ export async function importFolder(source: string) {
   for (const studyUid of studies.size > 0 ? studies : [null]) services.auth.audit.record(cliAuditEvent('import', detail, studyUid));
   await services.close();
   console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
-  for (const [lines, verb] of [[notes, 'note'], [failures, 'refused']] as const) {
+  if (sources.others > 0) console.log(`  ${sources.others} other file(s) are not DICOM or an archive, and were left`);
+  const skipped = sources.skipped.map((s) => `${s.name}: ${s.reason}`);
+  for (const [lines, verb] of [[notes, 'note'], [skipped, 'skipped'], [failures, 'refused']] as const) {
     for (const line of lines.slice(0, 50)) console.log(`  ${verb} ${line}`);
     if (lines.length > 50) console.log(`  … and ${lines.length - 50} more`);
   }
-  if (totals.failed > 0) process.exitCode = 1;
+  if (totals.failed > 0 || skipped.length > 0) process.exitCode = 1;
 }
 
 /** The scheduled pass of the server, run at once and unpaced (src/integrity/verify-pass.ts). */
@@ -78,27 +86,6 @@ export async function verify() {
   console.log(`${progress.checked} indexed object(s) checked, ${orphans} unindexed object(s), ${problems} problem(s)`);
   for (const p of progress.problems) console.log(`  ${p}`);
   if (problems > 0) process.exitCode = 1;
-}
-
-/** DICOM files carry "DICM" at byte 128 (PS3.10 7.1), whatever their name (DICOMDIR media use none). */
-async function findDicomFiles(folder: string): Promise<string[]> {
-  const entries = await fs.readdir(folder, { recursive: true, withFileTypes: true });
-  return dicomFilesAmong(entries.filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name)));
-}
-
-async function dicomFilesAmong(files: string[]): Promise<string[]> {
-  const found: string[] = [];
-  const probe = Buffer.alloc(4);
-  for (const file of files) {
-    const handle = await fs.open(file, 'r');
-    try {
-      const { bytesRead } = await handle.read(probe, 0, 4, 128);
-      if (bytesRead === 4 && probe.toString('latin1') === 'DICM' && path.basename(file) !== 'DICOMDIR') found.push(file);
-    } finally {
-      await handle.close();
-    }
-  }
-  return found.sort();
 }
 
 class Progress {

@@ -1,9 +1,13 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { withDataSetUids } from '../fixtures/differing-meta-uids.js';
+import { handMadeZip } from '../fixtures/hand-made-zip.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { cli } from '../helpers/cli.js';
 import { adminFetch, startServer } from '../helpers/server.js';
@@ -77,4 +81,60 @@ describe('command-line import', () => {
     const none = await cli(['import'], dataDir);
     expect(none.code).toBe(2);
   });
+
+  it('imports a zipped CD by content, with a ZIP inside it and a gzipped file, and leaves its DICOMDIR and README', async () => {
+    const work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-zip-'));
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-data-'));
+    const files = syntheticSeries(7, { patientName: 'Zipped^Cd' });
+    const cd = path.join(work, 'cd');
+    await fs.mkdir(path.join(cd, 'DICOM', 'S1'), { recursive: true });
+    await fs.mkdir(path.join(work, 'more'));
+    await Promise.all(files.slice(0, 4).map((f, i) => fs.writeFile(path.join(cd, 'DICOM', 'S1', `IM${i}`), f)));
+    await Promise.all(files.slice(4, 6).map((f, i) => fs.writeFile(path.join(work, 'more', `IM${i}`), f)));
+    await fs.writeFile(path.join(cd, 'DICOMDIR'), files[0]!);
+    await fs.writeFile(path.join(cd, 'README.TXT'), 'This disc holds images.');
+    await fs.writeFile(path.join(cd, 'IM6.dcm'), files[6]!);
+    // The real tools: Info-ZIP's zip and gzip, as a hospital's CD export or a colleague would make them.
+    await exec('gzip', [path.join(cd, 'IM6.dcm')]);
+    await exec('zip', ['-q', '-r', path.join(cd, 'more.zip'), 'more'], { cwd: work });
+    await exec('zip', ['-q', '-r', path.join(work, 'cd.zip'), 'cd'], { cwd: work });
+
+    const imported = await cli(['import', path.join(work, 'cd.zip')], dataDir);
+    expect(imported.stdout, imported.stderr).toMatch(/7 DICOM file\(s\) found: 7 stored, 0 already stored, 0 refused/);
+    expect(imported.stdout).toMatch(/1 other file\(s\) are not DICOM or an archive/);
+    expect(imported.code).toBe(0);
+    const verify = await cli(['verify'], dataDir);
+    expect(verify.stdout).toMatch(/7 indexed object\(s\) checked, 0 unindexed object\(s\), 0 problem\(s\)/);
+    // Nothing unpacked is left behind.
+    expect(await fs.readdir(path.join(dataDir, 'spool')).catch(() => [])).toEqual([]);
+  });
+
+  it('refuses hostile archives whole, each with its reason, and stores nothing from them', async () => {
+    const work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-zip-'));
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-data-'));
+    const [good, other] = syntheticSeries(2, { patientName: 'Hostile^Zip' });
+    const write = (name: string, bytes: Buffer) => fs.writeFile(path.join(work, name), bytes);
+    await write('slip.zip', handMadeZip([{ name: 'ok.dcm', data: good! }, { name: '../../etc/evil.dcm', data: other! }]));
+    await write('bomb.zip', handMadeZip([{ name: 'big.dcm', data: Buffer.concat([good!, Buffer.alloc(64 * 1024 * 1024)]), deflate: true }]));
+    // The bomb beside a large file that does not compress, so the whole archive's ratio looks harmless.
+    await write('padded-bomb.zip', handMadeZip([{ name: 'noise.bin', data: randomBytes(1024 * 1024) }, { name: 'big.dcm', data: Buffer.concat([good!, Buffer.alloc(32 * 1024 * 1024)]), deflate: true }]));
+    const nest = (inner: Buffer, depth: number): Buffer => (depth === 0 ? inner : nest(handMadeZip([{ name: `level${depth}.zip`, data: inner }]), depth - 1));
+    await write('deep.zip', nest(handMadeZip([{ name: 'deep.dcm', data: good! }]), 2));
+    await write('broken.zip', Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.alloc(200, 7)]));
+
+    const imported = await cli(['import', work], dataDir);
+    expect(imported.stdout, imported.stderr).toMatch(/0 DICOM file\(s\) found: 0 stored/);
+    const skipped = (name: string) => imported.stdout.split('\n').find((line) => line.includes(`skipped ${path.join(work, name)}`)) ?? '';
+    expect(skipped('slip.zip:')).toMatch(/an entry's name leaves the archive \(invalid relative path: \.\.\/\.\.\/etc\/evil\.dcm\)/);
+    expect(skipped('bomb.zip:')).toMatch(/would expand to 64.0 MiB from [0-9.]+ KiB, more than 200 times \(a decompression bomb\?\); nothing from it was stored/);
+    expect(skipped('padded-bomb.zip:')).toMatch(/big\.dcm would expand \d+ times \(a decompression bomb\?\)/);
+    expect(skipped('deep.zip!/level1.zip!/level2.zip:')).toMatch(/nested deeper than 2 are not opened/);
+    expect(skipped('broken.zip:')).toMatch(/not a ZIP archive that can be read/);
+    expect(imported.stderr).not.toMatch(/\n\s+at /);
+    expect(imported.code).toBe(1);
+    const verify = await cli(['verify'], dataDir);
+    expect(verify.stdout).toMatch(/^0 indexed object\(s\) checked/m);
+  });
 });
+
+const exec = promisify(execFile);
