@@ -26,6 +26,9 @@ const accession = z.string().describe('the accession number, exactly (no wildcar
 const patientId = z.string().describe('the PatientID, exactly (no wildcards)');
 export const viewerUrlQuery = z.strictObject(linkParams);
 export const accessionViewerUrlQuery = z.strictObject({ accession, patient_id: patientId.optional(), ...linkParams });
+export const downloadQuery = z.strictObject({
+  layout: z.enum(['readable', 'media']).optional().describe('readable (default): folders named by patient, study and series; media: a CD\'s file-set, DICOMDIR first, for a burning tool or another PACS'),
+});
 export const studiesQuery = z.strictObject({
   accession: accession.optional(),
   patient_id: patientId.optional(),
@@ -76,8 +79,8 @@ export const studiesOperations: Operation[] = [
     summary: 'A study\'s summary', responses: { 200: { description: 'the summary', json: studySummary } },
   },
   {
-    method: 'get', path: '/studies/{study}/download', id: 'studyDownload', tag: 'Studies', access: 'read', pathParams: study, query: noQuery,
-    summary: 'The study\'s files in a ZIP, under readable folder names', responses: { 200: { description: 'the ZIP, streamed', binary: 'application/zip' } },
+    method: 'get', path: '/studies/{study}/download', id: 'studyDownload', tag: 'Studies', access: 'read', pathParams: study, query: downloadQuery,
+    summary: 'The study\'s files in a ZIP, under readable folder names or as a CD\'s file-set with a DICOMDIR', responses: { 200: { description: 'the ZIP, streamed', binary: 'application/zip' } },
   },
   {
     method: 'get', path: '/studies', id: 'studiesByOrder', tag: 'Studies', access: 'summaries', query: studiesQuery,
@@ -148,10 +151,10 @@ export function studiesApi(services: Services) {
 
   // The study's files in a ZIP, as WADO-RS answers Accept: application/zip, for a button or a script.
   router.get('/studies/:study/download', allow('read'), async (c) => {
-    parseQuery(noQuery, c.req.query());
+    const { layout } = parseQuery(downloadQuery, c.req.query());
     const scope = pathScope(c);
     c.set('auditStudyUids', [scope.studyUid]);
-    return zipResponse(c, await downloadOf(catalog, services.reads, scope));
+    return zipResponse(c, await downloadOf(catalog, services.reads, scope, layout));
   });
 
   router.get('/studies', allow('summaries'), async (c) => {

@@ -41,11 +41,16 @@ afterAll(async () => {
 
 /** The archive's entries by name, each file's SHA-256, as Python's zipfile reads them (its CRC-32 checked too). */
 async function entriesOf(zip: Buffer): Promise<Record<string, string>> {
-  const file = path.join(work, `${newUid()}.zip`);
-  await fs.writeFile(file, zip);
+  const file = await saved(zip);
   const script = 'import zipfile,hashlib,json,sys\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps({i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.infolist()}))';
   const { stdout } = await run('python3', ['-c', script, file], { maxBuffer: 64 * 1024 * 1024 });
   return JSON.parse(stdout);
+}
+
+async function saved(zip: Buffer): Promise<string> {
+  const file = path.join(work, `${newUid()}.zip`);
+  await fs.writeFile(file, zip);
+  return file;
 }
 
 async function download(url: string, headers: Record<string, string> = {}): Promise<{ response: Response; zip: Buffer }> {
@@ -74,6 +79,34 @@ describe('ZIP download', () => {
     const whole = await entriesOf((await download(`${server.url}/api/v1/studies/${study}/download`)).zip);
     expect(Object.values(whole).sort()).toEqual(files.map(sha256).sort());
     expect((await adminFetch(`${server.url}/api/v1/studies/${newUid()}/download`)).status).toBe(404);
+  });
+
+  it('sends a CD\'s file-set with a DICOMDIR that dcmtk and pydicom read, each record leading to its file', async () => {
+    const zip = await entriesOf((await download(`${server.url}/api/v1/studies/${study}/download?layout=media`)).zip);
+    expect(Object.keys(zip)).toEqual(['DICOMDIR', 'DICOM/PAT1/STUDY1/SER00001/IM000001', 'DICOM/PAT1/STUDY1/SER00001/IM000002', 'DICOM/PAT1/STUDY1/SER00001/IM000003', 'DICOM/PAT1/STUDY1/SER00002/IM000001']);
+    expect(zip['DICOM/PAT1/STUDY1/SER00001/IM000001']).toBe(sha256(files[1]!));
+    const cd = path.join(work, newUid());
+    await run('unzip', ['-q', await saved((await download(`${server.url}/api/v1/studies/${study}/download?layout=media`)).zip), '-d', cd]);
+    const { stdout: dump } = await run('dcmdump', ['+U8', path.join(cd, 'DICOMDIR')]);
+    expect(dump).toMatch(/\(0002,0002\) UI =MediaStorageDirectoryStorage/);
+    expect(dump.match(/\(0004,1430\) CS \[(\w+)\s*\]/g)!.map((l) => l.replace(/.*\[|\s*\]/g, ''))).toEqual(['PATIENT', 'STUDY', 'SERIES', 'IMAGE', 'IMAGE', 'IMAGE', 'SERIES', 'IMAGE']);
+    expect(dump).toContain('(0010,0010) PN [Müller^Jörg]');
+    // pydicom's FileSet follows the records' offsets from the DICOMDIR alone, and opens each file they lead to.
+    const script = [
+      'import sys, json',
+      'from pydicom import dcmread',
+      'from pydicom.fileset import FileSet',
+      'fs = FileSet(dcmread(sys.argv[1]))',
+      'print(json.dumps([[i.PatientID, i.SeriesInstanceUID, i.InstanceNumber, i.path.replace(sys.argv[2], ""), i.load().SOPInstanceUID == i.SOPInstanceUID] for i in fs]))',
+    ].join('\n');
+    const { stdout } = await run('/usr/bin/python3', ['-c', script, path.join(cd, 'DICOMDIR'), `${cd}/`]);
+    expect(JSON.parse(stdout)).toEqual([
+      ['ZIP/01', ct, 1, 'DICOM/PAT1/STUDY1/SER00001/IM000001', true],
+      ['ZIP/01', ct, 2, 'DICOM/PAT1/STUDY1/SER00001/IM000002', true],
+      ['ZIP/01', ct, 3, 'DICOM/PAT1/STUDY1/SER00001/IM000003', true],
+      ['ZIP/01', mr, 1, 'DICOM/PAT1/STUDY1/SER00002/IM000001', true],
+    ]);
+    expect((await adminFetch(`${server.url}/api/v1/studies/${study}/download?layout=cd`)).status).toBe(400);
   });
 
   it('streams a large series with flat memory', { timeout: 120_000 }, async () => {
