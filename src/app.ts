@@ -15,6 +15,7 @@ import { uploadsApi } from './api/uploads.js';
 import { webhooksApi } from './api/webhooks.js';
 import { openApiRouter } from './api/openapi.js';
 import { photosApi } from './api/photos.js';
+import { dicomFilesApi } from './api/dicom-files.js';
 import { trashApi } from './api/trash.js';
 import { API_OPERATIONS } from './api/operations.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
@@ -135,6 +136,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', applicationEntitiesApi(services));
   app.route('/api/v1', integrityApi(services));
   app.route('/api/v1', uploadsApi(services));
+  app.route('/api/v1', dicomFilesApi(services));
   app.route('/api/v1', trashApi(services));
   app.route('/api/v1', webhooksApi(services));
   app.route('/api/v1', openApiRouter(API_OPERATIONS));

@@ -7,6 +7,7 @@ import { photosOperations } from './photos.js';
 import { studiesOperations } from './studies.js';
 import { trashOperations } from './trash.js';
 import { uploadsOperations } from './uploads.js';
+import { dicomFilesOperations } from './dicom-files.js';
 import { webhooksOperations } from './webhooks.js';
 
 /** Every route under /api/v1, as the OpenAPI document describes it. */
@@ -18,6 +19,7 @@ export const API_OPERATIONS: Operation[] = [
   ...accessOperations,
   ...applicationEntitiesOperations,
   ...uploadsOperations,
+  ...dicomFilesOperations,
   ...trashOperations,
   ...integrityOperations,
   ...openApiOperations,

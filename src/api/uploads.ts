@@ -36,7 +36,7 @@ export const uploadsQuery = z.strictObject({
 export const uploadResponse = z.object({
   id: z.string(),
   at: z.string(),
-  door: z.enum(['stow', 'import', 'dicom', 'photos']),
+  door: z.enum(['stow', 'import', 'dicom', 'photos', 'form']),
   credential: z.string(),
   ip: z.string().nullable(),
   stored: z.number(),
@@ -61,9 +61,7 @@ export const uploadsOperations: Operation[] = [
  */
 export function uploadsApi({ catalog }: Services) {
   const router = new Hono<Env>();
-  router.use('/uploads', allow('admin'));
-
-  router.get('/uploads', async (c) => {
+  router.get('/uploads', allow('admin'), async (c) => {
     const q = parseQuery(uploadsQuery, c.req.query());
     const uploads = await catalog.uploads({
       studyUid: q.study,

@@ -89,7 +89,7 @@ export interface ApplicationEntityRecords {
 }
 
 /** A door instances come in by: STOW-RS, the command line's import, the DICOM network, photos and documents made into DICOM. */
-export type UploadDoor = 'stow' | 'import' | 'dicom' | 'photos';
+export type UploadDoor = 'stow' | 'import' | 'dicom' | 'photos' | 'form';
 /** An instance an upload did not store, and why (its STOW FailureReason, which is its C-STORE status). */
 export type Refusal = { sopInstanceUid: string | null; failureReason: number; reason: string };
 /** One upload as the upload log keeps it (issue 15); `refusals` holds the first 100 of `refused`. */

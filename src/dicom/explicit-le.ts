@@ -49,6 +49,13 @@ export function rewriteExplicitLittleEndian(dataSet: DataSet, options: RewriteOp
   return Buffer.concat(chunks);
 }
 
+/** One top-level element as the rewrite writes it: its header and value, a sequence with undefined lengths. */
+export function encodedElement(dataSet: DataSet, tag: string, options: RewriteOptions): Buffer {
+  const out: Buffer[] = [];
+  writeElement(dataSet, dataSet.elements[`x${tag.toLowerCase()}`]!, tag, options, out);
+  return Buffer.concat(out);
+}
+
 function writeElement(dataSet: DataSet, element: Element, tag: string, options: RewriteOptions, out: Buffer[]): void {
   if (tag.endsWith('0000') || tag.startsWith('0002') || tag.startsWith('FFFE')) return;
   if (element.items) {

@@ -65,4 +65,4 @@ export function uploadsPage({ catalog }: Services) {
   return router;
 }
 
-const DOORS: Record<LoggedUpload['door'], string> = { stow: 'STOW-RS', import: 'import', dicom: 'DICOM network', photos: 'photos and documents' };
+const DOORS: Record<LoggedUpload['door'], string> = { stow: 'STOW-RS', import: 'import', dicom: 'DICOM network', photos: 'photos and documents', form: 'upload form' };

@@ -160,6 +160,16 @@ describe('every route answers as the document says', () => {
     await call('POST', '/studies/{study}/photos', `/studies/${studyUID}/photos`, { body: photo(), expect: 200 });
     await call('POST', '/studies/{study}/photos', `/studies/${studyUID}/photos`, { body: (() => { const f = photo(); f.append('patient_id', 'X'); return f; })(), expect: 400 });
 
+    // DICOM files matched to an order.
+    const dicomFiles = (fields: Record<string, string>) => {
+      const form = new FormData();
+      for (const [name, value] of Object.entries(fields)) form.append(name, value);
+      form.append('file', new Blob([new Uint8Array(syntheticSeries(1, { patientID: 'OAS-CD' })[0]!)], { type: 'application/dicom' }), 'IM0001');
+      return form;
+    };
+    await call('POST', '/uploads', '/uploads', { body: dicomFiles({ patient_id: 'OAS-ORDER', reason: 'matched to its order' }), expect: 200 });
+    await call('POST', '/uploads', '/uploads', { body: dicomFiles({ patient_id: 'OAS-ORDER' }), expect: 400 });
+
     // Webhooks and their outbox.
     const hook = await call('POST', '/webhooks', '/webhooks', { ...json({ url: receiver.url, allow_local: true }), expect: 201 });
     await call('POST', '/webhooks', '/webhooks', { ...json({ url: receiver.url, allow_local: true, retries: 3 }), expect: 400 });
