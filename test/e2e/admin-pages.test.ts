@@ -4,7 +4,8 @@ import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
 import { createUser } from '../helpers/staff.js';
-import { signatureIsValid, startReceiver, waitFor } from '../helpers/webhook-receiver.js';
+import { signatureIsValid, startReceiver } from '../helpers/webhook-receiver.js';
+import { waitFor } from '../helpers/wait.js';
 import { firstSignIn, submitSignIn } from './staff.js';
 import { launchChromium } from './viewer-page.js';
 

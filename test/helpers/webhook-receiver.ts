@@ -47,12 +47,3 @@ export function signatureIsValid(secret: string, header: string | undefined, bod
   const expected = createHmac('sha256', secret).update(`${match[1]}.${body}`).digest();
   return timingSafeEqual(expected, Buffer.from(match[2]!, 'hex'));
 }
-
-export async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  for (const started = Date.now(); ; ) {
-    const found = await probe();
-    if (found !== undefined && found !== false) return found;
-    if (Date.now() - started > timeoutMs) throw new Error(`waited ${timeoutMs} ms for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

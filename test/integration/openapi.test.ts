@@ -5,7 +5,8 @@ import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { openApp } from '../helpers/app.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
-import { startReceiver, waitFor } from '../helpers/webhook-receiver.js';
+import { startReceiver } from '../helpers/webhook-receiver.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * The OpenAPI description of /api/v1 (issue 16): a valid OpenAPI 3.1 document, by a maintained validator; naming

@@ -8,7 +8,8 @@ import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { startS3, type RunningS3 } from '../helpers/s3.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { indexRows, objectKeys, readObject } from '../helpers/stored.js';
-import { startReceiver, waitFor } from '../helpers/webhook-receiver.js';
+import { startReceiver } from '../helpers/webhook-receiver.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Several replicas (issue 3): two server processes over one S3 bucket and one Postgres database, each with its own

@@ -8,7 +8,7 @@ import { projectBackend } from '../helpers/backend.js';
 import { cli } from '../helpers/cli.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { objectKeys } from '../helpers/stored.js';
-import { waitFor } from '../helpers/webhook-receiver.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * The trash (issue 15): a deletion is invisible at once to every query and retrieve, kept whole for PACS_TRASH_DAYS,

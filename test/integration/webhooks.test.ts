@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
-import { signatureIsValid, startReceiver, waitFor } from '../helpers/webhook-receiver.js';
+import { signatureIsValid, startReceiver } from '../helpers/webhook-receiver.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Study-available events (issue 16), as an EMR's receiver sees them: announced after the quiet time, signed, retried
