@@ -42,6 +42,7 @@ import { diskSpace } from './storage/disk-space.js';
 import { ObjectNotFound, StoreUnavailable } from './storage/object-store.js';
 import { ohifRouter, PAGES as OHIF_PAGES } from './viewer/ohif.js';
 import { signInPages } from './pages/sign-in.js';
+import { uploadPage } from './pages/upload.js';
 
 /** Assembles the HTTP app: middleware, then the routers. */
 export function createApp(services: Services) {
@@ -142,6 +143,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', openApiRouter(API_OPERATIONS));
   app.route('/admin', adminPages(services));
   app.route('/', signInPages(services));
+  app.route('/', uploadPage(services));
   // OHIF on the same origin as /dicom-web, after every other route: it claims only its own pages and files.
   for (const page of OHIF_PAGES) app.use(page, signInFirst(services.auth));
   app.route('/', ohifRouter());

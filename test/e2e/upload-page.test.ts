@@ -1,0 +1,91 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid } from '../../src/dicom/write.js';
+import { syntheticSeries } from '../fixtures/synthetic.js';
+import { adminFetch, startServer, type RunningServer } from '../helpers/server.js';
+import { createUser } from '../helpers/staff.js';
+import { firstSignIn } from './staff.js';
+import { launchChromium } from './viewer-page.js';
+
+/** The upload page in Chromium, used by a technician signed in with the upload role (issue 15). */
+describe('the upload page', () => {
+  let pacs: RunningServer;
+  let browser: Browser;
+  let page: Page;
+  let work: string;
+
+  beforeAll(async () => {
+    pacs = await startServer();
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-upload-page-'));
+    browser = await launchChromium();
+    page = await (await browser.newContext({ viewport: { width: 390, height: 800 } })).newPage();
+    const oneTime = await createUser(pacs, 'tech.tina', ['upload']);
+    await page.goto(`${pacs.url}/upload`);
+    expect(new URL(page.url()).pathname).toBe('/login');
+    await firstSignIn(page, 'tech.tina', oneTime, 'tina chose this');
+    expect(page.url()).toBe(`${pacs.url}/upload`);
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await pacs?.stop();
+    if (work) await fs.rm(work, { recursive: true, force: true });
+  });
+
+  it('uploads a CD\'s folder matched to the order, each file with its result, and leaves its DICOMDIR', async () => {
+    const study = newUid();
+    const cd = path.join(work, 'CD', 'DICOM');
+    await fs.mkdir(cd, { recursive: true });
+    const files = syntheticSeries(25, { studyUID: study, patientID: 'STM-555', rows: 16, columns: 16 });
+    await Promise.all(files.map((f, i) => fs.writeFile(path.join(cd, `IM${String(i).padStart(4, '0')}`), f)));
+    await fs.writeFile(path.join(work, 'CD', 'DICOMDIR'), files[0]!);
+    await fs.writeFile(path.join(work, 'CD', 'README.TXT'), 'a CD');
+
+    await page.setInputFiles('#dicom input[name=folder]', path.join(work, 'CD'));
+    await page.fill('#dicom input[name=patient_id]', 'PAT-555');
+    await page.fill('#dicom input[name=accession_number]', 'ACC-555');
+    await page.fill('#dicom input[name=reason]', 'CD from St Mary\'s for order ACC-555');
+    await page.click('#dicom button:has-text("Upload")');
+    await page.waitForFunction(() => document.getElementById('summary')?.textContent?.startsWith('Done'), undefined, { timeout: 60_000 });
+    expect(await page.textContent('#summary')).toBe('Done: 25 stored, 0 already stored, 1 refused or failed');
+    // Two requests of at most 20 files; the README refused by name with its reason, the DICOMDIR not sent.
+    expect(await page.locator('#results tbody tr[data-status=stored]').count()).toBe(25);
+    expect(await page.locator('#results tbody tr', { hasText: 'README.TXT' }).textContent()).toMatch(/refused: not a DICOM file/);
+    expect(await page.locator('#results tbody tr', { hasText: 'DICOMDIR' }).count()).toBe(0);
+    expect(await page.locator('#results tbody tr[data-status=stored]').first().textContent()).toMatch(/set: PatientID, AccessionNumber|set: AccessionNumber, PatientID/);
+
+    const found = (await (await adminFetch(`${pacs.dicomweb}/studies?PatientID=PAT-555`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+    expect(found).toHaveLength(1);
+    expect(found[0]!['00201208']!.Value).toEqual([25]);
+  });
+
+  it('makes photos and a PDF into a new study of the patient given', async () => {
+    const photo = path.join(work, 'wound.jpg');
+    await sharp({ create: { width: 64, height: 48, channels: 3, background: '#c84' } }).jpeg().toFile(photo);
+    const pdf = path.join(work, 'referral.pdf');
+    await fs.writeFile(pdf, '%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n');
+    await page.goto(`${pacs.url}/upload`);
+    await page.setInputFiles('#photos input[name=files]', [photo, pdf]);
+    await page.fill('#photos input[name=patient_id]', 'PHOTO-555');
+    await page.fill('#photos input[name=study_description]', 'Wound check');
+    await page.click('#photos button:has-text("Upload")');
+    await page.waitForFunction(() => document.getElementById('summary')?.textContent?.startsWith('Done'), undefined, { timeout: 60_000 });
+    expect(await page.textContent('#summary')).toBe('Done: 2 stored, 0 already stored, 0 refused or failed');
+    const found = (await (await adminFetch(`${pacs.dicomweb}/studies?PatientID=PHOTO-555`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+    expect(found[0]!['00081030']!.Value).toEqual(['Wound check']);
+  });
+
+  it('is refused to staff without the upload role', async () => {
+    const oneTime = await createUser(pacs, 'dr.rita', ['read']);
+    const other = await (await browser.newContext()).newPage();
+    await other.goto(`${pacs.url}/upload`);
+    await firstSignIn(other, 'dr.rita', oneTime, 'rita chose this');
+    expect(await other.textContent('.error')).toContain('needs the upload role');
+    expect((await other.reload())?.status()).toBe(403);
+    await other.context().close();
+  });
+});
