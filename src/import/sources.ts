@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import dicomParser from 'dicom-parser';
 import yauzl, { type Entry, type ZipFile } from 'yauzl';
 import { formatBytes } from '../ingest/spool.js';
 
@@ -31,6 +32,8 @@ const RATIO_FREE_BYTES = 16 * 1024 * 1024;
 const MAX_ENTRIES = 200_000;
 /** "DICM" sits at byte 128 (PS3.10 7.1), the ZIP and gzip signatures at byte 0. */
 const PROBE_BYTES = 132;
+/** A DICOMDIR lists files in a few hundred bytes each: a million of them is far beyond any disc. */
+const MAX_DICOMDIR_BYTES = 256 * 1024 * 1024;
 
 type Kind = 'dicom' | 'zip' | 'gzip' | 'dicomdir' | 'other';
 
@@ -71,6 +74,35 @@ export class ImportSources {
     if (kind === 'dicom') this.items.push({ name, open: async () => createReadStream(file) });
     else if (kind === 'zip' || kind === 'gzip') await this.addArchive(kind, file, name, size, depth + 1);
     else if (kind === 'other') this.others++;
+    else if (depth === 0) await this.checkDirectory(file, size);
+  }
+
+  /**
+   * A CD's DICOMDIR, used as its list of files: those found are read by content like any other; one it names that is
+   * not on the disc (a copy cut short, a disc that cannot be read to the end) is said, never passed over in silence.
+   */
+  private async checkDirectory(file: string, size: number): Promise<void> {
+    if (size > MAX_DICOMDIR_BYTES) return;
+    let ids: string[];
+    try {
+      const records = dicomParser.parseDicom(await fs.readFile(file)).elements.x00041220?.items ?? [];
+      ids = records.map((r) => r.dataSet?.string('x00041500')).filter((id): id is string => !!id);
+    } catch (e) {
+      this.skipped.push({ name: file, reason: `a DICOMDIR that cannot be read (${(e as Error).message}); the files beside it were looked for by their content` });
+      return;
+    }
+    const folder = path.dirname(file);
+    const missing: string[] = [];
+    for (const id of ids) {
+      const parts = id.split('\\').map((p) => p.trim());
+      const exact = path.join(folder, ...parts);
+      // Discs are mounted with their names in upper or in lower case.
+      const found = await Promise.any([exact, path.join(folder, ...parts.map((p) => p.toLowerCase()))].map((f) => fs.access(f))).then(() => true, () => false);
+      if (!found) missing.push(parts.join('/'));
+    }
+    if (missing.length > 0) {
+      this.skipped.push({ name: file, reason: `it names ${missing.length} file(s) that are not beside it: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}; copy the disc again` });
+    }
   }
 
   private async addArchive(kind: 'zip' | 'gzip', file: string, name: string, size: number, depth: number): Promise<void> {

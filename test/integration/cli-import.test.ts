@@ -109,6 +109,22 @@ describe('command-line import', () => {
     expect(await fs.readdir(path.join(dataDir, 'spool')).catch(() => [])).toEqual([]);
   });
 
+  it('reads a CD\'s DICOMDIR as its list of files, and says which files it names are not on the disc', async () => {
+    const cd = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-cd-'));
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-data-'));
+    await fs.mkdir(path.join(cd, 'DICOM', 'S1'), { recursive: true });
+    const files = syntheticSeries(3, { patientName: 'Directory^Test' });
+    await Promise.all(files.map((f, i) => fs.writeFile(path.join(cd, 'DICOM', 'S1', `IM${i}`), f)));
+    // dcmtk's dcmmkdir writes the DICOMDIR as a burning tool does; then the copy loses a file.
+    await exec('dcmmkdir', ['+r', '+I', 'DICOM'], { cwd: cd });
+    await fs.rm(path.join(cd, 'DICOM', 'S1', 'IM2'));
+
+    const imported = await cli(['import', cd], dataDir);
+    expect(imported.stdout, imported.stderr).toMatch(/2 DICOM file\(s\) found: 2 stored/);
+    expect(imported.stdout).toContain(`skipped ${path.join(cd, 'DICOMDIR')}: it names 1 file(s) that are not beside it: DICOM/S1/IM2; copy the disc again`);
+    expect(imported.code).toBe(1);
+  });
+
   it('refuses hostile archives whole, each with its reason, and stores nothing from them', async () => {
     const work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-zip-'));
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-data-'));
