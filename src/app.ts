@@ -16,6 +16,7 @@ import { webhooksApi } from './api/webhooks.js';
 import { openApiRouter } from './api/openapi.js';
 import { photosApi } from './api/photos.js';
 import { dicomFilesApi } from './api/dicom-files.js';
+import { resumableApi } from './api/resumable.js';
 import { trashApi } from './api/trash.js';
 import { API_OPERATIONS } from './api/operations.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
@@ -138,6 +139,7 @@ export function createApp(services: Services) {
   app.route('/api/v1', integrityApi(services));
   app.route('/api/v1', uploadsApi(services));
   app.route('/api/v1', dicomFilesApi(services));
+  app.route('/api/v1', resumableApi(services));
   app.route('/api/v1', trashApi(services));
   app.route('/api/v1', webhooksApi(services));
   app.route('/api/v1', openApiRouter(API_OPERATIONS));

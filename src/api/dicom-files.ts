@@ -9,8 +9,8 @@ import { lookupTag, Tag } from '../dicom/tags.js';
 import { BadRequest } from '../errors.js';
 import { FailureReason, IngestBatch, type Receipt } from '../ingest/ingest.js';
 import { readInstanceHeader } from '../ingest/read-header.js';
-import { TooLarge } from '../ingest/spool.js';
-import { answerForm, date, formResponse, MAX_FORM_FILES, parseForm, text, withUpload, type ReceivedFile } from './form-upload.js';
+import { TooLarge, type Spooled } from '../ingest/spool.js';
+import { answerForm, date, formResponse, MAX_FORM_FILES, parseForm, text, withUpload } from './form-upload.js';
 import type { Operation } from './openapi.js';
 
 /** The values of the EMR's order a person may set on files that came with others (a CD from another hospital). */
@@ -57,19 +57,15 @@ export function dicomFilesApi(services: Services) {
 
   router.post('/uploads', allow('upload'), async (c) =>
     withUpload(c, services, async (fields, files) => {
-      const form = parseForm(correctionsForm, fields);
-      const corrections: Correction[] = Object.entries(TAGS).flatMap(([field, tag]) => {
-        const value = form[field as keyof typeof TAGS];
-        return value === undefined ? [] : [{ tag, value }];
-      });
-      if (corrections.length > 0 && (form.reason ?? '').length < MIN_REASON) {
-        throw new BadRequest(`say why the values are corrected in the reason field (${MIN_REASON} to 500 characters, kept in the audit trail); nothing was stored`);
-      }
-      if (form.reason) c.set('auditReason', form.reason);
+      const { corrections, reason } = correctionsOf(fields);
+      if (reason) c.set('auditReason', reason);
       const now = new Date();
       const batch = new IngestBatch(services.ingest);
       const received: Array<{ file: string; corrected: string[]; receipt: Receipt }> = [];
-      for (const file of files) received.push(await correctedReceipt(file));
+      for (const file of files) {
+        await file.spooled.written;
+        received.push({ file: file.name, ...(await addCorrected(batch, file.spooled, { corrections, modifiedBy: callerOf(c), now, maxInstanceBytes: services.config.maxInstanceBytes })) });
+      }
       await batch.commit();
       const outcomes = await Promise.all(received.map((r) => r.receipt.outcome));
 
@@ -78,27 +74,47 @@ export function dicomFilesApi(services: Services) {
         study_uid: o.studyUid ?? null,
         corrected: o.status === 'failed' ? [] : received[i]!.corrected,
       }));
-
-      async function correctedReceipt(file: ReceivedFile) {
-        await file.spooled.written;
-        const sent = { file: file.name, corrected: [] as string[] };
-        if (corrections.length === 0) return { ...sent, receipt: await batch.add(createReadStream(file.spooled.path)) };
-        try {
-          const corrected = correctFile(await readInstanceHeader(file.spooled, services.config.maxInstanceBytes), corrections, callerOf(c), now);
-          if (!corrected) return { ...sent, receipt: await batch.add(createReadStream(file.spooled.path)) };
-          const body = (async function* () {
-            yield corrected.head;
-            yield* createReadStream(file.spooled.path, { start: corrected.restFrom });
-          })();
-          return { file: file.name, corrected: corrected.changed.map((tag) => lookupTag(tag)?.keyword ?? tag), receipt: await batch.add(body) };
-        } catch (e) {
-          if (e instanceof CorrectionRefused) return { ...sent, receipt: batch.reject(FailureReason.CannotUnderstand, `${e.message}; nothing of it was stored`) };
-          if (e instanceof DicomParseError || e instanceof TooLarge) return { ...sent, receipt: batch.reject(FailureReason.CannotUnderstand, `not a DICOM file that can be read: ${e.message}`) };
-          throw e;
-        }
-      }
     }),
   );
 
   return router;
+}
+
+/** The corrections a form asks for, and why; a value given without a reason is refused, nothing stored. */
+export function correctionsOf(fields: Record<string, string>): { corrections: Correction[]; reason?: string } {
+  const form = parseForm(correctionsForm, fields);
+  const corrections: Correction[] = Object.entries(TAGS).flatMap(([field, tag]) => {
+    const value = form[field as keyof typeof TAGS];
+    return value === undefined ? [] : [{ tag, value }];
+  });
+  if (corrections.length > 0 && (form.reason ?? '').length < MIN_REASON) {
+    throw new BadRequest(`say why the values are corrected in the reason field (${MIN_REASON} to 500 characters, kept in the audit trail); nothing was stored`);
+  }
+  return { corrections, reason: form.reason };
+}
+
+/**
+ * A file received whole, added to the batch with the corrections set on it (the old values kept in it), or as it is
+ * when there are none or it holds them already; refused with the reason when it cannot be corrected.
+ */
+export async function addCorrected(
+  batch: IngestBatch,
+  file: Pick<Spooled, 'path' | 'size' | 'head' | 'written'>,
+  o: { corrections: Correction[]; modifiedBy: string; now: Date; maxInstanceBytes: number },
+): Promise<{ corrected: string[]; receipt: Receipt }> {
+  const asSent = async () => ({ corrected: [], receipt: await batch.add(createReadStream(file.path)) });
+  if (o.corrections.length === 0) return asSent();
+  try {
+    const corrected = correctFile(await readInstanceHeader({ ...file, sha256: '', synced: file.written }, o.maxInstanceBytes), o.corrections, o.modifiedBy, o.now);
+    if (!corrected) return asSent();
+    const body = (async function* () {
+      yield corrected.head;
+      yield* createReadStream(file.path, { start: corrected.restFrom });
+    })();
+    return { corrected: corrected.changed.map((tag) => lookupTag(tag)?.keyword ?? tag), receipt: await batch.add(body) };
+  } catch (e) {
+    if (e instanceof CorrectionRefused) return { corrected: [], receipt: batch.reject(FailureReason.CannotUnderstand, `${e.message}; nothing of it was stored`) };
+    if (e instanceof DicomParseError || e instanceof TooLarge) return { corrected: [], receipt: batch.reject(FailureReason.CannotUnderstand, `not a DICOM file that can be read: ${e.message}`) };
+    throw e;
+  }
 }

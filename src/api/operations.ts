@@ -8,6 +8,7 @@ import { studiesOperations } from './studies.js';
 import { trashOperations } from './trash.js';
 import { uploadsOperations } from './uploads.js';
 import { dicomFilesOperations } from './dicom-files.js';
+import { resumableOperations } from './resumable.js';
 import { webhooksOperations } from './webhooks.js';
 
 /** Every route under /api/v1, as the OpenAPI document describes it. */
@@ -20,6 +21,7 @@ export const API_OPERATIONS: Operation[] = [
   ...applicationEntitiesOperations,
   ...uploadsOperations,
   ...dicomFilesOperations,
+  ...resumableOperations,
   ...trashOperations,
   ...integrityOperations,
   ...openApiOperations,

@@ -1,3 +1,5 @@
+import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { Hono } from 'hono';
 import { raw } from 'hono/html';
 import { authenticate, signInFirst } from '../auth/middleware.js';
@@ -5,16 +7,27 @@ import { permits } from '../auth/principal.js';
 import type { Env, Services } from '../context.js';
 import { Layout } from './layout.js';
 
-/** Files a request carries: small enough that each request's progress shows, within the form routes' limit. */
-const FILES_A_REQUEST = 20;
+const TUS_CLIENT = '/assets/tus.min.js';
+let tusClient: Buffer | undefined;
+/** Files uploading at once: enough to keep the link busy between one file's end and the next's start. */
+const PARALLEL_UPLOADS = 3;
+/** Bytes a request of a resumable upload carries: what a dropped connection costs again at most. */
+const CHUNK_BYTES = 8 * 1024 * 1024;
 
 /**
  * The upload page (issue 15) for staff with the upload role: DICOM files or a CD's folder, with the order's values
- * to set on them, and photos and PDFs for a new study; through the same API routes as a script (/api/v1/uploads,
- * /api/v1/photos) with the session, each file's result shown as it comes.
+ * to set on them, uploaded resumably (tus, /api/v1/resumable: a dropped connection or a closed lid goes on from
+ * where it stopped), and photos and PDFs for a new study (/api/v1/photos); the API routes a script uses, with the
+ * session, each file's result shown as it comes.
  */
 export function uploadPage(services: Services) {
   const router = new Hono<Env>();
+  // The tus client, served from our own origin (no CDN): the browser build of the package the page uses.
+  router.get(TUS_CLIENT, async (c) => {
+    tusClient ??= await fs.readFile(createRequire(import.meta.url).resolve('tus-js-client/dist/tus.min.js'));
+    c.header('Cache-Control', 'public, max-age=86400');
+    return c.body(new Uint8Array(tusClient), 200, { 'Content-Type': 'text/javascript; charset=utf-8' });
+  });
   router.use('/upload', signInFirst(services.auth), authenticate(services.auth));
   router.get('/upload', (c) => {
     const principal = c.var.principal;
@@ -95,19 +108,21 @@ function UploadPage() {
           <tbody></tbody>
         </table>
       </div>
+      <script src={TUS_CLIENT}></script>
       <script>{raw(SCRIPT)}</script>
     </Layout>
   );
 }
 
 /**
- * Sends the files a few at a time, each request's upload progress on its files' rows, each file's answer in its row.
- * A thousand-file CD is a thousand rows added as they go, never a frozen tab. textContent only: names are not HTML.
+ * DICOM files each a resumable upload, a few at once, each row with its progress and then its answer; photos in one
+ * form request. A thousand-file CD is a thousand rows added as they go, never a frozen tab. textContent only: names
+ * are not HTML.
  */
 const SCRIPT = `
-const FILES_A_REQUEST = ${FILES_A_REQUEST};
 const body = document.querySelector('#results tbody');
 const summary = document.getElementById('summary');
+const nameOf = (f) => f.webkitRelativePath || f.name;
 function row(name) {
   const tr = body.insertRow();
   for (let i = 0; i < 3; i++) tr.insertCell();
@@ -115,52 +130,86 @@ function row(name) {
   tr.cells[1].textContent = 'waiting';
   return tr;
 }
-function send(url, fields, files, rows) {
-  return new Promise((resolve) => {
-    const form = new FormData();
-    for (const [name, value] of fields) if (value !== '') form.append(name, value);
-    files.forEach((f) => form.append('file', f, f.webkitRelativePath || f.name));
-    const xhr = new XMLHttpRequest();
-    xhr.open('POST', url);
-    xhr.upload.onprogress = (e) => { if (e.lengthComputable) rows.forEach((r) => (r.cells[1].textContent = Math.round((100 * e.loaded) / e.total) + '%')); };
-    xhr.onload = () => {
-      let answer = {};
-      try { answer = JSON.parse(xhr.responseText); } catch {}
-      if (!Array.isArray(answer.files)) {
-        const why = answer.detail || answer.error || xhr.statusText || 'no answer';
-        rows.forEach((r) => { r.cells[1].textContent = 'done'; r.cells[2].textContent = 'refused: ' + why; r.dataset.status = 'refused'; });
-        return resolve();
-      }
-      answer.files.forEach((f, i) => {
-        const r = rows[i];
-        r.cells[1].textContent = 'done';
-        r.dataset.status = f.status;
-        r.cells[2].textContent = f.status === 'refused' ? 'refused: ' + f.reason : f.status + (f.corrected && f.corrected.length ? ' (set: ' + f.corrected.join(', ') + ')' : '');
-      });
-      resolve();
-    };
-    xhr.onerror = () => { rows.forEach((r) => { r.cells[2].textContent = 'the connection failed: send these again'; r.dataset.status = 'failed'; }); resolve(); };
-    xhr.send(form);
-  });
+function show(r, f) {
+  r.cells[1].textContent = 'done';
+  r.dataset.status = f.status;
+  r.cells[2].textContent = f.status === 'refused' ? 'refused: ' + f.reason : f.status + (f.corrected && f.corrected.length ? ' (set: ' + f.corrected.join(', ') + ')' : '');
+}
+function refuse(r, why) {
+  r.cells[1].textContent = 'done';
+  r.dataset.status = 'refused';
+  r.cells[2].textContent = 'refused: ' + why;
+}
+function detailOf(text, fallback) {
+  try { const a = JSON.parse(text); return a.detail || a.error || fallback; } catch { return text || fallback; }
 }
 function tally() {
   const count = (s) => body.querySelectorAll('tr[data-status="' + s + '"]').length;
-  summary.textContent = count('stored') + ' stored, ' + count('already-stored') + ' already stored, ' + (count('refused') + count('failed')) + ' refused or failed';
+  summary.textContent = count('stored') + ' stored, ' + count('already-stored') + ' already stored, ' + count('refused') + ' refused';
 }
-async function upload(form, url, perRequest) {
-  const files = [...form.querySelectorAll('input[type=file]')].flatMap((input) => [...input.files]).filter((f) => f.name !== 'DICOMDIR');
+function resumable(file, r, fields) {
+  return new Promise((resolve) => {
+    const upload = new tus.Upload(file, {
+      endpoint: '/api/v1/resumable',
+      chunkSize: ${CHUNK_BYTES},
+      retryDelays: [0, 1000, 3000, 5000, 10000, 30000],
+      removeFingerprintOnSuccess: true,
+      metadata: { filename: nameOf(file), fields: JSON.stringify(fields) },
+      // The same file with other values is another upload.
+      fingerprint: async (f) => ['pacs-lite', nameOf(f), f.size, f.lastModified, JSON.stringify(fields)].join('|'),
+      onProgress: (sent, total) => { r.cells[1].textContent = Math.round((100 * sent) / total) + '%'; },
+      onSuccess: (payload) => { show(r, JSON.parse(payload.lastResponse.getBody())); resolve(); },
+      onError: (err) => {
+        const response = err.originalResponse;
+        refuse(r, response ? detailOf(response.getBody(), 'the server refused it') : 'the connection failed: choose the file again to go on from where it stopped');
+        resolve();
+      },
+    });
+    upload.findPreviousUploads().then((previous) => {
+      if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+      upload.start();
+    });
+  });
+}
+function chosen(form) {
+  return [...form.querySelectorAll('input[type=file]')].flatMap((input) => [...input.files]).filter((f) => f.name !== 'DICOMDIR');
+}
+function fieldsOf(form) {
+  return [...new FormData(form)].filter(([, v]) => typeof v === 'string' && v !== '');
+}
+async function run(form, work) {
+  const files = chosen(form);
   if (files.length === 0) { summary.textContent = 'Choose files first.'; return; }
-  const fields = [...new FormData(form)].filter(([, v]) => typeof v === 'string');
   form.querySelector('button').disabled = true;
   summary.textContent = 'Uploading ' + files.length + ' file(s)…';
-  for (let i = 0; i < files.length; i += perRequest) {
-    const some = files.slice(i, i + perRequest);
-    await send(url, fields, some, some.map((f) => row(f.webkitRelativePath || f.name)));
-    tally();
-  }
+  await work(files, fieldsOf(form));
   form.querySelector('button').disabled = false;
+  tally();
   summary.textContent = 'Done: ' + summary.textContent;
 }
-document.getElementById('dicom').addEventListener('submit', (e) => { e.preventDefault(); upload(e.target, '/api/v1/uploads', FILES_A_REQUEST); });
-document.getElementById('photos').addEventListener('submit', (e) => { e.preventDefault(); upload(e.target, '/api/v1/photos', 100); });
+document.getElementById('dicom').addEventListener('submit', (e) => {
+  e.preventDefault();
+  run(e.target, async (files, fields) => {
+    const queue = files.map((f) => ({ f, r: row(nameOf(f)) }));
+    const values = Object.fromEntries(fields);
+    let next = 0;
+    const worker = async () => { while (next < queue.length) { const { f, r } = queue[next++]; await resumable(f, r, values); tally(); } };
+    await Promise.all(Array.from({ length: ${PARALLEL_UPLOADS} }, worker));
+  });
+});
+document.getElementById('photos').addEventListener('submit', (e) => {
+  e.preventDefault();
+  run(e.target, async (files, fields) => {
+    const rows = files.map((f) => row(nameOf(f)));
+    const form = new FormData();
+    for (const [name, value] of fields) form.append(name, value);
+    files.forEach((f) => form.append('file', f, f.name));
+    const response = await fetch('/api/v1/photos', { method: 'POST', body: form });
+    const text = await response.text();
+    let answer = {};
+    try { answer = JSON.parse(text); } catch {}
+    if (Array.isArray(answer.files)) answer.files.forEach((f, i) => show(rows[i], f));
+    else rows.forEach((r) => refuse(r, detailOf(text, response.statusText)));
+  });
+});
 `;

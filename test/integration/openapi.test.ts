@@ -170,6 +170,7 @@ describe('every route answers as the document says', () => {
     };
     await call('POST', '/uploads', '/uploads', { body: dicomFiles({ patient_id: 'OAS-ORDER', reason: 'matched to its order' }), expect: 200 });
     await call('POST', '/uploads', '/uploads', { body: dicomFiles({ patient_id: 'OAS-ORDER' }), expect: 400 });
+    await call('POST', '/resumable', '/resumable', { headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1000' }, expect: 201 });
 
     // Webhooks and their outbox.
     const hook = await call('POST', '/webhooks', '/webhooks', { ...json({ url: receiver.url, allow_local: true }), expect: 201 });

@@ -1,0 +1,100 @@
+import * as tus from 'tus-js-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { syntheticInstance } from '../fixtures/synthetic.js';
+import { adminFetch, readMultipartResponse, startServer, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
+
+/**
+ * Resumable uploads (issue 15) with tus-js-client, the protocol's own client (the upload page uses its browser
+ * build): a file stored once all its bytes are in, an upload broken off resumed from where it stopped.
+ */
+
+let server: RunningServer;
+beforeAll(async () => {
+  server = await startServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+type Answer = { status: string; sop_instance_uid: string | null; corrected: string[]; reason: string | null };
+
+/** Starts an upload; `done` is the final answer's body. */
+function upload(bytes: Buffer, fields: Record<string, string>, opts: Partial<tus.UploadOptions> = {}): { upload: tus.Upload; done: Promise<Answer> } {
+  let upload!: tus.Upload;
+  const done = new Promise<Answer>((resolve, reject) => {
+    upload = new tus.Upload(bytes, {
+      endpoint: `${server.url}/api/v1/resumable`,
+      headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}` },
+      metadata: { filename: 'IM0001', fields: JSON.stringify(fields) },
+      retryDelays: null,
+      storeFingerprintForResuming: false,
+      onSuccess: (payload) => resolve(JSON.parse(payload.lastResponse.getBody()) as Answer),
+      onError: reject,
+      ...opts,
+    });
+  });
+  upload.start();
+  return { upload, done };
+}
+
+async function storedBytes(bytes: Buffer, sop: string): Promise<Buffer | undefined> {
+  const found = (await (await adminFetch(`${server.dicomweb}/instances?SOPInstanceUID=${sop}`)).json()) as Array<Record<string, { Value: string[] }>>;
+  if (found.length === 0) return undefined;
+  const [study, series] = [found[0]!['0020000D']!.Value[0], found[0]!['0020000E']!.Value[0]];
+  const response = await adminFetch(`${server.dicomweb}/studies/${study}/series/${series}/instances/${sop}`, { headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+  return (await readMultipartResponse(response))[0]!.body;
+}
+
+describe('resumable uploads', () => {
+  it('store a file once all its bytes are in, with the order\'s values set on it', async () => {
+    const bytes = syntheticInstance({ patientID: 'TUS-OLD', rows: 128, columns: 128 });
+    const answer = await upload(bytes, { patient_id: 'TUS-1', reason: 'matched to its order' }).done;
+    expect(answer).toMatchObject({ status: 'stored', corrected: ['PatientID'], reason: null });
+    const stored = await storedBytes(bytes, answer.sop_instance_uid!);
+    expect(stored?.includes(Buffer.from('TUS-1'))).toBe(true);
+    // Logged and audited under who uploaded, like any upload.
+    const log = (await (await adminFetch(`${server.url}/api/v1/uploads?patient_id=TUS-1`)).json()) as Array<{ door: string; credential: string }>;
+    expect(log).toEqual([expect.objectContaining({ door: 'form', credential: expect.stringMatching(/^key:/) })]);
+  });
+
+  it('resume an upload broken off, from the bytes the server has, and store it once', async () => {
+    const bytes = syntheticInstance({ patientID: 'TUS-2', rows: 512, columns: 512 });
+    const sop = /* the synthetic file names its instance in its meta information */ bytes.subarray(0, 400).toString('latin1').match(/2\.25\.\d+/)![0];
+    let uploadUrl: string | null = null;
+    const first = upload(bytes, {}, {
+      chunkSize: 64 * 1024,
+      onChunkComplete: (_chunk, accepted) => {
+        // The connection drops after three chunks: nothing is stored yet.
+        if (accepted >= 3 * 64 * 1024) void first.upload.abort();
+      },
+      onAfterResponse: () => {
+        uploadUrl ??= first.upload.url;
+      },
+    });
+    await expect(Promise.race([first.done, new Promise((r) => setTimeout(r, 3000, 'aborted'))])).resolves.toBe('aborted');
+    expect(uploadUrl).toMatch(/\/api\/v1\/resumable\/[0-9a-f]+$/);
+    expect(await storedBytes(bytes, sop)).toBeUndefined();
+    const offset = await fetch(uploadUrl!, { method: 'HEAD', headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}`, 'Tus-Resumable': '1.0.0' } });
+    expect(Number(offset.headers.get('upload-offset'))).toBe(3 * 64 * 1024);
+
+    let resentFrom = -1;
+    const resumed = upload(bytes, {}, {
+      uploadUrl,
+      onProgress: (sent) => {
+        if (resentFrom < 0) resentFrom = sent;
+      },
+    });
+    expect((await resumed.done).status).toBe('stored');
+    expect(resentFrom).toBeGreaterThanOrEqual(3 * 64 * 1024);
+    expect((await storedBytes(bytes, sop))?.equals(bytes)).toBe(true);
+  });
+
+  it('refuses an upload over PACS_MAX_INSTANCE_BYTES, bad fields, and a caller without the upload right, before a byte is taken', async () => {
+    const tooLarge = await fetch(`${server.url}/api/v1/resumable`, { method: 'POST', headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}`, 'Tus-Resumable': '1.0.0', 'Upload-Length': String(64 * 1024 ** 3) } });
+    expect(tooLarge.status).toBe(413);
+    const badFields = await upload(syntheticInstance(), { patient_id: 'X' }).done.catch((e: Error) => e.message);
+    expect(badFields).toMatch(/say why the values are corrected/);
+    const anonymous = await fetch(`${server.url}/api/v1/resumable`, { method: 'POST', headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '10' } });
+    expect(anonymous.status).toBe(401);
+  });
+});
