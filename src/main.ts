@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.js';
@@ -9,6 +10,7 @@ import { startDicomListener } from './dimse/listener.js';
 import { openServices } from './services.js';
 
 const HEADERS_TIMEOUT_MS = 60_000;
+const KEEP_ALIVE_MS = 65_000;
 
 async function main() {
   let config;
@@ -61,6 +63,10 @@ async function main() {
   services.trashPurge.start();
   // A connection silent both ways this long is hung: closed (with its upload, which keeps nothing).
   server.setTimeout(config.idleTimeoutSeconds * 1000);
+  // Node closes an idle kept-alive connection after 5 s, racing a client (or a reverse proxy: nginx and load balancers
+  // keep theirs about 60 s) that sends its next request on it at that moment, which then fails without an answer.
+  // Longer than theirs: they close first, never we under a request.
+  (server as Server).keepAliveTimeout = KEEP_ALIVE_MS;
 
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');

@@ -39,70 +39,75 @@ export const resumableOperations: Operation[] = [
 export function resumableApi(services: Services) {
   const { config } = services;
   const directory = path.join(config.storageDir, 'resumable');
-  const store = new FileStore({ directory, expirationPeriodInMilliseconds: EXPIRY_MS });
   // The request a tus hook runs for: who uploads, from where, for the upload log and the audit trail.
   const requests = new AsyncLocalStorage<Context<Env>>();
   let cleanedAt = 0;
-  const tus = new Server({
-    path: RESUMABLE_PATH,
-    datastore: store,
-    maxSize: config.maxInstanceBytes,
-    relativeLocation: true,
-    async onUploadCreate(_req, upload) {
-      // Expired uploads go as new ones come: no timer to keep, and nothing piles up while nobody uploads either.
-      if (Date.now() - cleanedAt > CLEANUP_MS) {
-        cleanedAt = Date.now();
-        void store.deleteExpired().catch((err: unknown) => services.log.warn({ err }, 'resumable uploads: expired ones could not be deleted'));
-      }
-      try {
-        correctionsOf(fieldsOf(upload.metadata));
-        // The bytes go to the data folder's disk: refused there as STOW is, before the first is written.
-        await refuseOnLowDisk(config.storageDir, config.minFreeBytes, upload.size ?? Number.NaN);
-      } catch (e) {
-        const status = e instanceof HttpError ? e.status : 400;
-        throw { status_code: status, body: JSON.stringify({ error: e instanceof HttpError ? e.code : 'bad-request', detail: (e as Error).message }) };
-      }
-      return {};
-    },
-    async onUploadFinish(_req, upload) {
-      const c = requests.getStore();
-      const fields = fieldsOf(upload.metadata);
-      const { corrections } = correctionsOf(fields);
-      const file = path.join(directory, upload.id);
-      try {
-        const handle = await fs.open(file, 'r');
-        const head = Buffer.alloc(Math.min(HEAD_BYTES, upload.size ?? 0));
-        await handle.read(head, 0, head.length, 0).finally(() => handle.close());
-        const batch = new IngestBatch(services.ingest);
-        const modifiedBy = c ? callerOf(c) : 'unknown';
-        const { corrected, receipt } = await addCorrected(batch, { path: file, size: upload.size ?? 0, head, written: Promise.resolve() }, { corrections, modifiedBy, now: new Date(), maxInstanceBytes: config.maxInstanceBytes });
-        await batch.commit();
-        const o = await receipt.outcome;
-        if (c) {
-          const { address, via } = c.var.client;
-          const tally = new UploadTally('form', modifiedBy, via ? `${address} via ${via}` : address);
-          tally.add(o);
-          await tally.record(services.catalog, c.var.log);
-          if (o.status !== 'failed') c.set('auditStudyUids', [o.studyUid]);
-          if (fields.reason) c.set('auditReason', fields.reason);
+  // Made at the first resumable request: the store makes its folder, which a server nobody uploads to by hand lacks.
+  let tus: Server | undefined;
+  const tusServer = () => (tus ??= makeServer());
+  function makeServer(): Server {
+    const store = new FileStore({ directory, expirationPeriodInMilliseconds: EXPIRY_MS });
+    return new Server({
+      path: RESUMABLE_PATH,
+      datastore: store,
+      maxSize: config.maxInstanceBytes,
+      relativeLocation: true,
+      async onUploadCreate(_req, upload) {
+        // Expired uploads go as new ones come: no timer to keep, and nothing piles up while nobody uploads either.
+        if (Date.now() - cleanedAt > CLEANUP_MS) {
+          cleanedAt = Date.now();
+          void store.deleteExpired().catch((err: unknown) => services.log.warn({ err }, 'resumable uploads: expired ones could not be deleted'));
         }
-        const answer = {
-          file: upload.metadata?.filename ?? upload.id,
-          status: o.status === 'failed' ? 'refused' : o.status === 'stored' ? 'stored' : 'already-stored',
-          sop_instance_uid: o.sopInstanceUid ?? null,
-          study_uid: o.studyUid ?? null,
-          corrected: o.status === 'failed' ? [] : corrected,
-          reason: o.status === 'failed' ? o.reason : null,
-        };
-        return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(answer) };
-      } finally {
-        await store.remove(upload.id).catch(() => undefined);
-      }
-    },
-  });
+        try {
+          correctionsOf(fieldsOf(upload.metadata));
+          // The bytes go to the data folder's disk: refused there as STOW is, before the first is written.
+          await refuseOnLowDisk(config.storageDir, config.minFreeBytes, upload.size ?? Number.NaN);
+        } catch (e) {
+          const status = e instanceof HttpError ? e.status : 400;
+          throw { status_code: status, body: JSON.stringify({ error: e instanceof HttpError ? e.code : 'bad-request', detail: (e as Error).message }) };
+        }
+        return {};
+      },
+      async onUploadFinish(_req, upload) {
+        const c = requests.getStore();
+        const fields = fieldsOf(upload.metadata);
+        const { corrections } = correctionsOf(fields);
+        const file = path.join(directory, upload.id);
+        try {
+          const handle = await fs.open(file, 'r');
+          const head = Buffer.alloc(Math.min(HEAD_BYTES, upload.size ?? 0));
+          await handle.read(head, 0, head.length, 0).finally(() => handle.close());
+          const batch = new IngestBatch(services.ingest);
+          const modifiedBy = c ? callerOf(c) : 'unknown';
+          const { corrected, receipt } = await addCorrected(batch, { path: file, size: upload.size ?? 0, head, written: Promise.resolve() }, { corrections, modifiedBy, now: new Date(), maxInstanceBytes: config.maxInstanceBytes });
+          await batch.commit();
+          const o = await receipt.outcome;
+          if (c) {
+            const { address, via } = c.var.client;
+            const tally = new UploadTally('form', modifiedBy, via ? `${address} via ${via}` : address);
+            tally.add(o);
+            await tally.record(services.catalog, c.var.log);
+            if (o.status !== 'failed') c.set('auditStudyUids', [o.studyUid]);
+            if (fields.reason) c.set('auditReason', fields.reason);
+          }
+          const answer = {
+            file: upload.metadata?.filename ?? upload.id,
+            status: o.status === 'failed' ? 'refused' : o.status === 'stored' ? 'stored' : 'already-stored',
+            sop_instance_uid: o.sopInstanceUid ?? null,
+            study_uid: o.studyUid ?? null,
+            corrected: o.status === 'failed' ? [] : corrected,
+            reason: o.status === 'failed' ? o.reason : null,
+          };
+          return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(answer) };
+        } finally {
+          await store.remove(upload.id).catch(() => undefined);
+        }
+      },
+    });
+  }
 
   const router = new Hono<Env>();
-  const handle = (c: Context<Env>) => requests.run(c, () => tus.handleWeb(c.req.raw));
+  const handle = (c: Context<Env>) => requests.run(c, () => tusServer().handleWeb(c.req.raw));
   router.post('/resumable', allow('upload'), handle);
   // HEAD, PATCH and DELETE of an upload, as tus says (in the POST's description: OpenAPI has no way to say "tus").
   router.all('/resumable/*', allow('upload'), handle);

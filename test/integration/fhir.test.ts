@@ -50,6 +50,9 @@ beforeAll(async () => {
     return last(resource) as boolean;
   };
   validateErrors = () => last?.errors?.slice(0, 3);
+  // Compiled now, before any connection is open: compiling blocks for seconds, longer than a kept-alive connection
+  // idles before the server closes it, and a client whose timers were blocked too would send on a closed one.
+  for (const type of ['ImagingStudy', 'Bundle', 'OperationOutcome', 'CapabilityStatement']) ajv.getSchema(`${id}#/definitions/${type}`);
   server = await startServer();
   const jan = [1, 2].map((n) => syntheticInstance({ studyUID: january, seriesUID: ctSeries, modality: 'CT', seriesNumber: 3, instanceNumber: n, patientID: PATIENT, patientName: 'Fhir^Anna', studyDate: '20260115', accessionNumber: 'ACC-JAN', studyDescription: 'CT chest', seriesDescription: 'Axial' }));
   expect((await stow(server.dicomweb, [...jan, ...syntheticSeries(1, { studyUID: january, modality: 'MR', patientID: PATIENT, studyDate: '20260115' })])).status).toBe(200);
