@@ -7,6 +7,7 @@ import type { IngestResult } from './ingest.js';
 import type { LoadResults } from './load.js';
 import type { TranscodeResults } from './transcode.js';
 import type { DimseResults } from './dimse.js';
+import type { ByHandResults } from './by-hand.js';
 import type { ReadResult } from './reads.js';
 import { ACCESS_LINES, MAX_OVERHEAD, type AccessControlResults, type AuditCount } from './access.js';
 import { RENDER_LINES, THUMBNAIL_TARGET_MS, type ImageFacts, type RenderDetail } from './rendered.js';
@@ -49,6 +50,7 @@ export type BenchResults = {
   transcode?: TranscodeResults;
   /** storescu and findscu against both servers' DICOM services, and our STOW of the same corpus (dimse.ts). */
   dimse?: DimseResults;
+  byHand?: ByHandResults;
   /** QIDO on a synthesised index of a million instances, by dialect (qido-scale.ts). */
   qidoScale?: Partial<Record<Dialect, QidoScaleResults>>;
   /** 45 readers and 5 uploads, then the same with a render bomb stored (load.ts). */

