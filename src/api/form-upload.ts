@@ -1,6 +1,6 @@
 import { type Context } from 'hono';
 import { z } from 'zod';
-import { callerOf } from '../auth/middleware.js';
+import { callerOf, clientIpOf } from '../auth/middleware.js';
 import type { UploadDoor } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { parseMediaType } from '../dicomweb/media-type.js';
@@ -126,23 +126,31 @@ export async function answerForm<E extends object>(
   more: (outcome: InstanceOutcome, i: number) => E,
   top: object = {},
 ): Promise<Response> {
-  const { address, via } = c.var.client;
-  const tally = new UploadTally(door, callerOf(c), via ? `${address} via ${via}` : address);
-  for (const { outcome } of received) tally.add(outcome);
-  await tally.record(services.catalog, c.var.log);
+  await recordUpload(c, services, door, received.map((r) => r.outcome));
   const refused = received.filter((r) => r.outcome.status === 'failed').length;
   const answer = {
     ...top,
     stored: received.filter((r) => r.outcome.status === 'stored').length,
     already_stored: received.filter((r) => r.outcome.status === 'duplicate').length,
     refused,
-    files: received.map(({ file, outcome: o }, i) => ({
-      file,
-      status: o.status === 'failed' ? 'refused' : o.status === 'stored' ? 'stored' : 'already-stored',
-      sop_instance_uid: o.sopInstanceUid ?? null,
-      reason: o.status === 'failed' ? o.reason : null,
-      ...more(o, i),
-    })),
+    files: received.map(({ file, outcome }, i) => ({ ...fileAnswer(file, outcome), ...more(outcome, i) })),
   };
   return c.json(answer, refused === 0 ? 200 : refused < received.length ? 202 : 400);
+}
+
+/** An upload in the upload log, under the caller and where it came from. */
+export async function recordUpload(c: Context<Env>, services: Services, door: UploadDoor, outcomes: InstanceOutcome[]): Promise<void> {
+  const tally = new UploadTally(door, callerOf(c), clientIpOf(c));
+  for (const outcome of outcomes) tally.add(outcome);
+  await tally.record(services.catalog, c.var.log);
+}
+
+/** What became of one file, as every upload route answers it. */
+export function fileAnswer(file: string, o: InstanceOutcome) {
+  return {
+    file,
+    status: o.status === 'failed' ? ('refused' as const) : o.status === 'stored' ? ('stored' as const) : ('already-stored' as const),
+    sop_instance_uid: o.sopInstanceUid ?? null,
+    reason: o.status === 'failed' ? o.reason : null,
+  };
 }

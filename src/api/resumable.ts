@@ -9,8 +9,8 @@ import type { Env, Services } from '../context.js';
 import { refuseOnLowDisk } from '../dicomweb/stow.js';
 import { HttpError } from '../errors.js';
 import { IngestBatch } from '../ingest/ingest.js';
-import { UploadTally } from '../ingest/upload-log.js';
 import { addCorrected, correctionsOf } from './dicom-files.js';
+import { fileAnswer, recordUpload } from './form-upload.js';
 import type { Operation } from './openapi.js';
 
 /** An upload not finished within this is given up and its bytes deleted: a laptop closed over a weekend resumes. */
@@ -83,21 +83,11 @@ export function resumableApi(services: Services) {
           await batch.commit();
           const o = await receipt.outcome;
           if (c) {
-            const { address, via } = c.var.client;
-            const tally = new UploadTally('form', modifiedBy, via ? `${address} via ${via}` : address);
-            tally.add(o);
-            await tally.record(services.catalog, c.var.log);
+            await recordUpload(c, services, 'form', [o]);
             if (o.status !== 'failed') c.set('auditStudyUids', [o.studyUid]);
             if (fields.reason) c.set('auditReason', fields.reason);
           }
-          const answer = {
-            file: upload.metadata?.filename ?? upload.id,
-            status: o.status === 'failed' ? 'refused' : o.status === 'stored' ? 'stored' : 'already-stored',
-            sop_instance_uid: o.sopInstanceUid ?? null,
-            study_uid: o.studyUid ?? null,
-            corrected: o.status === 'failed' ? [] : corrected,
-            reason: o.status === 'failed' ? o.reason : null,
-          };
+          const answer = { ...fileAnswer(upload.metadata?.filename ?? upload.id, o), study_uid: o.studyUid ?? null, corrected: o.status === 'failed' ? [] : corrected };
           return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(answer) };
         } finally {
           await store.remove(upload.id).catch(() => undefined);

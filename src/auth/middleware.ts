@@ -171,11 +171,10 @@ function eventOf(c: Context<Env>): AuditEvent {
   // Whatever its casing, a token parameter is a secret; `?TOKEN=` is no credential here, but it may be one elsewhere.
   for (const name of [...params.keys()]) if (SECRET_PARAMETER.test(name)) params.delete(name);
   if (c.var.auditReason) params.set('reason', c.var.auditReason);
-  const { address, via } = c.var.client;
   return {
     at: Date.now(),
     credential: callerOf(c),
-    ip: via ? `${address} via ${via}` : address,
+    ip: clientIpOf(c),
     method: c.req.method,
     path: c.req.path,
     query: params.size > 0 ? params.toString() : null,
@@ -263,4 +262,10 @@ function credentialOf(c: Context<Env>): GivenCredential | undefined {
     }
   }
   return undefined;
+}
+
+/** Where a request came from, as the audit trail and the upload log write it: the client, and the proxy it came by. */
+export function clientIpOf(c: Context<Env>): string {
+  const { address, via } = c.var.client;
+  return via ? `${address} via ${via}` : address;
 }

@@ -6,7 +6,7 @@ import { formatBytes, TooLarge } from '../ingest/spool.js';
 import { diskSpace } from '../storage/disk-space.js';
 import type { Env, Services } from '../context.js';
 import { UploadTally } from '../ingest/upload-log.js';
-import { callerOf } from '../auth/middleware.js';
+import { callerOf, clientIpOf } from '../auth/middleware.js';
 import { MultipartError, parseMultipartRelated, readMultipart } from './multipart.js';
 import { pathUids } from './path-uids.js';
 import { dicomwebRoot } from './urls.js';
@@ -56,8 +56,7 @@ export function stowRouter(services: Services) {
     c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
-    const { address, via } = c.var.client;
-    const tally = new UploadTally('stow', callerOf(c), via ? `${address} via ${via}` : address);
+    const tally = new UploadTally('stow', callerOf(c), clientIpOf(c));
     for (const outcome of outcomes) tally.add(outcome);
     await tally.record(services.catalog, c.var.log);
     logRefusals(services, outcomes);
@@ -122,12 +121,11 @@ export async function refuseOnLowDisk(storageDir: string, minFreeBytes: number, 
  * for those bytes, but the audit trail records each, and the client is told in a Warning header (PS3.18 tells clients of such conditions in one; RFC 9111 5.5 retired it for caches only).
  */
 function flagExecutables(c: Context<Env>, services: Services, instances: Exclude<InstanceOutcome, { status: 'failed' }>[], status: number): void {
-  const { address, via } = c.var.client;
   for (const o of instances) {
     services.auth.audit.record({
       at: Date.now(),
       credential: callerOf(c),
-      ip: via ? `${address} via ${via}` : address,
+      ip: clientIpOf(c),
       method: c.req.method,
       path: c.req.path,
       query: `alert=executable-preamble&format=${encodeURIComponent(o.executablePreamble!)}`,
