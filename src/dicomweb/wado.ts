@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
 import { Hono, type Context } from 'hono';
 import { downloadOf } from '../read/download.js';
+import { readAhead } from '../read/read-ahead.js';
 import { zipStream, type ZipEntry } from '../read/zip.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
@@ -15,6 +16,13 @@ import { allFrames, frameCountOf } from '../read/frames.js';
 import type { DicomJson } from '../dicom/json.js';
 import { toNativeDicomXml } from '../dicom/xml.js';
 import type { StoredInstance } from '../catalog/catalog.js';
+
+/**
+ * Files a retrieve or a download reads ahead of the one it sends, and the bytes each may hold before its read waits
+ * (a file read whole, read/checked-instances.ts, is held whole): a few MiB a response.
+ */
+const FILES_AHEAD = 8;
+const BYTES_AHEAD_EACH = 1024 * 1024;
 
 /** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
 export function wadoRouter(services: Services) {
@@ -39,8 +47,13 @@ export function wadoRouter(services: Services) {
       return c.body(await started(multipartBody(parts, boundary)), 200, { 'Content-Type': multipartContentType('application/octet-stream', boundary) });
     }
     const parts = (async function* () {
+      if (asked.asStored) {
+        const files = found.map((instance) => ({ transferSyntaxUid: instance.transferSyntaxUid, body: () => reads.instanceStream(instance) }));
+        for await (const file of readAhead(files, FILES_AHEAD, BYTES_AHEAD_EACH)) yield { contentType: `application/dicom; transfer-syntax=${file.transferSyntaxUid}`, body: file.body() };
+        return;
+      }
       for (const instance of found) {
-        const sent = asked.asStored ? { transferSyntaxUid: instance.transferSyntaxUid, body: reads.instanceStream(instance) } : await transcoder.instance(instance);
+        const sent = await transcoder.instance(instance);
         yield { contentType: `application/dicom; transfer-syntax=${sent.transferSyntaxUid}`, body: sent.body };
       }
     })();
@@ -303,7 +316,7 @@ async function started(chunks: AsyncGenerator<Uint8Array>): Promise<ReadableStre
 /** A download as a ZIP, streamed as it is read: its bytes are counted and checked by read/zip.ts as they go. */
 export function zipResponse(c: Context<Env>, download: { fileName: string; entries: ZipEntry[] }): Response {
   const ascii = download.fileName.replace(/[^\x20-\x7e]|["\\]/g, '_');
-  const body = Readable.toWeb(Readable.from(zipStream(download.entries))) as ReadableStream;
+  const body = Readable.toWeb(Readable.from(zipStream(readAhead(download.entries, FILES_AHEAD, BYTES_AHEAD_EACH)))) as ReadableStream;
   return c.body(body, 200, {
     'Content-Type': 'application/zip',
     'Content-Disposition': `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(download.fileName)}`,

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * A study or series downloaded as a ZIP (issue 15): streamed as it is read, every file as stored under a name a person
@@ -120,7 +121,29 @@ describe('ZIP download', () => {
     expect((await peakMemory()) - before, 'peak memory growth of the server while it sent 200 MB').toBeLessThan(64 * 1024 * 1024);
     expect(Object.values(await entriesOf(zip))).toEqual([sha256(large)]);
   });
+
+  it('stops reading, and closes every file it read ahead, when the client goes away mid-download', { timeout: 60_000 }, async () => {
+    const studyUid = newUid();
+    const seriesUid = newUid();
+    // 4 MB each: files read in chunks, not whole, so that a read ahead waits with its file open.
+    const many = Array.from({ length: 16 }, (_, i) => syntheticInstance({ studyUID: studyUid, seriesUID: seriesUid, instanceNumber: i + 1, rows: 1024, columns: 1024, frames: 2 }));
+    expect((await stow(server.dicomweb, many)).status).toBe(200);
+    const before = await openFiles();
+    const aborting = new AbortController();
+    const response = await adminFetch(`${server.url}/api/v1/studies/${studyUid}/download`, { signal: aborting.signal });
+    const reader = response.body!.getReader();
+    expect((await reader.read()).done).toBe(false);
+    aborting.abort();
+    await waitFor('the server to close the files of the download the client left', async () => (await openFiles()) <= before || undefined);
+    // And it serves on: the same download, whole.
+    expect(Object.values(await entriesOf((await download(`${server.url}/api/v1/studies/${studyUid}/download`)).zip))).toEqual(many.map(sha256));
+  });
 });
+
+/** How many files and sockets the server holds open. */
+async function openFiles(): Promise<number> {
+  return (await fs.readdir(`/proc/${server.process.pid}/fd`)).length;
+}
 
 /** The server's peak resident memory since it started or was last reset (VmHWM). */
 async function peakMemory(): Promise<number> {
