@@ -137,6 +137,8 @@ async function resumableUploads(server: RunningServer, corpus: Corpus): Promise<
           endpoint,
           headers: { ...server.auth },
           chunkSize: 8 * 1024 * 1024,
+          // As the upload page sends them: a file up to a chunk whole in the request that creates its upload.
+          uploadDataDuringCreation: true,
           metadata: { filename: instance.file },
           retryDelays: null,
           storeFingerprintForResuming: false,

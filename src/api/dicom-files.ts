@@ -93,6 +93,9 @@ export function correctionsOf(fields: Record<string, string>): { corrections: Co
   return { corrections, reason: form.reason };
 }
 
+/** The values to set on a file, who sets them and when. */
+export type Correcting = { corrections: Correction[]; modifiedBy: string; now: Date; maxInstanceBytes: number };
+
 /**
  * A file received whole, added to the batch with the corrections set on it (the old values kept in it), or as it is
  * when there are none or it holds them already; refused with the reason when it cannot be corrected.
@@ -100,7 +103,7 @@ export function correctionsOf(fields: Record<string, string>): { corrections: Co
 export async function addCorrected(
   batch: IngestBatch,
   file: Pick<Spooled, 'path' | 'size' | 'head' | 'written'>,
-  o: { corrections: Correction[]; modifiedBy: string; now: Date; maxInstanceBytes: number },
+  o: Correcting,
 ): Promise<{ corrected: string[]; receipt: Receipt }> {
   const asSent = async () => ({ corrected: [], receipt: await batch.add(createReadStream(file.path)) });
   if (o.corrections.length === 0) return asSent();

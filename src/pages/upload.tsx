@@ -152,6 +152,8 @@ function resumable(file, r, fields) {
     const upload = new tus.Upload(file, {
       endpoint: '/api/v1/resumable',
       chunkSize: ${CHUNK_BYTES},
+      // A file up to a chunk goes whole in the request that creates its upload: one request, stored as it arrives.
+      uploadDataDuringCreation: true,
       retryDelays: [0, 1000, 3000, 5000, 10000, 30000],
       removeFingerprintOnSuccess: true,
       metadata: { filename: nameOf(file), fields: JSON.stringify(fields) },

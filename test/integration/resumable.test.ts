@@ -1,7 +1,11 @@
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { adminFetch, readMultipartResponse, startServer, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Resumable uploads (issue 15) with tus-js-client, the protocol's own client (the upload page uses its browser
@@ -46,15 +50,55 @@ async function storedBytes(bytes: Buffer, sop: string): Promise<Buffer | undefin
 }
 
 describe('resumable uploads', () => {
-  it('store a file once all its bytes are in, with the order\'s values set on it', async () => {
+  // Whole in the request that creates the upload (as the upload page sends a file up to its chunk), or created first
+  // and then sent (as an older tus client does).
+  it.each([
+    ['whole in the creating request', true],
+    ['created, then sent', false],
+  ])('store a file once all its bytes are in, with the order\'s values set on it: %s', async (_how, uploadDataDuringCreation) => {
+    const patientId = `TUS-1-${uploadDataDuringCreation}`;
     const bytes = syntheticInstance({ patientID: 'TUS-OLD', rows: 128, columns: 128 });
-    const answer = await upload(bytes, { patient_id: 'TUS-1', reason: 'matched to its order' }).done;
+    const answer = await upload(bytes, { patient_id: patientId, reason: 'matched to its order' }, { uploadDataDuringCreation }).done;
     expect(answer).toMatchObject({ status: 'stored', corrected: ['PatientID'], reason: null });
     const stored = await storedBytes(bytes, answer.sop_instance_uid!);
-    expect(stored?.includes(Buffer.from('TUS-1'))).toBe(true);
+    expect(stored?.includes(Buffer.from(patientId))).toBe(true);
     // Logged and audited under who uploaded, like any upload.
-    const log = (await (await adminFetch(`${server.url}/api/v1/uploads?patient_id=TUS-1`)).json()) as Array<{ door: string; credential: string }>;
+    const log = (await (await adminFetch(`${server.url}/api/v1/uploads?patient_id=${patientId}`)).json()) as Array<{ door: string; credential: string }>;
     expect(log).toEqual([expect.objectContaining({ door: 'form', credential: expect.stringMatching(/^key:/) })]);
+    // As sent, when no value is to be set; and once only, sent again.
+    const plain = syntheticInstance({ rows: 64, columns: 64 });
+    expect(await upload(plain, {}, { uploadDataDuringCreation }).done).toMatchObject({ status: 'stored', corrected: [] });
+    expect((await storedBytes(plain, (await upload(plain, {}, { uploadDataDuringCreation }).done).sop_instance_uid!))?.equals(plain)).toBe(true);
+  });
+
+  it('keeps nothing of a file whose creating request is cut short, and serves on', async () => {
+    const bytes = syntheticInstance({ rows: 256, columns: 256 });
+    const sop = bytes.subarray(0, 400).toString('latin1').match(/2\.25\.\d+/)![0];
+    const { port } = new URL(server.url);
+    const socket = net.connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      [
+        'POST /api/v1/resumable HTTP/1.1',
+        `Host: 127.0.0.1:${port}`,
+        `Authorization: Bearer ${TEST_ADMIN_KEY}`,
+        'Tus-Resumable: 1.0.0',
+        'Content-Type: application/offset+octet-stream',
+        `Upload-Length: ${bytes.length}`,
+        `Content-Length: ${bytes.length}`,
+        '',
+        '',
+      ].join('\r\n'),
+    );
+    socket.write(bytes.subarray(0, bytes.length / 2));
+    await new Promise((r) => setTimeout(r, 300));
+    socket.destroy();
+    // The spool is a folder of this process's own in tmp/.
+    const spooled = async () => (await fs.readdir(path.join(server.dataDir, 'tmp'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).length;
+    await waitFor('the server to let go of the half-sent file', async () => (await spooled()) === 0);
+    expect(await storedBytes(bytes, sop)).toBeUndefined();
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect((await upload(bytes, {}, { uploadDataDuringCreation: true }).done).status).toBe('stored');
   });
 
   it('resume an upload broken off, from the bytes the server has, and store it once', async () => {
@@ -63,6 +107,8 @@ describe('resumable uploads', () => {
     let uploadUrl: string | null = null;
     const first = upload(bytes, {}, {
       chunkSize: 64 * 1024,
+      // Its first chunk in the creating request: that request alone does not complete the file.
+      uploadDataDuringCreation: true,
       onChunkComplete: (_chunk, accepted) => {
         // The connection drops after three chunks: nothing is stored yet.
         if (accepted >= 3 * 64 * 1024) void first.upload.abort();
