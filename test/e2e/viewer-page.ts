@@ -38,6 +38,8 @@ export async function openPage(browser: Browser, pacs: RunningServer, artifacts:
   // The onboarding tour and the investigational-use banner sit on top of the viewport; a returning
   // user has dismissed both, which is what these keys record.
   await context.addInitScript(() => {
+    // Init scripts run in every frame, Chromium's PDF viewer too, which has no storage.
+    if (!localStorage || !sessionStorage) return;
     localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
     localStorage.setItem('investigationalUseDialog', JSON.stringify({ expiryDate: '2999-01-01T00:00:00Z' }));
     sessionStorage.setItem('investigationalUseDialog', 'hidden');
