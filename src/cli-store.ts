@@ -55,7 +55,7 @@ export async function importFolder(source: string) {
     await sources.close();
   }
   progress.done();
-  await tally.record(services.catalog, log);
+  services.uploads.add(tally);
   // In the audit trail too, once for each study it touched, as a STOW-RS request is.
   const detail = `stored=${totals.stored}&present=${totals.duplicate}&refused=${totals.failed}`;
   for (const studyUid of studies.size > 0 ? studies : [null]) services.auth.audit.record(cliAuditEvent('import', detail, studyUid));

@@ -5,6 +5,7 @@ import type { Principal } from './auth/principal.js';
 import type { Catalog } from './catalog/catalog.js';
 import type { Config } from './config.js';
 import type { IngestDeps } from './ingest/ingest.js';
+import type { UploadLog } from './ingest/upload-log.js';
 import type { VerifySchedule } from './integrity/schedule.js';
 import type { StudyEvents } from './events/study-events.js';
 import type { TrashPurge } from './trash/trash.js';
@@ -19,6 +20,8 @@ export type Services = {
   store: ObjectStore;
   catalog: Catalog;
   ingest: IngestDeps;
+  /** Every upload one record (issue 15), whichever door it came by. */
+  uploads: UploadLog;
   auth: Auth;
   /** Instances, frames, bulk data and metadata as stored: what every read route and rendering read through. */
   reads: ReadService;

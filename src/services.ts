@@ -15,6 +15,7 @@ import { openCatalog } from './catalog/open.js';
 import type { Config } from './config.js';
 import type { Services } from './context.js';
 import { GroupCommit } from './ingest/group-commit.js';
+import { UploadLog } from './ingest/upload-log.js';
 import { VerifySchedule } from './integrity/schedule.js';
 import { StudyEvents } from './events/study-events.js';
 import { TrashPurge } from './trash/trash.js';
@@ -35,6 +36,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const records = catalog.access();
   const signingKeys = await openSigningKeys(config);
   const audit = new AuditLog(records, log, config.auditRefusedPerMinute);
+  const uploads = new UploadLog(catalog, log);
   const failures = new AuthFailures(config.authFailuresPerMinute);
   const auth = {
     keys: new ApiKeys(records),
@@ -71,6 +73,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     renderer,
     transcoder,
     ingest,
+    uploads,
     verifySchedule,
     studyEvents,
     trashPurge,
@@ -79,6 +82,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
       await studyEvents.stop();
       await trashPurge.stop();
       await audit.close();
+      await uploads.close();
       await renderer.close();
       await catalog.close();
       await store.close();

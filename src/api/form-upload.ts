@@ -126,7 +126,7 @@ export async function answerForm<E extends object>(
   more: (outcome: InstanceOutcome, i: number) => E,
   top: object = {},
 ): Promise<Response> {
-  await recordUpload(c, services, door, received.map((r) => r.outcome));
+  recordUpload(c, services, door, received.map((r) => r.outcome));
   const refused = received.filter((r) => r.outcome.status === 'failed').length;
   const answer = {
     ...top,
@@ -139,10 +139,10 @@ export async function answerForm<E extends object>(
 }
 
 /** An upload in the upload log, under the caller and where it came from. */
-export async function recordUpload(c: Context<Env>, services: Services, door: UploadDoor, outcomes: InstanceOutcome[]): Promise<void> {
+export function recordUpload(c: Context<Env>, services: Services, door: UploadDoor, outcomes: InstanceOutcome[]): void {
   const tally = new UploadTally(door, callerOf(c), clientIpOf(c));
   for (const outcome of outcomes) tally.add(outcome);
-  await tally.record(services.catalog, c.var.log);
+  services.uploads.add(tally);
 }
 
 /** What became of one file, as every upload route answers it. */

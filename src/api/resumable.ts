@@ -96,7 +96,7 @@ export function resumableApi(services: Services) {
     await batch.commit();
     const o = await receipt.outcome;
     if (c) {
-      await recordUpload(c, services, 'form', [o]);
+      recordUpload(c, services, 'form', [o]);
       if (o.status !== 'failed') c.set('auditStudyUids', [o.studyUid]);
       if (fields.reason) c.set('auditReason', fields.reason);
     }

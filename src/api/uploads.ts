@@ -59,11 +59,11 @@ export const uploadsOperations: Operation[] = [
  * The upload log (issue 15): every upload, whatever its door (STOW-RS, the command line's import, the DICOM network),
  * who made it and from where, and what became of its instances; newest first. Admin only.
  */
-export function uploadsApi({ catalog }: Services) {
+export function uploadsApi({ uploads: log }: Services) {
   const router = new Hono<Env>();
   router.get('/uploads', allow('admin'), async (c) => {
     const q = parseQuery(uploadsQuery, c.req.query());
-    const uploads = await catalog.uploads({
+    const uploads = await log.uploads({
       studyUid: q.study,
       patientId: q.patient_id,
       credential: q.credential,

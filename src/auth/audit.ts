@@ -1,12 +1,8 @@
 import type { Logger } from 'pino';
+import { WriteBehind } from '../catalog/write-behind.js';
 import { RateWindows, countedAddress, type Window } from './rate-windows.js';
 import type { AccessRecords, AuditEvent, AuditFilter } from './records.js';
 
-/** A write per request would cost a commit each; events are written together, a few times a second. */
-const FLUSH_AFTER_MS = 200;
-const FLUSH_AT_EVENTS = 500;
-/** While the database is unreachable events wait in memory, up to this many; older ones are then dropped, loudly. */
-const MAX_PENDING = 100_000;
 /** Long fields are cut to this many characters; a refused request, which anyone can send, to fewer. */
 const FIELD_CHARS = 2048;
 const REFUSED_FIELD_CHARS = 256;
@@ -19,9 +15,8 @@ const SUMMARY_EVERY_MS = 10_000;
  * counted and written as one summary event when the minute is over (counted in this process's memory).
  */
 export class AuditLog {
-  private pending: AuditEvent[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> = Promise.resolve();
+  /** Written together, a few times a second (catalog/write-behind.ts). */
+  private readonly events: WriteBehind<AuditEvent>;
   private readonly refused = new RateWindows(60_000, 10_000, (ip, window) => this.summarize(ip, window));
   private readonly summaries: NodeJS.Timeout;
 
@@ -30,6 +25,7 @@ export class AuditLog {
     private readonly log: Logger,
     private readonly refusedPerMinute: number,
   ) {
+    this.events = new WriteBehind((batch) => records.appendAudit(batch), log, 'audit events');
     this.summaries = setInterval(() => this.summarizeClosed(), SUMMARY_EVERY_MS).unref();
   }
 
@@ -37,17 +33,7 @@ export class AuditLog {
     const refused = event.credential === 'none' || event.credential.startsWith('rejected:');
     // Counted by the client's address, not by the proxy it came through (`<client> via <proxy>`).
     if (refused && this.refused.add(countedAddress(event.ip?.split(' via ')[0] ?? 'unknown')).count > this.refusedPerMinute) return;
-    this.enqueue(compact(event, refused ? REFUSED_FIELD_CHARS : FIELD_CHARS));
-  }
-
-  private enqueue(event: AuditEvent): void {
-    this.pending.push(event);
-    if (this.pending.length > MAX_PENDING) {
-      const dropped = this.pending.splice(0, this.pending.length - MAX_PENDING);
-      this.log.error({ dropped: dropped.length }, 'audit events dropped: the index has not accepted writes for a long while');
-    }
-    if (this.pending.length >= FLUSH_AT_EVENTS) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_AFTER_MS);
+    this.events.add(compact(event, refused ? REFUSED_FIELD_CHARS : FIELD_CHARS));
   }
 
   private summarizeClosed(now = Date.now()): void {
@@ -59,7 +45,7 @@ export class AuditLog {
     const unrecorded = window.count - this.refusedPerMinute;
     if (unrecorded <= 0) return;
     this.log.warn({ ip, unrecorded }, 'refused requests from one address beyond the audit limit were counted, not recorded one by one');
-    this.enqueue({
+    this.events.add({
       at: window.start,
       credential: 'none',
       ip,
@@ -76,21 +62,7 @@ export class AuditLog {
 
   /** Writes what waits; events recorded before the call are stored when it resolves. */
   flush(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.flushing = this.flushing.then(async () => {
-      const batch = this.pending;
-      if (batch.length === 0) return;
-      this.pending = [];
-      try {
-        await this.records.appendAudit(batch);
-      } catch (err) {
-        this.pending = [...batch, ...this.pending];
-        this.log.error({ err, waiting: this.pending.length }, 'audit events could not be written; retrying');
-        this.timer ??= setTimeout(() => void this.flush(), 5 * FLUSH_AFTER_MS);
-      }
-    });
-    return this.flushing;
+    return this.events.flush();
   }
 
   async query(filter: AuditFilter): Promise<AuditEvent[]> {

@@ -112,7 +112,8 @@ export type UploadSearch = { studyUid?: string; patientId?: string; credential?:
 
 /** The upload log. */
 export interface UploadRecords {
-  recordUpload(upload: Upload): Promise<void>;
+  /** Several uploads' records in one transaction. */
+  recordUploads(uploads: Upload[]): Promise<void>;
   uploads(search: UploadSearch): Promise<LoggedUpload[]>;
 }
 

@@ -188,8 +188,8 @@ export abstract class SqlCatalog implements Catalog {
     return this.aes.removeApplicationEntity(aeTitle);
   }
 
-  recordUpload(upload: Upload): Promise<void> {
-    return this.uploadLog.recordUpload(upload);
+  recordUploads(uploads: Upload[]): Promise<void> {
+    return this.uploadLog.recordUploads(uploads);
   }
 
   uploads(search: UploadSearch): Promise<LoggedUpload[]> {

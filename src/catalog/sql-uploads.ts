@@ -22,20 +22,19 @@ export class SqlUploads implements UploadRecords {
     this.list = new SelectList(columnsOf(t.uploads));
   }
 
-  recordUpload(upload: Upload): Promise<void> {
+  recordUploads(uploads: Upload[]): Promise<void> {
     const { t } = this;
-    const { studyUids, refusals, ...row } = upload;
+    const rows = uploads.map(({ studyUids: _, refusals, ...row }) => ({ ...row, refusals: JSON.stringify(refusals.slice(0, KEPT_REFUSALS)) }));
+    const studies = uploads.flatMap((u) => [...new Set(u.studyUids)].map((studyUid) => ({ uploadId: u.id, studyUid, patientId: null })));
     return this.write(
       (function* () {
-        yield* insertInto(t.uploads, [{ ...row, refusals: JSON.stringify(refusals.slice(0, KEPT_REFUSALS)) }]);
-        if (studyUids.length === 0) return;
-        yield* insertInto(
-          t.uploadStudies,
-          [...new Set(studyUids)].map((studyUid) => ({ uploadId: row.id, studyUid, patientId: null })),
-        );
-        // The patient as the index has it, found in the same transaction as the upload's rows.
+        yield* insertInto(t.uploads, rows);
+        if (studies.length === 0) return;
+        yield* insertInto(t.uploadStudies, studies);
+        // The patient as the index has it, found in the same transaction as the uploads' rows.
         const patient = sql`(SELECT ${t.studies.patientId} FROM ${t.studies} WHERE ${t.studies.studyUid} = ${t.uploadStudies.studyUid})`;
-        yield* execute(sql`UPDATE ${t.uploadStudies} SET ${sql.identifier(t.uploadStudies.patientId.name)} = ${patient} WHERE ${eq(t.uploadStudies.uploadId, row.id)}`);
+        const ids = uploads.filter((u) => u.studyUids.length > 0).map((u) => u.id);
+        yield* execute(sql`UPDATE ${t.uploadStudies} SET ${sql.identifier(t.uploadStudies.patientId.name)} = ${patient} WHERE ${inArray(t.uploadStudies.uploadId, ids)}`);
       })(),
     );
   }

@@ -58,7 +58,7 @@ export function stowRouter(services: Services) {
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
     const tally = new UploadTally('stow', callerOf(c), clientIpOf(c));
     for (const outcome of outcomes) tally.add(outcome);
-    await tally.record(services.catalog, c.var.log);
+    services.uploads.add(tally);
     logRefusals(services, outcomes);
     const executables = stored.filter((o) => o.executablePreamble);
     if (executables.length) flagExecutables(c, services, executables, status);

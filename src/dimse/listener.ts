@@ -31,6 +31,7 @@ export async function startDicomListener(services: Services, settings: NonNullab
   const open = new Set<Socket>();
   const deps = {
     ingest,
+    uploads: services.uploads,
     catalog: services.catalog,
     reads: services.reads,
     log,

@@ -9,7 +9,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
-import { UploadTally } from '../ingest/upload-log.js';
+import { UploadTally, type UploadLog } from '../ingest/upload-log.js';
 import type { ReadService } from '../read/read-service.js';
 import { encodeCommandSet } from './command-set.js';
 import { receivedBytes } from './dcmjs-dimse.js';
@@ -47,6 +47,7 @@ const MATCHES_A_WRITE = 16;
 /** What an SCP needs of the server: the ingest path, who may call, and the audit trail. */
 export type ScpDeps = {
   ingest: IngestDeps;
+  uploads: UploadLog;
   /** What C-FIND searches. */
   catalog: Catalog;
   /** The stored bytes C-MOVE and C-GET send. */
@@ -424,7 +425,7 @@ export class DicomAssociation extends Scp {
   /** The connection is gone: an instance still arriving is dropped, nothing of it kept; what was stored is logged. */
   connectionClosed(): void {
     this.abort();
-    void this.tally?.record(this.deps.catalog, this.deps.log);
+    if (this.tally) this.deps.uploads.add(this.tally);
     this.tally = undefined;
   }
 }

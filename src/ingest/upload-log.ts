@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Refusal, Upload, UploadDoor, UploadRecords } from '../catalog/catalog.js';
+import type { LoggedUpload, Refusal, Upload, UploadDoor, UploadRecords, UploadSearch } from '../catalog/catalog.js';
+import { WriteBehind } from '../catalog/write-behind.js';
 import type { InstanceOutcome } from './ingest.js';
 
 /**
@@ -31,12 +32,38 @@ export class UploadTally {
     }
   }
 
-  /**
-   * Writes the record. An upload whose record cannot be written is not undone: its instances are stored and in the
-   * audit trail; the failure is logged.
-   */
-  async record(records: UploadRecords, log: Logger): Promise<void> {
-    if (this.instances === 0) return;
-    await records.recordUpload(this.upload).catch((err: unknown) => log.error({ err, upload: this.upload.id, door: this.upload.door }, 'an upload could not be written to the upload log'));
+  /** The record, once the upload is over. */
+  get record(): Upload {
+    return this.upload;
+  }
+}
+
+/**
+ * The upload log's writer: every upload one record, written behind the upload's answer in batches, as the audit
+ * trail is (one commit per upload would cost a one-file upload a second transaction). An upload whose record cannot be
+ * written is not undone: its instances are stored and in the audit trail; the write is retried, the failure logged.
+ */
+export class UploadLog {
+  private readonly records: WriteBehind<Upload>;
+
+  constructor(
+    private readonly index: UploadRecords,
+    log: Logger,
+  ) {
+    this.records = new WriteBehind((batch) => index.recordUploads(batch), log, 'upload log records');
+  }
+
+  /** An upload that counted no instance (a request refused whole) is not one. */
+  add(tally: UploadTally): void {
+    if (tally.instances > 0) this.records.add(tally.record);
+  }
+
+  async uploads(search: UploadSearch): Promise<LoggedUpload[]> {
+    await this.records.flush();
+    return this.index.uploads(search);
+  }
+
+  close(): Promise<void> {
+    return this.records.flush();
   }
 }

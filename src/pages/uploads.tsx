@@ -8,14 +8,14 @@ import { LogFilterForm, logFiltersOf, Paging } from './log-filters.js';
 const PAGE_SIZE = 50;
 
 /** The upload log (issue 15), newest first, filtered by patient, study, who and dates, a page at a time. */
-export function uploadsPage({ catalog }: Services) {
+export function uploadsPage({ uploads: log }: Services) {
   const router = new Hono<Env>();
 
   router.get('/uploads', async (c) => {
     const { f, since, until, problems } = logFiltersOf(c.req.query());
     let uploads: LoggedUpload[] = [];
     if (problems.length === 0) {
-      uploads = await catalog.uploads({
+      uploads = await log.uploads({
         patientId: f.patient || undefined,
         studyUid: f.study || undefined,
         credential: f.credential || undefined,
