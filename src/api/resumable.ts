@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { FileStore } from '@tus/file-store';
@@ -8,9 +9,10 @@ import { Metadata } from '@tus/utils';
 import { Hono, type Context } from 'hono';
 import { allow, callerOf } from '../auth/middleware.js';
 import type { Env, Services } from '../context.js';
-import { refuseOnLowDisk, uploadBodyError } from '../dicomweb/stow.js';
+import { readMultipart } from '../dicomweb/multipart.js';
+import { instanceBytes, multipartOf, refuseOnLowDisk, uploadBodyError } from '../dicomweb/stow.js';
 import { BadRequest, HttpError } from '../errors.js';
-import { IngestBatch, type Receipt } from '../ingest/ingest.js';
+import { FailureReason, IngestBatch, type Receipt } from '../ingest/ingest.js';
 import { discard, formatBytes, spool, type Spooled } from '../ingest/spool.js';
 import { addCorrected, correctionsOf, type Correcting } from './dicom-files.js';
 import { fileAnswer, recordUpload } from './form-upload.js';
@@ -28,7 +30,7 @@ export const resumableOperations: Operation[] = [
     method: 'post', path: '/resumable', id: 'resumableUpload', tag: 'Store', access: 'upload',
     summary: 'Begin a resumable upload of one DICOM file (tus 1.0)',
     description:
-      'The tus protocol (tus.io 1.0: core, creation, creation-with-upload, termination, expiration), as tus-js-client or Uppy speak it. Send `Tus-Resumable: 1.0.0`, `Upload-Length` (at most PACS_MAX_INSTANCE_BYTES) and `Upload-Metadata` with `filename` and `fields`: a JSON object of the form fields of POST /uploads (the order\'s values and the reason), base64 as tus says. Then PATCH the `Location` answered with `Upload-Offset` and `application/offset+octet-stream` bytes; after a dropped connection, HEAD it to learn the offset and go on from there. The PATCH that completes the file answers 200 with its result as JSON (`file`, `status`, `sop_instance_uid`, `study_uid`, `corrected`, `reason`). A file sent whole in the POST itself (`application/offset+octet-stream`, Content-Length equal to Upload-Length; tus-js-client\'s uploadDataDuringCreation) is stored at once, and the POST answers 201 with that result. Unfinished uploads are deleted after 3 days.',
+      'The tus protocol (tus.io 1.0: core, creation, creation-with-upload, termination, expiration), as tus-js-client or Uppy speak it. Send `Tus-Resumable: 1.0.0`, `Upload-Length` (at most PACS_MAX_INSTANCE_BYTES) and `Upload-Metadata` with `filename` and `fields`: a JSON object of the form fields of POST /uploads (the order\'s values and the reason), base64 as tus says. Then PATCH the `Location` answered with `Upload-Offset` and `application/offset+octet-stream` bytes; after a dropped connection, HEAD it to learn the offset and go on from there. The PATCH that completes the file answers 200 with its result as JSON (`file`, `status`, `sop_instance_uid`, `study_uid`, `corrected`, `reason`). Many small files go best as one upload, a bundle: its body a STOW-RS body (multipart/related, a DICOM file a part), its metadata `filetype` that body\'s Content-Type with its boundary and `filenames` a JSON list of the files\' names; its result is `{ "files": [...] }`, one result a file in their order, each file judged on its own. A file or bundle sent whole in the POST itself (`application/offset+octet-stream`, Content-Length equal to Upload-Length; tus-js-client\'s uploadDataDuringCreation) is stored at once, and the POST answers 201 with that result. Unfinished uploads are deleted after 3 days.',
     responses: { 201: { description: 'begun, its URL in `Location`; or, sent whole, stored, with the result as JSON' } },
   },
 ];
@@ -64,6 +66,7 @@ export function resumableApi(services: Services) {
         }
         try {
           correctionsOf(fieldsOf(upload.metadata));
+          contentOf(upload.metadata);
           // The bytes go to the data folder's disk: refused there as STOW is, before the first is written.
           await refuseOnLowDisk(config.storageDir, config.minFreeBytes, upload.size ?? Number.NaN);
         } catch (e) {
@@ -75,8 +78,12 @@ export function resumableApi(services: Services) {
       async onUploadFinish(_req, upload) {
         const file = path.join(directory, upload.id);
         try {
-          const answer = await storeFile(requests.getStore(), upload.metadata, upload.id, async (batch, correcting) => addCorrected(batch, await onDisk(file, upload.size ?? 0), correcting));
+          const answer = await storeUpload(requests.getStore(), upload.metadata, upload.id, { body: () => createReadStream(file), onDisk: () => onDisk(file, upload.size ?? 0) });
           return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: answer };
+        } catch (e) {
+          const refused = uploadBodyError(e, config);
+          if (!(refused instanceof HttpError)) throw refused;
+          return { status_code: refused.status, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ error: refused.code, detail: refused.message }) };
         } finally {
           await store.remove(upload.id).catch(() => undefined);
         }
@@ -85,22 +92,63 @@ export function resumableApi(services: Services) {
   }
 
   /**
-   * One file received whole, stored with the order's values its metadata's `fields` give, and answered as the form
-   * routes answer a file (JSON); in the upload log and the audit trail under the request's caller.
+   * An upload received whole (one DICOM file, or a bundle of them), stored with the order's values its metadata's
+   * `fields` give, and answered as the form routes answer a file (JSON; a bundle: `{ files: [...] }` in its order); in
+   * the upload log and the audit trail under the request's caller.
    */
-  async function storeFile(c: Context<Env> | undefined, metadata: Record<string, string | null> | undefined, id: string, add: (batch: IngestBatch, correcting: Correcting) => Promise<{ corrected: string[]; receipt: Receipt }>): Promise<string> {
+  async function storeUpload(c: Context<Env> | undefined, metadata: Record<string, string | null> | undefined, id: string, source: Source): Promise<string> {
     const fields = fieldsOf(metadata);
     const { corrections } = correctionsOf(fields);
+    const content = contentOf(metadata);
+    const correcting: Correcting = { corrections, modifiedBy: c ? callerOf(c) : 'unknown', now: new Date(), maxInstanceBytes: config.maxInstanceBytes };
     const batch = new IngestBatch(services.ingest);
-    const { corrected, receipt } = await add(batch, { corrections, modifiedBy: c ? callerOf(c) : 'unknown', now: new Date(), maxInstanceBytes: config.maxInstanceBytes });
+    let received: Received[];
+    try {
+      received = content.bundle
+        ? await addParts(batch, source.body(), content.bundle, correcting)
+        : [{ name: content.name ?? id, ...(source.onDisk ? await addCorrected(batch, await source.onDisk(), correcting) : await addBody(batch, source.body(), correcting)) }];
+    } catch (e) {
+      await batch.abort();
+      throw e;
+    }
     await batch.commit();
-    const o = await receipt.outcome;
+    const outcomes = await Promise.all(received.map((r) => r.receipt.outcome));
     if (c) {
-      recordUpload(c, services, 'form', [o]);
-      if (o.status !== 'failed') c.set('auditStudyUids', [o.studyUid]);
+      recordUpload(c, services, 'form', outcomes);
+      c.set('auditStudyUids', [...new Set(outcomes.flatMap((o) => (o.status === 'failed' ? [] : [o.studyUid])))]);
       if (fields.reason) c.set('auditReason', fields.reason);
     }
-    return JSON.stringify({ ...fileAnswer(metadata?.filename ?? id, o), study_uid: o.studyUid ?? null, corrected: o.status === 'failed' ? [] : corrected });
+    const answers = received.map((r, i) => ({ ...fileAnswer(r.name, outcomes[i]!), study_uid: outcomes[i]!.studyUid ?? null, corrected: outcomes[i]!.status === 'failed' ? [] : r.corrected }));
+    return JSON.stringify(content.bundle ? { files: answers } : answers[0]);
+  }
+
+  /** One file's bytes added as sent, or, with values to set, spooled first so that its header can be corrected. */
+  async function addBody(batch: IngestBatch, body: AsyncIterable<Uint8Array>, correcting: Correcting): Promise<{ corrected: string[]; receipt: Receipt }> {
+    if (correcting.corrections.length === 0) return { corrected: [], receipt: await batch.add(body) };
+    const spooled = await spool(body, services.ingest.spoolDir, config.maxInstanceBytes);
+    try {
+      await spooled.written;
+      return await addCorrected(batch, spooled, correcting);
+    } finally {
+      // add() has read the file whole into a spool of its own by now.
+      await discard(spooled);
+    }
+  }
+
+  /** The files of a bundle, part by part, as STOW-RS reads a request: a bad one never stops its neighbours. */
+  async function addParts(batch: IngestBatch, body: AsyncIterable<Uint8Array>, bundle: Bundle, correcting: Correcting): Promise<Received[]> {
+    const received: Received[] = [];
+    for await (const part of readMultipart(body, bundle.boundary, { maxPartBytes: config.maxInstanceBytes, maxTotalBytes: config.maxInstanceBytes, maxParts: config.maxPartsPerRequest })) {
+      const name = bundle.names[received.length] ?? `part ${received.length + 1}`;
+      const type = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
+      if (type !== 'application/dicom') {
+        received.push({ name, corrected: [], receipt: batch.reject(FailureReason.CannotUnderstand, `${name} is sent as ${type}, not application/dicom`) });
+        continue;
+      }
+      received.push({ name, ...(await addBody(batch, instanceBytes(part.body, config.maxInstanceBytes), correcting)) });
+    }
+    if (received.length === 0) throw new BadRequest('the bundle holds no files; nothing was stored');
+    return received;
   }
 
   /**
@@ -120,16 +168,7 @@ export function resumableApi(services: Services) {
     await refuseOnLowDisk(config.storageDir, config.minFreeBytes, length);
     const body = exactly(c.env?.incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array>), length);
     const id = randomBytes(16).toString('hex');
-    const answer = await storeFile(c, metadata, id, async (batch, correcting) => {
-      if (correcting.corrections.length === 0) return { corrected: [], receipt: await batch.add(body) };
-      const spooled = await spool(body, services.ingest.spoolDir, config.maxInstanceBytes);
-      try {
-        await spooled.written;
-        return await addCorrected(batch, spooled, correcting);
-      } finally {
-        await discard(spooled);
-      }
-    }).catch((e: unknown) => {
+    const answer = await storeUpload(c, metadata, id, { body: () => body }).catch((e: unknown) => {
       throw uploadBodyError(e, config);
     });
     return c.body(answer, 201, { 'Tus-Resumable': TUS_VERSION, Location: `${RESUMABLE_PATH}/${id}`, 'Upload-Offset': String(length), 'Content-Type': 'application/json' });
@@ -144,6 +183,35 @@ export function resumableApi(services: Services) {
   // HEAD, PATCH and DELETE of an upload, as tus says (in the POST's description: OpenAPI has no way to say "tus").
   router.all('/resumable/*', allow('upload'), handle);
   return router;
+}
+
+/** A complete upload's bytes; a file's, also as a file on disk when it is one there already. */
+type Source = { body: () => AsyncIterable<Uint8Array>; onDisk?: () => Promise<Pick<Spooled, 'path' | 'size' | 'head' | 'written'>> };
+type Received = { name: string; corrected: string[]; receipt: Receipt };
+/**
+ * Many small files in one upload, as a STOW-RS body (multipart/related, a DICOM file a part): a file a request would
+ * cost each file a request and a commit of its own, where a bundle costs them once (the upload page bundles files up
+ * to a chunk). `names` are the files' names, in their order.
+ */
+type Bundle = { boundary: string; names: string[] };
+
+/**
+ * What an upload holds, from its metadata: one DICOM file named `filename`, or, with `filetype`
+ * multipart/related, a bundle whose files `filenames` (a JSON list) names.
+ */
+function contentOf(metadata: Record<string, string | null> | undefined): { name?: string; bundle?: Bundle } {
+  const type = metadata?.filetype;
+  if (!type || !/^\s*multipart\/related\s*(;|$)/i.test(type)) return { name: metadata?.filename ?? undefined };
+  const { boundary, type: partType } = multipartOf(type);
+  if (partType && partType !== 'application/dicom') throw new HttpError(415, 'unsupported-media-type', `a bundle holds application/dicom parts, not ${partType}`);
+  let names: unknown = [];
+  try {
+    names = JSON.parse(metadata?.filenames ?? '[]');
+  } catch {
+    // Said below.
+  }
+  if (!Array.isArray(names) || names.some((n) => typeof n !== 'string')) throw new BadRequest('the upload\'s filenames metadata is a JSON list of names');
+  return { bundle: { boundary, names: names as string[] } };
 }
 
 /** The length of a creating request that carries its whole file (Content-Length = Upload-Length), else undefined. */

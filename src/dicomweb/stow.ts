@@ -95,7 +95,7 @@ export function uploadBodyError(e: unknown, limits: { maxRequestBytes: number; m
  * A part's bytes as ingest reads them: past PACS_MAX_INSTANCE_BYTES the reader fails that part alone and skips the rest
  * of it unread; said in ingest's words, the instance is refused with 0xA700 while its neighbours go on.
  */
-async function* instanceBytes(body: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Uint8Array> {
+export async function* instanceBytes(body: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Uint8Array> {
   try {
     yield* body;
   } catch (e) {
@@ -160,7 +160,7 @@ export function requestTooLarge(limit: number, declared?: number): HttpError {
   return new HttpError(413, 'too-large', `the request is ${size} than the ${formatBytes(limit)} limit (PACS_MAX_REQUEST_BYTES); nothing was stored, send fewer instances per request`);
 }
 
-function multipartOf(contentType: string | undefined) {
+export function multipartOf(contentType: string | undefined) {
   try {
     return parseMultipartRelated(contentType ?? '');
   } catch (e) {

@@ -13,6 +13,12 @@ let tusClient: Buffer | undefined;
 const PARALLEL_UPLOADS = 3;
 /** Bytes a request of a resumable upload carries: what a dropped connection costs again at most. */
 const CHUNK_BYTES = 8 * 1024 * 1024;
+/**
+ * Small files go in bundles of up to this many (and up to a chunk's bytes), a bundle one upload: one request and
+ * one commit for them all, where a file each would cost each a request and a commit.
+ */
+const BUNDLE_FILES = 20;
+const BUNDLE_BYTES = CHUNK_BYTES;
 
 /**
  * The upload page (issue 15) for staff with the upload role: DICOM files or a CD's folder, with the order's values
@@ -147,28 +153,58 @@ function tally() {
   const count = (s) => body.querySelectorAll('tr[data-status="' + s + '"]').length;
   summary.textContent = count('stored') + ' stored, ' + count('already-stored') + ' already stored, ' + count('refused') + ' refused';
 }
-function resumable(file, r, fields) {
+function bundleOf(files, boundary) {
+  const parts = files.flatMap((f) => ['--' + boundary + '\\r\\nContent-Type: application/dicom\\r\\n\\r\\n', f, '\\r\\n']);
+  return new Blob([...parts, '--' + boundary + '--\\r\\n']);
+}
+// Small files go together, a bundle an upload (one request, one commit), up to a chunk; a larger file alone.
+function jobsOf(files) {
+  const jobs = [];
+  let current = null;
+  for (const f of files) {
+    const r = row(nameOf(f));
+    if (f.size + 256 > ${BUNDLE_BYTES}) { jobs.push({ files: [f], rows: [r] }); continue; }
+    if (!current || current.files.length === ${BUNDLE_FILES} || current.bytes + f.size + 256 > ${BUNDLE_BYTES}) jobs.push((current = { files: [], rows: [], bytes: 0 }));
+    current.files.push(f);
+    current.rows.push(r);
+    current.bytes += f.size + 256;
+  }
+  return jobs;
+}
+function resumable(job, fields) {
   return new Promise((resolve) => {
-    const upload = new tus.Upload(file, {
+    const names = job.files.map(nameOf);
+    const bundle = job.files.length > 1;
+    const boundary = 'pacs-lite-' + Math.random().toString(36).slice(2);
+    const upload = new tus.Upload(bundle ? bundleOf(job.files, boundary) : job.files[0], {
       endpoint: '/api/v1/resumable',
       chunkSize: ${CHUNK_BYTES},
-      // A file up to a chunk goes whole in the request that creates its upload: one request, stored as it arrives.
+      // Up to a chunk, a file or a bundle goes whole in the request that creates its upload: stored as it arrives.
       uploadDataDuringCreation: true,
       retryDelays: [0, 1000, 3000, 5000, 10000, 30000],
       removeFingerprintOnSuccess: true,
-      metadata: { filename: nameOf(file), fields: JSON.stringify(fields) },
+      // A bundle is sent in one request, whole or again from its start: nothing of it to resume later.
+      storeFingerprintForResuming: !bundle,
+      metadata: bundle
+        ? { filetype: 'multipart/related; type="application/dicom"; boundary=' + boundary, filenames: JSON.stringify(names), fields: JSON.stringify(fields) }
+        : { filename: names[0], fields: JSON.stringify(fields) },
       // The same file with other values is another upload.
-      fingerprint: async (f) => ['pacs-lite', nameOf(f), f.size, f.lastModified, JSON.stringify(fields)].join('|'),
-      onProgress: (sent, total) => { r.cells[1].textContent = Math.round((100 * sent) / total) + '%'; },
-      onSuccess: (payload) => { show(r, JSON.parse(payload.lastResponse.getBody())); resolve(); },
+      fingerprint: async () => ['pacs-lite', names[0], job.files[0].size, job.files[0].lastModified, JSON.stringify(fields)].join('|'),
+      onProgress: (sent, total) => { job.rows.forEach((r) => { r.cells[1].textContent = Math.round((100 * sent) / total) + '%'; }); },
+      onSuccess: (payload) => {
+        const answer = JSON.parse(payload.lastResponse.getBody());
+        (bundle ? answer.files : [answer]).forEach((f, i) => show(job.rows[i], f));
+        resolve();
+      },
       onError: (err) => {
         const response = err.originalResponse;
-        refuse(r, response ? detailOf(response.getBody(), 'the server refused it') : 'the connection failed: choose the file again to go on from where it stopped');
+        const why = response ? detailOf(response.getBody(), 'the server refused it') : 'the connection failed: choose the file again to go on from where it stopped';
+        job.rows.forEach((r) => refuse(r, why));
         resolve();
       },
     });
     upload.findPreviousUploads().then((previous) => {
-      if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+      if (previous.length && !bundle) upload.resumeFromPreviousUpload(previous[0]);
       upload.start();
     });
   });
@@ -192,10 +228,10 @@ async function run(form, work) {
 document.getElementById('dicom').addEventListener('submit', (e) => {
   e.preventDefault();
   run(e.target, async (files, fields) => {
-    const queue = files.map((f) => ({ f, r: row(nameOf(f)) }));
+    const jobs = jobsOf(files);
     const values = Object.fromEntries(fields);
     let next = 0;
-    const worker = async () => { while (next < queue.length) { const { f, r } = queue[next++]; await resumable(f, r, values); tally(); } };
+    const worker = async () => { while (next < jobs.length) { await resumable(jobs[next++], values); tally(); } };
     await Promise.all(Array.from({ length: ${PARALLEL_UPLOADS} }, worker));
   });
 });

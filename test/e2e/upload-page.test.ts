@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Page, Request } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
@@ -45,13 +45,21 @@ describe('the upload page', () => {
     await fs.writeFile(path.join(work, 'CD', 'DICOMDIR'), files[0]!);
     await fs.writeFile(path.join(work, 'CD', 'README.TXT'), 'a CD');
 
+    const creating: string[] = [];
+    const count = (request: Request) => {
+      if (request.method() === 'POST' && request.url().endsWith('/api/v1/resumable')) creating.push(request.url());
+    };
+    page.on('request', count);
     await page.setInputFiles('#dicom input[name=folder]', path.join(work, 'CD'));
     await page.fill('#dicom input[name=patient_id]', 'PAT-555');
     await page.fill('#dicom input[name=accession_number]', 'ACC-555');
     await page.fill('#dicom input[name=reason]', 'CD from St Mary\'s for order ACC-555');
     await page.click('#dicom button:has-text("Upload")');
     await page.waitForFunction(() => document.getElementById('summary')?.textContent?.startsWith('Done'), undefined, { timeout: 60_000 });
+    page.off('request', count);
     expect(await page.textContent('#summary')).toBe('Done: 25 stored, 0 already stored, 1 refused');
+    // 26 small files in two bundles (of at most 20), a request each: not a request a file.
+    expect(creating).toHaveLength(2);
     // The README refused by name with its reason, the DICOMDIR not sent.
     expect(await page.locator('#results tbody tr[data-status=stored]').count()).toBe(25);
     expect(await page.locator('#results tbody tr', { hasText: 'README.TXT' }).textContent()).toMatch(/refused: not a DICOM file/);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticInstance } from '../fixtures/synthetic.js';
-import { adminFetch, readMultipartResponse, startServer, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
+import { adminFetch, readMultipartResponse, startServer, stowBody, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -20,7 +20,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-type Answer = { status: string; sop_instance_uid: string | null; corrected: string[]; reason: string | null };
+type Answer = { file: string; status: string; sop_instance_uid: string | null; corrected: string[]; reason: string | null };
 
 /** Starts an upload; `done` is the final answer's body. */
 function upload(bytes: Buffer, fields: Record<string, string>, opts: Partial<tus.UploadOptions> = {}): { upload: tus.Upload; done: Promise<Answer> } {
@@ -69,6 +69,55 @@ describe('resumable uploads', () => {
     const plain = syntheticInstance({ rows: 64, columns: 64 });
     expect(await upload(plain, {}, { uploadDataDuringCreation }).done).toMatchObject({ status: 'stored', corrected: [] });
     expect((await storedBytes(plain, (await upload(plain, {}, { uploadDataDuringCreation }).done).sop_instance_uid!))?.equals(plain)).toBe(true);
+  });
+
+  it.each([
+    ['whole in the creating request', true],
+    ['created, then sent', false],
+  ])('store a bundle of small files, each judged on its own and named in the answer: %s', async (_how, uploadDataDuringCreation) => {
+    const patientId = `TUS-B-${uploadDataDuringCreation}`;
+    const files = [syntheticInstance({ patientID: 'OLD', rows: 32, columns: 32 }), Buffer.from('not a DICOM file at all'), syntheticInstance({ patientID: 'OLD', rows: 32, columns: 32 })];
+    const { body, contentType } = stowBody(files);
+    let answer!: { files: Answer[] };
+    await new Promise<void>((resolve, reject) => {
+      new tus.Upload(body, {
+        endpoint: `${server.url}/api/v1/resumable`,
+        headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}` },
+        metadata: { filetype: contentType, filenames: JSON.stringify(['IM1', 'notes.txt', 'IM2']), fields: JSON.stringify({ patient_id: patientId, reason: 'matched to its order' }) },
+        uploadDataDuringCreation,
+        retryDelays: null,
+        storeFingerprintForResuming: false,
+        onSuccess: (payload) => {
+          answer = JSON.parse(payload.lastResponse.getBody());
+          resolve();
+        },
+        onError: reject,
+      }).start();
+    });
+    expect(answer.files.map((f) => [f.file, f.status, f.corrected])).toEqual([
+      ['IM1', 'stored', ['PatientID']],
+      ['notes.txt', 'refused', []],
+      ['IM2', 'stored', ['PatientID']],
+    ]);
+    expect(answer.files[1]!.reason).toMatch(/DICOM/);
+    for (const f of [answer.files[0]!, answer.files[2]!]) expect((await storedBytes(Buffer.alloc(0), f.sop_instance_uid!))?.includes(Buffer.from(patientId))).toBe(true);
+    // One upload in the log, for the bundle.
+    const log = (await (await adminFetch(`${server.url}/api/v1/uploads?patient_id=${patientId}`)).json()) as Array<{ stored: number; refused: number }>;
+    expect(log).toEqual([expect.objectContaining({ stored: 2, refused: 1 })]);
+  });
+
+  it('refuses a bundle of other parts than DICOM files, or whose names are not a list, before a byte is taken', async () => {
+    const create = (metadata: Record<string, string>) =>
+      fetch(`${server.url}/api/v1/resumable`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}`, 'Tus-Resumable': '1.0.0', 'Upload-Length': '1000', 'Upload-Metadata': Object.entries(metadata).map(([k, v]) => `${k} ${Buffer.from(v).toString('base64')}`).join(',') },
+      });
+    const wrongType = await create({ filetype: 'multipart/related; type="application/dicom+json"; boundary=x' });
+    expect(wrongType.status).toBe(415);
+    expect(await wrongType.text()).toMatch(/application\/dicom parts/);
+    const badNames = await create({ filetype: 'multipart/related; type="application/dicom"; boundary=x', filenames: '{"a":1}' });
+    expect(badNames.status).toBe(400);
+    expect(await badNames.text()).toMatch(/JSON list of names/);
   });
 
   it('keeps nothing of a file whose creating request is cut short, and serves on', async () => {
