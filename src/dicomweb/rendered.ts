@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
+import { firstString, type DicomJson } from '../dicom/json.js';
+import { Tag } from '../dicom/tags.js';
 import { frameCountOf } from '../read/frames.js';
 import { MEDIA_TYPES, type ImageFormat, type RenderOptions, type Renderer, type Viewport } from '../render/render.js';
 import type { VoiFunction, WindowRequest } from '../render/types.js';
@@ -42,7 +45,13 @@ export function renderedRouter(services: Services) {
     const options = renderOptions(c, kind);
     const instance = await reads.instance(pathScope(c));
     const frameCount = frameCountOf(instance);
-    if (frameCount === 0) throw new NotFound('this instance has no pixel data, so there is nothing to render');
+    if (frameCount === 0) {
+      if (kind === 'rendered' && c.req.param('frames') === undefined) {
+        const document = await encapsulatedDocument(c, reads, instance);
+        if (document) return document;
+      }
+      throw new NotFound('this instance has no pixel data, so there is nothing to render');
+    }
     const list = c.req.param('frames');
     const frames = list === undefined ? [1] : parseFrameList(list, frameCount);
     // A thumbnail is one picture, of the first frame named.
@@ -56,6 +65,34 @@ export function renderedRouter(services: Services) {
     router.get(`/studies/:study/series/:series/instances/:instance/frames/:frames/${kind}`, instanceOrFrames(kind));
   }
   return router;
+}
+
+/**
+ * An Encapsulated Document (a PDF, a CDA) rendered is the document itself, as its MIME type says (PS3.18 10.4.1.1.3,
+ * Table 8.3.3.1-2: "application/pdf" for a PDF), its bytes without the padding DICOM adds to an odd length.
+ * Undefined when the instance holds none.
+ */
+async function encapsulatedDocument(c: Context<Env>, reads: Services['reads'], instance: StoredInstance): Promise<Response | undefined> {
+  const json = JSON.parse(instance.json) as DicomJson;
+  const type = firstString(json, Tag.MIMETypeOfEncapsulatedDocument)?.trim().toLowerCase();
+  const attribute = json[Tag.EncapsulatedDocument];
+  if (!type || !attribute) return undefined;
+  if (!negotiate(parseAccept(c.req.query('accept') ?? c.req.header('accept')), [{ mediaType: type }])) {
+    throw new HttpError(406, 'not-acceptable', `this instance is a document rendered as ${type}; ask for that type`);
+  }
+  // A small document is kept in the metadata; a larger one is bulk data, read from the stored file.
+  const inline = typeof attribute.InlineBinary === 'string' ? Buffer.from(attribute.InlineBinary, 'base64') : undefined;
+  const value = inline ? { length: inline.length, chunks: [inline] } : await reads.bulkDataStream(instance, Tag.EncapsulatedDocument);
+  const declared = Number(json[Tag.EncapsulatedDocumentLength]?.Value?.[0]);
+  const length = Number.isInteger(declared) && declared >= 0 && declared <= value.length ? declared : value.length;
+  const body = (async function* () {
+    let left = length;
+    for await (const chunk of value.chunks as AsyncIterable<Buffer> | Buffer[]) {
+      if (left > 0) yield chunk.subarray(0, Math.min(chunk.length, left));
+      left -= chunk.length;
+    }
+  })();
+  return c.body(Readable.toWeb(Readable.from(body)) as ReadableStream, 200, { 'Content-Type': type, 'Content-Length': String(length) });
 }
 
 /**

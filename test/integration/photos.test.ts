@@ -146,6 +146,30 @@ describe('photos and documents as a new study', () => {
     expect(await dcmdump(stored)).toMatch(/\(0008,0060\) CS \[DOC\]/);
   });
 
+  it('renders the PDF as the document itself, without the padding DICOM adds to its odd length', async () => {
+    const f = answer.files[4];
+    const url = `${server.dicomweb}/studies/${answer.study_uid}/series/${f.series_uid}/instances/${f.sop_instance_uid}`;
+    for (const accept of ['application/pdf', '*/*']) {
+      const rendered = await adminFetch(`${url}/rendered`, { headers: { Accept: accept } });
+      expect(rendered.status, await rendered.clone().text()).toBe(200);
+      expect(rendered.headers.get('content-type')).toBe('application/pdf');
+      expect(Buffer.from(await rendered.arrayBuffer()).equals(PDF)).toBe(true);
+    }
+    const asImage = await adminFetch(`${url}/rendered`, { headers: { Accept: 'image/jpeg' } });
+    expect(asImage.status).toBe(406);
+    expect(await asImage.text()).toMatch(/rendered as application\/pdf/);
+    // A thumbnail is a picture: a document has none.
+    expect((await adminFetch(`${url}/thumbnail`)).status).toBe(404);
+    // A larger document is bulk data, read from the stored file: the same.
+    const long = Buffer.concat([PDF.subarray(0, 9), Buffer.from(`%${'x'.repeat(4000)}\n`), PDF.subarray(9)]);
+    const sent = await send([{ name: 'long.pdf', type: 'application/pdf', bytes: long }], { ...PATIENT, patient_id: 'PHOTO-PDF' });
+    expect(sent.status).toBe(200);
+    const g = sent.body.files[0];
+    const rendered = await adminFetch(`${server.dicomweb}/studies/${sent.body.study_uid}/series/${g.series_uid}/instances/${g.sop_instance_uid}/rendered`);
+    expect(rendered.headers.get('content-type')).toBe('application/pdf');
+    expect(Buffer.from(await rendered.arrayBuffer()).equals(long)).toBe(true);
+  });
+
   it('is found by QIDO like any study, rendered, and in the upload log', async () => {
     const studies = await (await adminFetch(`${server.dicomweb}/studies?PatientID=PHOTO-1`, { headers: { Accept: 'application/dicom+json' } })).json();
     expect(studies.map((s: any) => s['0020000D'].Value[0])).toEqual([answer.study_uid]);
