@@ -26,6 +26,7 @@ const NOT_ACCEPTABLE = `rendered images are available as ${FORMATS.map((f) => ME
 const CACHE_CONTROL = 'private, no-cache';
 
 type Kind = 'rendered' | 'thumbnail';
+const PDF = 'application/pdf';
 
 /**
  * WADO-RS rendered and thumbnail resources (PS3.18 10.4.1.1.3, 10.4.1.1.4; parameters 8.3.5.1). A study or a series
@@ -68,17 +69,18 @@ export function renderedRouter(services: Services) {
 }
 
 /**
- * An Encapsulated Document (a PDF, a CDA) rendered is the document itself, as its MIME type says (PS3.18 10.4.1.1.3,
- * Table 8.3.3.1-2: "application/pdf" for a PDF), its bytes without the padding DICOM adds to an odd length.
- * Undefined when the instance holds none.
+ * An Encapsulated PDF rendered is the document itself (PS3.18 10.4.1.1.3, Table 8.3.3.1-2: "application/pdf"), its
+ * bytes without the padding DICOM adds to an odd length. Only PDF: the MIME type is whatever the sender wrote, and a
+ * document served as, say, text/html would run its scripts on this server's origin, beside the staff's session.
+ * Undefined when the instance holds no PDF.
  */
 async function encapsulatedDocument(c: Context<Env>, reads: Services['reads'], instance: StoredInstance): Promise<Response | undefined> {
   const json = JSON.parse(instance.json) as DicomJson;
   const type = firstString(json, Tag.MIMETypeOfEncapsulatedDocument)?.trim().toLowerCase();
   const attribute = json[Tag.EncapsulatedDocument];
-  if (!type || !attribute) return undefined;
-  if (!negotiate(parseAccept(c.req.query('accept') ?? c.req.header('accept')), [{ mediaType: type }])) {
-    throw new HttpError(406, 'not-acceptable', `this instance is a document rendered as ${type}; ask for that type`);
+  if (type !== PDF || !attribute) return undefined;
+  if (!negotiate(parseAccept(c.req.query('accept') ?? c.req.header('accept')), [{ mediaType: PDF }])) {
+    throw new HttpError(406, 'not-acceptable', `this instance is a document rendered as ${PDF}; ask for that type`);
   }
   // A small document is kept in the metadata; a larger one is bulk data, read from the stored file.
   const inline = typeof attribute.InlineBinary === 'string' ? Buffer.from(attribute.InlineBinary, 'base64') : undefined;
@@ -92,7 +94,7 @@ async function encapsulatedDocument(c: Context<Env>, reads: Services['reads'], i
       left -= chunk.length;
     }
   })();
-  return c.body(Readable.toWeb(Readable.from(body)) as ReadableStream, 200, { 'Content-Type': type, 'Content-Length': String(length) });
+  return c.body(Readable.toWeb(Readable.from(body)) as ReadableStream, 200, { 'Content-Type': PDF, 'Content-Length': String(length), 'Content-Disposition': 'inline; filename="document.pdf"' });
 }
 
 /**

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newUid, writePart10 } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, readMultipartResponse, startServer, stow, type RunningServer } from '../helpers/server.js';
 
@@ -168,6 +169,27 @@ describe('photos and documents as a new study', () => {
     const rendered = await adminFetch(`${server.dicomweb}/studies/${sent.body.study_uid}/series/${g.series_uid}/instances/${g.sop_instance_uid}/rendered`);
     expect(rendered.headers.get('content-type')).toBe('application/pdf');
     expect(Buffer.from(await rendered.arrayBuffer()).equals(long)).toBe(true);
+  });
+
+  it('never renders a document a sender says is HTML as HTML: only a PDF is rendered', async () => {
+    const [study, series, sop] = [newUid(), newUid(), newUid()];
+    const page = Buffer.from('<html><script>document.cookie</script></html>');
+    const file = writePart10(
+      [
+        { tag: '00080016', vr: 'UI', value: ENCAPSULATED_PDF },
+        { tag: '00080018', vr: 'UI', value: sop },
+        { tag: '00100020', vr: 'LO', value: 'HTML-1' },
+        { tag: '0020000D', vr: 'UI', value: study },
+        { tag: '0020000E', vr: 'UI', value: series },
+        { tag: '00420012', vr: 'LO', value: 'text/html' },
+        { tag: '00420011', vr: 'OB', value: page },
+      ],
+      { transferSyntaxUID: '1.2.840.10008.1.2.1', sopClassUID: ENCAPSULATED_PDF, sopInstanceUID: sop },
+    );
+    expect((await stow(server.dicomweb, [file])).status).toBe(200);
+    const rendered = await adminFetch(`${server.dicomweb}/studies/${study}/series/${series}/instances/${sop}/rendered`, { headers: { Accept: 'text/html,*/*' } });
+    expect(rendered.status).toBe(404);
+    expect(rendered.headers.get('content-type')).not.toMatch(/html/);
   });
 
   it('is found by QIDO like any study, rendered, and in the upload log', async () => {
