@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
 import { Hono, type Context } from 'hono';
 import { downloadOf } from '../read/download.js';
+import { READ_WHOLE_BYTES } from '../read/checked-instances.js';
 import { readAhead } from '../read/read-ahead.js';
 import { zipStream, type ZipEntry } from '../read/zip.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
@@ -17,12 +18,8 @@ import type { DicomJson } from '../dicom/json.js';
 import { toNativeDicomXml } from '../dicom/xml.js';
 import type { StoredInstance } from '../catalog/catalog.js';
 
-/**
- * Files a retrieve or a download reads ahead of the one it sends, and the bytes each may hold before its read waits
- * (a file read whole, read/checked-instances.ts, is held whole): a few MiB a response.
- */
+/** Files up to READ_WHOLE_BYTES a retrieve or a download reads ahead of the one it sends: at most 16 MiB a response. */
 const FILES_AHEAD = 8;
-const BYTES_AHEAD_EACH = 1024 * 1024;
 
 /** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
 export function wadoRouter(services: Services) {
@@ -48,8 +45,8 @@ export function wadoRouter(services: Services) {
     }
     const parts = (async function* () {
       if (asked.asStored) {
-        const files = found.map((instance) => ({ transferSyntaxUid: instance.transferSyntaxUid, body: () => reads.instanceStream(instance) }));
-        for await (const file of readAhead(files, FILES_AHEAD, BYTES_AHEAD_EACH)) yield { contentType: `application/dicom; transfer-syntax=${file.transferSyntaxUid}`, body: file.body() };
+        const files = found.map((instance) => ({ size: instance.size, transferSyntaxUid: instance.transferSyntaxUid, body: () => reads.instanceStream(instance) }));
+        for await (const file of readAhead(files, FILES_AHEAD, READ_WHOLE_BYTES)) yield { contentType: `application/dicom; transfer-syntax=${file.transferSyntaxUid}`, body: file.body() };
         return;
       }
       for (const instance of found) {
@@ -316,7 +313,7 @@ async function started(chunks: AsyncGenerator<Uint8Array>): Promise<ReadableStre
 /** A download as a ZIP, streamed as it is read: its bytes are counted and checked by read/zip.ts as they go. */
 export function zipResponse(c: Context<Env>, download: { fileName: string; entries: ZipEntry[] }): Response {
   const ascii = download.fileName.replace(/[^\x20-\x7e]|["\\]/g, '_');
-  const body = Readable.toWeb(Readable.from(zipStream(readAhead(download.entries, FILES_AHEAD, BYTES_AHEAD_EACH)))) as ReadableStream;
+  const body = Readable.toWeb(Readable.from(zipStream(readAhead(download.entries, FILES_AHEAD, READ_WHOLE_BYTES)))) as ReadableStream;
   return c.body(body, 200, {
     'Content-Type': 'application/zip',
     'Content-Disposition': `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(download.fileName)}`,

@@ -10,7 +10,7 @@ const PARALLEL_HEADS = 16;
  * Objects up to this size are read whole and hashed off the event loop (WebCrypto's digest runs on libuv's pool):
  * a CT slice or an X-ray's frames cost the loop one write, not a SHA-256 pass, and several such reads run at once.
  */
-const WHOLE_BYTES = 2 * 1024 * 1024;
+export const READ_WHOLE_BYTES = 2 * 1024 * 1024;
 
 /**
  * Whole instances read for sending (WADO-RS, WADO-URI), checked against what the index recorded at ingest
@@ -47,13 +47,15 @@ export class CheckedInstances {
    * (Content-Length met, or a closed multipart) of bytes that are not those stored.
    */
   async *stream(instance: StoredInstance): AsyncGenerator<Uint8Array> {
-    const body = await this.store.get(instance.objectKey);
-    if (instance.size <= WHOLE_BYTES) {
+    if (instance.size <= READ_WHOLE_BYTES) {
+      // One byte past the recorded size: an object that grew is found changed, not read whole into memory.
+      const body = await this.store.get(instance.objectKey, { offset: 0, length: instance.size + 1 });
       const whole = Buffer.concat(await body.toArray());
       await this.check(instance, whole.byteLength, Buffer.from(await webcrypto.subtle.digest('SHA-256', whole)).toString('hex'));
       yield whole;
       return;
     }
+    const body = await this.store.get(instance.objectKey);
     const hash = createHash('sha256');
     let size = 0;
     let held: Uint8Array | undefined;
