@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { FileStore } from '@tus/file-store';
-import { Server } from '@tus/server';
+import { EVENTS, Server } from '@tus/server';
 import { Metadata } from '@tus/utils';
 import { Hono, type Context } from 'hono';
 import { allow, callerOf } from '../auth/middleware.js';
@@ -49,46 +49,50 @@ export function resumableApi(services: Services) {
   const requests = new AsyncLocalStorage<Context<Env>>();
   let cleanedAt = 0;
   // Made at the first resumable request: the store makes its folder, which a server nobody uploads to by hand lacks.
-  let tus: Server | undefined;
+  let tus: { server: Server; store: FileStore } | undefined;
   const tusServer = () => (tus ??= makeServer());
-  function makeServer(): Server {
+  /** Expired uploads go as new ones come: no timer to keep, and nothing piles up while nobody uploads either. */
+  function deleteExpired(): void {
+    if (Date.now() - cleanedAt < CLEANUP_MS) return;
+    cleanedAt = Date.now();
+    void tusServer().store.deleteExpired().catch((err: unknown) => services.log.warn({ err }, 'resumable uploads: expired ones could not be deleted'));
+  }
+  function makeServer(): { server: Server; store: FileStore } {
     const store = new FileStore({ directory, expirationPeriodInMilliseconds: EXPIRY_MS });
-    return new Server({
+    const server = new Server({
       path: RESUMABLE_PATH,
       datastore: store,
       maxSize: config.maxInstanceBytes,
       relativeLocation: true,
       async onUploadCreate(_req, upload) {
-        // Expired uploads go as new ones come: no timer to keep, and nothing piles up while nobody uploads either.
-        if (Date.now() - cleanedAt > CLEANUP_MS) {
-          cleanedAt = Date.now();
-          void store.deleteExpired().catch((err: unknown) => services.log.warn({ err }, 'resumable uploads: expired ones could not be deleted'));
-        }
+        deleteExpired();
         try {
           correctionsOf(fieldsOf(upload.metadata));
           contentOf(upload.metadata);
           // The bytes go to the data folder's disk: refused there as STOW is, before the first is written.
           await refuseOnLowDisk(config.storageDir, config.minFreeBytes, upload.size ?? Number.NaN);
         } catch (e) {
-          const status = e instanceof HttpError ? e.status : 400;
-          throw { status_code: status, body: JSON.stringify({ error: e instanceof HttpError ? e.code : 'bad-request', detail: (e as Error).message }) };
+          throw errorAnswer(e instanceof HttpError ? e : new BadRequest((e as Error).message));
         }
         return {};
       },
-      async onUploadFinish(_req, upload) {
+      async onUploadFinish(req, upload) {
         const file = path.join(directory, upload.id);
+        // Completed by its creating request (a whole file tus's own way: sent chunked, say), it answers as a creation.
+        const status = req.method === 'POST' ? 201 : 200;
         try {
           const answer = await storeUpload(requests.getStore(), upload.metadata, upload.id, { body: () => createReadStream(file), onDisk: () => onDisk(file, upload.size ?? 0) });
-          return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: answer };
+          return { status_code: status, headers: { 'Content-Type': 'application/json' }, body: answer };
         } catch (e) {
           const refused = uploadBodyError(e, config);
           if (!(refused instanceof HttpError)) throw refused;
-          return { status_code: refused.status, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ error: refused.code, detail: refused.message }) };
-        } finally {
-          await store.remove(upload.id).catch(() => undefined);
+          return errorAnswer(refused);
         }
       },
     });
+    // The upload's files go once its answer is written: tus reads the upload again after onUploadFinish.
+    server.on(EVENTS.POST_FINISH, (_req, _res, upload) => void store.remove(upload.id).catch(() => undefined));
+    return { server, store };
   }
 
   /**
@@ -158,14 +162,16 @@ export function resumableApi(services: Services) {
    * to resume, and sends it again whole. Answered as tus answers a complete upload, with the result as the body.
    */
   async function storeWhole(c: Context<Env>, length: number): Promise<Response> {
-    let metadata: Record<string, string | null>;
+    let metadata: Record<string, string | null> = {};
     try {
-      metadata = Metadata.parse(c.req.header('upload-metadata'));
+      const header = c.req.header('upload-metadata');
+      if (header) metadata = Metadata.parse(header);
     } catch {
       throw new BadRequest('Upload-Metadata is not tus metadata (comma-separated keys, each with a base64 value)');
     }
     if (length > config.maxInstanceBytes) throw new HttpError(413, 'too-large', `the file is larger than the ${formatBytes(config.maxInstanceBytes)} limit (PACS_MAX_INSTANCE_BYTES); nothing was stored`);
     await refuseOnLowDisk(config.storageDir, config.minFreeBytes, length);
+    deleteExpired();
     const body = exactly(c.env?.incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array>), length);
     const id = randomBytes(16).toString('hex');
     const answer = await storeUpload(c, metadata, id, { body: () => body }).catch((e: unknown) => {
@@ -175,7 +181,7 @@ export function resumableApi(services: Services) {
   }
 
   const router = new Hono<Env>();
-  const handle = (c: Context<Env>) => requests.run(c, () => tusServer().handleWeb(c.req.raw));
+  const handle = (c: Context<Env>) => requests.run(c, () => tusServer().server.handleWeb(c.req.raw));
   router.post('/resumable', allow('upload'), (c) => {
     const whole = wholeInCreation(c);
     return whole === undefined ? handle(c) : storeWhole(c, whole);
@@ -240,6 +246,11 @@ async function onDisk(file: string, size: number): Promise<Pick<Spooled, 'path' 
   const head = Buffer.alloc(Math.min(HEAD_BYTES, size));
   await handle.read(head, 0, head.length, 0).finally(() => handle.close());
   return { path: file, size, head, written: Promise.resolve() };
+}
+
+/** A refusal as tus hooks answer it: the status, and the reason as every route gives it. */
+function errorAnswer(e: HttpError): { status_code: number; headers: Record<string, string>; body: string } {
+  return { status_code: e.status, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ error: e.code, detail: e.message }) };
 }
 
 /** The form's fields, as the client put them in the upload's metadata (`fields`, a JSON object of strings). */

@@ -120,6 +120,38 @@ describe('resumable uploads', () => {
     expect(await badNames.text()).toMatch(/JSON list of names/);
   });
 
+  it('answers a file sent whole in its creating request tus\'s own way too (chunked, without metadata) as a creation with its result', async () => {
+    const bytes = syntheticInstance({ rows: 32, columns: 32 });
+    const create = (body: BodyInit, headers: Record<string, string>) =>
+      fetch(`${server.url}/api/v1/resumable`, {
+        method: 'POST',
+        body,
+        headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}`, 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream', 'Upload-Length': String(bytes.length), ...headers },
+        duplex: 'half',
+      } as RequestInit);
+    // Chunked: no Content-Length to tell it is whole before it is read.
+    const chunked = await create(new Blob([new Uint8Array(bytes)]).stream(), {});
+    expect(chunked.status, await chunked.clone().text()).toBe(201);
+    expect(chunked.headers.get('location')).toMatch(/\/api\/v1\/resumable\/[0-9a-f]+$/);
+    expect(chunked.headers.get('upload-offset')).toBe(String(bytes.length));
+    expect(((await chunked.json()) as Answer).status).toBe('stored');
+    // With its length but no Upload-Metadata, which tus allows: stored, and sent again, already stored.
+    const bare = await create(new Uint8Array(bytes), { 'Content-Length': String(bytes.length) });
+    expect(bare.status).toBe(201);
+    expect(((await bare.json()) as Answer).status).toBe('already-stored');
+  });
+
+  it('refuses a bundle without a file in it', async () => {
+    const { body, contentType } = stowBody([]);
+    const empty = await fetch(`${server.url}/api/v1/resumable`, {
+      method: 'POST',
+      body: new Uint8Array(body),
+      headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}`, 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream', 'Upload-Length': String(body.length), 'Upload-Metadata': `filetype ${Buffer.from(contentType).toString('base64')}` },
+    });
+    expect(empty.status).toBe(400);
+    expect(await empty.text()).toMatch(/holds no files|no parts/);
+  });
+
   it('keeps nothing of a file whose creating request is cut short, and serves on', async () => {
     const bytes = syntheticInstance({ rows: 256, columns: 256 });
     const sop = bytes.subarray(0, 400).toString('latin1').match(/2\.25\.\d+/)![0];
@@ -142,8 +174,11 @@ describe('resumable uploads', () => {
     socket.write(bytes.subarray(0, bytes.length / 2));
     await new Promise((r) => setTimeout(r, 300));
     socket.destroy();
-    // The spool is a folder of this process's own in tmp/.
-    const spooled = async () => (await fs.readdir(path.join(server.dataDir, 'tmp'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).length;
+    // The spool is a folder of this process's own in tmp/; tus keeps its uploads in resumable/.
+    const spooled = async () => {
+      const files = await Promise.all(['tmp', 'resumable'].map((dir) => fs.readdir(path.join(server.dataDir, dir), { recursive: true, withFileTypes: true }).catch(() => [])));
+      return files.flat().filter((e) => e.isFile()).length;
+    };
     await waitFor('the server to let go of the half-sent file', async () => (await spooled()) === 0);
     expect(await storedBytes(bytes, sop)).toBeUndefined();
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
