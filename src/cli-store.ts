@@ -53,13 +53,14 @@ export async function importFolder(source: string) {
     }
   } finally {
     await sources.close();
+    // What was stored before a failure (a full disk, the index away) is in the upload log and the audit trail too.
+    services.uploads.add(tally);
+    // In the audit trail once for each study it touched, as a STOW-RS request is.
+    const detail = `stored=${totals.stored}&present=${totals.duplicate}&refused=${totals.failed}`;
+    for (const studyUid of studies.size > 0 ? studies : [null]) services.auth.audit.record(cliAuditEvent('import', detail, studyUid));
+    await services.close();
   }
   progress.done();
-  services.uploads.add(tally);
-  // In the audit trail too, once for each study it touched, as a STOW-RS request is.
-  const detail = `stored=${totals.stored}&present=${totals.duplicate}&refused=${totals.failed}`;
-  for (const studyUid of studies.size > 0 ? studies : [null]) services.auth.audit.record(cliAuditEvent('import', detail, studyUid));
-  await services.close();
   console.log(`${files.length} DICOM file(s) found: ${totals.stored} stored, ${totals.duplicate} already stored, ${totals.failed} refused`);
   if (sources.others > 0) console.log(`  ${sources.others} other file(s) are not DICOM or an archive, and were left`);
   const skipped = sources.skipped.map((s) => `${s.name}: ${s.reason}`);

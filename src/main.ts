@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { setTimeout as delay } from 'node:timers/promises';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -71,12 +72,18 @@ async function main() {
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     redirect?.close();
-    void dicom?.close();
+    const associationsClosed = dicom?.close();
     server.close(async () => {
+      // The associations' upload records reach the upload log before it closes.
+      await associationsClosed;
       await services.close();
       process.exit(0);
     });
-    setTimeout(() => process.exit(0), 10_000).unref();
+    // Requests that do not end within 10 s are cut, but what the audit trail and the upload log hold is written first.
+    setTimeout(() => {
+      const written = Promise.all([services.auth.audit.flush(), services.uploads.flush()]);
+      void Promise.race([written, delay(2000)]).finally(() => process.exit(0));
+    }, 10_000).unref();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));

@@ -73,7 +73,7 @@ export class AuditLog {
   close(): Promise<void> {
     clearInterval(this.summaries);
     this.summarizeClosed(Infinity);
-    return this.flush();
+    return this.events.close();
   }
 }
 

@@ -5,16 +5,20 @@ const FLUSH_AFTER_MS = 200;
 const FLUSH_AT = 500;
 /** While the index is unreachable records wait in memory, up to this many; older ones are then dropped, loudly. */
 const MAX_PENDING = 100_000;
+/** Records of a refused batch tried alone before the index is taken to be down rather than refusing one of them. */
+const PROBES = 3;
 
 /**
  * Records of what happened (the audit trail, the upload log) written to the index in batches behind the requests
- * that made them: the request does not wait for a commit of its own. Those handed in before `flush()` are stored
- * when it resolves; whoever reads them flushes first. A failed write is retried, never lost while the process lives.
+ * that made them: the request does not wait for a commit of its own. `flush()` writes those handed in before it,
+ * and whoever reads them flushes first. A batch the index refuses waits for the next try, unless a record of its
+ * own is what the index refuses: that one is logged and dropped, and the others are written.
  */
 export class WriteBehind<T> {
   private pending: T[] = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
+  private closed = false;
 
   constructor(
     private readonly write: (batch: T[]) => Promise<void>,
@@ -30,7 +34,7 @@ export class WriteBehind<T> {
       this.log.error({ dropped: dropped.length }, `${this.what} dropped: the index has not accepted writes for a long while`);
     }
     if (this.pending.length >= FLUSH_AT) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_AFTER_MS);
+    else if (!this.closed) this.timer ??= setTimeout(() => void this.flush(), FLUSH_AFTER_MS);
   }
 
   flush(): Promise<void> {
@@ -43,11 +47,41 @@ export class WriteBehind<T> {
       try {
         await this.write(batch);
       } catch (err) {
-        this.pending = [...batch, ...this.pending];
+        const kept = await this.oneByOne(batch, err);
+        if (kept.length === 0) return;
+        this.pending = [...kept, ...this.pending];
         this.log.error({ err, waiting: this.pending.length }, `${this.what} could not be written; retrying`);
-        this.timer ??= setTimeout(() => void this.flush(), 5 * FLUSH_AFTER_MS);
+        if (!this.closed) this.timer ??= setTimeout(() => void this.flush(), 5 * FLUSH_AFTER_MS);
       }
     });
     return this.flushing;
+  }
+
+  /** The last write; nothing is retried after it (the index is about to close). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flush();
+    clearTimeout(this.timer);
+  }
+
+  /**
+   * After a batch failed, its records one at a time: when some are written, the index is up and refuses the others,
+   * which are logged and dropped. When none is (the first few all fail), the index is down: the rest are kept whole.
+   */
+  private async oneByOne(batch: T[], batchError: unknown): Promise<T[]> {
+    const refused: Array<{ record: T; err: unknown }> = [];
+    let written = 0;
+    for (const record of batch) {
+      try {
+        await this.write([record]);
+        written++;
+      } catch (err) {
+        refused.push({ record, err });
+        if (written === 0 && refused.length === PROBES) return batch;
+      }
+    }
+    if (written === 0) return batch;
+    for (const { record, err } of refused) this.log.error({ err, batchError, record }, `one of the ${this.what} was refused by the index and is dropped`);
+    return [];
   }
 }

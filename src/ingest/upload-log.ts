@@ -63,7 +63,12 @@ export class UploadLog {
     return this.index.uploads(search);
   }
 
+  /** Writes what waits, and stops retrying (the index is about to close). */
   close(): Promise<void> {
+    return this.records.close();
+  }
+
+  flush(): Promise<void> {
     return this.records.flush();
   }
 }

@@ -56,6 +56,15 @@ describe('the upload log', () => {
     expect(again!.id).not.toBe(first!.id);
   });
 
+  it('keeps uploads made at once apart, each with its own studies and patients, though they are written together', async () => {
+    const uploads = ['LOG-A', 'LOG-B', 'LOG-C'].map((patientID) => ({ patientID, studyUID: newUid() }));
+    const answers = await Promise.all(uploads.map((u) => stow(server.dicomweb, syntheticSeries(2, u), undefined, { Authorization: `Bearer ${uploader.key}` })));
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+    for (const u of uploads) {
+      expect(await log(`?study=${u.studyUID}`)).toEqual([expect.objectContaining({ stored: 2, studies: [u.studyUID], patient_ids: [u.patientID] })]);
+    }
+  });
+
   it('records a command-line import under the user who ran it', async () => {
     const folder = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-upload-log-'));
     const studyUID = newUid();
