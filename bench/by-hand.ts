@@ -11,6 +11,7 @@ import http from 'node:http';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
 import type { Corpus } from './corpus.js';
+import { BUNDLE_FILES, BUNDLE_PART_BYTES, CHUNK_BYTES } from '../src/api/resumable.js';
 import { stowBody } from './http.js';
 import { ingest, REQUESTS_IN_FLIGHT } from './ingest.js';
 import { checkInterrupted } from './interrupt.js';
@@ -124,11 +125,6 @@ export async function byHandCase(opts: { settings: Settings; workDir: string; co
   return results;
 }
 
-/** As the upload page bundles small files (src/pages/upload.tsx): up to 20 a bundle and up to a chunk's bytes. */
-const BUNDLE_FILES = 20;
-const CHUNK_BYTES = 8 * 1024 * 1024;
-/** Room for a part's boundary and headers in a bundle. */
-const PART_OVERHEAD = 256;
 
 /**
  * The corpus as the upload page sends it: small files in bundles (a STOW-RS body, one tus upload each), a larger
@@ -140,13 +136,13 @@ async function resumableUploads(server: RunningServer, corpus: Corpus): Promise<
   const jobs: Corpus['instances'][] = [];
   let bytes = Infinity;
   for (const instance of corpus.instances) {
-    const alone = instance.size + PART_OVERHEAD > CHUNK_BYTES;
-    if (alone || jobs.length === 0 || jobs.at(-1)!.length === BUNDLE_FILES || bytes + instance.size + PART_OVERHEAD > CHUNK_BYTES) {
+    const alone = instance.size + BUNDLE_PART_BYTES > CHUNK_BYTES;
+    if (alone || jobs.length === 0 || jobs.at(-1)!.length === BUNDLE_FILES || bytes + instance.size + BUNDLE_PART_BYTES > CHUNK_BYTES) {
       jobs.push([]);
       bytes = alone ? Infinity : 0;
     }
     jobs.at(-1)!.push(instance);
-    bytes += instance.size + PART_OVERHEAD;
+    bytes += instance.size + BUNDLE_PART_BYTES;
   }
   await resetPeakRss(server.pid);
   const started = performance.now();

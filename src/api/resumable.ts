@@ -8,9 +8,9 @@ import { EVENTS, Server } from '@tus/server';
 import { Metadata } from '@tus/utils';
 import { Hono, type Context } from 'hono';
 import { allow, callerOf } from '../auth/middleware.js';
+import type { Config } from '../config.js';
 import type { Env, Services } from '../context.js';
-import { readMultipart } from '../dicomweb/multipart.js';
-import { instanceBytes, multipartOf, refuseOnLowDisk, uploadBodyError } from '../dicomweb/stow.js';
+import { dicomParts, multipartOf, refuseOnLowDisk, uploadBodyError } from '../dicomweb/stow.js';
 import { BadRequest, HttpError } from '../errors.js';
 import { FailureReason, IngestBatch, type Receipt } from '../ingest/ingest.js';
 import { discard, formatBytes, spool, type Spooled } from '../ingest/spool.js';
@@ -23,12 +23,26 @@ const EXPIRY_MS = 3 * 24 * 3600_000;
 const CLEANUP_MS = 3600_000;
 const HEAD_BYTES = 256 * 1024;
 export const RESUMABLE_PATH = '/api/v1/resumable';
+/** Bytes a request of a resumable upload carries (the upload page's): what a dropped connection costs again at most. */
+export const CHUNK_BYTES = 8 * 1024 * 1024;
+/**
+ * Small files go in bundles (the upload page's) of up to this many and a chunk's bytes, a bundle one upload: one
+ * request and one commit for them all, where a file each would cost each a request and a commit.
+ */
+export const BUNDLE_FILES = 20;
+/** Room a part's boundary and headers take in a bundle. */
+export const BUNDLE_PART_BYTES = 256;
+
+/** A bundle as this server takes it: within PACS_MAX_PARTS_PER_REQUEST and PACS_MAX_INSTANCE_BYTES too. */
+export function bundleLimits(config: Pick<Config, 'maxPartsPerRequest' | 'maxInstanceBytes'>): { files: number; bytes: number } {
+  return { files: Math.min(BUNDLE_FILES, config.maxPartsPerRequest), bytes: Math.min(CHUNK_BYTES, config.maxInstanceBytes) };
+}
 const TUS_VERSION = '1.0.0';
 
 export const resumableOperations: Operation[] = [
   {
     method: 'post', path: '/resumable', id: 'resumableUpload', tag: 'Store', access: 'upload',
-    summary: 'Begin a resumable upload of one DICOM file (tus 1.0)',
+    summary: 'Begin a resumable upload of a DICOM file, or a bundle of them (tus 1.0)',
     description:
       'The tus protocol (tus.io 1.0: core, creation, creation-with-upload, termination, expiration), as tus-js-client or Uppy speak it. Send `Tus-Resumable: 1.0.0`, `Upload-Length` (at most PACS_MAX_INSTANCE_BYTES) and `Upload-Metadata` with `filename` and `fields`: a JSON object of the form fields of POST /uploads (the order\'s values and the reason), base64 as tus says. Then PATCH the `Location` answered with `Upload-Offset` and `application/offset+octet-stream` bytes; after a dropped connection, HEAD it to learn the offset and go on from there. The PATCH that completes the file answers 200 with its result as JSON (`file`, `status`, `sop_instance_uid`, `study_uid`, `corrected`, `reason`). Many small files go best as one upload, a bundle: its body a STOW-RS body (multipart/related, a DICOM file a part), its metadata `filetype` that body\'s Content-Type with its boundary and `filenames` a JSON list of the files\' names; its result is `{ "files": [...] }`, one result a file in their order, each file judged on its own. A file or bundle sent whole in the POST itself (`application/offset+octet-stream`, Content-Length equal to Upload-Length; tus-js-client\'s uploadDataDuringCreation) is stored at once, and the POST answers 201 with that result. Unfinished uploads are deleted after 3 days.',
     responses: { 201: { description: 'begun, its URL in `Location`; or, sent whole, stored, with the result as JSON' } },
@@ -37,10 +51,11 @@ export const resumableOperations: Operation[] = [
 
 /**
  * Resumable uploads (issue 15), the tus protocol (tus.io 1.0) by @tus/server, the protocol's own maintained server: a
- * dropped connection or a closed lid resumes from the last byte received. A file is handed to ingest only once all
- * its bytes are in, then stored (with the order's values of its `fields` metadata set on it) and answered as the form
- * routes answer a file, in the final PATCH's body. Kept in the data folder, so a restart resumes too; one replica's
- * uploads are its own (a load balancer must keep a client on one replica while it uploads).
+ * dropped connection or a closed lid resumes from the last byte received. An upload sent in several requests is kept
+ * in the data folder (a restart resumes too; one replica's uploads are its own, so a load balancer must keep a client
+ * on one replica while it uploads) and handed to ingest once all its bytes are in; one sent whole in its creating
+ * request is stored as it arrives. Either is stored with the order's values of its `fields` metadata set on it, and
+ * answered as the form routes answer a file, in the body of the request that completed it.
  */
 export function resumableApi(services: Services) {
   const { config } = services;
@@ -142,14 +157,10 @@ export function resumableApi(services: Services) {
   /** The files of a bundle, part by part, as STOW-RS reads a request: a bad one never stops its neighbours. */
   async function addParts(batch: IngestBatch, body: AsyncIterable<Uint8Array>, bundle: Bundle, correcting: Correcting): Promise<Received[]> {
     const received: Received[] = [];
-    for await (const part of readMultipart(body, bundle.boundary, { maxPartBytes: config.maxInstanceBytes, maxTotalBytes: config.maxInstanceBytes, maxParts: config.maxPartsPerRequest })) {
+    // A bundle is one upload: within PACS_MAX_INSTANCE_BYTES whole, as tus holds it.
+    for await (const part of dicomParts(body, bundle.boundary, { ...config, maxTotalBytes: config.maxInstanceBytes })) {
       const name = bundle.names[received.length] ?? `part ${received.length + 1}`;
-      const type = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
-      if (type !== 'application/dicom') {
-        received.push({ name, corrected: [], receipt: batch.reject(FailureReason.CannotUnderstand, `${name} is sent as ${type}, not application/dicom`) });
-        continue;
-      }
-      received.push({ name, ...(await addBody(batch, instanceBytes(part.body, config.maxInstanceBytes), correcting)) });
+      received.push({ name, ...('refusal' in part ? { corrected: [], receipt: batch.reject(FailureReason.CannotUnderstand, part.refusal) } : await addBody(batch, part.bytes, correcting)) });
     }
     if (received.length === 0) throw new BadRequest('the bundle holds no files; nothing was stored');
     return received;

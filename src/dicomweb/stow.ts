@@ -35,14 +35,9 @@ export function stowRouter(services: Services) {
     const receipts: Receipt[] = [];
     let parts = 0;
     try {
-      for await (const part of readMultipart(body, boundary, { maxPartBytes: config.maxInstanceBytes, maxTotalBytes: config.maxRequestBytes, maxParts: config.maxPartsPerRequest })) {
+      for await (const part of dicomParts(body, boundary, { ...config, maxTotalBytes: config.maxRequestBytes })) {
         parts++;
-        const partType = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
-        if (partType !== 'application/dicom') {
-          receipts.push(batch.reject(FailureReason.CannotUnderstand, `part ${parts} is ${partType}, not application/dicom`));
-          continue;
-        }
-        receipts.push(await batch.add(instanceBytes(part.body, config.maxInstanceBytes)));
+        receipts.push('refusal' in part ? batch.reject(FailureReason.CannotUnderstand, part.refusal) : await batch.add(part.bytes));
       }
     } catch (e: unknown) {
       await batch.abort();
@@ -92,10 +87,27 @@ export function uploadBodyError(e: unknown, limits: { maxRequestBytes: number; m
 }
 
 /**
+ * The DICOM files of a multipart/related body (a STOW-RS request, a bundle of resumable uploads), part by part: each
+ * part's bytes, or why it is refused (another type than application/dicom); a bad part never stops its neighbours.
+ */
+export async function* dicomParts(
+  body: AsyncIterable<Uint8Array>,
+  boundary: string,
+  limits: { maxInstanceBytes: number; maxTotalBytes: number; maxPartsPerRequest: number },
+): AsyncGenerator<{ bytes: AsyncIterable<Uint8Array> } | { refusal: string }> {
+  let n = 0;
+  for await (const part of readMultipart(body, boundary, { maxPartBytes: limits.maxInstanceBytes, maxTotalBytes: limits.maxTotalBytes, maxParts: limits.maxPartsPerRequest })) {
+    n++;
+    const type = (part.contentType ?? 'application/dicom').split(';')[0]!.trim().toLowerCase();
+    yield type === 'application/dicom' ? { bytes: instanceBytes(part.body, limits.maxInstanceBytes) } : { refusal: `part ${n} is ${type}, not application/dicom` };
+  }
+}
+
+/**
  * A part's bytes as ingest reads them: past PACS_MAX_INSTANCE_BYTES the reader fails that part alone and skips the rest
  * of it unread; said in ingest's words, the instance is refused with 0xA700 while its neighbours go on.
  */
-export async function* instanceBytes(body: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Uint8Array> {
+async function* instanceBytes(body: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Uint8Array> {
   try {
     yield* body;
   } catch (e) {

@@ -5,20 +5,13 @@ import { raw } from 'hono/html';
 import { authenticate, signInFirst } from '../auth/middleware.js';
 import { permits } from '../auth/principal.js';
 import type { Env, Services } from '../context.js';
+import { BUNDLE_PART_BYTES, bundleLimits, CHUNK_BYTES } from '../api/resumable.js';
 import { Layout } from './layout.js';
 
 const TUS_CLIENT = '/assets/tus.min.js';
 let tusClient: Buffer | undefined;
 /** Files uploading at once: enough to keep the link busy between one file's end and the next's start. */
 const PARALLEL_UPLOADS = 3;
-/** Bytes a request of a resumable upload carries: what a dropped connection costs again at most. */
-const CHUNK_BYTES = 8 * 1024 * 1024;
-/**
- * Small files go in bundles of up to this many (and up to a chunk's bytes), a bundle one upload: one request and
- * one commit for them all, where a file each would cost each a request and a commit.
- */
-const BUNDLE_FILES = 20;
-const BUNDLE_BYTES = CHUNK_BYTES;
 
 /**
  * The upload page (issue 15) for staff with the upload role: DICOM files or a CD's folder, with the order's values
@@ -46,7 +39,7 @@ export function uploadPage(services: Services) {
       );
     }
     c.header('Cache-Control', 'no-store');
-    return c.html(<UploadPage />);
+    return c.html(<UploadPage bundle={bundleLimits(services.config)} />);
   });
   return router;
 }
@@ -58,11 +51,11 @@ const field = (name: string, label: string, extra: Record<string, string | numbe
   </label>
 );
 
-function UploadPage() {
+function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
   return (
     <Layout title="Upload" nav={[{ href: '/logout', label: 'Sign out' }]}>
       <h2>DICOM files</h2>
-      <form id="dicom" class="row">
+      <form id="dicom" class="row" data-bundle-files={bundle.files} data-bundle-bytes={bundle.bytes}>
         <label>
           Files
           <input type="file" name="files" multiple />
@@ -157,17 +150,19 @@ function bundleOf(files, boundary) {
   const parts = files.flatMap((f) => ['--' + boundary + '\\r\\nContent-Type: application/dicom\\r\\n\\r\\n', f, '\\r\\n']);
   return new Blob([...parts, '--' + boundary + '--\\r\\n']);
 }
-// Small files go together, a bundle an upload (one request, one commit), up to a chunk; a larger file alone.
+// Small files go together, a bundle an upload (one request, one commit), within what the server takes; a larger file alone.
 function jobsOf(files) {
+  const limits = document.getElementById('dicom').dataset;
+  const [most, room] = [Number(limits.bundleFiles), Number(limits.bundleBytes)];
   const jobs = [];
   let current = null;
   for (const f of files) {
     const r = row(nameOf(f));
-    if (f.size + 256 > ${BUNDLE_BYTES}) { jobs.push({ files: [f], rows: [r] }); continue; }
-    if (!current || current.files.length === ${BUNDLE_FILES} || current.bytes + f.size + 256 > ${BUNDLE_BYTES}) jobs.push((current = { files: [], rows: [], bytes: 0 }));
+    if (f.size + ${BUNDLE_PART_BYTES} > room || most < 2) { jobs.push({ files: [f], rows: [r] }); continue; }
+    if (!current || current.files.length === most || current.bytes + f.size + ${BUNDLE_PART_BYTES} > room) jobs.push((current = { files: [], rows: [], bytes: 0 }));
     current.files.push(f);
     current.rows.push(r);
-    current.bytes += f.size + 256;
+    current.bytes += f.size + ${BUNDLE_PART_BYTES};
   }
   return jobs;
 }
@@ -193,12 +188,13 @@ function resumable(job, fields) {
       onProgress: (sent, total) => { job.rows.forEach((r) => { r.cells[1].textContent = Math.round((100 * sent) / total) + '%'; }); },
       onSuccess: (payload) => {
         const answer = JSON.parse(payload.lastResponse.getBody());
-        (bundle ? answer.files : [answer]).forEach((f, i) => show(job.rows[i], f));
+        const results = (bundle ? answer.files : [answer]) || [];
+        job.rows.forEach((r, i) => (results[i] ? show(r, results[i]) : refuse(r, 'the server gave no result for this file')));
         resolve();
       },
       onError: (err) => {
         const response = err.originalResponse;
-        const why = response ? detailOf(response.getBody(), 'the server refused it') : 'the connection failed: choose the file again to go on from where it stopped';
+        const why = response ? detailOf(response.getBody(), 'the server refused it') : bundle ? 'the connection failed: choose the files again to send them' : 'the connection failed: choose the file again to go on from where it stopped';
         job.rows.forEach((r) => refuse(r, why));
         resolve();
       },
