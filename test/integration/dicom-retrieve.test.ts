@@ -164,8 +164,9 @@ describe('C-MOVE and C-GET', () => {
   });
 
   it('aborts the association when a stored instance turns out damaged while it is sent, so nothing of it is kept', async () => {
-    // Larger than one read of the store: its first bytes are sent before the end shows the damage.
-    const damaged = syntheticInstance({ modality: 'CT', rows: 512, columns: 512 });
+    // Larger than the server reads whole (2 MiB) and than one read of the store: its first bytes are sent before the
+    // end shows the damage. A smaller one is checked whole before a byte goes, and fails alone.
+    const damaged = syntheticInstance({ modality: 'CT', rows: 1024, columns: 1536 });
     expect((await stow(server.dicomweb, [damaged])).status).toBe(200);
     const [{ object_key: key }] = await indexRows<{ object_key: string }>(server, 'SELECT object_key FROM instances WHERE sop_uid = ?', [sopUidOf(damaged)]);
     const bytes = await readObject(server, key!);
@@ -177,6 +178,23 @@ describe('C-MOVE and C-GET', () => {
     expect(await fs.readdir(into)).toEqual([]);
     // The server's log reaches the test through a pipe, after getscu may have exited.
     await waitFor('the log of the aborted sub-operation', () => server.logs.some((line) => line.includes('could not be sent whole') && line.includes(sopUidOf(damaged))) || undefined, 10_000);
+  });
+
+  it('fails a small damaged instance alone, checked whole before a byte of it goes, and sends the rest of the study', async () => {
+    const studyUID = newUid();
+    const [damaged, sound] = syntheticSeries(2, { studyUID, modality: 'CT', rows: 64, columns: 64 });
+    expect((await stow(server.dicomweb, [damaged!, sound!])).status).toBe(200);
+    const [{ object_key: key }] = await indexRows<{ object_key: string }>(server, 'SELECT object_key FROM instances WHERE sop_uid = ?', [sopUidOf(damaged!)]);
+    const bytes = await readObject(server, key!);
+    bytes[bytes.length - 1] ^= 0xff;
+    await writeObject(server, key!, bytes);
+    const into = path.join(work, 'got-one-damaged');
+    await fs.mkdir(into);
+    const out = await run('getscu', ['-v', '-aet', 'WORKSTATION', '-aec', AE, '+B', '-od', into, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${studyUID}`, '127.0.0.1', String(dicomPort)]).catch((e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`);
+    const got = await fs.readdir(into);
+    expect(got).toHaveLength(1);
+    expect(sha256(dataSetOf(await fs.readFile(path.join(into, got[0]!))))).toBe(sha256(dataSetOf(sound!)));
+    expect(String(out)).not.toMatch(/abort/i);
   });
 
   it('stops sending at a C-CANCEL and says Cancel', async () => {
