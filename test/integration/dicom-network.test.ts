@@ -10,6 +10,7 @@ import { syntheticInstance, syntheticSeries } from '../fixtures/synthetic.js';
 import { makeCertificate } from '../helpers/certificate.js';
 import { AE, dataSetOf, registerAe, run, sha256, startDicomServer } from '../helpers/dimse.js';
 import { adminFetch, freePort, readMultipartResponse, type RunningServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 import { indexRows, objectKeys } from '../helpers/stored.js';
 
 /**
@@ -109,7 +110,8 @@ describe('the DICOM network service', () => {
     expect((other as { stderr: string }).stderr).toMatch(/Association Rejected[\s\S]*Called AE Title Not Recognized/i);
     const stranger = await run('storescu', ['-aet', 'STRANGER', '-aec', AE, '127.0.0.1', String(dicomPort), path.join(FIXTURES, 'explicit-le.dcm')]).catch((e: { stderr: string }) => e);
     expect((stranger as { stderr: string }).stderr).toMatch(/Association Rejected[\s\S]*Calling AE Title Not Recognized/i);
-    expect(server.logs.some((line) => line.includes('DICOM association refused') && line.includes('STRANGER') && line.includes('aes add'))).toBe(true);
+    // The server's log reaches the test through a pipe, after storescu may have exited.
+    await waitFor('the refusal in the log', () => server.logs.some((line) => line.includes('DICOM association refused') && line.includes('STRANGER') && line.includes('aes add')) || undefined, 10_000);
     // The refusal is in the audit trail, under the AE title it gave and its address.
     const audit = await (await adminFetch(`${server.url}/api/v1/audit?limit=100`)).json();
     expect(JSON.stringify(audit)).toMatch(/ae:STRANGER/);
@@ -165,7 +167,7 @@ describe('the DICOM network service', () => {
     }));
     const { stdout, stderr } = await storescu(files, '-d').catch((e: { stdout: string; stderr: string }) => e);
     expect(`${stdout}${stderr}`).toMatch(/Status\s*:?\s*0xc000|Error: Cannot understand/i);
-    expect(server.logs.some((line) => line.includes('C-STORE refused') && line.includes('0xC000'))).toBe(true);
+    await waitFor('the refusal in the log', () => server.logs.some((line) => line.includes('C-STORE refused') && line.includes('0xC000')) || undefined, 10_000);
     expect(await (await adminFetch(`${server.dicomweb}/studies/${study}/instances`)).json()).toHaveLength(1);
   });
 
