@@ -2,7 +2,7 @@ import { and, asc, desc, eq, inArray, lt, lte, or, sql } from 'drizzle-orm';
 import type { Announcement, Delivery, DeliveryOutcome, DeliverySearch, EventType, Webhook, WebhookRecords } from './catalog.js';
 import type { IndexTables } from './index-tables.js';
 import { execute, type Plan } from './plan.js';
-import { assignments, changed, columnsOf, insertInto, SelectList, type Run } from './sql-rows.js';
+import { assignments, changed, columnsOf, insertInto, ListStatement, SelectList, type Run } from './sql-rows.js';
 
 type Tables = Pick<IndexTables, 'studies' | 'studyAnnouncements' | 'webhooks' | 'webhookDeliveries'>;
 type WebhookRow = Omit<Webhook, 'events'> & { events: string };
@@ -119,13 +119,23 @@ export class SqlWebhooks implements WebhookRecords {
  * announced (again) once quiet, with the patient and accession it has now.
  */
 export function* touchAnnouncements(t: Tables, studyUids: string[], now: number, chunk: number): Plan<void> {
+  let touch = touches.get(t.studyAnnouncements);
+  if (!touch) touches.set(t.studyAnnouncements, (touch = touchStatement(t)));
+  yield* touch.rows(studyUids, chunk, { now });
+}
+
+/** Built once per schema: each commit of an upload runs it, and rendering and preparing it cost more than running it. */
+const touches = new WeakMap<object, ListStatement>();
+
+function touchStatement(t: Tables): ListStatement {
   const { studies: s, studyAnnouncements: a } = t;
-  for (let i = 0; i < studyUids.length; i += chunk) {
-    yield* execute(sql`INSERT INTO ${a} (${column(a.studyUid)}, ${column(a.version)}, ${column(a.announcedVersion)}, ${column(a.changedAt)}, ${column(a.removed)}, ${column(a.patientId)}, ${column(a.accessionNumber)})
-      SELECT ${s.studyUid}, 1, 0, ${now}, false, ${s.patientId}, ${s.accessionNumber} FROM ${s} WHERE ${inArray(s.studyUid, studyUids.slice(i, i + chunk))}
+  return new ListStatement(
+    s.studyUid,
+    (inList) => sql`INSERT INTO ${a} (${column(a.studyUid)}, ${column(a.version)}, ${column(a.announcedVersion)}, ${column(a.changedAt)}, ${column(a.removed)}, ${column(a.patientId)}, ${column(a.accessionNumber)})
+      SELECT ${s.studyUid}, 1, 0, ${sql.param(sql.placeholder('now'), a.changedAt)}, false, ${s.patientId}, ${s.accessionNumber} FROM ${s} WHERE ${inList}
       ON CONFLICT (${column(a.studyUid)}) DO UPDATE SET ${column(a.version)} = ${a}.${column(a.version)} + 1, ${column(a.changedAt)} = excluded.${column(a.changedAt)},
-        ${column(a.removed)} = false, ${column(a.patientId)} = excluded.${column(a.patientId)}, ${column(a.accessionNumber)} = excluded.${column(a.accessionNumber)}`);
-  }
+        ${column(a.removed)} = false, ${column(a.patientId)} = excluded.${column(a.patientId)}, ${column(a.accessionNumber)} = excluded.${column(a.accessionNumber)}`,
+  );
 }
 
 /** In the same transaction, after touchAnnouncements: these studies are gone whole. */
