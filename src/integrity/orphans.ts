@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import { IngestBatch } from '../ingest/ingest.js';
 import { discard, spool } from '../ingest/spool.js';
-import { instanceKeyParts } from '../storage/keys.js';
+import { instanceKeyParts, versionedChecksumPrefix } from '../storage/keys.js';
 import type { VerifyDeps } from './verify-pass.js';
 
 /**
@@ -39,6 +40,12 @@ export async function reconcileOrphan(deps: VerifyDeps, key: string): Promise<Or
 async function indexAgain(deps: VerifyDeps, key: string, sopUid: string): Promise<string | undefined> {
   const current = (await deps.catalog.objectKeysOf([sopUid])).get(sopUid);
   if (current !== undefined) return `instance ${sopUid} is indexed with the object ${current}: this one is a former version or a copy`;
+  // A versioned key names its bytes' SHA-256: bytes that changed since (a disk's damage) are not an upload to index.
+  const named = versionedChecksumPrefix(key);
+  if (named !== undefined) {
+    const sha256 = await sha256Of(await deps.store.get(key));
+    if (!sha256.startsWith(named)) return `its bytes are not those it was stored with (their SHA-256 is ${sha256}, its name says ${named}…): damaged in the store`;
+  }
   const batch = new IngestBatch(deps.ingest);
   const receipt = await batch.add(await deps.store.get(key));
   await batch.commit();
@@ -74,4 +81,10 @@ async function quarantine(deps: VerifyDeps, key: string, sopUid: string | undefi
     }),
   );
   return moved ? target : undefined;
+}
+
+async function sha256Of(body: AsyncIterable<Uint8Array>): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of body) hash.update(chunk);
+  return hash.digest('hex');
 }

@@ -31,6 +31,15 @@ export function instanceKeyParts(key: string): { studyUid: string; seriesUid: st
 }
 
 /**
+ * The first hex digits of the SHA-256 that a versioned instance key was named after (newVersion), undefined for any
+ * other key: bytes found under the key can be told apart from the bytes that were stored there.
+ */
+export function versionedChecksumPrefix(key: string): string | undefined {
+  const version = /_([^/_]+)\.dcm$/.exec(key)?.[1];
+  return version !== undefined && VERSION.test(version) ? version.slice(0, 16) : undefined;
+}
+
+/**
  * Derived objects (DESIGN: rendered images, thumbnails) live beside nothing else, under `derived/`, one folder
  * per instance, so that deleting an instance, a series or a study removes them with one prefix.
  */

@@ -1,9 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { newUid } from '../../src/dicom/write.js';
+import { instanceKey, newVersion } from '../../src/storage/keys.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { projectBackend } from '../helpers/backend.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { backdateObject, deleteObject, indexRows, objectKeys, readObject, writeObject } from '../helpers/stored.js';
+
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 const AS_STORED = { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' };
 
@@ -132,27 +136,44 @@ describe('scheduled verify (PACS_VERIFY_INTERVAL)', () => {
     expect(await damageOf(server, s.studyUID)).toMatchObject({ [s.sops[0]!]: null, [s.sops[2]!]: 'missing' });
   });
 
-  it('indexes an unindexed instance, quarantines junk, and leaves an object young enough to be an upload in progress', { timeout: 90_000 }, async () => {
+  it('indexes an unindexed instance, quarantines junk and a changed copy, and leaves an object young enough to be an upload in progress', { timeout: 90_000 }, async () => {
     const ids = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
     const orphan = `studies/${ids.studyUID}/series/${ids.seriesUID}/instances/${ids.sopInstanceUID}.dcm`;
+    // Versioned keys name their bytes' SHA-256: one whose bytes still match is indexed, one whose bytes changed is not.
+    const whole = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
+    const wholeBytes = syntheticInstance({ ...whole, patientName: 'Orphan^Whole' });
+    const wholeKey = instanceKey(whole.studyUID, whole.seriesUID, whole.sopInstanceUID, newVersion(sha256(wholeBytes)));
+    const changed = { studyUID: newUid(), seriesUID: newUid(), sopInstanceUID: newUid() };
+    const changedBytes = syntheticInstance({ ...changed, patientName: 'Orphan^Changed' });
+    const changedKey = instanceKey(changed.studyUID, changed.seriesUID, changed.sopInstanceUID, newVersion(sha256(Buffer.concat([changedBytes, Buffer.from('as stored')]))));
     const junkStudy = newUid();
     const junk = `studies/${junkStudy}/series/1.2/instances/3.4.dcm`;
     const young = `studies/${junkStudy}/series/1.2/instances/5.6.dcm`;
     await writeObject(server, orphan, syntheticInstance({ ...ids, patientName: 'Orphan^Found' }));
+    await writeObject(server, wholeKey, wholeBytes);
+    await writeObject(server, changedKey, changedBytes);
     await writeObject(server, junk, Buffer.from('not a DICOM file'));
     await writeObject(server, young, Buffer.from('an upload still being written, as far as anyone can tell'));
-    for (const key of [orphan, junk]) await backdateObject(server, key, 2 * 3600);
+    for (const key of [orphan, wholeKey, changedKey, junk]) await backdateObject(server, key, 2 * 3600);
     const placed = Date.now();
 
     const pass = await passAfter(server, placed);
-    expect(pass).toMatchObject({ orphansIndexed: 1, orphansQuarantined: 1, orphansLeft: 1 });
-    const found = await adminFetch(`${server.dicomweb}/studies/${ids.studyUID}/instances`, { headers: { Accept: 'application/dicom+json' } });
-    expect(found.status).toBe(200);
-    expect(((await found.json()) as unknown[]).length).toBe(1);
+    expect(pass).toMatchObject({ orphansIndexed: 2, orphansQuarantined: 2, orphansLeft: 1 });
+    const instancesOf = async (studyUid: string) => {
+      const found = await adminFetch(`${server.dicomweb}/studies/${studyUid}/instances`, { headers: { Accept: 'application/dicom+json' } });
+      return found.status === 200 ? ((await found.json()) as unknown[]).length : 0;
+    };
+    expect(await instancesOf(ids.studyUID)).toBe(1);
+    expect(await instancesOf(whole.studyUID)).toBe(1);
+    expect(await instancesOf(changed.studyUID)).toBe(0);
     expect(await objectKeys(server, `studies/${junkStudy}/`)).toEqual([young]);
+    expect(await objectKeys(server, `studies/${changed.studyUID}/`)).toEqual([]);
     const quarantined = await objectKeys(server, 'quarantine/');
     expect(quarantined.filter((k) => k.endsWith(`/${junk}`))).toHaveLength(1);
     expect((await readObject(server, quarantined.find((k) => k.endsWith(`/${junk}`))!)).toString()).toBe('not a DICOM file');
+    const kept = quarantined.find((k) => k.endsWith(`/${changedKey}`));
+    expect(kept).toBeDefined();
+    expect((await readObject(server, kept!)).equals(changedBytes)).toBe(true);
   });
 });
 
