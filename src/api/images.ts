@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { IMAGE_KINDS, type ImageKind, type LinkedInstance } from '../auth/image-links.js';
@@ -12,6 +11,7 @@ import { isValidUid } from '../dicom/uid.js';
 import { instanceKeyParts } from '../storage/keys.js';
 import { renderOptions, sendRendered } from '../dicomweb/rendered.js';
 import { pathScope } from '../dicomweb/path-uids.js';
+import { streamOf } from '../dicomweb/wado.js';
 import { BadRequest, Forbidden, NotFound } from '../errors.js';
 import type { Operation } from './openapi.js';
 import { countParam, exactParam, lifetimeParam, parseQuery } from './params.js';
@@ -169,7 +169,7 @@ export function imagesApi(services: Services) {
     const maxAge = Math.max(0, Math.floor((linked.expiresAt - Date.now()) / 1000));
     const cacheControl = `private, max-age=${maxAge}`;
     if (kind === 'dicom') {
-      const body = Readable.toWeb(Readable.from(reads.instanceStream(instance))) as ReadableStream;
+      const body = streamOf(reads.instanceStream(instance));
       return c.body(body, 200, { 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size), 'Content-Disposition': `attachment; filename="${instance.sopUid}.dcm"`, 'Cache-Control': cacheControl });
     }
     if (instance.numberOfFrames === 0) throw new NotFound('this instance has no pixel data, so there is nothing to render');

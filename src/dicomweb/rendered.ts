@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
@@ -12,7 +11,7 @@ import type { VoiFunction, WindowRequest } from '../render/types.js';
 import { negotiate, parseAccept, type Offer } from './media-type.js';
 import { multipartBody, multipartBoundary, multipartContentType } from './multipart.js';
 import { pathScope } from './path-uids.js';
-import { parseFrameList } from './wado.js';
+import { parseFrameList, streamOf } from './wado.js';
 
 /** Longer side of a thumbnail when the client names no viewport. */
 export const THUMBNAIL_SIZE = 128;
@@ -94,7 +93,7 @@ async function encapsulatedDocument(c: Context<Env>, reads: Services['reads'], i
       left -= chunk.length;
     }
   })();
-  return c.body(Readable.toWeb(Readable.from(body)) as ReadableStream, 200, { 'Content-Type': PDF, 'Content-Length': String(length), 'Content-Disposition': 'inline; filename="document.pdf"' });
+  return c.body(streamOf(body), 200, { 'Content-Type': PDF, 'Content-Length': String(length), 'Content-Disposition': 'inline; filename="document.pdf"' });
 }
 
 /**

@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import type { StoredInstance } from '../catalog/catalog.js';
 import type { Env, Services } from '../context.js';
@@ -9,6 +8,7 @@ import { TransferSyntax } from '../dicom/transfer-syntax.js';
 import type { ImageFormat, Viewport } from '../render/render.js';
 import { negotiate, parseAccept } from './media-type.js';
 import { number, sendRendered, windowOf, wholeNumber } from './rendered.js';
+import { streamOf } from './wado.js';
 
 /** A side WADO-URI leaves free when only the other is given: a fit by that one alone. */
 const UNBOUNDED = 16384;
@@ -78,11 +78,11 @@ async function sendFile(c: Context<Env>, { reads, transcoder }: Pick<Services, '
   if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, headers);
   await reads.assertPresent([instance]);
   if (asStored) {
-    const body = Readable.toWeb(Readable.from(reads.instanceStream(instance))) as ReadableStream;
+    const body = streamOf(reads.instanceStream(instance));
     return c.body(body, 200, { ...headers, 'Content-Type': 'application/dicom', 'Content-Length': String(instance.size) });
   }
   const sent = await transcoder.instance(instance);
-  const body = Readable.toWeb(Readable.from(sent.body)) as ReadableStream;
+  const body = streamOf(sent.body);
   // A file whose frames this server cannot decode goes as stored: its ETag and syntax say which it is.
   const sentHeaders = sent.transferSyntaxUid === instance.transferSyntaxUid ? { ...headers, ETag: `"${instance.sha256}"` } : headers;
   return c.body(body, 200, { ...sentHeaders, 'Content-Type': `application/dicom; transfer-syntax=${sent.transferSyntaxUid}` });

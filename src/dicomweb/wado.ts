@@ -291,7 +291,8 @@ function mediaTypeOfSyntax(ts: string): string | undefined {
   return undefined;
 }
 
-function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream {
+/** A response body of these chunks, sent as they come. */
+export function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream {
   return Readable.toWeb(Readable.from(chunks)) as ReadableStream;
 }
 
@@ -313,7 +314,7 @@ async function started(chunks: AsyncGenerator<Uint8Array>): Promise<ReadableStre
 /** A download as a ZIP, streamed as it is read: its bytes are counted and checked by read/zip.ts as they go. */
 export function zipResponse(c: Context<Env>, download: { fileName: string; entries: ZipEntry[] }): Response {
   const ascii = download.fileName.replace(/[^\x20-\x7e]|["\\]/g, '_');
-  const body = Readable.toWeb(Readable.from(zipStream(readAhead(download.entries, FILES_AHEAD, READ_WHOLE_BYTES)))) as ReadableStream;
+  const body = streamOf(zipStream(readAhead(download.entries, FILES_AHEAD, READ_WHOLE_BYTES)));
   return c.body(body, 200, {
     'Content-Type': 'application/zip',
     'Content-Disposition': `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(download.fileName)}`,
