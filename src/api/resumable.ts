@@ -11,7 +11,7 @@ import { allow, callerOf } from '../auth/middleware.js';
 import type { Config } from '../config.js';
 import type { Env, Services } from '../context.js';
 import { dicomParts, multipartOf, refuseOnLowDisk, uploadBodyError } from '../dicomweb/stow.js';
-import { BadRequest, HttpError } from '../errors.js';
+import { BadRequest, DiskFull, HttpError } from '../errors.js';
 import { FailureReason, IngestBatch, type Receipt } from '../ingest/ingest.js';
 import { discard, formatBytes, spool, type Spooled } from '../ingest/spool.js';
 import { addCorrected, correctionsOf, type Correcting } from './dicom-files.js';
@@ -103,6 +103,13 @@ export function resumableApi(services: Services) {
           if (!(refused instanceof HttpError)) throw refused;
           return errorAnswer(refused);
         }
+      },
+      // A chunk the disk had no room for: tus answers any failure 500 with its own words. The bytes it did write stay
+      // (the upload's offset says how many), so the upload resumes once there is room, or expires.
+      onResponseError(_req, err) {
+        const full = err instanceof Error ? DiskFull.of(err) : undefined;
+        if (!full) return undefined;
+        return errorAnswer(new HttpError(507, 'disk-full', `${full.message}. Free space in the data folder (PACS_STORAGE_DIR), then resume the upload: what arrived is kept until it expires`));
       },
     });
     // The upload's files go once its answer is written: tus reads the upload again after onUploadFinish.

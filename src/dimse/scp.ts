@@ -7,6 +7,7 @@ import type { Permissions } from '../auth/application-entities.js';
 import type { AuditEvent } from '../auth/records.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { isKnownTransferSyntax } from '../dicom/transfer-syntax.js';
+import { DiskFull } from '../errors.js';
 import { fileMetaInformation } from '../dicom/write.js';
 import { IngestBatch, type IngestDeps, type InstanceOutcome } from '../ingest/ingest.js';
 import { UploadTally, type UploadLog } from '../ingest/upload-log.js';
@@ -277,7 +278,8 @@ export class DicomAssociation extends Scp {
         (err: unknown) => {
           this.deps.log.error({ err, sopInstanceUid: request.getAffectedSopInstanceUid(), callingAeTitle: this.caller }, 'a C-STORE could not be completed');
           response.setStatus(DimseStatus.OutOfResources);
-          response.setErrorComment('the instance could not be stored; nothing was kept, try again');
+          // Within the comment's 64 characters: what the operator at the modality can tell the administrator.
+          response.setErrorComment(DiskFull.of(err) ? 'server disk full: nothing kept; free space, then send again' : 'the instance could not be stored; nothing was kept, try again');
         },
       )
       .finally(() => callback(response));

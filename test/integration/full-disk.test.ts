@@ -5,11 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { cli } from '../helpers/cli.js';
-import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { AE, registerAe, run as runTool } from '../helpers/dimse.js';
+import { adminFetch, freePort, startServer, stow, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
 import { indexRows, objectKeys } from '../helpers/stored.js';
 
 const run = promisify(execFile);
@@ -292,4 +294,121 @@ describe('files the server creates', () => {
     for (const file of ['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm']) expect(await modeOf(file), file).toBe(0o600);
     expect(await modeOf('tmp')).toBe(0o700);
   });
+});
+
+/**
+ * The doors other than STOW-RS on a disk with no room left: a C-STORE, a resumable upload sent whole in its creating
+ * request, one sent in chunks, and a photo. Each is refused with a reason a person can act on, nothing of it is kept
+ * (no object, no row, no spool or partial upload file), and the server serves on.
+ */
+describe('every other door on a full disk', () => {
+  let disk: SmallDisk;
+  let server: RunningServer;
+  let dicomPort: number;
+  let work: string;
+
+  beforeAll(async () => {
+    disk = await smallDisk(16);
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-full-doors-'));
+    dicomPort = await freePort();
+    server = await startServer({ dataDir: disk.dir, env: { PACS_MIN_FREE_BYTES: '0', PACS_DICOM_PORT: String(dicomPort), PACS_DICOM_AE_TITLE: AE } });
+    await registerAe(server, 'MODALITY', { host: '127.0.0.1', store: true });
+    // One instance stored first: the index has its tables' pages, and the disk is then filled to 256 KiB of room.
+    expect((await stow(server.dicomweb, [syntheticInstance()])).status).toBe(200);
+    await fillDisk(disk, 'filler', 256 * 1024);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await disk?.remove();
+    if (work) await fs.rm(work, { recursive: true, force: true });
+  });
+
+  /** Nothing of a refused upload is left: one object (the first), no spool file, no partial resumable upload. */
+  const expectNothingKept = async (sopUid: string) => {
+    expect(await objectKeys(server, 'studies/')).toHaveLength(1);
+    expect(await indexRows(server, 'SELECT sop_uid FROM instances WHERE sop_uid = ?', [sopUid])).toHaveLength(0);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+    const partial = await fs.readdir(path.join(disk.dir, 'resumable'), { recursive: true, withFileTypes: true }).catch(() => []);
+    expect(partial.filter((e) => e.isFile()).map((e) => e.name)).toEqual([]);
+  };
+  const TUS = { Authorization: `Bearer ${TEST_ADMIN_KEY}`, 'Tus-Resumable': '1.0.0' };
+  const large = () => {
+    const sopInstanceUID = newUid();
+    return { sopInstanceUID, bytes: syntheticInstance({ sopInstanceUID, rows: 1024, columns: 1024 }) };
+  };
+
+  it('answers a C-STORE with Out of Resources and a reason, keeps nothing and goes on', async () => {
+    const { sopInstanceUID, bytes } = large();
+    const file = path.join(work, 'large.dcm');
+    await fs.writeFile(file, bytes);
+    const sent = await runTool('storescu', ['-d', '-aet', 'MODALITY', '-aec', AE, '127.0.0.1', String(dicomPort), file], { env: { ...process.env, TCP_NODELAY: '1' } }).catch((e: { stdout: string; stderr: string }) => e);
+    const said = `${sent.stdout}${sent.stderr}`;
+    expect(said).toMatch(/Status\s*:?\s*0xa7/i);
+    expect(said).toMatch(/disk full/i);
+    await expectNothingKept(sopInstanceUID);
+    await runTool('echoscu', ['-aet', 'MODALITY', '-aec', AE, '127.0.0.1', String(dicomPort)]);
+  }, 60_000);
+
+  it('refuses a photo with 507 and keeps nothing of it', async () => {
+    const form = new FormData();
+    form.append('patient_id', 'FULL-1');
+    form.append('patient_name', 'Full^Disk');
+    // Noise: a JPEG of about 1 MB, four times the room left.
+    const noise = Buffer.from(Array.from({ length: 800 * 600 * 3 }, () => Math.floor(Math.random() * 256)));
+    const photo = await sharp(noise, { raw: { width: 800, height: 600, channels: 3 } }).jpeg({ quality: 95 }).toBuffer();
+    form.append('file', new Blob([new Uint8Array(photo)], { type: 'image/jpeg' }), 'wound.jpg');
+    const response = await adminFetch(`${server.url}/api/v1/photos`, { method: 'POST', body: form });
+    const body = await response.text();
+    expect(response.status, body).toBe(507);
+    expect(await objectKeys(server, 'studies/')).toHaveLength(1);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+  }, 60_000);
+
+  it('refuses a resumable upload sent whole with 507 and keeps nothing of it', async () => {
+    const whole = large();
+    const created = await fetch(`${server.url}/api/v1/resumable`, {
+      method: 'POST',
+      headers: { ...TUS, 'Content-Type': 'application/offset+octet-stream', 'Upload-Length': String(whole.bytes.length) },
+      body: new Uint8Array(whole.bytes),
+    });
+    const answer = await created.text();
+    expect(created.status, answer).toBe(507);
+    expect(JSON.parse(answer)).toMatchObject({ error: 'disk-full' });
+    await expectNothingKept(whole.sopInstanceUID);
+  }, 60_000);
+
+  it('refuses a chunk of a resumable upload with 507, and the upload resumes once there is room: stored once, byte for byte', async () => {
+    const chunked = large();
+    const started = await fetch(`${server.url}/api/v1/resumable`, { method: 'POST', headers: { ...TUS, 'Upload-Length': String(chunked.bytes.length) } });
+    expect(started.status).toBe(201);
+    const url = new URL(started.headers.get('location')!, server.url).href;
+    const patched = await fetch(url, {
+      method: 'PATCH',
+      headers: { ...TUS, 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': '0' },
+      body: new Uint8Array(chunked.bytes),
+    });
+    const refusal = await patched.text();
+    expect(patched.status, refusal).toBe(507);
+    expect(JSON.parse(refusal)).toMatchObject({ error: 'disk-full', detail: expect.stringMatching(/resume/) });
+    expect(await objectKeys(server, 'studies/')).toHaveLength(1);
+    expect(await spoolLeftovers(disk.dir)).toEqual([]);
+
+    // The administrator makes room; the client asks where it stopped and sends the rest.
+    await fs.rm(path.join(disk.dir, 'filler'));
+    const head = await fetch(url, { method: 'HEAD', headers: TUS });
+    const offset = Number(head.headers.get('upload-offset'));
+    expect(offset).toBeLessThan(chunked.bytes.length);
+    const rest = await fetch(url, {
+      method: 'PATCH',
+      headers: { ...TUS, 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': String(offset) },
+      body: new Uint8Array(chunked.bytes.subarray(offset)),
+    });
+    const answer = await rest.text();
+    expect(rest.status, answer).toBe(200);
+    expect(JSON.parse(answer)).toMatchObject({ status: 'stored', sop_instance_uid: chunked.sopInstanceUID });
+    const [row] = (await indexRows(server, 'SELECT sha256 FROM instances WHERE sop_uid = ?', [chunked.sopInstanceUID])) as Array<{ sha256: string }>;
+    expect(row?.sha256).toBe(sha256(chunked.bytes));
+  }, 60_000);
 });
