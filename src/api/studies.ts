@@ -154,7 +154,7 @@ export function studiesApi(services: Services) {
     const { layout } = parseQuery(downloadQuery, c.req.query());
     const scope = pathScope(c);
     c.set('auditStudyUids', [scope.studyUid]);
-    return zipResponse(c, await downloadOf(catalog, services.reads, scope, layout));
+    return zipResponse(c, services.reads, await downloadOf(catalog, services.reads, scope, layout));
   });
 
   router.get('/studies', allow('summaries'), async (c) => {

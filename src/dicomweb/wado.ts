@@ -1,9 +1,7 @@
-import { Readable } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
 import { Hono, type Context } from 'hono';
 import { downloadOf } from '../read/download.js';
-import { READ_WHOLE_BYTES } from '../read/checked-instances.js';
-import { readAhead } from '../read/read-ahead.js';
+import type { ReadService } from '../read/read-service.js';
 import { zipStream, type ZipEntry } from '../read/zip.js';
 import { BadRequest, HttpError, NotFound } from '../errors.js';
 import type { Env, Services } from '../context.js';
@@ -18,8 +16,6 @@ import type { DicomJson } from '../dicom/json.js';
 import { toNativeDicomXml } from '../dicom/xml.js';
 import type { StoredInstance } from '../catalog/catalog.js';
 
-/** Files up to READ_WHOLE_BYTES a retrieve or a download reads ahead of the one it sends: at most 16 MiB a response. */
-const FILES_AHEAD = 8;
 
 /** WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the read service, negotiated and sent. */
 export function wadoRouter(services: Services) {
@@ -30,7 +26,7 @@ export function wadoRouter(services: Services) {
     const found = await reads.instances(pathScope(c));
     const accept = c.req.header('accept');
     const asked = instancesAsked(accept, found);
-    if (asked.zip) return zipResponse(c, await downloadOf(catalog, reads, pathScope(c)));
+    if (asked.zip) return zipResponse(c, reads, await downloadOf(catalog, reads, pathScope(c)));
     // How each instance's compressed frames go, decided before the 200: one that cannot go as asked is a 406.
     const frames = asked.bulkData ? await Promise.all(found.map((i) => framesAsked(accept, i.transferSyntaxUid, () => transcoder.decodesFrames(i)))) : [];
     // Every object is there with its size before the 200; each is checked against its SHA-256 as it goes.
@@ -46,7 +42,7 @@ export function wadoRouter(services: Services) {
     const parts = (async function* () {
       if (asked.asStored) {
         const files = found.map((instance) => ({ size: instance.size, transferSyntaxUid: instance.transferSyntaxUid, body: () => reads.instanceStream(instance) }));
-        for await (const file of readAhead(files, FILES_AHEAD, READ_WHOLE_BYTES)) yield { contentType: `application/dicom; transfer-syntax=${file.transferSyntaxUid}`, body: file.body() };
+        for await (const file of reads.ahead(files)) yield { contentType: `application/dicom; transfer-syntax=${file.transferSyntaxUid}`, body: file.body() };
         return;
       }
       for (const instance of found) {
@@ -291,9 +287,26 @@ function mediaTypeOfSyntax(ts: string): string | undefined {
   return undefined;
 }
 
-/** A response body of these chunks, sent as they come. */
-export function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream {
-  return Readable.toWeb(Readable.from(chunks)) as ReadableStream;
+/**
+ * A response body of these chunks, each taken only when the connection has taken the one before: a client that reads
+ * slowly holds one chunk of the server's memory, not a queue of them (Readable.from buffered 16, whole files each, and
+ * sixty such downloads of a study held 2 GB).
+ */
+export function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
+  const iterator = chunks[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const next = await iterator.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      async cancel(reason) {
+        await iterator.return?.(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 /**
@@ -312,9 +325,9 @@ async function started(chunks: AsyncGenerator<Uint8Array>): Promise<ReadableStre
 }
 
 /** A download as a ZIP, streamed as it is read: its bytes are counted and checked by read/zip.ts as they go. */
-export function zipResponse(c: Context<Env>, download: { fileName: string; entries: ZipEntry[] }): Response {
+export function zipResponse(c: Context<Env>, reads: ReadService, download: { fileName: string; entries: ZipEntry[] }): Response {
   const ascii = download.fileName.replace(/[^\x20-\x7e]|["\\]/g, '_');
-  const body = streamOf(zipStream(readAhead(download.entries, FILES_AHEAD, READ_WHOLE_BYTES)));
+  const body = streamOf(zipStream(reads.ahead(download.entries)));
   return c.body(body, 200, {
     'Content-Type': 'application/zip',
     'Content-Disposition': `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(download.fileName)}`,

@@ -2,26 +2,62 @@
 export type WithBody = { size: number; body: () => AsyncIterable<Uint8Array> };
 
 type Read = { chunks: Uint8Array[] } | { error: unknown };
+type Held = { read: Promise<Read>; release: () => void };
+
+/**
+ * The bytes every response together may hold read ahead. Without a bound, each slow client held its files ahead (sixty
+ * slow downloads of a study held 2 GB); past it, a response reads each file when it reaches it, as without read-ahead.
+ */
+export class ReadAheadBudget {
+  private used = 0;
+
+  constructor(readonly total: number) {}
+
+  /** Takes `bytes` if they fit, with the function that gives them back (once); undefined if they do not. */
+  take(bytes: number): (() => void) | undefined {
+    if (this.used + bytes > this.total) return undefined;
+    this.used += bytes;
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      this.used -= bytes;
+    };
+  }
+}
 
 /**
  * The items with the bodies of the next `files` small ones (up to `wholeBytes`) read whole ahead of the one being
- * consumed: their opens, reads and checksums overlap the sending of this one, where one file after another would leave
- * the disk idle while the network sends and the network idle while the disk reads. A larger body is read when it is
- * reached, streamed: read ahead, it would wait with its file or S3 connection open while a slow client takes the
- * files before it (and S3 closes a response idle for a minute). Memory stays within `files × wholeBytes`. A read
- * ahead whose item is never reached (the client went away) ends by itself, its body read whole and let go; an
+ * consumed, as far as `budget` allows: their opens, reads and checksums overlap the sending of this one, where one
+ * file after another would leave the disk idle while the network sends and the network idle while the disk reads. A
+ * larger body is read when it is reached, streamed: read ahead, it would wait with its file or S3 connection open
+ * while a slow client takes the files before it (and S3 closes a response idle for a minute). An item's body is
+ * consumed before the next item is asked for (a ZIP, a multipart body): its memory goes back to the budget then. A
+ * read ahead whose item is never reached (the client went away) ends by itself, its body read whole and let go; an
  * item's read error is its body's error, met when that body is reached.
  */
-export async function* readAhead<T extends WithBody>(items: readonly T[], files: number, wholeBytes: number): AsyncGenerator<T> {
-  const ahead = new Map<number, Promise<Read>>();
-  for (let i = 0; i < items.length; i++) {
-    for (let next = i; next <= i + files && next < items.length; next++) {
-      const item = items[next]!;
-      if (item.size <= wholeBytes && !ahead.has(next)) ahead.set(next, readWhole(item.body()));
+export async function* readAhead<T extends WithBody>(items: readonly T[], files: number, wholeBytes: number, budget: ReadAheadBudget): AsyncGenerator<T> {
+  const ahead = new Map<number, Held>();
+  let current: Held | undefined;
+  try {
+    for (let i = 0; i < items.length; i++) {
+      for (let next = i; next <= i + files && next < items.length; next++) {
+        const item = items[next]!;
+        if (item.size > wholeBytes || ahead.has(next)) continue;
+        const release = budget.take(item.size);
+        // In order: a later file is not read ahead of an earlier one that did not fit.
+        if (!release) break;
+        ahead.set(next, { read: readWhole(item.body()), release });
+      }
+      current = ahead.get(i);
+      ahead.delete(i);
+      const held = current;
+      yield held ? { ...items[i]!, body: () => replay(held.read) } : items[i]!;
+      held?.release();
     }
-    const read = ahead.get(i);
-    ahead.delete(i);
-    yield read ? { ...items[i]!, body: () => replay(read) } : items[i]!;
+  } finally {
+    current?.release();
+    for (const held of ahead.values()) void held.read.then(held.release);
   }
 }
 

@@ -5,11 +5,17 @@ import { NotFound } from '../errors.js';
 import type { DerivedCache } from '../storage/derived-cache.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { attributesBeforePixelData, readBulkData, type BulkData, type RangeOf } from './bulk-data.js';
-import { CheckedInstances } from './checked-instances.js';
+import { CheckedInstances, READ_WHOLE_BYTES } from './checked-instances.js';
 import type { DataSetSource, ReadLimits } from './data-set-ranges.js';
 import { InflatedCopies } from './inflated-copies.js';
 import { readFrame, readFrames, type FrameBytes } from './frames.js';
 import { levelOf, MetadataDocuments, type MetadataDocument } from './metadata.js';
+import { readAhead, ReadAheadBudget, type WithBody } from './read-ahead.js';
+
+/** Files up to READ_WHOLE_BYTES a retrieve or a download reads ahead of the one it sends: at most 16 MiB a response. */
+const FILES_AHEAD = 8;
+/** What all of them hold ahead together: four responses' worth, then each reads its files as it reaches them. */
+const READ_AHEAD_BYTES = 64 * 1024 * 1024;
 
 /**
  * Everything read of stored instances (DESIGN decision 13), below HTTP: whole instances checked against their
@@ -20,6 +26,8 @@ export class ReadService {
   private readonly checked: CheckedInstances;
   private readonly metadataDocuments: MetadataDocuments;
   private readonly source: DataSetSource;
+  /** Shared by every retrieve and download of this server. */
+  private readonly aheadBudget = new ReadAheadBudget(READ_AHEAD_BYTES);
 
   constructor(
     store: ObjectStore,
@@ -32,6 +40,14 @@ export class ReadService {
     this.source = { store, limits, copies: new InflatedCopies(store, derived.cache, derived.tmpDir, limits, log) };
     this.checked = new CheckedInstances(store, catalog, log);
     this.metadataDocuments = new MetadataDocuments(catalog);
+  }
+
+  /**
+   * Files to send one after another (a multipart retrieve, a ZIP), with the next FILES_AHEAD small ones read and
+   * checked ahead of the one being sent, within what all responses may hold ahead together (read-ahead.ts).
+   */
+  ahead<T extends WithBody>(items: readonly T[]): AsyncGenerator<T> {
+    return readAhead(items, FILES_AHEAD, READ_WHOLE_BYTES, this.aheadBudget);
   }
 
   /** The instances in scope, in the index's order; NotFound when there are none. */

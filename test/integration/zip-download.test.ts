@@ -138,6 +138,34 @@ describe('ZIP download', () => {
     // And it serves on: the same download, whole.
     expect(Object.values(await entriesOf((await download(`${server.url}/api/v1/studies/${studyUid}/download`)).zip))).toEqual(many.map(sha256));
   });
+
+  it('holds bounded memory for many clients that stop reading, and serves on', { timeout: 120_000 }, async () => {
+    const studyUid = newUid();
+    const seriesUid = newUid();
+    // 40 files just under the size read whole: each a response could read ahead.
+    const series = Array.from({ length: 40 }, (_, i) => syntheticInstance({ studyUID: studyUid, seriesUID: seriesUid, instanceNumber: i + 1, rows: 1000, columns: 1000 }));
+    for (let i = 0; i < series.length; i += 10) expect((await stow(server.dicomweb, series.slice(i, i + 10))).status).toBe(200);
+    await fs.writeFile(`/proc/${server.process.pid}/clear_refs`, '5');
+    const before = await peakMemory();
+    // Forty downloads whose clients read their first bytes and then nothing: each held 36 MB (1.4 GB) before the
+    // read-ahead of all responses was bounded together.
+    const stalled = await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        const aborting = new AbortController();
+        const response = await adminFetch(`${server.url}/api/v1/studies/${studyUid}/download`, { signal: aborting.signal });
+        expect((await response.body!.getReader().read()).done).toBe(false);
+        return aborting;
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    const growth = (await peakMemory()) - before;
+    const healthz = performance.now();
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect(performance.now() - healthz, '/healthz while 40 downloads stall').toBeLessThan(1000);
+    for (const aborting of stalled) aborting.abort();
+    expect(growth, 'peak memory growth of the server while 40 clients stall').toBeLessThan(600 * 1024 * 1024);
+    expect(Object.values(await entriesOf((await download(`${server.url}/api/v1/studies/${studyUid}/download`)).zip))).toEqual(series.map(sha256));
+  });
 });
 
 /** How many files and sockets the server holds open. */
