@@ -16,7 +16,7 @@ import { webhooksApi } from './api/webhooks.js';
 import { openApiRouter } from './api/openapi.js';
 import { photosApi } from './api/photos.js';
 import { dicomFilesApi } from './api/dicom-files.js';
-import { resumableApi } from './api/resumable.js';
+import { resumableApi, TUS_REQUEST_HEADERS, TUS_RESPONSE_HEADERS } from './api/resumable.js';
 import { trashApi } from './api/trash.js';
 import { API_OPERATIONS } from './api/operations.js';
 import { auditTrail, authenticate, callerOf, dicomwebAccess, signInFirst } from './auth/middleware.js';
@@ -86,9 +86,10 @@ export function createApp(services: Services) {
   app.use(
     cors({
       origin: (origin, c) => services.auth.origins.allowOrigin(origin, c),
-      allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id', 'X-Deletion-Reason'],
-      allowMethods: ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'],
-      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning', 'WWW-Authenticate'],
+      // With tus's own headers and PATCH (api/resumable.ts), so that a page of an allowed origin can resume an upload.
+      allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-None-Match', 'X-Request-Id', 'X-Deletion-Reason', ...TUS_REQUEST_HEADERS],
+      allowMethods: ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],
+      exposeHeaders: ['ETag', 'Content-Type', 'Content-Length', 'X-Request-Id', 'Retry-After', 'Warning', 'WWW-Authenticate', ...TUS_RESPONSE_HEADERS],
       maxAge: 600,
     }),
   );

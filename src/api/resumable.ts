@@ -199,7 +199,7 @@ export function resumableApi(services: Services) {
   }
 
   const router = new Hono<Env>();
-  const handle = (c: Context<Env>) => requests.run(c, () => tusServer().server.handleWeb(c.req.raw));
+  const handle = (c: Context<Env>) => requests.run(c, async () => withoutCors(await tusServer().server.handleWeb(c.req.raw)));
   router.post('/resumable', allow('upload'), (c) => {
     const whole = wholeInCreation(c);
     return whole === undefined ? handle(c) : storeWhole(c, whole);
@@ -207,6 +207,21 @@ export function resumableApi(services: Services) {
   // HEAD, PATCH and DELETE of an upload, as tus says (in the POST's description: OpenAPI has no way to say "tus").
   router.all('/resumable/*', allow('upload'), handle);
   return router;
+}
+
+/** What a tus client sends and reads besides the usual headers: a page of another origin may use them (app.ts, CORS). */
+export const TUS_REQUEST_HEADERS = ['Tus-Resumable', 'Upload-Length', 'Upload-Offset', 'Upload-Metadata'];
+export const TUS_RESPONSE_HEADERS = ['Location', 'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires'];
+
+/**
+ * tus's answer without the CORS headers it adds on its own (`Access-Control-Allow-Origin: *` to any origin): which
+ * origins may read an answer is PACS_CORS_ORIGINS's to say, for these routes as for every other (auth/origins.ts).
+ */
+function withoutCors(response: Response): Response {
+  const cors: string[] = [];
+  response.headers.forEach((_value, name) => name.startsWith('access-control-') && cors.push(name));
+  for (const name of cors) response.headers.delete(name);
+  return response;
 }
 
 /** A complete upload's bytes; a file's, also as a file on disk when it is one there already. */
