@@ -90,14 +90,44 @@ function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
           JPEG, PNG or PDF
           <input type="file" name="files" multiple accept="image/jpeg,image/png,application/pdf" />
         </label>
-        {field('patient_id', 'Patient ID', { maxlength: 64, required: 'required' })}
-        {field('patient_name', 'Name (Family^Given)', { maxlength: 64 })}
-        {field('patient_birth_date', 'Birth date', { type: 'date' })}
-        {field('accession_number', 'Accession number', { maxlength: 16 })}
-        {field('study_description', 'Description', { maxlength: 64 })}
+        <p id="joining" class="muted" style="flex-basis:100%;margin:0" hidden>
+          Adding to the stored study <span></span> (its patient and order). <a href="#" id="new-study">A new study instead</a>
+        </p>
+        <fieldset id="new-study-fields" class="row" style="border:0;padding:0;margin:0">
+          {field('patient_id', 'Patient ID', { maxlength: 64, required: 'required' })}
+          {field('patient_name', 'Name (Family^Given)', { maxlength: 64 })}
+          {field('patient_birth_date', 'Birth date', { type: 'date' })}
+          <label>
+            Sex
+            <select name="patient_sex">
+              <option value="">not given</option>
+              <option>F</option>
+              <option>M</option>
+              <option>O</option>
+            </select>
+          </label>
+          {field('accession_number', 'Accession number', { maxlength: 16 })}
+          {field('study_date', 'Study date', { type: 'date' })}
+          {field('study_description', 'Description', { maxlength: 64 })}
+        </fieldset>
+        {field('series_description', 'What they show', { maxlength: 64 })}
         {field('body_part', 'Body part', { maxlength: 16 })}
         <button type="submit">Upload</button>
       </form>
+      <h2>Stored studies</h2>
+      <form id="search" class="row">
+        {field('q', 'Patient ID or family name', { maxlength: 64, required: 'required' })}
+        <button type="submit">Search</button>
+      </form>
+      <p id="found" class="muted" role="status"></p>
+      <div class="scroll">
+        <table id="studies" hidden>
+          <thead>
+            <tr><th>Date</th><th>Patient</th><th>Description</th><th>Accession</th><th>Modalities</th><th></th></tr>
+          </thead>
+          <tbody></tbody>
+        </table>
+      </div>
       <p id="summary" role="status"></p>
       <div class="scroll">
         <table id="results">
@@ -231,19 +261,77 @@ document.getElementById('dicom').addEventListener('submit', (e) => {
     await Promise.all(Array.from({ length: ${PARALLEL_UPLOADS} }, worker));
   });
 });
-document.getElementById('photos').addEventListener('submit', (e) => {
+const photos = document.getElementById('photos');
+const newStudyFields = document.getElementById('new-study-fields');
+const joining = document.getElementById('joining');
+// Photos join a stored study (its patient and order) or make a new one (the patient's details required).
+function join(study) {
+  photos.dataset.study = study ? study.uid : '';
+  joining.hidden = !study;
+  newStudyFields.hidden = newStudyFields.disabled = !!study;
+  if (study) joining.querySelector('span').textContent = study.label;
+}
+document.getElementById('new-study').addEventListener('click', (e) => { e.preventDefault(); join(null); });
+photos.addEventListener('submit', (e) => {
   e.preventDefault();
   run(e.target, async (files, fields) => {
     const rows = files.map((f) => row(nameOf(f)));
     const form = new FormData();
     for (const [name, value] of fields) form.append(name, value);
     files.forEach((f) => form.append('file', f, f.name));
-    const response = await fetch('/api/v1/photos', { method: 'POST', body: form });
+    const study = photos.dataset.study;
+    const response = await fetch(study ? '/api/v1/studies/' + encodeURIComponent(study) + '/photos' : '/api/v1/photos', { method: 'POST', body: form });
     const text = await response.text();
     let answer = {};
     try { answer = JSON.parse(text); } catch {}
     if (Array.isArray(answer.files)) answer.files.forEach((f, i) => show(rows[i], f));
     else rows.forEach((r) => refuse(r, detailOf(text, response.statusText)));
   });
+});
+// Stored studies by Patient ID, or by family name (QIDO-RS, as the signed-in user may read): photos may join one, and
+// each downloads as a ZIP, with readable names or as a CD's file-set.
+const studies = document.querySelector('#studies tbody');
+const found = document.getElementById('found');
+const text = (json, tag) => { const v = json[tag] && json[tag].Value && json[tag].Value[0]; return v === undefined ? '' : typeof v === 'object' ? v.Alphabetic || '' : String(v); };
+async function qido(params) {
+  const response = await fetch('/dicom-web/studies?limit=50&includefield=00081030,00080061&' + new URLSearchParams(params), { headers: { Accept: 'application/dicom+json' } });
+  if (response.status === 401 || response.status === 403) throw new Error('Searching stored studies needs the read role; ask the administrator for it.');
+  if (response.status === 204) return [];
+  if (!response.ok) throw new Error(detailOf(await response.text(), response.statusText));
+  return response.json();
+}
+function link(label, href) {
+  const a = document.createElement('a');
+  a.textContent = label;
+  a.href = href;
+  return a;
+}
+document.getElementById('search').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const q = new FormData(e.target).get('q').trim();
+  studies.replaceChildren();
+  document.getElementById('studies').hidden = true;
+  found.textContent = 'Searching…';
+  try {
+    const lists = await Promise.all([qido({ PatientID: q }), qido({ PatientName: q + '*' })]);
+    const byUid = new Map(lists.flat().map((s) => [text(s, '0020000D'), s]));
+    found.textContent = byUid.size === 0 ? 'No stored study of that patient.' : byUid.size + ' stored stud' + (byUid.size === 1 ? 'y' : 'ies') + '.';
+    for (const [uid, s] of byUid) {
+      const tr = studies.insertRow();
+      tr.dataset.study = uid;
+      const patient = text(s, '00100010') + ' (' + text(s, '00100020') + ')';
+      for (const value of [text(s, '00080020'), patient, text(s, '00081030'), text(s, '00080050'), (s['00080061'] && s['00080061'].Value || []).join(', ')]) tr.insertCell().textContent = value;
+      const actions = tr.insertCell();
+      const add = document.createElement('button');
+      add.type = 'button';
+      add.textContent = 'Add photos';
+      add.addEventListener('click', () => { join({ uid, label: [text(s, '00080020'), patient, text(s, '00081030')].filter(Boolean).join(', ') }); photos.scrollIntoView(); });
+      const download = '/api/v1/studies/' + encodeURIComponent(uid) + '/download';
+      actions.append(add, ' ', link('ZIP', download), ' ', link('ZIP for a CD', download + '?layout=media'));
+    }
+    document.getElementById('studies').hidden = byUid.size === 0;
+  } catch (err) {
+    found.textContent = err.message;
+  }
 });
 `;

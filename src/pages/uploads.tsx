@@ -50,7 +50,14 @@ export function uploadsPage({ uploads: log }: Services) {
                     {u.refusals.length > 0 && <ul>{u.refusals.slice(0, 5).map((r) => <li>{r.sopInstanceUid ?? 'unreadable'}: {r.reason}</li>)}</ul>}
                   </td>
                   <td>{u.patientIds.join(', ')}</td>
-                  <td>{u.studyUids.join(', ')}</td>
+                  <td>
+                    {u.studyUids.map((uid, i) => (
+                      <>
+                        {i > 0 && ', '}
+                        <a href={`/api/v1/studies/${encodeURIComponent(uid)}/download`} title="Download the study as a ZIP">{uid}</a>
+                      </>
+                    ))}
+                  </td>
                 </tr>
               ))}
             </tbody>

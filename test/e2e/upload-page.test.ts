@@ -1,15 +1,19 @@
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Browser, Page, Request } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
-import { adminFetch, startServer, type RunningServer } from '../helpers/server.js';
+import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
 import { createUser } from '../helpers/staff.js';
 import { firstSignIn } from './staff.js';
 import { launchChromium } from './viewer-page.js';
+
+const run = promisify(execFile);
 
 /** The upload page in Chromium, used by a technician signed in with the upload role (issue 15). */
 describe('the upload page', () => {
@@ -112,11 +116,63 @@ describe('the upload page', () => {
     await page.setInputFiles('#photos input[name=files]', [photo, pdf]);
     await page.fill('#photos input[name=patient_id]', 'PHOTO-555');
     await page.fill('#photos input[name=study_description]', 'Wound check');
+    await page.selectOption('#photos select[name=patient_sex]', 'F');
+    await page.fill('#photos input[name=study_date]', '2026-11-30');
     await page.click('#photos button:has-text("Upload")');
     await page.waitForFunction(() => document.getElementById('summary')?.textContent?.startsWith('Done'), undefined, { timeout: 60_000 });
     expect(await page.textContent('#summary')).toBe('Done: 2 stored, 0 already stored, 0 refused');
-    const found = (await (await adminFetch(`${pacs.dicomweb}/studies?PatientID=PHOTO-555`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+    const found = (await (await adminFetch(`${pacs.dicomweb}/studies?PatientID=PHOTO-555&includefield=00100040`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
     expect(found[0]!['00081030']!.Value).toEqual(['Wound check']);
+    expect(found[0]!['00080020']!.Value).toEqual(['20261130']);
+    expect(found[0]!['00100040']!.Value).toEqual(['F']);
+  });
+
+  it('finds a patient\'s stored studies, adds photos to one of them, and downloads it as a ZIP', async () => {
+    const study = newUid();
+    const series = syntheticSeries(2, { studyUID: study, patientID: 'STORED-777', patientName: 'Ödegaard^Åse', studyDescription: 'MR knee', rows: 64, columns: 64 });
+    expect((await stow(pacs.dicomweb, series)).status).toBe(200);
+    // A technician who may also read: searching stored studies is a read.
+    const oneTime = await createUser(pacs, 'tech.theo', ['upload', 'read']);
+    const theo = await (await browser.newContext({ acceptDownloads: true })).newPage();
+    try {
+      await theo.goto(`${pacs.url}/upload`);
+      await firstSignIn(theo, 'tech.theo', oneTime, 'theo chose this');
+      await theo.fill('#search input[name=q]', 'ödegaard');
+      await theo.click('#search button');
+      await theo.waitForSelector(`#studies tr[data-study="${study}"]`);
+      expect(await theo.textContent(`#studies tr[data-study="${study}"]`)).toContain('MR knee');
+
+      await theo.click(`#studies tr[data-study="${study}"] button:has-text("Add photos")`);
+      expect(await theo.isVisible('#joining')).toBe(true);
+      expect(await theo.isVisible('#photos input[name=patient_id]')).toBe(false);
+      const photo = path.join(work, 'knee.jpg');
+      await sharp({ create: { width: 64, height: 48, channels: 3, background: '#48c' } }).jpeg().toFile(photo);
+      await theo.setInputFiles('#photos input[name=files]', [photo]);
+      await theo.fill('#photos input[name=series_description]', 'Knee, left, swelling');
+      await theo.click('#photos button:has-text("Upload")');
+      await theo.waitForFunction(() => document.getElementById('summary')?.textContent?.startsWith('Done'), undefined, { timeout: 60_000 });
+      expect(await theo.textContent('#summary')).toBe('Done: 1 stored, 0 already stored, 0 refused');
+      const seriesFound = (await (await adminFetch(`${pacs.dicomweb}/studies/${study}/series`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+      expect(seriesFound.map((s) => s['0008103E']?.Value?.[0])).toContain('Knee, left, swelling');
+      const photoSeries = seriesFound.find((s) => s['0008103E']?.Value?.[0] === 'Knee, left, swelling')!;
+      expect(photoSeries['00080060']!.Value).toEqual(['XC']);
+
+      // Its ZIP, from the row's link: the two MR files and the photo.
+      const [download] = await Promise.all([theo.waitForEvent('download'), theo.click(`#studies tr[data-study="${study}"] a:has-text("ZIP")`)]);
+      const zip = path.join(work, 'stored.zip');
+      await download.saveAs(zip);
+      const { stdout } = await run('python3', ['-c', 'import zipfile,sys\nprint("\\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))', zip]);
+      expect(stdout.trim().split('\n')).toHaveLength(3);
+    } finally {
+      await theo.context().close();
+    }
+  });
+
+  it('says that searching stored studies needs the read role to a technician without it', async () => {
+    await page.goto(`${pacs.url}/upload`);
+    await page.fill('#search input[name=q]', 'anyone');
+    await page.click('#search button');
+    await page.waitForFunction(() => document.getElementById('found')?.textContent?.includes('read role'));
   });
 
   it('is refused to staff without the upload role', async () => {
