@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import type { Config } from '../config.js';
 import type { Env, Services } from '../context.js';
 import { dicomParts, multipartOf, refuseOnLowDisk, uploadBodyError } from '../dicomweb/stow.js';
 import { BadRequest, DiskFull, HttpError } from '../errors.js';
+import { ImportSources } from '../import/sources.js';
 import { FailureReason, IngestBatch, type Receipt } from '../ingest/ingest.js';
 import { discard, formatBytes, spool, type Spooled } from '../ingest/spool.js';
 import { addCorrected, correctionsOf, type Correcting } from './dicom-files.js';
@@ -118,9 +119,9 @@ export function resumableApi(services: Services) {
   }
 
   /**
-   * An upload received whole (one DICOM file, or a bundle of them), stored with the order's values its metadata's
-   * `fields` give, and answered as the form routes answer a file (JSON; a bundle: `{ files: [...] }` in its order); in
-   * the upload log and the audit trail under the request's caller.
+   * An upload received whole (one DICOM file, a bundle of them, or a ZIP archive of them), stored with the order's
+   * values its metadata's `fields` give, and answered as the form routes answer a file (JSON; a bundle: `{ files: [...] }`
+   * in its order; an archive: `{ files, others }`); in the upload log and the audit trail under the request's caller.
    */
   async function storeUpload(c: Context<Env> | undefined, metadata: Record<string, string | null> | undefined, id: string, source: Source): Promise<string> {
     const fields = fieldsOf(metadata);
@@ -129,10 +130,11 @@ export function resumableApi(services: Services) {
     const correcting: Correcting = { corrections, modifiedBy: c ? callerOf(c) : 'unknown', now: new Date(), maxInstanceBytes: config.maxInstanceBytes };
     const batch = new IngestBatch(services.ingest);
     let received: Received[];
+    let others = 0;
     try {
-      received = content.bundle
-        ? await addParts(batch, source.body(), content.bundle, correcting)
-        : [{ name: content.name ?? id, ...(source.onDisk ? await addCorrected(batch, await source.onDisk(), correcting) : await addBody(batch, source.body(), correcting)) }];
+      if (content.bundle) received = await addParts(batch, source.body(), content.bundle, correcting);
+      else if (content.archive) ({ received, others } = await addArchive(batch, source, content.name ?? id, correcting));
+      else received = [{ name: content.name ?? id, ...(source.onDisk ? await addCorrected(batch, await source.onDisk(), correcting) : await addBody(batch, source.body(), correcting)) }];
     } catch (e) {
       await batch.abort();
       throw e;
@@ -145,7 +147,33 @@ export function resumableApi(services: Services) {
       if (fields.reason) c.set('auditReason', fields.reason);
     }
     const answers = received.map((r, i) => ({ ...fileAnswer(r.name, outcomes[i]!), study_uid: outcomes[i]!.studyUid ?? null, corrected: outcomes[i]!.status === 'failed' ? [] : r.corrected }));
+    if (content.archive) return JSON.stringify({ files: answers, others });
     return JSON.stringify(content.bundle ? { files: answers } : answers[0]);
+  }
+
+  /**
+   * The DICOM files in a ZIP archive (a CD copied into one; archives and gzipped files inside it too), found and
+   * refused as `import` finds and refuses them (ZIP slip, decompression bombs, nesting: ImportSources): each file as
+   * one of a bundle, an archive or a file refused with its reason. `others`: files that are not DICOM (a disc's viewer).
+   */
+  async function addArchive(batch: IngestBatch, source: Source, name: string, correcting: Correcting): Promise<{ received: Received[]; others: number }> {
+    // The archive is read where it lies: an upload's file, or this request's body spooled first.
+    const spooled = source.onDisk ? undefined : await spool(source.body(), services.ingest.spoolDir, config.maxInstanceBytes);
+    try {
+      await spooled?.written;
+      const file = spooled?.path ?? (await source.onDisk!()).path;
+      const found = await ImportSources.find(file, { maxEntryBytes: config.maxInstanceBytes, workDir: path.join(services.ingest.spoolDir, `archive-${randomUUID()}`) }, name);
+      try {
+        const received: Received[] = [];
+        for (const item of found.items) received.push({ name: item.name, ...(await addBody(batch, await item.open(), correcting)) });
+        for (const skipped of found.skipped) received.push({ name: skipped.name, corrected: [], receipt: batch.reject(FailureReason.CannotUnderstand, skipped.reason) });
+        return { received, others: found.others };
+      } finally {
+        await found.close();
+      }
+    } finally {
+      if (spooled) await discard(spooled);
+    }
   }
 
   /** One file's bytes added as sent, or, with values to set, spooled first so that its header can be corrected. */
@@ -235,11 +263,13 @@ type Received = { name: string; corrected: string[]; receipt: Receipt };
 type Bundle = { boundary: string; names: string[] };
 
 /**
- * What an upload holds, from its metadata: one DICOM file named `filename`, or, with `filetype`
- * multipart/related, a bundle whose files `filenames` (a JSON list) names.
+ * What an upload holds, from its metadata: one DICOM file named `filename`; with `filetype` multipart/related, a
+ * bundle whose files `filenames` (a JSON list) names; with `filetype` application/zip, a ZIP archive of DICOM files.
  */
-function contentOf(metadata: Record<string, string | null> | undefined): { name?: string; bundle?: Bundle } {
+function contentOf(metadata: Record<string, string | null> | undefined): { name?: string; bundle?: Bundle; archive?: boolean } {
   const type = metadata?.filetype;
+  // Windows browsers name a ZIP application/x-zip-compressed.
+  if (type && /^\s*application\/(x-zip-compressed|zip)\s*(;|$)/i.test(type)) return { name: metadata?.filename ?? undefined, archive: true };
   if (!type || !/^\s*multipart\/related\s*(;|$)/i.test(type)) return { name: metadata?.filename ?? undefined };
   const { boundary, type: partType } = multipartOf(type);
   if (partType && partType !== 'application/dicom') throw new HttpError(415, 'unsupported-media-type', `a bundle holds application/dicom parts, not ${partType}`);

@@ -53,12 +53,15 @@ export class ImportSources {
 
   private constructor(private readonly limits: Limits) {}
 
-  static async find(source: string, limits: Limits): Promise<ImportSources> {
+  /** `name`: what a file source is called in the report (an upload's file name), rather than its path. */
+  static async find(source: string, limits: Limits, name?: string): Promise<ImportSources> {
     const sources = new ImportSources(limits);
     const stat = await fs.stat(source);
-    const files = stat.isFile()
-      ? [source]
-      : (await fs.readdir(source, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name)).sort();
+    if (stat.isFile()) {
+      await sources.addFile(source, name ?? source, 0);
+      return sources;
+    }
+    const files = (await fs.readdir(source, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name)).sort();
     for (const file of files) await sources.addFile(file, file, 0);
     return sources;
   }

@@ -1,11 +1,16 @@
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { adminFetch, readMultipartResponse, startServer, stowBody, TEST_ADMIN_KEY, type RunningServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
+
+const run = promisify(execFile);
 
 /**
  * Resumable uploads (issue 15) with tus-js-client, the protocol's own client (the upload page uses its browser
@@ -104,6 +109,69 @@ describe('resumable uploads', () => {
     // One upload in the log, for the bundle.
     const log = (await (await adminFetch(`${server.url}/api/v1/uploads?patient_id=${patientId}`)).json()) as Array<{ stored: number; refused: number }>;
     expect(log).toEqual([expect.objectContaining({ stored: 2, refused: 1 })]);
+  });
+
+  /** A ZIP archive made by Python's zipfile (another implementation than the server's reader): `{ name: bytes }`. */
+  async function zipOf(entries: Record<string, Buffer>): Promise<Buffer> {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pacs-tus-zip-'));
+    try {
+      const list = Object.entries(entries).map(([name, bytes], i) => ({ name, file: path.join(dir, String(i)) }));
+      for (const [i, bytes] of Object.values(entries).entries()) await fs.writeFile(list[i]!.file, bytes);
+      const script = 'import zipfile,json,sys\nwith zipfile.ZipFile(sys.argv[1],"w",zipfile.ZIP_DEFLATED) as z:\n  for e in json.loads(sys.argv[2]): z.write(e["file"], e["name"])';
+      await run('python3', ['-c', script, path.join(dir, 'out.zip'), JSON.stringify(list)]);
+      return await fs.readFile(path.join(dir, 'out.zip'));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Sends a ZIP archive as one resumable upload, in chunks or whole in its creating request; the answer's body. */
+  function uploadArchive(zip: Buffer, name: string, fields: Record<string, string>, uploadDataDuringCreation = false): Promise<{ files: Answer[]; others: number }> {
+    return new Promise((resolve, reject) => {
+      new tus.Upload(zip, {
+        endpoint: `${server.url}/api/v1/resumable`,
+        headers: { Authorization: `Bearer ${TEST_ADMIN_KEY}` },
+        metadata: { filename: name, filetype: 'application/zip', fields: JSON.stringify(fields) },
+        chunkSize: uploadDataDuringCreation ? zip.length : 4096,
+        uploadDataDuringCreation,
+        retryDelays: null,
+        storeFingerprintForResuming: false,
+        onSuccess: (payload) => resolve(JSON.parse(payload.lastResponse.getBody())),
+        onError: reject,
+      }).start();
+    });
+  }
+
+  it('store the DICOM files of a ZIP archive (a CD copied into one, a ZIP inside it), each with its result, and say what else it held', async () => {
+    const patientId = 'TUS-ZIP-1';
+    const [a, b, c] = [1, 2, 3].map(() => syntheticInstance({ patientID: 'OLD', rows: 256, columns: 256 }));
+    const inner = await zipOf({ 'IM3': c! });
+    const zip = await zipOf({ 'DICOM/PAT1/IM1': a!, 'DICOM/PAT1/IM2': b!, 'DICOM/inner.zip': inner, 'README.TXT': Buffer.from('Viewer on this disc: run VIEWER.EXE') });
+    expect(zip.length, 'sent in several chunks').toBeGreaterThan(2 * 4096);
+    const answer = await uploadArchive(zip, 'cd-from-st-marys.zip', { patient_id: patientId, reason: 'a CD from another hospital' });
+    expect(answer.files.map((f) => [f.file, f.status, f.corrected])).toEqual([
+      ['cd-from-st-marys.zip!/DICOM/PAT1/IM1', 'stored', ['PatientID']],
+      ['cd-from-st-marys.zip!/DICOM/PAT1/IM2', 'stored', ['PatientID']],
+      ['cd-from-st-marys.zip!/DICOM/inner.zip!/IM3', 'stored', ['PatientID']],
+    ]);
+    expect(answer.others).toBe(1);
+    const found = (await (await adminFetch(`${server.dicomweb}/instances?PatientID=${patientId}`)).json()) as unknown[];
+    expect(found).toHaveLength(3);
+    const log = (await (await adminFetch(`${server.url}/api/v1/uploads?patient_id=${patientId}`)).json()) as Array<{ stored: number; refused: number }>;
+    expect(log).toEqual([expect.objectContaining({ stored: 3, refused: 0 })]);
+    // Nothing of the archive is left behind: not its upload, not what was unpacked from it.
+    await waitFor('the upload\'s files to go', async () => ((await fs.readdir(path.join(server.dataDir, 'resumable'))).length === 0) || undefined);
+    const spool = await fs.readdir(path.join(server.dataDir, 'tmp'), { recursive: true });
+    expect(spool.filter((f) => /archive-|\.part$/.test(String(f)))).toEqual([]);
+  });
+
+  it('refuse a ZIP archive whose names leave it (ZIP slip) whole, saying why, storing nothing of it', async () => {
+    const sop = syntheticInstance({ patientID: 'TUS-SLIP', rows: 32, columns: 32 });
+    const zip = await zipOf({ 'IM1': sop, '../../etc/cron.d/evil': Buffer.from('* * * * * root id') });
+    // Whole in its creating request, as the upload page sends an archive up to its chunk: read from a spooled copy.
+    const answer = await uploadArchive(zip, 'slip.zip', {}, true);
+    expect(answer.files).toEqual([expect.objectContaining({ file: 'slip.zip', status: 'refused', reason: expect.stringMatching(/leaves the archive/) })]);
+    expect((await (await adminFetch(`${server.dicomweb}/instances?PatientID=TUS-SLIP`)).json()) as unknown[]).toHaveLength(0);
   });
 
   it('refuses a bundle of other parts than DICOM files, or whose names are not a list, before a byte is taken', async () => {
