@@ -56,8 +56,11 @@ function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
     <Layout title="Upload" nav={[{ href: '/logout', label: 'Sign out' }]}>
       <h2>DICOM files</h2>
       <form id="dicom" class="row" data-bundle-files={bundle.files} data-bundle-bytes={bundle.bytes}>
+        <div id="drop" style="flex-basis:100%;border:2px dashed #999;padding:1em;text-align:center">
+          Drop files, a folder (a CD) or ZIP archives here, or choose them:
+        </div>
         <label>
-          Files
+          Files or ZIP archives
           <input type="file" name="files" multiple />
         </label>
         <label>
@@ -65,7 +68,7 @@ function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
           <input type="file" name="folder" {...{ webkitdirectory: '' }} />
         </label>
         <p class="muted" style="flex-basis:100%;margin:0">
-          To match them to the order, give the clinic's values; the values they replace are kept in each file. Leave blank to store them as they are. ZIP archives: unzip them first, or use <code>npm run cli -- import</code>.
+          To match them to the order, give the clinic's values; the values they replace are kept in each file. Leave blank to store them as they are.
         </p>
         {field('patient_id', 'Patient ID', { maxlength: 64 })}
         {field('patient_name', 'Name (Family^Given)', { maxlength: 64 })}
@@ -151,7 +154,10 @@ function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
 const SCRIPT = `
 const body = document.querySelector('#results tbody');
 const summary = document.getElementById('summary');
-const nameOf = (f) => f.webkitRelativePath || f.name;
+// A dropped folder's files carry their path here; chosen ones in webkitRelativePath.
+const droppedPaths = new WeakMap();
+const nameOf = (f) => droppedPaths.get(f) || f.webkitRelativePath || f.name;
+const isArchive = (f) => /\.zip$/i.test(f.name) || /zip/.test(f.type);
 function row(name) {
   const tr = body.insertRow();
   for (let i = 0; i < 3; i++) tr.insertCell();
@@ -188,6 +194,7 @@ function jobsOf(files) {
   let current = null;
   for (const f of files) {
     const r = row(nameOf(f));
+    if (isArchive(f)) { jobs.push({ files: [f], rows: [r], archive: true }); continue; }
     if (f.size + ${BUNDLE_PART_BYTES} > room || most < 2) { jobs.push({ files: [f], rows: [r] }); continue; }
     if (!current || current.files.length === most || current.bytes + f.size + ${BUNDLE_PART_BYTES} > room) jobs.push((current = { files: [], rows: [], bytes: 0 }));
     current.files.push(f);
@@ -212,12 +219,13 @@ function resumable(job, fields) {
       storeFingerprintForResuming: !bundle,
       metadata: bundle
         ? { filetype: 'multipart/related; type="application/dicom"; boundary=' + boundary, filenames: JSON.stringify(names), fields: JSON.stringify(fields) }
-        : { filename: names[0], fields: JSON.stringify(fields) },
+        : job.archive ? { filename: names[0], filetype: 'application/zip', fields: JSON.stringify(fields) } : { filename: names[0], fields: JSON.stringify(fields) },
       // The same file with other values is another upload.
       fingerprint: async () => ['pacs-lite', names[0], job.files[0].size, job.files[0].lastModified, JSON.stringify(fields)].join('|'),
       onProgress: (sent, total) => { job.rows.forEach((r) => { r.cells[1].textContent = Math.round((100 * sent) / total) + '%'; }); },
       onSuccess: (payload) => {
         const answer = JSON.parse(payload.lastResponse.getBody());
+        if (job.archive) { unpacked(job.rows[0], answer); resolve(); return; }
         const results = (bundle ? answer.files : [answer]) || [];
         job.rows.forEach((r, i) => (results[i] ? show(r, results[i]) : refuse(r, 'the server gave no result for this file')));
         resolve();
@@ -235,14 +243,48 @@ function resumable(job, fields) {
     });
   });
 }
+// An archive's row says what it held; each file in it gets a row of its own, below it, with its result.
+function unpacked(r, answer) {
+  const files = answer.files || [];
+  r.cells[1].textContent = 'done';
+  r.cells[2].textContent = files.length + ' file(s) in it' + (answer.others ? ', and ' + answer.others + ' that are not DICOM, left' : '');
+  files.forEach((f, i) => {
+    const tr = body.insertRow(r.sectionRowIndex + 1 + i);
+    for (let c = 0; c < 3; c++) tr.insertCell();
+    tr.cells[0].textContent = f.file;
+    show(tr, f);
+  });
+}
 function chosen(form) {
-  return [...form.querySelectorAll('input[type=file]')].flatMap((input) => [...input.files]).filter((f) => f.name !== 'DICOMDIR');
+  return [...form.querySelectorAll('input[type=file]')].flatMap((input) => [...input.files]);
+}
+// The files of what was dropped, folders walked through (a CD's tree).
+async function droppedFiles(items) {
+  const files = [];
+  const walk = async (entry, path) => {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      droppedPaths.set(file, path + entry.name);
+      files.push(file);
+      return;
+    }
+    const reader = entry.createReader();
+    for (let batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject)); batch.length; batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject))) {
+      for (const child of batch) await walk(child, path + entry.name + '/');
+    }
+  };
+  const entries = [...items].filter((i) => i.kind === 'file').map((i) => ({ entry: i.webkitGetAsEntry && i.webkitGetAsEntry(), file: i.getAsFile() }));
+  for (const { entry, file } of entries) {
+    if (entry) await walk(entry, '');
+    else if (file) files.push(file);
+  }
+  return files;
 }
 function fieldsOf(form) {
   return [...new FormData(form)].filter(([, v]) => typeof v === 'string' && v !== '');
 }
-async function run(form, work) {
-  const files = chosen(form);
+async function run(form, work, picked = chosen(form)) {
+  const files = picked.filter((f) => f.name !== 'DICOMDIR');
   if (files.length === 0) { summary.textContent = 'Choose files first.'; return; }
   form.querySelector('button').disabled = true;
   summary.textContent = 'Uploading ' + files.length + ' file(s)…';
@@ -251,15 +293,23 @@ async function run(form, work) {
   tally();
   summary.textContent = 'Done: ' + summary.textContent;
 }
-document.getElementById('dicom').addEventListener('submit', (e) => {
+const dicom = document.getElementById('dicom');
+const uploadDicom = (picked) => run(dicom, async (files, fields) => {
+  const jobs = jobsOf(files);
+  const values = Object.fromEntries(fields);
+  let next = 0;
+  const worker = async () => { while (next < jobs.length) { await resumable(jobs[next++], values); tally(); } };
+  await Promise.all(Array.from({ length: ${PARALLEL_UPLOADS} }, worker));
+}, picked);
+dicom.addEventListener('submit', (e) => { e.preventDefault(); uploadDicom(); });
+// Dropped, they go at once, with the values the form holds.
+const drop = document.getElementById('drop');
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.style.borderColor = '#36c'; });
+drop.addEventListener('dragleave', () => { drop.style.borderColor = ''; });
+drop.addEventListener('drop', async (e) => {
   e.preventDefault();
-  run(e.target, async (files, fields) => {
-    const jobs = jobsOf(files);
-    const values = Object.fromEntries(fields);
-    let next = 0;
-    const worker = async () => { while (next < jobs.length) { await resumable(jobs[next++], values); tally(); } };
-    await Promise.all(Array.from({ length: ${PARALLEL_UPLOADS} }, worker));
-  });
+  drop.style.borderColor = '';
+  uploadDicom(await droppedFiles(e.dataTransfer.items));
 });
 const photos = document.getElementById('photos');
 const newStudyFields = document.getElementById('new-study-fields');

@@ -107,6 +107,37 @@ describe('the upload page', () => {
     expect(found).toHaveLength(1);
   });
 
+  it('takes a ZIP archive dropped on it: each DICOM file in it stored with the order\'s values, each with its row', async () => {
+    const study = newUid();
+    const dir = await fs.mkdtemp(path.join(work, 'zip-'));
+    const files = syntheticSeries(2, { studyUID: study, patientID: 'ZIP-OLD', rows: 64, columns: 64 });
+    await fs.mkdir(path.join(dir, 'DICOM'));
+    for (const [i, bytes] of files.entries()) await fs.writeFile(path.join(dir, 'DICOM', `IM${i + 1}`), bytes);
+    await fs.writeFile(path.join(dir, 'README.TXT'), 'Open VIEWER.EXE to see the images');
+    const zip = path.join(work, 'cd-from-st-marys.zip');
+    await run('zip', ['-r', '-q', zip, 'DICOM', 'README.TXT'], { cwd: dir });
+    await page.goto(`${pacs.url}/upload`);
+    await page.fill('#dicom input[name=patient_id]', 'ZIP-555');
+    await page.fill('#dicom input[name=reason]', 'a CD from another hospital, matched to our patient');
+    // Dropped as a file manager drops it (a DataTransfer holding the file), not chosen.
+    const dataTransfer = await page.evaluateHandle(({ name, base64 }) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type: 'application/zip' }));
+      return transfer;
+    }, { name: 'cd-from-st-marys.zip', base64: (await fs.readFile(zip)).toString('base64') });
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+    await page.waitForFunction(() => document.getElementById('summary')?.textContent?.startsWith('Done'), undefined, { timeout: 60_000 });
+    const rows = await page.$$eval('#results tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent)));
+    expect(await page.textContent('#summary'), JSON.stringify(rows)).toBe('Done: 2 stored, 0 already stored, 0 refused');
+    expect(rows).toEqual(expect.arrayContaining([
+      ['cd-from-st-marys.zip', 'done', '2 file(s) in it, and 1 that are not DICOM, left'],
+      ['cd-from-st-marys.zip!/DICOM/IM1', 'done', 'stored (set: PatientID)'],
+      ['cd-from-st-marys.zip!/DICOM/IM2', 'done', 'stored (set: PatientID)'],
+    ]));
+    const found = (await (await adminFetch(`${pacs.dicomweb}/studies/${study}/instances?includefield=00100020`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+    expect(found.map((i) => i['00100020']!.Value![0])).toEqual(['ZIP-555', 'ZIP-555']);
+  });
+
   it('makes photos and a PDF into a new study of the patient given', async () => {
     const photo = path.join(work, 'wound.jpg');
     await sharp({ create: { width: 64, height: 48, channels: 3, background: '#c84' } }).jpeg().toFile(photo);
