@@ -51,6 +51,19 @@ const field = (name: string, label: string, extra: Record<string, string | numbe
   </label>
 );
 
+/** PatientSex as DICOM spells it; `blank` says what no choice means. */
+const SexField = ({ blank }: { blank: string }) => (
+  <label>
+    Sex
+    <select name="patient_sex">
+      <option value="">{blank}</option>
+      <option>F</option>
+      <option>M</option>
+      <option>O</option>
+    </select>
+  </label>
+);
+
 function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
   return (
     <Layout title="Upload" nav={[{ href: '/logout', label: 'Sign out' }]}>
@@ -73,15 +86,7 @@ function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
         {field('patient_id', 'Patient ID', { maxlength: 64 })}
         {field('patient_name', 'Name (Family^Given)', { maxlength: 64 })}
         {field('patient_birth_date', 'Birth date', { type: 'date' })}
-        <label>
-          Sex
-          <select name="patient_sex">
-            <option value="">as in the files</option>
-            <option>F</option>
-            <option>M</option>
-            <option>O</option>
-          </select>
-        </label>
+        <SexField blank="as in the files" />
         {field('accession_number', 'Accession number', { maxlength: 16 })}
         {field('study_date', 'Study date', { type: 'date' })}
         {field('reason', 'Why (with any value)', { maxlength: 500 })}
@@ -100,15 +105,7 @@ function UploadPage({ bundle }: { bundle: { files: number; bytes: number } }) {
           {field('patient_id', 'Patient ID', { maxlength: 64, required: 'required' })}
           {field('patient_name', 'Name (Family^Given)', { maxlength: 64 })}
           {field('patient_birth_date', 'Birth date', { type: 'date' })}
-          <label>
-            Sex
-            <select name="patient_sex">
-              <option value="">not given</option>
-              <option>F</option>
-              <option>M</option>
-              <option>O</option>
-            </select>
-          </label>
+          <SexField blank="not given" />
           {field('accession_number', 'Accession number', { maxlength: 16 })}
           {field('study_date', 'Study date', { type: 'date' })}
           {field('study_description', 'Description', { maxlength: 64 })}

@@ -2,7 +2,6 @@
 export type WithBody = { size: number; body: () => AsyncIterable<Uint8Array> };
 
 type Read = { chunks: Uint8Array[] } | { error: unknown };
-type Held = { read: Promise<Read>; release: () => void };
 
 /**
  * The bytes every response together may hold read ahead. Without a bound, each slow client held its files ahead (sixty
@@ -13,16 +12,15 @@ export class ReadAheadBudget {
 
   constructor(readonly total: number) {}
 
-  /** Takes `bytes` if they fit, with the function that gives them back (once); undefined if they do not. */
-  take(bytes: number): (() => void) | undefined {
-    if (this.used + bytes > this.total) return undefined;
+  /** Takes `bytes` if they fit (true), to be given back once they are let go. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.total) return false;
     this.used += bytes;
-    let given = false;
-    return () => {
-      if (given) return;
-      given = true;
-      this.used -= bytes;
-    };
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
   }
 }
 
@@ -37,27 +35,28 @@ export class ReadAheadBudget {
  * item's read error is its body's error, met when that body is reached.
  */
 export async function* readAhead<T extends WithBody>(items: readonly T[], files: number, wholeBytes: number, budget: ReadAheadBudget): AsyncGenerator<T> {
-  const ahead = new Map<number, Held>();
-  let current: Held | undefined;
+  const ahead = new Map<number, Promise<Read>>();
+  /** The item being sent, while the budget holds its bytes. */
+  let sending: T | undefined;
   try {
     for (let i = 0; i < items.length; i++) {
       for (let next = i; next <= i + files && next < items.length; next++) {
         const item = items[next]!;
         if (item.size > wholeBytes || ahead.has(next)) continue;
-        const release = budget.take(item.size);
         // In order: a later file is not read ahead of an earlier one that did not fit.
-        if (!release) break;
-        ahead.set(next, { read: readWhole(item.body()), release });
+        if (!budget.take(item.size)) break;
+        ahead.set(next, readWhole(item.body()));
       }
-      current = ahead.get(i);
+      const read = ahead.get(i);
       ahead.delete(i);
-      const held = current;
-      yield held ? { ...items[i]!, body: () => replay(held.read) } : items[i]!;
-      held?.release();
+      sending = read && items[i];
+      yield read ? { ...items[i]!, body: () => replay(read) } : items[i]!;
+      if (sending) budget.give(sending.size);
+      sending = undefined;
     }
   } finally {
-    current?.release();
-    for (const held of ahead.values()) void held.read.then(held.release);
+    if (sending) budget.give(sending.size);
+    for (const [n, read] of ahead) void read.then(() => budget.give(items[n]!.size));
   }
 }
 

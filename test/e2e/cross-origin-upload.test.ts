@@ -1,9 +1,9 @@
-import http from 'node:http';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticInstance } from '../fixtures/synthetic.js';
 import { adminFetch, freePort, startServer, type RunningServer } from '../helpers/server.js';
+import { serveEmrPage, type EmrPage } from './emr-page.js';
 import { launchChromium } from './viewer-page.js';
 
 /**
@@ -14,7 +14,7 @@ import { launchChromium } from './viewer-page.js';
  */
 describe('a resumable upload from a page of another origin', () => {
   let pacs: RunningServer;
-  let emrPage: http.Server;
+  let emrPage: EmrPage;
   let emrPort: number;
   let browser: Browser;
   let uploadKey: string;
@@ -37,14 +37,13 @@ describe('a resumable upload from a page of another origin', () => {
         onError: (error) => { document.title = 'failed ' + error.message; },
       }).start();
     </script>`;
-    emrPage = http.createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end(html));
-    await new Promise<void>((resolve) => emrPage.listen(emrPort, '127.0.0.1', resolve));
+    emrPage = await serveEmrPage(html, emrPort);
     browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {
     await browser?.close();
-    await new Promise((resolve) => emrPage?.close(resolve));
+    await emrPage?.close();
     await pacs?.stop();
   });
 

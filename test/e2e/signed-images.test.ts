@@ -1,10 +1,9 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUid } from '../../src/dicom/write.js';
 import { syntheticSeries } from '../fixtures/synthetic.js';
 import { adminFetch, startServer, stow, type RunningServer } from '../helpers/server.js';
+import { serveEmrPage, type EmrPage } from './emr-page.js';
 import { launchChromium } from './viewer-page.js';
 
 /**
@@ -13,7 +12,7 @@ import { launchChromium } from './viewer-page.js';
  */
 describe('signed image links in a browser', () => {
   let pacs: RunningServer;
-  let emrPage: http.Server;
+  let emrPage: EmrPage;
   let browser: Browser;
   const study = newUid();
   let thumbnails: string[];
@@ -30,21 +29,20 @@ describe('signed image links in a browser', () => {
     const otherSop = new URL(other).pathname.split('/')[4]!;
     const tampered = good.replace(new URL(good).pathname.split('/')[4]!, otherSop);
     const html = `<!doctype html><img id="good" src="${good}"><img id="tampered" src="${tampered}">`;
-    emrPage = http.createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end(html));
-    await new Promise<void>((resolve) => emrPage.listen(0, '127.0.0.1', resolve));
+    emrPage = await serveEmrPage(html);
     browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {
     await browser?.close();
-    await new Promise((resolve) => emrPage?.close(resolve));
+    await emrPage?.close();
     await pacs?.stop();
   });
 
   it('loads the signed thumbnail and not the tampered one', async () => {
     const page = await browser.newPage();
     // Another origin than the server's: localhost, not 127.0.0.1.
-    await page.goto(`http://localhost:${(emrPage.address() as AddressInfo).port}/`);
+    await page.goto(`http://localhost:${emrPage.port}/`);
     await page.waitForFunction(() => Array.from(document.images).every((img) => img.complete));
     const size = (id: string) => page.$eval(`#${id}`, (img) => (img as HTMLImageElement).naturalWidth);
     expect(await size('good')).toBeGreaterThan(0);
