@@ -140,9 +140,7 @@ export async function answerForm<E extends object>(
 
 /** An upload in the upload log, under the caller and where it came from. */
 export function recordUpload(c: Context<Env>, services: Services, door: UploadDoor, outcomes: InstanceOutcome[]): void {
-  const tally = new UploadTally(door, callerOf(c), clientIpOf(c));
-  for (const outcome of outcomes) tally.add(outcome);
-  services.uploads.add(tally);
+  services.uploads.add(new UploadTally(door, callerOf(c), clientIpOf(c), outcomes));
 }
 
 /** What became of one file, as every upload route answers it. */

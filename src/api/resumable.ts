@@ -97,7 +97,7 @@ export function resumableApi(services: Services) {
         // Completed by its creating request (a whole file tus's own way: sent chunked, say), it answers as a creation.
         const status = req.method === 'POST' ? 201 : 200;
         try {
-          const answer = await storeUpload(requests.getStore(), upload.metadata, upload.id, { body: () => createReadStream(file), onDisk: () => onDisk(file, upload.size ?? 0) });
+          const answer = await storeUpload(requests.getStore(), upload.metadata, upload.id, { body: () => createReadStream(file), file: { path: file, size: upload.size ?? 0 } });
           return { status_code: status, headers: { 'Content-Type': 'application/json' }, body: answer };
         } catch (e) {
           const refused = uploadBodyError(e, config);
@@ -134,7 +134,7 @@ export function resumableApi(services: Services) {
     try {
       if (content.bundle) received = await addParts(batch, source.body(), content.bundle, correcting);
       else if (content.archive) ({ received, others } = await addArchive(batch, source, content.name ?? id, correcting));
-      else received = [{ name: content.name ?? id, ...(source.onDisk ? await addCorrected(batch, await source.onDisk(), correcting) : await addBody(batch, source.body(), correcting)) }];
+      else received = [{ name: content.name ?? id, ...(source.file ? await addCorrected(batch, await onDisk(source.file.path, source.file.size), correcting) : await addBody(batch, source.body(), correcting)) }];
     } catch (e) {
       await batch.abort();
       throw e;
@@ -158,10 +158,10 @@ export function resumableApi(services: Services) {
    */
   async function addArchive(batch: IngestBatch, source: Source, name: string, correcting: Correcting): Promise<{ received: Received[]; others: number }> {
     // The archive is read where it lies: an upload's file, or this request's body spooled first.
-    const spooled = source.onDisk ? undefined : await spool(source.body(), services.ingest.spoolDir, config.maxInstanceBytes);
+    const spooled = source.file ? undefined : await spool(source.body(), services.ingest.spoolDir, config.maxInstanceBytes);
     try {
       await spooled?.written;
-      const file = spooled?.path ?? (await source.onDisk!()).path;
+      const file = source.file?.path ?? spooled!.path;
       const found = await ImportSources.find(file, { maxEntryBytes: config.maxInstanceBytes, workDir: path.join(services.ingest.spoolDir, `archive-${randomUUID()}`) }, name);
       try {
         const received: Received[] = [];
@@ -252,8 +252,8 @@ function withoutCors(response: Response): Response {
   return response;
 }
 
-/** A complete upload's bytes; a file's, also as a file on disk when it is one there already. */
-type Source = { body: () => AsyncIterable<Uint8Array>; onDisk?: () => Promise<Pick<Spooled, 'path' | 'size' | 'head' | 'written'>> };
+/** A complete upload's bytes; also the file on disk that holds them, when they are in one already (tus's). */
+type Source = { body: () => AsyncIterable<Uint8Array>; file?: { path: string; size: number } };
 type Received = { name: string; corrected: string[]; receipt: Receipt };
 /**
  * Many small files in one upload, as a STOW-RS body (multipart/related, a DICOM file a part): a file a request would

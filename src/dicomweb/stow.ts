@@ -51,9 +51,7 @@ export function stowRouter(services: Services) {
     c.set('auditStudyUids', [...new Set(stored.map((o) => o.studyUid))]);
     const status = stored.length === outcomes.length ? 200 : stored.length > 0 ? 202 : 409;
     services.log.info({ stored: stored.length, failed: outcomes.length - stored.length }, 'stow');
-    const tally = new UploadTally('stow', callerOf(c), clientIpOf(c));
-    for (const outcome of outcomes) tally.add(outcome);
-    services.uploads.add(tally);
+    services.uploads.add(new UploadTally('stow', callerOf(c), clientIpOf(c), outcomes));
     logRefusals(services, outcomes);
     const executables = stored.filter((o) => o.executablePreamble);
     if (executables.length) flagExecutables(c, services, executables, status);

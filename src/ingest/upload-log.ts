@@ -11,8 +11,10 @@ import type { InstanceOutcome } from './ingest.js';
 export class UploadTally {
   private readonly upload: Upload;
 
-  constructor(door: UploadDoor, credential: string, ip: string | null) {
+  /** `outcomes`: what an upload that is over already came to; a door that goes on adds them as they come. */
+  constructor(door: UploadDoor, credential: string, ip: string | null, outcomes: readonly InstanceOutcome[] = []) {
     this.upload = { id: randomUUID(), at: Date.now(), door, credential, ip, stored: 0, present: 0, refused: 0, refusals: [], studyUids: [] };
+    for (const outcome of outcomes) this.add(outcome);
   }
 
   /** Instances counted so far. */
